@@ -1,0 +1,1 @@
+"""lucent_dsl: feature visualization as an algebra of objectives."""
