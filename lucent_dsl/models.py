@@ -1,0 +1,83 @@
+"""What a model needs around it: preprocessing, input size, colour channels, class labels.
+
+A plain `nn.Module` works as it is (no normalization, any input size). Models from `lucent_dsl.zoo`,
+or any module passed through `with_info`, carry a `ModelInfo` that the plan applies before that
+model's forward, so each model of an ensemble gets its own preprocessing.
+
+Example:
+    >>> import torch.nn as nn
+    >>> m = with_info(nn.Conv2d(3, 4, 3), ModelInfo(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    >>> info_of(m).mean
+    (0.5, 0.5, 0.5)
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import InvalidArgumentError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_ATTR = "lucent_info"
+
+
+@dc.dataclass(frozen=True)
+class ModelInfo:
+    """Static facts about a model's input and output.
+
+    Args:
+        mean, std: per-channel normalization applied to images in [0, 1] (None: no normalization).
+        input_size: (H, W) the model expects; images of another size are resized (None: any size).
+        channels: colour channels the model reads (1 for grayscale: RGB images are averaged).
+        labels: class names of the output logits, so `class_logit("flamingo")` can be resolved.
+        name: a short name for messages and file names.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_size: tuple[int, int] | None = None
+    channels: int = 3
+    labels: tuple[str, ...] | None = None
+    name: str | None = None
+
+    def preprocess(self, image: Tensor) -> Tensor:
+        """Map an image batch in [0, 1] to this model's input.
+
+        Shape:
+            image: (B, C, H, W) -> (B, self.channels, *self.input_size)
+        """
+        x = image
+        if x.shape[1] != self.channels:
+            if self.channels == 1:
+                x = x.mean(dim=1, keepdim=True)
+            elif x.shape[1] == 1:
+                x = x.expand(-1, self.channels, -1, -1)
+            else:
+                raise InvalidArgumentError(
+                    f"the model {self.name or ''} reads {self.channels} channels but the image has "
+                    f"{x.shape[1]}; render with channels={self.channels}"
+                )
+        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=False)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std or (1.0,) * len(self.mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+
+def with_info(module: nn.Module, info: ModelInfo) -> nn.Module:
+    """Attach `info` to `module` (in place) and return the module."""
+    object.__setattr__(module, _ATTR, info)
+    return module
+
+
+def info_of(module: nn.Module) -> ModelInfo:
+    """The `ModelInfo` attached to `module`, or the default (identity preprocessing)."""
+    info = getattr(module, _ATTR, None)
+    return info if isinstance(info, ModelInfo) else ModelInfo()
