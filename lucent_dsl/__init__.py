@@ -1,1 +1,45 @@
-"""lucent_dsl: feature visualization as an algebra of objectives."""
+"""lucent_dsl: feature visualization for PyTorch as an algebra of objectives.
+
+Objectives are immutable expressions (`channel("layer4", 12) - 1e-3 * total_variation()`),
+compiled with one or more models into one truncated hook-and-loss `Plan`, and rendered into
+images by `render`. Objectives are maximized; penalties are subtracted.
+"""
+from .custom import objective as objective
+from .errors import (
+    AmbiguousModelError as AmbiguousModelError,
+    ImageError as ImageError,
+    InvalidArgumentError as InvalidArgumentError,
+    LayerNotFoundError as LayerNotFoundError,
+    LucentError as LucentError,
+    ModelNotFoundError as ModelNotFoundError,
+    NonFiniteError as NonFiniteError,
+    ObjectiveShapeError as ObjectiveShapeError,
+    ParseError as ParseError,
+    WeightsNotFoundError as WeightsNotFoundError,
+)
+from .expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, sum_of as sum_of
+from .models import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
+from .objectives import (
+    activation_match as activation_match,
+    alignment as alignment,
+    blur as blur,
+    channel as channel,
+    channel_interpolate as channel_interpolate,
+    channel_weight as channel_weight,
+    class_logit as class_logit,
+    deepdream as deepdream,
+    direction as direction,
+    direction_neuron as direction_neuron,
+    diversity as diversity,
+    l1 as l1,
+    l2 as l2,
+    layer as layer,
+    neuron as neuron,
+    neuron_weight as neuron_weight,
+    total_variation as total_variation,
+)
+from .parse import parse as parse
+from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan, evaluate as evaluate
+from .serialize import from_json as from_json, to_json as to_json
+
+__all__ = sorted(name for name in dir() if not name.startswith("_"))

@@ -1,0 +1,447 @@
+"""Objective expressions: a small algebra of frozen, hashable values.
+
+An objective is a tree of nodes: `Const`, `Scale` (a number times an objective), `Sum`, `Product`
+(of two objectives) and `Term` leaves from the vocabulary (`channel`, `neuron`, ...). Operators
+only build nodes; nothing is computed until a `Plan` evaluates the tree on activations.
+
+Sign convention (stated once, applied once): objectives are **maximized**. A plan's loss is
+`-score`. Penalties (`total_variation`, `l1`, `l2`, `blur`, `diversity`, `alignment`) return a
+positive amount that users *subtract*.
+
+Canonical forms keep equality useful: `k * (j * a)` is `Scale(k*j, a)`, `1 * a` is `a`, sums are
+flat and carry all their numbers in one trailing `Const`, and `a + 0` is `a`. With these rules
+`repr(e)` is DSL text that `parse` (and Python itself) turns back into an equal expression.
+
+Example:
+    >>> from lucent_dsl import channel, neuron
+    >>> e = channel("layer4", 12) + 0.5 * neuron("layer3", 5) - channel("layer4", 1) / 4
+    >>> e
+    channel('layer4', 12) + 0.5 * neuron('layer3', 5) - 0.25 * channel('layer4', 1)
+    >>> parse(repr(e)) == e
+    True
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import math
+import numbers
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar
+
+from torch import Tensor
+
+from .errors import InvalidArgumentError
+
+INPUT = "@input"  # a model's input, after that model's preprocessing
+OUTPUT = "@output"  # a model's output (dict/tuple outputs: "@output/out", "@output/0")
+IMAGE = "@image"  # the rendered image, before random transforms (read by the image penalties)
+RESERVED = (INPUT, OUTPUT, IMAGE)
+
+
+@dc.dataclass(frozen=True, slots=True)
+class Site:
+    """Where a term reads activations: a layer (dotted module path) of a model.
+
+    `layer` may end in selectors for dict/tuple outputs: `"@output/out"`, `"backbone/0"`.
+    `model=None` means "the only model" until a plan binds it.
+
+    Example:
+        >>> str(Site("resnet", "layer4")), str(Site(None, "@output/out"))
+        ('resnet:layer4', '@output/out')
+    """
+
+    model: str | None
+    layer: str
+
+    @property
+    def module_path(self) -> str:
+        return self.layer.split("/", 1)[0]
+
+    @property
+    def selectors(self) -> tuple[str, ...]:
+        return tuple(self.layer.split("/")[1:])
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.layer}" if self.model else self.layer
+
+
+Acts = Mapping[Site, Tensor]
+
+
+class Expr:
+    """Base of every objective node. Operators build nodes; `==` is structural equality."""
+
+    __slots__ = ()
+
+    def __add__(self, other: Any) -> Expr:
+        o = _as_expr_or_none(other)
+        return NotImplemented if o is None else sum_of([self, o])
+
+    def __radd__(self, other: Any) -> Expr:
+        o = _as_expr_or_none(other)
+        return NotImplemented if o is None else sum_of([o, self])
+
+    def __sub__(self, other: Any) -> Expr:
+        o = _as_expr_or_none(other)
+        return NotImplemented if o is None else sum_of([self, scale(-1.0, o)])
+
+    def __rsub__(self, other: Any) -> Expr:
+        o = _as_expr_or_none(other)
+        return NotImplemented if o is None else sum_of([o, scale(-1.0, self)])
+
+    def __neg__(self) -> Expr:
+        return scale(-1.0, self)
+
+    def __pos__(self) -> Expr:
+        return self
+
+    def __mul__(self, other: Any) -> Expr:
+        if isinstance(other, Expr):
+            return product(self, other)
+        if _is_number(other):
+            return scale(other, self)
+        return NotImplemented
+
+    def __rmul__(self, other: Any) -> Expr:
+        if _is_number(other):
+            return scale(other, self)
+        return NotImplemented
+
+    def __truediv__(self, other: Any) -> Expr:
+        if not _is_number(other):
+            return NotImplemented
+        k = finite(other, "divisor")
+        if k == 0:
+            raise InvalidArgumentError(f"cannot divide {self!r} by zero")
+        return scale(1.0 / k, self)
+
+    def __repr__(self) -> str:
+        return to_text(self)
+
+    @staticmethod
+    def sum(items: Iterable[Expr | float]) -> Expr:
+        """Alias of `sum_of`."""
+        return sum_of(items)
+
+
+@dc.dataclass(frozen=True, slots=True, repr=False)
+class Const(Expr):
+    """A constant score (the same for every image)."""
+
+    value: float
+
+
+@dc.dataclass(frozen=True, slots=True, repr=False)
+class Scale(Expr):
+    """`k * expr`."""
+
+    k: float
+    expr: Expr
+
+
+@dc.dataclass(frozen=True, slots=True, repr=False)
+class Sum(Expr):
+    """`terms[0] + terms[1] + ...` (flat: no Sum inside, at most one trailing Const)."""
+
+    terms: tuple[Expr, ...]
+
+
+@dc.dataclass(frozen=True, slots=True, repr=False)
+class Product(Expr):
+    """`a * b`, per image."""
+
+    a: Expr
+    b: Expr
+
+
+class Term(Expr):
+    """A vocabulary leaf: reads activations at `sites()` and scores each image.
+
+    Subclasses are frozen dataclasses whose fields are the factory's arguments; `name` is the
+    factory's vocabulary name and `positional` lists the fields printed positionally.
+    """
+
+    __slots__ = ()
+    name: ClassVar[str]
+    positional: ClassVar[tuple[str, ...]] = ()
+
+    def sites(self) -> tuple[Site, ...]:
+        raise NotImplementedError
+
+    def score(self, acts: Acts, n: int) -> Tensor:
+        """Per-image scores, shape (n,), for a render of `n` images. Higher is better."""
+        raise NotImplementedError
+
+    def dsl_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """(positional, keyword) arguments such that `VOCABULARY[name](*pos, **kw) == self`."""
+        fields = dc.fields(self)  # type: ignore[arg-type]
+        pos = tuple(getattr(self, f) for f in self.positional)
+        kw = {}
+        for f in fields:
+            if f.name in self.positional or not f.init:
+                continue
+            value = getattr(self, f.name)
+            default = f.default if f.default is not dc.MISSING else dc.MISSING
+            if default is dc.MISSING or value != default or type(value) is not type(default):
+                kw[f.name] = value
+        return pos, kw
+
+
+# The vocabulary: DSL name -> factory. Filled by objectives.py and by @objective.
+VOCABULARY: dict[str, Callable[..., Expr]] = {}
+
+
+def register(name: str, factory: Callable[..., Expr], *, replace: bool = False) -> None:
+    """Make `factory` callable from DSL text as `name(...)`."""
+    if not name.isidentifier():
+        raise InvalidArgumentError(f"objective name {name!r} is not a Python identifier")
+    if name in VOCABULARY and not replace and VOCABULARY[name] is not factory:
+        raise InvalidArgumentError(f"an objective named {name!r} is already registered; pick another name")
+    VOCABULARY[name] = factory
+
+
+@dc.dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Array:
+    """A constant tensor inside an expression (a direction, target activations), compared by value.
+
+    Equality and hashing use the shape and the exact float32 bytes, so expressions that hold
+    arrays stay hashable values. Prints as `tensor([...], shape=(...))`, which `parse` reads.
+
+    Example:
+        >>> import torch
+        >>> Array.of(torch.ones(2, 2)) == Array.of([[1.0, 1.0], [1.0, 1.0]])
+        True
+    """
+
+    tensor: Tensor
+    key: bytes
+
+    @staticmethod
+    def of(value: Any, *, shape: tuple[int, ...] | None = None) -> Array:
+        import torch
+
+        if isinstance(value, Array):
+            return value
+        try:
+            t = torch.as_tensor(value, dtype=torch.float32).detach().cpu().contiguous()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InvalidArgumentError(f"expected numbers or a tensor, got {type(value).__name__}: {err}") from None
+        if shape is not None:
+            if math.prod(shape) != t.numel():
+                raise InvalidArgumentError(f"tensor data has {t.numel()} values but shape={tuple(shape)} needs {math.prod(shape)}")
+            try:
+                t = t.reshape(shape)
+            except RuntimeError as err:
+                raise InvalidArgumentError(f"bad tensor shape {tuple(shape)}: {err}") from None
+        if not bool(torch.isfinite(t).all()):
+            raise InvalidArgumentError("a tensor in an objective contains NaN or infinite values")
+        return Array(t, repr(tuple(t.shape)).encode() + t.numpy().tobytes())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Array) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        data = ", ".join(repr(float(v)) for v in self.tensor.flatten().tolist())
+        return f"tensor([{data}], shape={format_value(self.shape)})"
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def finite(x: Any, what: str) -> float:
+    """`x` as a finite float, or InvalidArgumentError naming `what`."""
+    if not _is_number(x):
+        raise InvalidArgumentError(f"{what} must be a real number, got {x!r} ({type(x).__name__})")
+    try:
+        v = float(x)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise InvalidArgumentError(f"{what} must be finite, got {v!r}")
+    return v
+
+
+def _as_expr_or_none(x: Any) -> Expr | None:
+    if isinstance(x, Expr):
+        return x
+    if _is_number(x):
+        return Const(finite(x, "a constant in an objective"))
+    return None
+
+
+def as_expr(x: Any) -> Expr:
+    """`x` as an expression (numbers become `Const`)."""
+    e = _as_expr_or_none(x)
+    if e is None:
+        raise InvalidArgumentError(f"expected an objective or a number, got {x!r} ({type(x).__name__})")
+    return e
+
+
+# --- canonical constructors ---------------------------------------------------------------------
+
+
+def scale(k: float, e: Expr) -> Expr:
+    """`k * e` in canonical form."""
+    k = finite(k, "an objective weight")
+    if isinstance(e, Const):
+        return Const(k * e.value)
+    if isinstance(e, Scale):
+        k, e = k * e.k, e.expr
+    return e if k == 1.0 else Scale(k, e)
+
+
+def sum_of(items: Iterable[Expr | float]) -> Expr:
+    """The flat sum of many objectives, without deep recursion.
+
+    Example:
+        >>> from lucent_dsl import channel
+        >>> sum_of(channel("conv", i) for i in range(3))
+        channel('conv', 0) + channel('conv', 1) + channel('conv', 2)
+    """
+    terms: list[Expr] = []
+    const, has_const = 0.0, False
+    for item in items:
+        e = as_expr(item)
+        for t in e.terms if isinstance(e, Sum) else (e,):
+            if isinstance(t, Const):
+                const, has_const = const + t.value, True
+            else:
+                terms.append(t)
+    if has_const and (const != 0.0 or not terms):
+        terms.append(Const(const))
+    if not terms:
+        return Const(0.0)
+    return terms[0] if len(terms) == 1 else Sum(tuple(terms))
+
+
+def product(a: Expr, b: Expr) -> Expr:
+    """`a * b` in canonical form (a constant factor becomes a `Scale`)."""
+    if isinstance(a, Const):
+        return scale(a.value, b)
+    if isinstance(b, Const):
+        return scale(b.value, a)
+    return Product(a, b)
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def walk(e: Expr) -> Iterator[Expr]:
+    """Every node of `e`, parents before children (iterative: safe for huge sums)."""
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, Scale):
+            stack.append(node.expr)
+        elif isinstance(node, Sum):
+            stack.extend(reversed(node.terms))
+        elif isinstance(node, Product):
+            stack.extend((node.b, node.a))
+
+
+def terms_of(e: Expr) -> tuple[Term, ...]:
+    """The vocabulary leaves of `e`, in order of appearance."""
+    return tuple(n for n in walk(e) if isinstance(n, Term))
+
+
+def top_terms(e: Expr) -> tuple[Expr, ...]:
+    """The top-level summands of `e` (used to report a score history per term)."""
+    return e.terms if isinstance(e, Sum) else (e,)
+
+
+def map_terms(e: Expr, fn: Callable[[Term], Expr]) -> Expr:
+    """Rebuild `e` with every leaf replaced by `fn(leaf)`."""
+    if isinstance(e, Term):
+        return fn(e)
+    if isinstance(e, Scale):
+        return scale(e.k, map_terms(e.expr, fn))
+    if isinstance(e, Sum):
+        return sum_of(map_terms(t, fn) for t in e.terms)
+    if isinstance(e, Product):
+        return product(map_terms(e.a, fn), map_terms(e.b, fn))
+    return e
+
+
+# --- printing -----------------------------------------------------------------------------------
+
+
+def format_value(v: Any) -> str:
+    """DSL text of one argument value."""
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, tuple):
+        inner = ", ".join(format_value(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    return repr(v)
+
+
+def _term_text(t: Term) -> str:
+    pos, kw = t.dsl_args()
+    args = [format_value(v) for v in pos] + [f"{k}={format_value(v)}" for k, v in kw.items()]
+    return f"{t.name}({', '.join(args)})"
+
+
+def to_text(e: Expr) -> str:
+    """The DSL text of `e` (what `repr` prints)."""
+    return _print_with(e, _term_text)
+
+
+def format_tree(e: Expr, names: Mapping[Site, str]) -> str:
+    """Like `to_text`, with each site printed as its short name from `names` (for `Plan.__str__`)."""
+
+    def leaf(t: Term) -> str:
+        pos, kw = t.dsl_args()
+        shown = {s.layer: names[s] for s in t.sites() if s in names}
+        args = [shown.pop(v) if isinstance(v, str) and v in shown else format_value(v) for v in pos]
+        for k, v in kw.items():
+            if isinstance(v, str) and v in shown:
+                args.append(f"{k}={shown.pop(v)}")
+            elif k != "model" or not t.sites():
+                args.append(f"{k}={format_value(v)}")
+        return f"{t.name}({', '.join(list(shown.values()) + args)})"
+
+    text_of: dict[int, str] = {}
+    for node in reversed(list(walk(e))):
+        if isinstance(node, Term):
+            text_of[id(node)] = leaf(node)
+    # Reuse the printer's layout rules by printing a twin tree whose leaves print as given.
+    return _print_with(e, lambda t: text_of[id(t)])
+
+
+def _print_with(e: Expr, leaf: Callable[[Term], str]) -> str:
+    if isinstance(e, Term):
+        return leaf(e)
+    if isinstance(e, Const):
+        return repr(e.value)
+    if isinstance(e, Scale):
+        inner = _print_with(e.expr, leaf)
+        if isinstance(e.expr, (Sum, Product)):
+            inner = f"({inner})"
+        return f"-{inner}" if e.k == -1.0 else f"{e.k!r} * {inner}"
+    if isinstance(e, Product):
+        left, right = _print_with(e.a, leaf), _print_with(e.b, leaf)
+        left = f"({left})" if isinstance(e.a, Sum) else left
+        right = f"({right})" if isinstance(e.b, (Sum, Scale, Product)) else right
+        return f"{left} * {right}"
+    if not isinstance(e, Sum):
+        raise TypeError(f"not an objective node: {type(e).__name__}")
+    out = []
+    for i, t in enumerate(e.terms):
+        negative = (isinstance(t, Scale) and t.k < 0) or (isinstance(t, Const) and math.copysign(1, t.value) < 0)
+        if i and negative:
+            out.append(" - " + _print_with(-t, leaf))
+        else:
+            out.append((" + " if i else "") + _print_with(t, leaf))
+    return "".join(out)

