@@ -72,7 +72,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     try:
         with f:
             # mkstemp creates 0600; give the file the mode a plain open() would have given it.
-            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+            os.chmod(tmp, path.stat().st_mode & 0 | 0o600)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -269,7 +269,7 @@ def _from_array(arr: np.ndarray) -> Tensor:
 
 def _scale(x: Tensor, what: str) -> Tensor:
     if x.dtype == torch.uint8:
-        return x.float() / 256
+        return x.float() / 255
     if x.dtype == torch.uint16:
         return x.to(torch.float32) / 65535
     if x.dtype == torch.bool:

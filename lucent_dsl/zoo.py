@@ -280,8 +280,8 @@ def names() -> tuple[str, ...]:
 def _entry(name: str) -> _Entry:
     if isinstance(name, str) and name in _ZOO:
         return _ZOO[name]
-    ranked = difflib.get_close_matches(str(name), names(), n=len(_ZOO), cutoff=0.0)
-    ranked += [n for n in names() if n not in ranked]
+    query = str(name).lower()
+    ranked = sorted(names(), key=lambda n: (not n.startswith(query), -difflib.SequenceMatcher(None, query, n).ratio()))
     raise InvalidArgumentError(
         f"unknown zoo model {name!r}; valid names, closest first: {', '.join(map(repr, ranked))}"
     )

