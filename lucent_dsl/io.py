@@ -72,7 +72,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     try:
         with f:
             # mkstemp creates 0600; give the file the mode a plain open() would have given it.
-            os.chmod(tmp, path.stat().st_mode & 0 | 0o600)
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())
