@@ -248,22 +248,24 @@ def render(
         if models is None:
             raise InvalidArgumentError("render needs models: an nn.Module or a mapping name -> nn.Module")
         plan = compile_plan(objective, models)
-    n = plan.n_images or (batch if batch is not None else 1)
-    n = _check_int("batch", n)
-    if plan.n_images and batch is not None and batch != plan.n_images:
-        raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
     dev = torch.device(device) if device is not None else plan.device
     if dev != plan.device and any(True for m in plan.models.values() for _ in m.parameters()):
         raise InvalidArgumentError(f"device={dev} but the models are on {plan.device}; move the models or drop device=")
-
-    channels = max((info.channels for info in plan.infos.values()), default=3)
-    image_param = param if param is not None else _default_param(hw, n, 3 if channels >= 3 else channels)
+    if plan.n_images and batch is not None and batch != plan.n_images:
+        raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
+    n = _check_int("batch", plan.n_images or batch or 1)
+    if param is None:
+        channels = max((info.channels for info in plan.infos.values()), default=3)
+        param = _default_param(hw, n, 3 if channels >= 3 else channels)
+    image_param = param
     transform = _as_transform(transforms)
     generator = torch.Generator(dev).manual_seed(int(seed))
     leaves = {k: v.detach().to(dev).requires_grad_(True) for k, v in image_param.init(generator).items()}
     with torch.no_grad():
         first = image_param.to_image(leaves)
-    if first.shape[0] != n:
+    if batch is None and not plan.n_images:
+        n = first.shape[0]  # a given parameterization sets the batch size
+    elif first.shape[0] != n:
         raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
     optim = _make_optimizer(optimizer, list(leaves.values()), float(lr))
 
