@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from .errors import ImageError, InvalidArgumentError
 RECIPE_KEY = "lucent_dsl.recipe"
 """PNG metadata key holding the JSON recipe (objective, model, seed, ...) of a render."""
 
-ImageLike = Union[Tensor, Image.Image, Sequence[Image.Image]]
+ImageLike = Tensor | Image.Image | Sequence[Image.Image]
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights PIL's convert("L") uses
 _ACCEPTED = (

@@ -189,21 +189,19 @@ def test_gif_rejects_mixed_sizes_and_empty(tmp_path):
 def test_atomic_write_keeps_old_file_on_error(tmp_path, exc):
     path = tmp_path / "out.png"
     path.write_bytes(b"old contents")
-    with pytest.raises(exc):
-        with atomic_write(path) as f:
-            f.write(b"new, half written")
-            f.flush()
-            assert len(list(tmp_path.iterdir())) == 2  # the temp file is really there
-            raise exc()
+    with pytest.raises(exc), atomic_write(path) as f:
+        f.write(b"new, half written")
+        f.flush()
+        assert len(list(tmp_path.iterdir())) == 2  # the temp file is really there
+        raise exc()
     assert path.read_bytes() == b"old contents"
     assert list(tmp_path.iterdir()) == [path]
 
 
 def test_atomic_write_error_without_old_file_leaves_nothing(tmp_path):
-    with pytest.raises(ValueError):
-        with atomic_write(tmp_path / "new.txt", "w") as f:
-            f.write("x")
-            raise ValueError
+    with pytest.raises(ValueError), atomic_write(tmp_path / "new.txt", "w") as f:
+        f.write("x")
+        raise ValueError
     assert list(tmp_path.iterdir()) == []
 
 
@@ -224,9 +222,8 @@ def test_atomic_write_replaces_creates_dirs_and_keeps_normal_permissions(tmp_pat
 
 
 def test_atomic_write_rejects_read_mode(tmp_path):
-    with pytest.raises(InvalidArgumentError):
-        with atomic_write(tmp_path / "x", "rb"):
-            pass
+    with pytest.raises(InvalidArgumentError), atomic_write(tmp_path / "x", "rb"):
+        pass
 
 
 # --- load_image ---------------------------------------------------------------------------
