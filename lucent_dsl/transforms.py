@@ -40,7 +40,7 @@ import numbers
 import operator
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -652,7 +652,11 @@ def as_transform(fn: Callable[[Tensor], Tensor]) -> Transform:
             f"as_transform({fn!r}): expected a callable Tensor -> Tensor or a Transform, "
             f"got {type(fn).__name__}."
         )
-    warnings.warn(MSG_AS_TRANSFORM.format(fn=fn), UserWarning, stacklevel=2)
+    return _wrap(fn, stacklevel=3)
+
+
+def _wrap(fn: Callable[[Tensor], Tensor], *, stacklevel: int) -> Transform:
+    warnings.warn(MSG_AS_TRANSFORM.format(fn=fn), UserWarning, stacklevel=stacklevel)
     return Transform(_identity_sample, _Wrapped(fn))
 
 
@@ -692,7 +696,7 @@ def _as_part(t: object, i: int) -> Transform:
     if isinstance(t, tuple) and len(t) == 2 and all(map(callable, t)):
         return Transform(*t)
     if callable(t):
-        return as_transform(t)
+        return _wrap(cast("Callable[[Tensor], Tensor]", t), stacklevel=4)  # points at chain's caller
     raise InvalidArgumentError(
         f"chain(...): argument {i} is {t!r} ({type(t).__name__}); expected a Transform, "
         "a (sample, apply) pair, or a callable Tensor -> Tensor."
