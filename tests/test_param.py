@@ -1,7 +1,7 @@
 """Contracts of the image parameterizations in `lucent_dsl.param`."""
 from __future__ import annotations
 
-import math
+import warnings
 
 import numpy as np
 import pytest
@@ -143,6 +143,18 @@ def test_real_irfft2_matches_torch_fft(h, w):
     torch.testing.assert_close(got, torch.fft.irfft2(torch.view_as_complex(s), s=(h, w)))
 
 
+def test_other_dtypes_follow_the_leaves():
+    # bfloat16 has no complex counterpart, so it exercises the real-matmul inverse FFT eagerly
+    for kind, factory in FACTORIES.items():
+        p = factory((6, 9), sd=1.0)
+        leaves = p.init(gen())
+        ref = p.to_image(leaves).detach()
+        for dtype, tol in ((torch.float64, 1e-6), (torch.bfloat16, 2e-2)):
+            img = p.to_image({k: v.detach().to(dtype) for k, v in leaves.items()})
+            assert img.dtype == dtype, kind
+            torch.testing.assert_close(img.float(), ref, atol=tol, rtol=0)
+
+
 def test_decay_power_smooths():
     def roughness(decay_power):
         img = render(fft(32, sd=0.05, decay_power=decay_power, decorrelate=False))
@@ -192,8 +204,8 @@ def test_init_from_image_reproduces_it(kind, decorrelate, squash, init_batch):
 
 def test_init_from_image_with_other_channel_counts():
     target = torch.rand(1, 1, 6, 5, generator=gen(4))
-    for kind in FACTORIES:
-        p = FACTORIES[kind]((6, 5), channels=1, init=target, squash="clamp")
+    for factory in FACTORIES.values():
+        p = factory((6, 5), channels=1, init=target, squash="clamp")
         torch.testing.assert_close(render(p), target, atol=1e-5, rtol=0)
 
 
@@ -227,18 +239,18 @@ def test_clamp_is_straight_through():
 def test_optimizing_the_leaves_fits_a_smooth_target():
     coarse = torch.rand(1, 3, 3, 3, generator=gen(6)) * 0.8 + 0.1
     target = torch.nn.functional.interpolate(coarse, size=(12, 10), mode="bilinear", align_corners=True)
-    for kind in FACTORIES:
-        p = FACTORIES[kind]((12, 10))
+    for kind, factory in FACTORIES.items():
+        p = factory((12, 10))
         leaves = p.init(gen())
-        opt = torch.optim.Adam(leaves.values(), lr=0.05)
+        opt = torch.optim.Adam(leaves.values(), lr=0.1)
         losses = []
-        for _ in range(60):
+        for _ in range(40):
             opt.zero_grad()
             loss = (p.to_image(leaves) - target).square().mean()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        assert losses[-1] < 0.05 * losses[0], (kind, losses[0], losses[-1])
+        assert losses[-1] < 0.1 * losses[0], (kind, losses[0], losses[-1])
 
 
 # --------------------------------------------------------------------------- color_correlation
@@ -332,7 +344,10 @@ def test_compiled_to_image_matches_eager():
         leaves["spectrum"].mul_(30.0)  # some pixels saturate, exercising the clamp
     compiled = torch.compile(p.to_image, fullgraph=True)
     eager = p.to_image(leaves)
-    got = compiled(leaves)
+    with warnings.catch_warnings():
+        # inductor warns when complex tensors reach it: the compiled path must stay real
+        warnings.filterwarnings("error", message=".*complex.*")
+        got = compiled(leaves)
     torch.testing.assert_close(got, eager, atol=1e-5, rtol=0)
     got.sum().backward()
     grad = leaves["spectrum"].grad.clone()
