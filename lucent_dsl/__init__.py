@@ -4,6 +4,7 @@ Objectives are immutable expressions (`channel("layer4", 12) - 1e-3 * total_vari
 compiled with one or more models into one truncated hook-and-loss `Plan`, and rendered into
 images by `render`. Objectives are maximized; penalties are subtracted.
 """
+from . import io as io, param as param, transforms as transforms, zoo as zoo
 from .custom import objective as objective
 from .errors import (
     AmbiguousModelError as AmbiguousModelError,
@@ -40,6 +41,7 @@ from .objectives import (
 )
 from .parse import parse as parse
 from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan, evaluate as evaluate
+from .render import RenderResult as RenderResult, render as render
 from .serialize import from_json as from_json, to_json as to_json
 
 __all__ = sorted(name for name in dir() if not name.startswith("_"))
