@@ -58,7 +58,14 @@ class Custom(Term):
     def score(self, acts: Acts, n: int) -> Tensor:
         fn = _FUNCTIONS[self.fn_name]
         args = [_act(self, acts, s) for s in self.sites()]
-        out = fn(*args, **dict(self.params))
+        like = args[0] if args else None
+        # Tensor parameters are stored as `Array` values (hashable); the function gets a tensor back.
+        params = {
+            k: (v.tensor.to(device=like.device, dtype=like.dtype) if like is not None and like.is_floating_point()
+                else v.tensor) if isinstance(v, Array) else v
+            for k, v in self.params
+        }
+        out = fn(*args, **params)
         rows = args[0].shape[0] if args else n
         if not isinstance(out, Tensor):
             raise ObjectiveShapeError(f"custom objective {self!r} returned a {type(out).__name__}, not a tensor")

@@ -295,9 +295,9 @@ def scale(k: float, e: Expr) -> Expr:
     """`k * e` in canonical form."""
     k = finite(k, "an objective weight")
     if isinstance(e, Const):
-        return Const(k * e.value)
+        return Const(finite(k * e.value, f"the constant {k!r} * {e.value!r}"))
     if isinstance(e, Scale):
-        k, e = k * e.k, e.expr
+        k, e = finite(k * e.k, f"the weight {k!r} * {e.k!r}"), e.expr
     return e if k == 1.0 else Scale(k, e)
 
 
@@ -319,7 +319,7 @@ def sum_of(items: Iterable[Expr | float]) -> Expr:
             else:
                 terms.append(t)
     if has_const and (const != 0.0 or not terms):
-        terms.append(Const(const))
+        terms.append(Const(finite(const, "the sum of the constants in an objective")))
     if not terms:
         return Const(0.0)
     return terms[0] if len(terms) == 1 else Sum(tuple(terms))
@@ -441,7 +441,10 @@ def _print_with(e: Expr, leaf: Callable[[Term], str]) -> str:
     for i, t in enumerate(e.terms):
         negative = (isinstance(t, Scale) and t.k < 0) or (isinstance(t, Const) and math.copysign(1, t.value) < 0)
         if i and negative:
-            out.append(" - " + _print_with(-t, leaf))
+            neg = -t
+            text = _print_with(neg, leaf)
+            # -(-1 * (a + b)) is the bare sum a + b: without parentheses `x - a + b` would read back wrong.
+            out.append(f" - ({text})" if isinstance(neg, Sum) else " - " + text)
         else:
             out.append((" + " if i else "") + _print_with(t, leaf))
     return "".join(out)

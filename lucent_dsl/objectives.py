@@ -63,7 +63,7 @@ def _batch(v: Any) -> Batch:
     if v is None:
         return None
     if isinstance(v, range):
-        if len(v) == 0 or v.start < 0 or v.stop < 0:
+        if not v or v.start < 0 or v.stop < 0:  # not len(v): it overflows for huge ranges
             raise InvalidArgumentError(f"batch={v!r} must be a non-empty range of non-negative indices")
         return v
     return _index(v, "batch")
@@ -154,11 +154,11 @@ def per_image(term: Term, rows: Tensor, n: int, batch: Batch) -> Tensor:
     v = rows.reshape(r // n, n).mean(0) if r != n else rows
     if batch is None:
         return v
-    idx = [batch] if isinstance(batch, int) else list(batch)
-    if max(idx) >= n:
-        raise ObjectiveShapeError(f"{term!r} selects image {max(idx)} but the render has {n} image(s) (0..{n - 1})")
+    last = batch if isinstance(batch, int) else max(batch[0], batch[-1])  # O(1), even for range(10**9)
+    if last >= n:
+        raise ObjectiveShapeError(f"{term!r} selects image {last} but the render has {n} image(s) (0..{n - 1})")
     mask = torch.zeros(n, dtype=v.dtype, device=v.device)
-    mask[idx] = 1.0
+    mask[[batch] if isinstance(batch, int) else list(batch)] = 1.0
     return v * mask
 
 
@@ -708,6 +708,7 @@ class L1(ImageTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
+        _check_rows(self, site, a)
         return per_image(self, (a - _broadcast(self, site, a, self.target)).abs().flatten(1).mean(1), n, self.batch)
 
 
@@ -723,7 +724,13 @@ class L2(ImageTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
+        _check_rows(self, site, a)
         return per_image(self, (a - _broadcast(self, site, a, self.target)).pow(2).flatten(1).mean(1), n, self.batch)
+
+
+def _check_rows(term: Term, site: Site, a: Tensor) -> None:
+    if a.dim() < 2:
+        raise ObjectiveShapeError(f"{term!r} needs a batch axis and at least one more; {site} has shape {tuple(a.shape)}")
 
 
 def _broadcast(term: Term, site: Site, a: Tensor, target: float | Array) -> Tensor | float:

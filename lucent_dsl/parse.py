@@ -21,7 +21,10 @@ Example:
 from __future__ import annotations
 
 import ast
+import io
+import keyword
 import numbers
+import tokenize
 from typing import Any
 
 from .errors import LucentError, ParseError
@@ -30,9 +33,15 @@ from .expr import VOCABULARY, Array, Expr, as_expr, sum_of
 _MAX_TEXT = 2_000_000
 
 
+def _source_line(text: str, line: int) -> str:
+    # Python numbers lines at \n only (parse() turns \r\n and \r into \n); str.splitlines would also
+    # split at \f, \x1c, \u2028, ... and quote the wrong line.
+    lines = text.split("\n")
+    return lines[min(max(line, 1), len(lines)) - 1]
+
+
 def _fail(text: str, col: int | None, message: str, line: int = 1) -> ParseError:
-    lines = text.splitlines() or [""]
-    src = lines[min(max(line, 1), len(lines)) - 1]
+    src = _source_line(text, line)
     col = 0 if col is None else max(0, min(col, len(src)))
     return ParseError(f"{message}\n  {src}\n  {' ' * col}^")
 
@@ -45,14 +54,26 @@ def parse(text: str) -> Expr:
         raise ParseError(f"objective text is {len(text)} characters long; at most {_MAX_TEXT} are accepted")
     if not text.strip():
         raise ParseError("empty objective text; try for example: channel('features.14', 10)")
+    text = text.strip().replace("\r\n", "\n").replace("\r", "\n")  # what Python's tokenizer does
+    signs = None
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as err:
-        raise _fail(text.strip(), (err.offset or 1) - 1, f"invalid syntax: {err.msg}", err.lineno or 1) from None
-    except (ValueError, RecursionError, MemoryError, OverflowError) as err:
+        raise _fail(text, (err.offset or 1) - 1, f"invalid syntax: {err.msg}", err.lineno or 1) from None
+    except RecursionError:
+        # A long flat sum is a deep left-nested BinOp that CPython cannot turn into ast objects.
+        split = _split_long_sum(text)
+        if split is None:
+            raise ParseError("objective text is nested too deeply") from None
+        tree, signs = split
+    except (ValueError, MemoryError, OverflowError) as err:
         raise ParseError(f"cannot parse objective text: {type(err).__name__}: {err}") from None
     try:
-        value = _Reader(text.strip()).read(tree.body)
+        reader = _Reader(text)
+        if signs is None:
+            value = reader.read(tree.body)
+        else:
+            value = reader.combine(tree.body, list(zip(tree.body.elts, signs)))  # type: ignore[attr-defined]
     except RecursionError:
         raise ParseError("objective text is nested too deeply") from None
     if isinstance(value, Expr):
@@ -61,8 +82,8 @@ def parse(text: str) -> Expr:
         try:
             return as_expr(value)
         except LucentError as err:
-            raise ParseError(f"{err}\n  {text.strip()}") from None
-    raise ParseError(f"the text is a {type(value).__name__}, not an objective\n  {text.strip()}")
+            raise ParseError(f"{err}\n  {text}") from None
+    raise ParseError(f"the text is a {type(value).__name__}, not an objective\n  {text}")
 
 
 class _Reader:
@@ -70,7 +91,10 @@ class _Reader:
         self.text = text
 
     def fail(self, node: ast.AST, message: str) -> ParseError:
-        return _fail(self.text, getattr(node, "col_offset", 0), message, getattr(node, "lineno", 1))
+        line = getattr(node, "lineno", 1)
+        # ast columns count UTF-8 bytes; the caret is placed in characters.
+        col = len(_source_line(self.text, line).encode()[: getattr(node, "col_offset", 0)].decode(errors="ignore"))
+        return _fail(self.text, col, message, line)
 
     def read(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
@@ -103,17 +127,23 @@ class _Reader:
         while isinstance(cur, ast.BinOp) and isinstance(cur.op, (ast.Add, ast.Sub)):
             chain.append((cur.right, isinstance(cur.op, ast.Sub)))
             cur = cur.left
-        values = [self.read(cur)] + [self.read(r) for r, _ in reversed(chain)]
-        signs = [False] + [neg for _, neg in reversed(chain)]
+        return self.combine(node, [(cur, False)] + chain[::-1])
+
+    def combine(self, node: ast.AST, parts: list[tuple[ast.AST, bool]]) -> Any:
+        """The sum of `parts` (node, negated?), in order."""
         items = []
-        for (value, negative), sub in zip(zip(values, signs), [cur] + [r for r, _ in reversed(chain)]):
+        for sub, negative in parts:
+            value = self.read(sub)
             if isinstance(value, bool) or not isinstance(value, (numbers.Real, Expr)):
                 raise self.fail(sub, f"cannot add or subtract a {type(value).__name__}")
             items.append(-value if negative else value)
         if all(not isinstance(v, Expr) for v in items):
             total = 0.0 if any(isinstance(v, float) for v in items) else 0
-            for v in items:
-                total = total + v
+            try:
+                for v in items:
+                    total = total + v
+            except OverflowError as err:
+                raise self.fail(node, f"number out of range: {err}") from None
             return total
         try:
             return sum_of(items)
@@ -136,6 +166,8 @@ class _Reader:
             if isinstance(err, ParseError):
                 raise
             raise self.fail(node, str(err)) from None
+        except OverflowError as err:  # int * float, int / int past the float range
+            raise self.fail(node, f"number out of range: {err}") from None
 
     def call(self, node: ast.Call) -> Any:
         if not isinstance(node.func, ast.Name):
@@ -148,6 +180,8 @@ class _Reader:
         if fname == "range":
             if kwargs or not 1 <= len(args) <= 3 or any(isinstance(a, bool) or not isinstance(a, int) for a in args):
                 raise self.fail(node, "range(...) takes 1 to 3 integers")
+            if len(args) == 3 and args[2] == 0:
+                raise self.fail(node, "range(...) step must not be zero")
             return range(*args)
         if fname == "tensor":
             if len(args) != 1 or set(kwargs) - {"shape"}:
@@ -155,7 +189,7 @@ class _Reader:
             try:
                 shape = kwargs.get("shape")
                 return Array.of(_numbers(args[0]), shape=tuple(shape) if shape is not None else None)
-            except (LucentError, TypeError) as err:
+            except (LucentError, TypeError, OverflowError) as err:
                 raise self.fail(node, f"bad tensor(...): {err}") from None
         factory = VOCABULARY.get(fname)
         if factory is None:
@@ -173,3 +207,51 @@ def _numbers(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"expected numbers, got {value!r}")
     return value
+
+
+def _split_long_sum(text: str) -> tuple[ast.Expression, list[bool]] | None:
+    """`a + b - c ...` read as the tuple `a, b, c ...` plus the signs, or None if `text` is not a flat sum.
+
+    Every top-level binary `+`/`-` becomes a `,` of the same width, so the column of each node
+    (and so each error caret) stays where it is in `text`.
+    """
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return None
+    line_starts = [0]
+    for line in io.StringIO(text).readlines():
+        line_starts.append(line_starts[-1] + len(line))
+    operand_types = {tokenize.NAME, tokenize.NUMBER, tokenize.STRING}
+    skip = {tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
+    chars, signs = list(text), [False]
+    depth, prev = 0, None
+    for tok in tokens:
+        if tok.type in skip:
+            continue
+        if tok.type == tokenize.OP:
+            if tok.string in "([{":
+                depth += 1
+            elif tok.string in ")]}":
+                depth -= 1
+            elif depth == 0 and tok.string == ",":
+                return None  # a tuple, not a sum
+            elif depth == 0 and tok.string in "+-" and prev is not None and (
+                (prev.type == tokenize.OP and prev.string in ")]}")
+                or (prev.type in operand_types and not (keyword.iskeyword(prev.string) and prev.string not in ("True", "False", "None")))
+            ):
+                at = line_starts[tok.start[0] - 1] + tok.start[1]
+                if chars[at] != tok.string:
+                    return None
+                chars[at] = ","
+                signs.append(tok.string == "-")
+        prev = tok
+    if len(signs) < 2:
+        return None
+    try:
+        tree = ast.parse("".join(chars), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return None
+    if not isinstance(tree.body, ast.Tuple) or len(tree.body.elts) != len(signs):
+        return None
+    return tree, signs

@@ -78,8 +78,10 @@ def evaluate(e: Expr, acts: Acts, n: int) -> Tensor:
 
 
 def _constant(value: float, acts: Acts, n: int) -> Tensor:
-    like = next((a for a in acts.values() if isinstance(a, Tensor)), None)
-    return torch.full((n,), value, device=None if like is None else like.device)
+    like = next((a for a in acts.values() if isinstance(a, Tensor) and a.is_floating_point()), None)
+    if like is None:
+        return torch.full((n,), value)
+    return torch.full((n,), value, device=like.device, dtype=like.dtype)
 
 
 def batched(objectives: Sequence[Expr]) -> Expr:
