@@ -18,13 +18,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses as dc
+import keyword
 import numbers
 from typing import Any, Callable
 
 from torch import Tensor
 
 from .errors import InvalidArgumentError, ObjectiveShapeError
-from .expr import VOCABULARY, Acts, Array, Expr, Site, Term, register
+from .expr import VOCABULARY, Acts, Array, Expr, Site, Term, finite, register
 from .objectives import Batch, _act, _batch, _layer, _model, per_image
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
@@ -78,15 +79,23 @@ class Custom(Term):
         return per_image(self, out, n, self.batch)
 
 
-def _param(name: str, value: Any) -> Any:
-    if isinstance(value, (bool, str)) or value is None:
+def _number(name: str, value: numbers.Real) -> Any:
+    if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
+    return finite(value, f"parameter {name}")  # NaN would break equality, inf printing and JSON
+
+
+def _param(name: str, value: Any) -> Any:
+    if not name.isidentifier() or keyword.iskeyword(name):  # JSON can name any key
+        raise InvalidArgumentError(f"parameter name {name!r} of a custom objective is not a Python identifier")
+    if isinstance(value, (bool, str)) or value is None:
+        return value
     if isinstance(value, numbers.Real):
-        return float(value)
+        return _number(name, value)
     if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Real) for v in value):
-        return tuple(value)
+        return tuple(_number(name, v) for v in value)
     if isinstance(value, (Tensor, Array)):
         return Array.of(value)
     raise InvalidArgumentError(

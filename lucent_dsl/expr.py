@@ -13,7 +13,7 @@ flat and carry all their numbers in one trailing `Const`, and `a + 0` is `a`. Wi
 `repr(e)` is DSL text that `parse` (and Python itself) turns back into an equal expression.
 
 Example:
-    >>> from lucent_dsl import channel, neuron
+    >>> from lucent_dsl import channel, neuron, parse
     >>> e = channel("layer4", 12) + 0.5 * neuron("layer3", 5) - channel("layer4", 1) / 4
     >>> e
     channel('layer4', 12) + 0.5 * neuron('layer3', 5) - 0.25 * channel('layer4', 1)

@@ -12,9 +12,9 @@ Example:
     >>> plan = compile_plan(channel("1", 3) + 0.5 * neuron("3", 2), net)
     >>> print(plan)
     Plan  models=(model)
-      t0 = 1
-      t1 = 3
-      model: fx graph cut after 3 (2 of 3 modules run)
+      t0 = model:1
+      t1 = model:3
+      model: fx graph cut after 3 (4 of 5 modules run)
       score = channel(t0, 3) + 0.5 * neuron(t1, 2)
       loss  = -score
 """
@@ -271,7 +271,11 @@ class Plan:
 
     def scores(self, acts: Acts, n: int) -> Scores:
         """Per-term, per-image and total scores for a render of `n` images."""
-        terms = {name: evaluate(t, acts, n) for name, t in zip(self.term_names, top_terms(self.objective))}
+        terms: dict[str, Tensor] = {}
+        for name, t in zip(self.term_names, top_terms(self.objective)):
+            value = evaluate(t, acts, n)
+            # Equal summands (`a + a`) share a name: add them up rather than keep only the last one.
+            terms[name] = terms[name] + value if name in terms else value
         per_image = sum(terms.values())
         return Scores(per_image.sum(), per_image, terms)  # type: ignore[union-attr]
 

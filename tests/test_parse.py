@@ -1,0 +1,363 @@
+"""The parser and the JSON reader are safe: any input gives an expression or a ParseError, nothing runs."""
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lucent_dsl as ld
+from lucent_dsl.errors import ParseError
+from lucent_dsl.expr import VOCABULARY, Array, Expr
+from lucent_dsl.serialize import from_json, to_json
+
+import strategies as S
+
+
+def parse_or_error(text: object) -> Expr | ParseError:
+    try:
+        value = ld.parse(text)  # type: ignore[arg-type]
+    except ParseError as err:
+        return err
+    assert isinstance(value, Expr)
+    return value
+
+
+def caret_column(err: ParseError) -> tuple[str, int]:
+    """(quoted source line, caret column in it) of a ParseError message."""
+    *_, src, caret = str(err).split("\n")
+    assert src.startswith("  ") and caret.startswith("  ") and caret.rstrip().endswith("^")
+    assert set(caret[2:].rstrip()) <= {" ", "^"} and caret.count("^") == 1
+    return src[2:], caret.index("^") - 2
+
+
+# --- arbitrary input --------------------------------------------------------------------------------
+
+TOKENS = [
+    "channel(", "neuron(", "direction(", "class_logit(", "l2(", "tst_energy(", "range(", "tensor(", "'c'", '"tok"',
+    "(", ")", "[", "]", ",", "+", "-", "*", "/", "**", "%", ".", "=", ":", "1", "0", "-1", "2.5", "1e308", "1e-320",
+    "9" * 400, "True", "None", "x=", "y=", "batch=", "model=", "shape=", "token=", "cossim_pow=", "layer=", "target=",
+    " ", "\n", "lambda", "for", "if", "else", "__import__", "os", "'a' 'b'", "f'{1}'", ":=", "...", "#", "\\", "é",
+    "1j", "b'x'", "*[1]", "**{}",
+]
+
+
+@given(st.text())
+def test_any_text_gives_an_expression_or_a_parse_error(text):
+    parse_or_error(text)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(TOKENS), max_size=25).map("".join))
+def test_dsl_like_token_soup_gives_an_expression_or_a_parse_error(text):
+    parse_or_error(text)
+
+
+@given(S.exprs(max_leaves=4), st.data())
+def test_mutated_objective_text_gives_an_expression_or_a_parse_error(e, data):
+    text = repr(e)
+    i = data.draw(st.integers(0, len(text)))
+    j = data.draw(st.integers(i, min(len(text), i + 3)))
+    piece = data.draw(st.sampled_from(TOKENS) | st.text(max_size=2))
+    parse_or_error(text[:i] + piece + text[j:])
+
+
+@pytest.mark.parametrize("value", [None, 3, b"channel('c', 1)", ["channel('c', 1)"], ld.channel("c", 1)])
+def test_non_text_raises_parse_error(value):
+    with pytest.raises(ParseError):
+        ld.parse(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   \n\t", "(" * 10_000 + "1" + ")" * 10_000, "-" * 100_000 + "1", "x." * 30_000 + "y",
+     "channel('c', 1)" + " * 2" * 20_000, "1" * 5000, "channel('c', 1) + " + "1" * 5000, "'a' * 3",
+     "channel('c', 1) + 1e400", "1e308 * 10 * channel('c', 1)", "10" * 200 + " / 3", "10" * 200 + " * 1.5",
+     "tensor([" + "9" * 400 + "])", "channel('c', 1, batch=range(0, 5, 0))", "channel('c', 1) / 0",
+     "channel('c', 1) / channel('c', 2)", "2 / channel('c', 1)", "channel('c', 1) * 'a'", "True * channel('c', 1)",
+     "channel('c', 1) + None", "-'a'", "range(3)", "(1, 2)", "tensor([1.0])", "channel", "channel('c', 1, 2, 3)",
+     "channel('c', True)", "channel('c', 1, batch=range(3, 1))", "channel(*['c', 1])", "channel(**{})",
+     "tensor([[1.0], [1.0, 2.0]])", "tensor([1.0], shape=(2,))", "tensor([], shape=(" + str(2**70) + ", 0))",
+     "tensor([1.0], shape=(True,))", "tensor('ab')", "nan * channel('c', 1)", "channel('c', 1) * float('inf')",
+     "tst_energy('c', power=1e400)", "tst_energy('c', weights=(1.0, -1e999))", "tst_energy('c', ref=tensor([1e39]))"],
+)
+def test_malformed_text_raises_parse_error(text):
+    with pytest.raises(ParseError):
+        ld.parse(text)
+
+
+def test_parse_error_is_a_lucent_error_and_a_value_error():
+    with pytest.raises(ld.LucentError):
+        ld.parse("nope")
+    with pytest.raises(ValueError):
+        ld.parse("nope")
+
+
+# --- what the parser accepts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("channel('c', 1)", ld.channel("c", 1)),
+        ("+channel('c', 1)", ld.channel("c", 1)),
+        ("2 * 3 * channel('c', 1)", 6 * ld.channel("c", 1)),
+        ("channel('c', 1) / 4 - 1", 0.25 * ld.channel("c", 1) - 1),
+        ("(channel('c', 1) + 1) * 2", (ld.channel("c", 1) + 1) * 2),
+        ("1 + 2", ld.sum_of([3.0])),
+        ("-3", ld.sum_of([-3.0])),
+        ("channel('c', 1, batch=range(2))", ld.channel("c", 1, batch=range(2))),
+        ("direction('c', [1, 2.5])", ld.direction("c", [1.0, 2.5])),
+        ("direction('c', (1, -2))", ld.direction("c", [1.0, -2.0])),
+        ("l2(target=tensor([1, 2, 3, 4], shape=(2, 2)))", ld.l2(target=Array.of([[1.0, 2.0], [3.0, 4.0]]))),
+        ("neuron('c', 1, x=None, token=None)", ld.neuron("c", 1)),
+        ("tst_energy('c', 'd', flag=True, mode='square')", S.tst_energy("c", "d", flag=True, mode="square")),
+        ("(channel('c',\n 1)\n - channel('c', 2))", ld.channel("c", 1) - ld.channel("c", 2)),
+        ("  channel('c', 1)\r\n", ld.channel("c", 1)),
+    ],
+)
+def test_accepted_forms(text, expected):
+    assert ld.parse(text) == expected
+
+
+# --- nothing runs: code-injection attempts --------------------------------------------------------
+
+INJECTIONS = [
+    "__import__('os').system('touch {marker}')",
+    "__import__('os')",
+    "channel('c', 1) + __import__('os').system('touch {marker}')",
+    "channel('c', __import__('os').system('touch {marker}'))",
+    "open('{marker}', 'w')",
+    "channel(open('{marker}', 'w'), 1)",
+    "channel('c', 1).__class__",
+    "channel('c', 1).__class__.__init__.__globals__['os'].system('touch {marker}')",
+    "().__class__.__bases__[0].__subclasses__()",
+    "(lambda: __import__('os').system('touch {marker}'))()",
+    "channel('c', (lambda: 1)())",
+    "[c for c in ().__class__.__base__.__subclasses__()]",
+    "{{k: 1 for k in 'ab'}}",
+    "{{1, 2}}",
+    "{{'a': 1}}",
+    "(x for x in [1])",
+    "channel('c', 1)[0]",
+    "'touch {marker}'[0]",
+    "channel('c', 2 ** 10)",
+    "2 ** 10 ** 10 ** 10",
+    "f'{{__import__(\"os\").system(\"touch {marker}\")}}'",
+    "channel(f'{{1}}', 1)",
+    "(y := channel('c', 1))",
+    "channel('c', (n := 1))",
+    "eval('1')",
+    "exec('import os')",
+    "getattr(channel, '__globals__')",
+    "globals()",
+    "breakpoint()",
+    "channel('c', 1) if True else 0",
+    "channel('c', 1) and 1",
+    "not channel('c', 1)",
+    "channel('c', 1) < 2",
+    "channel('c', 1) @ channel('c', 2)",
+    "channel('c', 1) // 2",
+    "channel('c', 1) % 2",
+    "~channel('c', 1)",
+    "...",
+    "await channel('c', 1)",
+    "x",
+    "channel(c, 1)",
+]
+
+
+@contextlib.contextmanager
+def sentinels(calls: list[str]):
+    """Record (and block) anything that would run code, import a module or touch the system."""
+    real_import, real_compile = builtins.__import__, builtins.compile
+    allowed = {"torch", "numpy", "math", "ast", "io", "tokenize", "keyword", "difflib", "numbers", "operator"}
+
+    def guarded_import(name, *args, **kwargs):
+        if name.split(".")[0] not in allowed and name.split(".")[0] not in {"lucent_dsl", "hypothesis"}:
+            calls.append(f"import {name}")
+        return real_import(name, *args, **kwargs)
+
+    def guarded_compile(source, filename, mode, flags=0, *args, **kwargs):
+        import ast
+
+        if not flags & ast.PyCF_ONLY_AST:  # ast.parse only builds a tree; anything else compiles code
+            calls.append(f"compile {mode}")
+        return real_compile(source, filename, mode, flags, *args, **kwargs)
+
+    def blocked(what):
+        def run(*args, **kwargs):
+            calls.append(what)
+            raise AssertionError(f"{what} was called")
+        return run
+
+    saved = [(builtins, "__import__", guarded_import), (builtins, "compile", guarded_compile),
+             (builtins, "eval", blocked("eval")), (builtins, "exec", blocked("exec")),
+             (builtins, "open", blocked("open")), (os, "system", blocked("os.system")),
+             (subprocess, "Popen", blocked("subprocess.Popen"))]
+    originals = [(obj, name, getattr(obj, name)) for obj, name, _ in saved]
+    try:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in originals:
+            setattr(obj, name, value)
+
+
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_code_injection_raises_parse_error_and_runs_nothing(template, tmp_path):
+    marker = tmp_path / "pwned"
+    text = template.format(marker=marker)
+    calls: list[str] = []
+    with pytest.raises(ParseError) as info:
+        with sentinels(calls):
+            ld.parse(text)
+    assert calls == []
+    assert not marker.exists()
+    caret_column(info.value)  # every rejection points somewhere
+
+
+def test_sentinels_catch_what_they_guard(tmp_path):
+    calls: list[str] = []
+    with sentinels(calls):
+        with pytest.raises(AssertionError):
+            os.system("true")
+        with pytest.raises(AssertionError):
+            eval("1")  # noqa: S307 - checks the sentinel itself
+    assert calls == ["os.system", "eval"]
+
+
+# --- error messages: the text, and a caret under the offending column -------------------------------
+
+BAD_PIECES = [  # (text, column of the offending node inside it)
+    ("foo", 0), ("x.y", 0), ("a[0]", 0), ("(lambda: 1)", 1), ("[i for i in ()]", 0), ("(2 ** 3)", 1),
+    ("f'{1}'", 0), ("(y := 1)", 1), ("{1: 2}", 0), ("(a if b else c)", 1), ("nope(1)", 0), ("1j", 0),
+    ("channel('c', -1)", 0), ("range(1.5)", 0), ("tensor([1], shape=(2,))", 0), ("(1, 'a')", 0),
+    ("b'x'", 0), ("channel.x(1)", 0), ("~channel('c', 1)", 0),
+]
+prefix_names = st.text(st.characters(codec="utf-8", exclude_characters="\n\r"), min_size=1, max_size=5)
+
+
+@given(prefix_names, st.sampled_from(BAD_PIECES), st.sampled_from([" + ", " - ", " * ", " + 2 * "]))
+def test_caret_points_at_the_offending_node_in_characters(name, bad, op):
+    piece, offset = bad
+    prefix = repr(ld.channel(name, 1)) + op
+    text = prefix + piece
+    with pytest.raises(ParseError) as info:
+        ld.parse(text)
+    src, col = caret_column(info.value)
+    assert src == text
+    assert col == len(prefix) + offset, str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [
+        ("channel('é', 1) + )", "channel('é', 1) + )", 18),
+        ("channel('日本', 1) +", "channel('日本', 1) +", None),  # CPython gives no column for a dangling +
+        ("channel('c' 1)", "channel('c' 1)", 8),
+        ("(channel('c', 1) +\n  foo)", "  foo)", 2),
+        ("(channel('ü', 1)\n + channel('ü', 2)\n + bar.baz)", " + bar.baz)", 3),
+        ("(channel('c', 1)\r\n + foo)", " + foo)", 3),
+        ("(channel('c', 1)\r + foo)", " + foo)", 3),
+        ("(channel('\x0c', 1) +\n foo)", " foo)", 1),
+        ("  channel('c', 1) + foo  ", "channel('c', 1) + foo", 18),
+    ],
+)
+def test_caret_lines_and_columns(text, line, col):
+    with pytest.raises(ParseError) as info:
+        ld.parse(text)
+    src, at = caret_column(info.value)
+    assert src == line
+    if col is not None:
+        assert at == col
+
+
+def test_unknown_names_list_the_vocabulary():
+    with pytest.raises(ParseError, match="known names: .*channel.*neuron"):
+        ld.parse("chanel('c', 1)")
+
+
+# --- JSON -------------------------------------------------------------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+json_values = st.recursive(
+    json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4), max_leaves=20
+)
+KEYS = ["term", "args", "kwargs", "const", "scale", "of", "sum", "product", "tuple", "range", "tensor", "shape", "expr"]
+TERM_NAMES = sorted(VOCABULARY) + ["nope", "__import__"]
+
+
+def structured(children):
+    """JSON that looks like objective nodes, so the fuzz gets past the first checks."""
+    return st.one_of(
+        st.dictionaries(st.sampled_from(KEYS), children, max_size=4),
+        st.fixed_dictionaries({"term": st.sampled_from(TERM_NAMES), "args": st.lists(children, max_size=4),
+                               "kwargs": st.dictionaries(st.sampled_from(["batch", "x", "model", "layer", "cossim_pow",
+                                                                          "target", "weights", "ref", "power"]),
+                                                         children, max_size=3)}),
+        st.fixed_dictionaries({"scale": json_scalars, "of": children}),
+        st.fixed_dictionaries({"sum": st.lists(children, max_size=3)}),
+        st.fixed_dictionaries({"product": st.lists(children, min_size=2, max_size=2)}),
+        st.fixed_dictionaries({"tuple": st.lists(children, max_size=3)}),
+        st.fixed_dictionaries({"range": st.lists(st.integers(-3, 10**20) | json_scalars, min_size=3, max_size=3)}),
+        st.fixed_dictionaries({"tensor": st.sampled_from(["", "AACAPw==", "AACAPwAAAEA=", "!!", "AAA"]),
+                               "shape": st.lists(st.integers(-2, 2**70) | json_scalars, max_size=3)}),
+        st.fixed_dictionaries({"const": json_scalars}),
+        st.fixed_dictionaries({"expr": children}),
+    )
+
+
+def from_json_or_error(text: str | bytes) -> None:
+    try:
+        value = from_json(text)
+    except ParseError:
+        return
+    assert isinstance(value, Expr)
+    assert from_json(to_json(value)) == value  # whatever it accepts, it can write back
+
+
+@given(json_values)
+def test_random_json_gives_an_expression_or_a_parse_error(value):
+    from_json_or_error(json.dumps(value))
+
+
+@settings(max_examples=300)
+@given(st.recursive(json_scalars | st.sampled_from(["c", "@output", "@image"]), structured, max_leaves=12))
+def test_objective_shaped_json_gives_an_expression_or_a_parse_error(value):
+    from_json_or_error(json.dumps(value))
+
+
+@given(st.binary() | st.text())
+def test_json_garbage_gives_a_parse_error(raw):
+    from_json_or_error(raw)
+
+
+@given(S.exprs(max_leaves=4), st.data())
+def test_mutated_json_gives_an_expression_or_a_parse_error(e, data):
+    text = to_json(e)
+    i = data.draw(st.integers(0, len(text)))
+    j = data.draw(st.integers(i, min(len(text), i + 4)))
+    from_json_or_error(text[:i] + data.draw(st.sampled_from(['"', "{", "}", "[", "]", ",", "1e999", "-", "null", ""])) + text[j:])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["NaN", '{"const": NaN}', '{"const": Infinity}', '{"scale": 1e308, "of": {"scale": 10, "of": {"term": "channel", '
+     '"args": ["c", 1], "kwargs": {}}}}', '{"const": true}', '[]', '{"term": "channel", "args": ["c", 1]}',
+     '{"term": "channel", "args": ["c", [1]], "kwargs": {}}', '{"term": "nope", "args": [], "kwargs": {}}',
+     '{"range": [0, 1, 0]}', '{"sum": [{"const": 1e308}, {"const": 1e308}]}', "{" * 100_000 + "}" * 100_000,
+     '{"of": ' * 5000 + '{"const": 1}' + "}" * 5000,
+     '{"term": "tst_energy", "args": ["c"], "kwargs": {"power": NaN}}',
+     '{"term": "tst_energy", "args": ["c"], "kwargs": {"": 1}}',
+     '{"term": "tst_energy", "args": ["c"], "kwargs": {"if": 1}}'],
+)
+def test_malformed_json_raises_parse_error(text):
+    with pytest.raises(ParseError):
+        from_json(text)
