@@ -69,7 +69,10 @@ class Custom(Term):
         out = fn(*args, **params)
         rows = args[0].shape[0] if args else n
         if not isinstance(out, Tensor):
-            raise ObjectiveShapeError(f"custom objective {self!r} returned a {type(out).__name__}, not a tensor")
+            raise ObjectiveShapeError(
+                f"custom objective {self!r} returned a {type(out).__name__}, not a tensor; return a 0-d tensor "
+                f"(one score for the batch) or one score per row ({rows},)"
+            )
         if out.dim() == 0:  # a batch-level score, shared equally by the images
             return per_image(self, (out / n).expand(n), n, self.batch)
         if out.shape != (rows,):

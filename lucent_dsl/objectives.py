@@ -149,7 +149,7 @@ def per_image(term: Term, rows: Tensor, n: int, batch: Batch) -> Tensor:
     Rows are crop-major: row k*n + b is crop k of image b.
     """
     r = rows.shape[0]
-    if r % n:
+    if r % n or not r:  # no rows at all: the mean below would be NaN
         raise ObjectiveShapeError(f"{term!r}: the activation has {r} rows, which is not a multiple of the {n} image(s)")
     v = rows.reshape(r // n, n).mean(0) if r != n else rows
     if batch is None:
@@ -160,6 +160,15 @@ def per_image(term: Term, rows: Tensor, n: int, batch: Batch) -> Tensor:
     mask = torch.zeros(n, dtype=v.dtype, device=v.device)
     mask[[batch] if isinstance(batch, int) else list(batch)] = 1.0
     return v * mask
+
+
+def _check_rows_of(term: Term, site: Site, a: Tensor, n: int) -> None:
+    """Terms that compare the images of a batch need every image's rows (crop-major, see `per_image`)."""
+    r = a.shape[0]
+    if r < n or r % n:
+        raise ObjectiveShapeError(
+            f"{term!r}: {site} has {r} rows, which is not a multiple of the {n} image(s) of the render"
+        )
 
 
 def _grid(term: Term, site: Site, tokens: int) -> tuple[int, int, int]:
@@ -223,7 +232,17 @@ class LayerTerm(Term):
 
     def read(self, acts: Acts) -> tuple[Site, Tensor]:
         site = self.sites()[0]
-        return site, _act(self, acts, site)
+        a = _act(self, acts, site)
+        # Without these checks, integer maps fail deep inside torch's mean() and empty ones score NaN.
+        if not a.is_floating_point() or a.layout != torch.strided:
+            raise ObjectiveShapeError(
+                f"{self!r} reads {site}, whose output holds {a.dtype} values"
+                f"{'' if a.layout == torch.strided else f' ({a.layout})'}; objectives need dense floating-point "
+                "activations: pick a layer that outputs features, not indices or masks"
+            )
+        if a.numel() == 0:
+            raise ObjectiveShapeError(f"{self!r} reads {site}, whose output is empty (shape {tuple(a.shape)})")
+        return site, a
 
 
 @frozen
@@ -502,6 +521,7 @@ class Alignment(LayerTerm):
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
         _layout(self, site, a)
+        _check_rows_of(self, site, a, n)
         a = a[:n]  # the first crop of each image
         out = a.new_zeros(n)
         for d in range(1, min(5, n)):
@@ -534,7 +554,9 @@ class Diversity(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = _cp(self, site, a)[:n]
+        cp = _cp(self, site, a)
+        _check_rows_of(self, site, a, n)
+        cp = cp[:n]
         if n < 2:
             return cp.new_zeros(n)
         gram = torch.bmm(cp, cp.transpose(1, 2)).flatten(1)
@@ -680,8 +702,9 @@ class TotalVariation(ImageTerm):
         site, a = self.read(acts)
         if a.dim() != 4:
             raise ObjectiveShapeError(f"{self!r} needs (B, C, H, W) images or maps, {site} has shape {tuple(a.shape)}")
-        dx = (a[..., :, 1:] - a[..., :, :-1]).abs().flatten(1).mean(1)
-        dy = (a[..., 1:, :] - a[..., :-1, :]).abs().flatten(1).mean(1)
+        # A map one pixel wide (or high) has no neighbours that way: 0, not the NaN of an empty mean.
+        dx = (a[..., :, 1:] - a[..., :, :-1]).abs().flatten(1).mean(1) if a.shape[3] > 1 else a.new_zeros(a.shape[0])
+        dy = (a[..., 1:, :] - a[..., :-1, :]).abs().flatten(1).mean(1) if a.shape[2] > 1 else a.new_zeros(a.shape[0])
         return per_image(self, dx + dy, n, self.batch)
 
 

@@ -176,10 +176,45 @@ def _should_compile(compile: Any, device: torch.device, steps: int) -> bool:
     raise InvalidArgumentError(f"compile must be True, False or 'auto', got {compile!r}")
 
 
-def _nonfinite_message(step: int, names: Sequence[str], terms: Tensor, loss: Tensor) -> str:
+def _nonfinite_message(step: int, names: Sequence[str], terms: Tensor, loss: Tensor,
+                       grad_culprits: Sequence[str] = ()) -> str:
+    terms = terms.detach()
     bad = [f"{name} = {terms[i].tolist()}" for i, name in enumerate(names) if not bool(torch.isfinite(terms[i]).all())]
-    where = "; ".join(bad) if bad else f"the gradient (loss = {float(loss):.4g})"
+    if bad:
+        where = "; ".join(bad)
+    else:
+        of = f" of {', '.join(grad_culprits)}" if grad_culprits else ""
+        where = f"the gradient{of} (loss = {float(loss.detach()):.4g})"
     return f"step {step}: non-finite value in {where}. Lower lr, add penalties, or pass on_nonfinite='skip'."
+
+
+def _nonfinite_grad_terms(plan: Plan, to_image: Callable, apply: Callable, leaves: dict[str, Tensor],
+                          tparams: Any, n: int) -> list[str]:
+    """The top-level terms whose own gradient is not finite (the step is redone eagerly: error path only).
+
+    Each term gets its own backward: through the stacked scores, a zero gradient times an infinite
+    local derivative of another term would read as NaN and blame every term.
+    """
+    img = to_image(leaves)
+    acts = plan.forward(apply(img, tparams), raw=img)
+    out = []
+    for name, value in plan.scores(acts, n).terms.items():
+        if not value.requires_grad:
+            continue
+        grads = torch.autograd.grad(value.sum(), list(leaves.values()), retain_graph=True, allow_unused=True)
+        if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+            out.append(name)
+    return out
+
+
+def _no_gradient_message(step: int, plan: Plan) -> str:
+    if not torch.is_grad_enabled():
+        return "render was called under torch.no_grad() (or inference mode); call it where gradients are enabled"
+    return (
+        f"step {step}: the score of {plan.objective!r} does not depend on the image, so there is nothing to optimize: "
+        "the objective is a constant, or it reads layers whose output is cut off from the input (.detach(), "
+        "torch.no_grad() inside forward, integer outputs). Read layers that the image flows into."
+    )
 
 
 def render(
@@ -271,7 +306,9 @@ def render(
 
     fn = _loss_fn(plan, image_param.to_image, transform.apply, n, precision)
     if _should_compile(compile, dev, steps):
-        key = (plan.key, id(image_param), id(transform), tuple(first.shape), str(dev), precision, compile_mode)
+        # The functions themselves, not id(param): the key keeps them alive, so a recycled id of a
+        # freed ImageParam or Transform can never hit a step compiled for another one.
+        key = (plan.key, image_param.to_image, transform.apply, tuple(first.shape), str(dev), precision, compile_mode)
         fn = _compiled(key, fn, compile_mode)
 
     history: list[Tensor] = []
@@ -287,11 +324,15 @@ def render(
                     tparams = transform.sample(generator, first.shape)
                 optim.zero_grad(set_to_none=True)
                 loss, terms = fn(leaves, tparams)
+                if not loss.requires_grad:
+                    raise InvalidArgumentError(_no_gradient_message(step, plan))
                 loss.backward()
                 grads_ok = torch.stack([torch.isfinite(v.grad).all() for v in leaves.values() if v.grad is not None])
                 if not bool(torch.isfinite(loss) & grads_ok.all()):
                     if on_nonfinite == "raise":
-                        raise NonFiniteError(_nonfinite_message(step, plan.term_names, terms, loss))
+                        culprits = () if not bool(torch.isfinite(terms.detach()).all()) else _nonfinite_grad_terms(
+                            plan, image_param.to_image, transform.apply, leaves, tparams, n)
+                        raise NonFiniteError(_nonfinite_message(step, plan.term_names, terms, loss, culprits))
                     skipped.append(step)
                     optim.zero_grad(set_to_none=True)
                 else:

@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import functools as ft
+import linecache
+import weakref
 from typing import Any, Protocol
 
 import torch.fx as fx
@@ -77,8 +79,11 @@ class FxRunner(nn.Module):
             outputs[OUTPUT] = final
         cut.output(outputs)
         self.graph_module = fx.GraphModule(model, cut)
+        keys = [_source_key(self.graph_module)]
         self.graph_module.graph.eliminate_dead_code()
         self.graph_module.recompile()
+        keys.append(_source_key(self.graph_module))
+        weakref.finalize(self.graph_module, _forget_sources, [k for k in keys if k.startswith("<eval_with_key>")])
         self.paths = paths
         self.total = sum(1 for n in graph.nodes if n.op == "call_module")
         self.kept = sum(1 for n in self.graph_module.graph.nodes if n.op == "call_module")
@@ -91,6 +96,24 @@ class FxRunner(nn.Module):
             return f"fx graph, full forward ({self.kept} modules)"
         deepest = max(self.paths, key=lambda p: [n.target for n in self.graph_module.graph.nodes].index(p))
         return f"fx graph cut after {deepest} ({self.kept} of {self.total} modules run)"
+
+
+def _source_key(gm: fx.GraphModule) -> str:
+    return type(gm).forward.__code__.co_filename
+
+
+def _forget_sources(keys: list[str]) -> None:
+    """Drop the generated source that torch.fx keeps for tracebacks of a dead GraphModule.
+
+    torch.fx stores every recompiled forward's source in `linecache` and in its own loader's
+    cache and never frees it: without this, each plan would leak a few KB for the life of the
+    process (200 renders: 400 entries).
+    """
+    loader_cache = getattr(getattr(fx.graph_module, "_loader", None), "eval_cache", None)
+    for key in keys:
+        linecache.cache.pop(key, None)
+        if isinstance(loader_cache, dict):
+            loader_cache.pop(key, None)
 
 
 class _StopForward(Exception):
@@ -155,7 +178,8 @@ def make_runner(model: nn.Module, paths: tuple[str, ...], *, strategy: str = "au
     if not paths:
         return _NoForward()
     if strategy in ("auto", "fx"):
-        was = model.training
+        # Each module's own flag, not model.train(was): that would put a user's eval() submodules in train mode.
+        modes = [(m, m.training) for m in model.modules()]
         try:
             model.eval()  # trace the eval-mode control flow: plans run models in eval mode
             return FxRunner(model, paths)
@@ -163,5 +187,6 @@ def make_runner(model: nn.Module, paths: tuple[str, ...], *, strategy: str = "au
             if strategy == "fx":
                 raise
         finally:
-            model.train(was)
+            for m, mode in modes:
+                m.training = mode
     return HookRunner(model, paths)
