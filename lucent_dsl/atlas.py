@@ -1,4 +1,4 @@
-"""Channel atlases: one image per channel of a layer, rendered in batches, resumable.
+"""Channel atlases: one image per channel of some layers, rendered in batches, resumable.
 
 The work is a list of jobs, each `(layer, channel, seed)`. The seed comes from the layer and
 the channel (and a base seed), never from where the channel lands in a batch. Every image of a
@@ -13,14 +13,16 @@ from one over a single image; see `tests/test_cli.py` for the tolerance measured
 Files in the output folder, all written atomically:
 
 - `<layer>_<channel:04d>.png`: one per channel, with its recipe and final score in PNG metadata;
-- `grid.png`: every channel in job order, labelled with its index;
-- `manifest.json`: `{"channels": {"<c>": {"file", "score", "seed", "recipe"}}, ...}`, rebuilt
-  from the PNGs by `finish_atlas`.
+- `grid.png` (one layer) or `<layer>.grid.png` (one per layer): channels in job order, labelled;
+- `index.html`: every channel's image with its name (`layer:channel`) and final score;
+- `manifest.json`: `{"layers": {"<layer>": {"grid", "channels": {"<c>": {"file", "score", "seed",
+  "recipe"}}}}, "models", "run"}`, and for a one-layer atlas also the flat `"layer"`, `"grid"`
+  and `"channels"` of format 1; rebuilt from the PNGs by `finish_atlas`.
 
 A channel whose PNG exists (with the same recipe) is never rendered again, so an interrupted
-atlas resumes where it stopped. The same split makes sharding simple: each worker runs
-`run_atlas` on its own slice of `atlas_jobs(...)` into the shared folder, and one worker calls
-`finish_atlas` when all are done.
+atlas resumes where it stopped. The same split makes sharding simple: `lucent_dsl.distributed`
+runs `run_atlas` on each torchrun rank's share of the missing jobs, into the shared folder, and
+rank 0 calls `finish_atlas` when all are done (`lucent-dsl atlas` does this in one process too).
 
 Example:
     >>> jobs = atlas_jobs("features.14", range(3))
@@ -33,10 +35,11 @@ from __future__ import annotations
 
 import dataclasses as dc
 import hashlib
+import html
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,7 +58,12 @@ from .render import render
 
 MANIFEST = "manifest.json"
 GRID = "grid.png"
-FORMAT = 1
+INDEX = "index.html"
+FORMAT = 2  # 2: "layers" (several layers per atlas), "run", index.html; one-layer manifests keep format 1's keys
+_STYLE = (
+    "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px;text-align:center}"
+    "figure img{width:112px;height:112px;image-rendering:pixelated}figcaption{font-size:11px}</style>"
+)
 _GRID_MAX_WIDTH = 4096  # tiles are shrunk so a big atlas's grid stays a viewable image
 
 
@@ -68,11 +76,15 @@ class AtlasJob(NamedTuple):
 
     @property
     def filename(self) -> str:
-        return f"{re.sub(r'[^A-Za-z0-9._-]', '_', self.layer)}_{self.channel:04d}.png"
+        return f"{_safe(self.layer)}_{self.channel:04d}.png"
 
     @property
     def objective(self) -> str:
         return repr(channel_term(self.layer, self.channel))
+
+
+def _safe(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", layer)
 
 
 def channel_seed(layer: str, channel: int, base_seed: int = 0) -> int:
@@ -95,6 +107,32 @@ def atlas_jobs(layer: str, channels: Iterable[int], *, seed: int = 0) -> list[At
     if not out:
         raise InvalidArgumentError("the atlas has no channels to render")
     return out
+
+
+def layers_jobs(channels: Mapping[str, Iterable[int]], *, seed: int = 0) -> list[AtlasJob]:
+    """The jobs of an atlas of several layers: `{layer: channels}`, layers in the order given.
+
+    Raises:
+        InvalidArgumentError: no layers, a layer without channels, or two layers whose names give
+            the same file names (`"a/b"` and `"a_b"`).
+
+    Example:
+        >>> [j.filename for j in layers_jobs({"features.4": [0], "features.9": [2, 1]})]
+        ['features.4_0000.png', 'features.9_0002.png', 'features.9_0001.png']
+    """
+    jobs: list[AtlasJob] = []
+    owner: dict[str, str] = {}
+    for layer, chans in channels.items():
+        if _safe(layer) in owner:
+            raise InvalidArgumentError(
+                f"layers {owner[_safe(layer)]!r} and {layer!r} would write the same files ({_safe(layer)}_NNNN.png); "
+                "render them into different --out folders"
+            )
+        owner[_safe(layer)] = layer
+        jobs += atlas_jobs(layer, chans, seed=seed)
+    if not jobs:
+        raise InvalidArgumentError("the atlas has no layers")
+    return jobs
 
 
 def parse_channels(text: str | None, count: int | None) -> list[int]:
@@ -235,11 +273,21 @@ def default_layers(model: nn.Module, size: int | tuple[int, int] | None = None, 
 
 def channel_count(model: nn.Module, layer: str, size: int | tuple[int, int] | None = None) -> int:
     """Number of channels of `layer` (a probe forward), with an error that lists close names."""
-    compile_plan(channel_term(layer, 0), model)  # LayerNotFoundError with suggestions
-    row = next((r for r in probe(model, size) if r.name == layer), None)
-    if row is None or row.channels is None:
-        raise InvalidArgumentError(f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis")
-    return row.channels
+    return channel_counts(model, [layer], size)[layer]
+
+
+def channel_counts(model: nn.Module, layers: Sequence[str], size: int | tuple[int, int] | None = None) -> dict[str, int]:
+    """Number of channels of each layer, from one probe forward (see `channel_count`)."""
+    for layer in layers:
+        compile_plan(channel_term(layer, 0), model)  # LayerNotFoundError with suggestions
+    rows = {r.name: r for r in probe(model, size)}
+    out = {}
+    for layer in layers:
+        row = rows.get(layer)
+        if row is None or row.channels is None:
+            raise InvalidArgumentError(f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis")
+        out[layer] = row.channels
+    return out
 
 
 # --- per-image random streams ------------------------------------------------------------------------
@@ -385,46 +433,142 @@ def _bar(total: int, enabled: bool, initial: int):
     return tqdm(total=total + initial, initial=initial, desc="atlas", unit="channel")
 
 
-def finish_atlas(jobs: Sequence[AtlasJob], out_dir: str | Path, *, labels: bool = True) -> dict[str, Any]:
-    """Write `grid.png` and `manifest.json` from the channel PNGs in `out_dir`; return the manifest.
+def grid_filename(layer: str, *, single: bool) -> str:
+    """The grid of `layer`: `grid.png` in a one-layer atlas, else `<layer>.grid.png` (never a channel's name)."""
+    return GRID if single else f"{_safe(layer)}.grid.png"
 
-    Raises:
-        InvalidArgumentError: a job's PNG is missing (run `run_atlas` first), or jobs mix layers.
-    """
+
+def _read(job: AtlasJob, path: Path, side: int | None) -> tuple[Any, dict[str, Any]]:
+    """A channel's tile (shrunk to fit `side`) and manifest entry, from one read of its PNG."""
     from PIL import Image
 
-    out = Path(out_dir)
-    layers = sorted({j.layer for j in jobs})
-    if len(layers) != 1:
-        raise InvalidArgumentError(f"one atlas folder holds one layer, got {layers}")
-    entries: dict[str, Any] = {}
-    tiles = []
-    models: list[str] = []
+    with Image.open(path) as im:
+        im.load()  # PNG text chunks may follow the pixels
+        meta = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+        tile = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    if side is not None:
+        tile.thumbnail((side, side))  # shrink each tile as it is read: a big layer never sits in memory whole
+    entry = {
+        "file": job.filename,
+        "score": float(meta[SCORE_KEY]) if SCORE_KEY in meta else None,
+        "seed": job.seed,
+        "recipe": json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None,
+    }
+    return tile, entry
+
+
+def _check_complete(jobs: Sequence[AtlasJob], out: Path) -> None:
+    missing = [job.filename for job in jobs if not (out / job.filename).exists()]
+    if missing:
+        raise InvalidArgumentError(
+            f"{len(missing)} of {len(jobs)} channel images are missing (the first: {str(out / missing[0])!r}); "
+            "the atlas is not finished: run the same command again"
+        )
+
+
+def by_layer(jobs: Sequence[AtlasJob]) -> dict[str, list[AtlasJob]]:
+    """The jobs grouped by layer, layers and channels in job order."""
+    out: dict[str, list[AtlasJob]] = {}
     for job in jobs:
-        path = out / job.filename
-        if not path.exists():
-            raise InvalidArgumentError(f"{str(path)!r} is missing; the atlas is not finished")
-        meta = read_png_metadata(path)
-        recipe = json.loads(meta[RECIPE_KEY])
-        models = recipe.get("models", models)
-        entries[str(job.channel)] = {
-            "file": job.filename,
-            "score": float(meta[SCORE_KEY]) if SCORE_KEY in meta else None,
-            "seed": job.seed,
-            "recipe": recipe,
-        }
-        with Image.open(path) as im:
-            tiles.append(im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy())
-    ncol = math.ceil(math.sqrt(len(tiles)))
-    width = max(t.width for t in tiles)
-    if ncol * width > _GRID_MAX_WIDTH:
-        side = max(16, _GRID_MAX_WIDTH // ncol)
-        for t in tiles:
-            t.thumbnail((side, side))
+        out.setdefault(job.layer, []).append(job)
+    return out
+
+
+def layer_grid(jobs: Sequence[AtlasJob], out_dir: str | Path, name: str, *, labels: bool = True) -> dict[str, Any]:
+    """Write the grid of one layer's channels (in job order) as `out_dir/name`.
+
+    Returns the layer's manifest part, `{"grid": name, "channels": {"<c>": {"file", "score",
+    "seed", "recipe"}}}`, read from the PNGs in the same pass.
+
+    Raises:
+        InvalidArgumentError: a job's PNG is missing.
+    """
+    out = Path(out_dir)
+    _check_complete(jobs, out)
+    ncol = math.ceil(math.sqrt(len(jobs)))
+    side: int | None = None
+    tiles, channels = [], {}
+    for i, job in enumerate(jobs):
+        tile, entry = _read(job, out / job.filename, side)
+        if i == 0 and ncol * tile.width > _GRID_MAX_WIDTH:  # an atlas's tiles all have the recipe's size
+            side = max(16, _GRID_MAX_WIDTH // ncol)
+            tile.thumbnail((side, side))
+        tiles.append(tile)
+        channels[str(job.channel)] = entry
     grid = make_grid(tiles, ncol=ncol, labels=[str(j.channel) for j in jobs] if labels else None)
-    save_png(out / GRID, grid)
-    manifest = {"lucent_dsl_atlas": FORMAT, "layer": layers[0], "models": models, "grid": GRID, "channels": entries}
+    save_png(out / name, grid)
+    return {"grid": name, "channels": channels}
+
+
+def write_manifest(out_dir: str | Path, layers: Mapping[str, Mapping[str, Any]], *,
+                   run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write `manifest.json` and `index.html` from the layers' parts (see `layer_grid`); return the manifest."""
+    out = Path(out_dir)
+    models: list[str] = []
+    for part in layers.values():
+        recipe = next(iter(part["channels"].values()), {}).get("recipe") or {}
+        if recipe.get("models"):
+            models = recipe["models"]
+            break
+    manifest: dict[str, Any] = {"lucent_dsl_atlas": FORMAT, "models": models}
+    if len(layers) == 1:  # a one-layer atlas keeps the flat layout of format 1 too
+        layer, part = next(iter(layers.items()))
+        manifest.update(layer=layer, grid=part["grid"], channels=part["channels"])
+    manifest["layers"] = {layer: dict(part) for layer, part in layers.items()}
+    if run is not None:
+        manifest["run"] = dict(run)
     with atomic_write(out / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
+    with atomic_write(out / INDEX, "w") as f:
+        f.write(index_html(manifest))
     return manifest
+
+
+def finish_atlas(jobs: Sequence[AtlasJob], out_dir: str | Path, *, labels: bool = True,
+                 run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write the grid(s) (see `grid_filename`), `manifest.json` and `index.html` from the channel
+    PNGs in `out_dir`; return the manifest. `run` is stored as the manifest's `run`.
+
+    Raises:
+        InvalidArgumentError: a job's PNG is missing (run `run_atlas` first), or no jobs.
+    """
+    out = Path(out_dir)
+    groups = by_layer(jobs)
+    if not groups:
+        raise InvalidArgumentError("the atlas has no channels")
+    _check_complete(jobs, out)
+    single = len(groups) == 1
+    layers = {layer: layer_grid(ljobs, out, grid_filename(layer, single=single), labels=labels)
+              for layer, ljobs in groups.items()}
+    return write_manifest(out, layers, run=run)
+
+
+def index_html(manifest: Mapping[str, Any]) -> str:
+    """A static page of the atlas: per layer, its grid and every channel with its name and final score."""
+    from urllib.parse import quote
+
+    def score(v: Any) -> str:
+        return "no score" if v is None else f"{v:.4g}"
+
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>lucent-dsl atlas: {html.escape(', '.join(manifest['layers']))}</title>",
+        _STYLE,
+        "</head><body>",
+        (f"<p>models: {html.escape(', '.join(manifest.get('models') or []))}; "
+         f"{sum(len(v['channels']) for v in manifest['layers'].values())} channels</p>"),
+    ]
+    for layer, info in manifest["layers"].items():
+        parts.append(f'<h2 id="{html.escape(layer, quote=True)}">{html.escape(layer)} '
+                     f'({len(info["channels"])} channels, <a href="{quote(info["grid"])}">grid</a>)</h2>')
+        for c, e in info["channels"].items():
+            name = html.escape(f"{layer}:{c}")
+            parts.append(
+                f'<figure id="{html.escape(layer, quote=True)}:{c}"><a href="{quote(e["file"])}">'
+                f'<img src="{quote(e["file"])}" alt="{name}" loading="lazy"></a>'
+                f"<figcaption>{name}<br>score {score(e['score'])}</figcaption></figure>"
+            )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

@@ -4,6 +4,7 @@
     lucent-dsl render --recipe channel.png --out again.png        # the same image, from its metadata
     lucent-dsl layers --model mobilenet_v2
     lucent-dsl atlas features.14 --channels 0:64 --out atlas/
+    torchrun --nproc-per-node=4 -m lucent_dsl atlas features.4,features.14 --out atlas/   # split over 4 ranks
     lucent-dsl caricature photo.jpg --layers features.10 features.14 --out caricature.png
     lucent-dsl accentuate photo.jpg 'channel("features.14", 10)' --out accent.png
 
@@ -117,12 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_cmd_layers)
 
-    p = sub.add_parser("atlas", parents=[common, models, optim], help="one image per channel of a layer, and a grid")
-    p.add_argument("layer", help="layer name (see `lucent-dsl layers`)")
-    p.add_argument("--channels", metavar="SPEC", help="START:STOP[:STEP], a comma list, or one index (default: all)")
+    p = sub.add_parser(
+        "atlas", parents=[common, models, optim],
+        help="one image per channel of some layers, a grid per layer and an index.html (runs under torchrun too)",
+        description="Render one image per channel. Under `torchrun --nproc-per-node=N -m lucent_dsl atlas ...` "
+                    "the channels are split over the ranks (each on cuda:LOCAL_RANK when CUDA is available); "
+                    "rerunning the same command renders only what is missing.",
+    )
+    p.add_argument("layer", metavar="LAYER[,LAYER...]", help="layer names, comma-separated (see `lucent-dsl layers`)")
+    p.add_argument("--channels", metavar="SPEC",
+                   help="START:STOP[:STEP], a comma list, or one index, for every layer (default: all)")
     p.add_argument("--batch", type=_positive, default=16, help="channels per batched render (default: 16)")
     p.add_argument("--param", choices=("fft", "pixel"), help="image parameterization (default: fft)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes what is there)")
+    p.add_argument("--timeout", type=_positive, default=3600, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others to finish a batch before "
+                        "giving up (default: 3600; make it longer than one batch takes)")
     p.set_defaults(run=_cmd_atlas)
 
     p = sub.add_parser("caricature", parents=[common, models, optim], help="exaggerate what a model sees in an image")
@@ -246,26 +257,45 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _layer_list(text: str) -> list[str]:
+    layers = list(dict.fromkeys(part.strip() for part in text.split(",")))
+    if not all(layers):
+        raise _UsageError(f"atlas: expected LAYER[,LAYER...] (names from `lucent-dsl layers`), got {text!r}")
+    return layers
+
+
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from . import atlas
+    from . import atlas, distributed
     from .recipe import Recipe, build_models
 
-    models = build_models(args.model or (), device=args.device)
+    ranks = distributed.ranks_from_env()
+    device = distributed.rank_device(args.device, ranks)
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)
+    models = build_models(args.model or (), device=device)
     if isinstance(models, dict):
         raise InvalidArgumentError(f"an atlas renders one model's channels, got {len(models)} models; give one --model")
-    layer = args.layer
-    base = Recipe(**_overrides(args, objective=atlas.AtlasJob(layer, 0, 0).objective, batch=None, seed=None)).resolved(models)
-    count = atlas.channel_count(models, layer, base.size)
-    jobs = atlas.atlas_jobs(layer, atlas.parse_channels(args.channels, count), seed=args.seed or 0)
+    layers = _layer_list(args.layer)
+    base = Recipe(**_overrides(args, objective=atlas.AtlasJob(layers[0], 0, 0).objective, batch=None, seed=None)).resolved(models)
+    counts = atlas.channel_counts(models, layers, base.size)
+    jobs = atlas.layers_jobs({layer: atlas.parse_channels(args.channels, counts[layer]) for layer in layers},
+                             seed=args.seed or 0)
     quiet = getattr(args, "quiet", False)
     start = time.perf_counter()
-    done = atlas.run_atlas(jobs, base, models, args.out, batch=args.batch, device=args.device,
-                           compile=_compile_flag(args), progress=not quiet)
-    atlas.finish_atlas(jobs, args.out)
-    skipped = len(jobs) - done
-    _say(args, f"wrote {len(jobs)} channels of {layer} to {args.out} ({done} rendered"
-               + (f", {skipped} already there" if skipped else "") + f") in {time.perf_counter() - start:.1f} s; "
-               f"see {Path(args.out) / atlas.GRID} and {Path(args.out) / atlas.MANIFEST}")
+    run = distributed.render_atlas(jobs, base, models, args.out, batch=args.batch, device=device,
+                                   compile=_compile_flag(args), progress=not quiet, timeout=args.timeout, ranks=ranks)
+    if run.manifest is not None:
+        skipped = len(jobs) - run.rendered
+        by = f" by {run.world_size} processes" if run.world_size > 1 else ""
+        speed = f", {run.rendered / run.seconds:.3g} channels/s" if run.rendered and run.seconds > 0 else ""
+        grids = [info["grid"] for info in run.manifest["layers"].values()]
+        shown = ", ".join(str(Path(args.out) / g) for g in grids[:3]) + (", ..." if len(grids) > 3 else "")
+        _say(args, f"wrote {len(jobs)} channels of {', '.join(layers)} to {args.out} ({run.rendered} rendered{by} "
+                   f"in {run.seconds:.1f} s{speed}" + (f", {skipped} already there" if skipped else "")
+                   + f"; {time.perf_counter() - start:.1f} s in all); see {Path(args.out) / atlas.INDEX}, {shown} "
+                   f"and {Path(args.out) / atlas.MANIFEST}")
     return EXIT_OK
 
 
