@@ -1,0 +1,175 @@
+"""Vision transformers: (B, tokens, C) activations, channels last, neuron x/y on the patch grid after CLS."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models import TripwireError
+from torch import Tensor, nn
+
+import lucent_dsl as ld
+from lucent_dsl.errors import ObjectiveShapeError
+from lucent_dsl.expr import Site
+from lucent_dsl.plan import evaluate
+from lucent_dsl.render import render
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(x)
+
+
+class ViT(nn.Module):
+    """12x12 images, 3x3 patches: a 4x4 grid (16 patch tokens), after one CLS token if `cls`."""
+
+    def __init__(self, *, cls: bool = True, dim: int = 12, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.patch = nn.Conv2d(3, dim, 3, stride=3)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1) if cls else None
+        self.pos = nn.Parameter(torch.randn(1, 16 + int(cls), dim) * 0.1)
+        self.blocks = nn.Sequential(Block(dim), Block(dim))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False)
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        if self.cls is not None:
+            t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1)
+        t = self.blocks(t + self.pos)
+        return self.head(t[:, 0])
+
+
+def probe(model: nn.Module, layer: str, x: Tensor, terms: dict[str, ld.Expr], *,
+          before_forward=None) -> tuple[Tensor, dict[str, Tensor]]:
+    """One truncated forward: the activation at `layer` and every term's per-image score on it."""
+    plan = ld.compile_plan(ld.sum_of(terms.values()), model)
+    if before_forward is not None:
+        before_forward(plan)
+    with torch.no_grad():
+        acts = plan.forward(x)
+    bound = dict(zip(terms, ld.expr.top_terms(plan.objective)))
+    return acts[Site("model", layer)], {k: evaluate(t, acts, x.shape[0]) for k, t in bound.items()}
+
+
+def token_terms(layer: str, c: int, vec: Tensor) -> dict[str, ld.Expr]:
+    return {
+        "channel": ld.channel(layer, c),
+        "cls": ld.neuron(layer, c, token=0),
+        "token5": ld.neuron(layer, c, token=5),
+        "xy": ld.neuron(layer, c, x=3, y=1),
+        "centre": ld.neuron(layer, c),
+        "direction": ld.direction(layer, vec),
+        "direction_cos": ld.direction(layer, vec, cossim_pow=1.0),
+        "direction_cls": ld.direction_neuron(layer, vec, token=0),
+    }
+
+
+def check_against_indexing(a: Tensor, s: dict[str, Tensor], c: int, vec: Tensor, side: int, offset: int) -> None:
+    """Every score equals the same quantity computed by hand, with the channel on the last axis."""
+    grid = a[:, offset:].reshape(a.shape[0], side, side, a.shape[2])  # (B, rows, cols, C)
+    assert torch.allclose(s["channel"], a[..., c].mean(1), atol=1e-5)
+    assert torch.allclose(s["cls"], a[:, 0, c])
+    assert torch.allclose(s["token5"], a[:, 5, c])
+    assert torch.allclose(s["xy"], grid[:, 1, 3, c])  # y is the row, x the column
+    assert torch.allclose(s["centre"], grid[:, side // 2, side // 2, c])
+    dot = a @ vec
+    assert torch.allclose(s["direction"], dot.mean(1), atol=1e-4)
+    cos = dot / (a.norm(dim=2) + 1e-6) / (vec.norm() + 1e-6)
+    assert torch.allclose(s["direction_cos"], (dot * cos.clamp(min=0.1)).mean(1), atol=1e-4)
+    assert torch.allclose(s["direction_cls"], dot[:, 0], atol=1e-5)
+
+
+def test_tiny_vit_terms_match_manual_indexing():
+    vit = ViT().eval()
+    x = torch.rand(3, 3, 12, 12)
+    vec = torch.randn(12)
+    a, s = probe(vit, "blocks.0", x, token_terms("blocks.0", 7, vec))
+    assert a.shape == (3, 17, 12)
+    check_against_indexing(a, s, 7, vec, side=4, offset=1)
+
+
+def test_grid_without_cls_starts_at_token_zero():
+    vit = ViT(cls=False).eval()
+    x = torch.rand(2, 3, 12, 12)
+    a, s = probe(vit, "blocks.1", x, {"xy": ld.neuron("blocks.1", 2, x=0, y=0), "last": ld.neuron("blocks.1", 2, x=3, y=3)})
+    assert a.shape == (2, 16, 12)
+    assert torch.equal(s["xy"], a[:, 0, 2])
+    assert torch.equal(s["last"], a[:, 15, 2])
+
+
+def test_positions_and_channels_out_of_range_raise():
+    vit = ViT().eval()
+    x = torch.rand(1, 3, 12, 12)
+    for e, match in [(ld.neuron("blocks.0", 2, x=4), "outside"), (ld.neuron("blocks.0", 2, token=17), "tokens"),
+                     (ld.channel("blocks.0", 12), "channels"), (ld.direction("blocks.0", [1.0] * 11), "values")]:
+        plan = ld.compile_plan(e, vit)
+        with pytest.raises(ObjectiveShapeError, match=match):
+            evaluate(plan.objective, plan.forward(x), 1)
+
+
+class Rank5(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.video = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.video(self.conv(x).unsqueeze(2)).mean((2, 3, 4))  # (B, C, 1, H, W) at `video`
+
+
+@pytest.mark.parametrize("term", [ld.channel("video", 1), ld.neuron("video", 1), ld.direction("video", [1.0] * 4),
+                                  ld.neuron("video", 1, token=0)])
+def test_wrong_layout_raises(term):
+    net = Rank5().eval()
+    plan = ld.compile_plan(term, net)
+    acts = plan.forward(torch.rand(1, 3, 8, 8))
+    assert acts[Site("model", "video")].dim() == 5
+    with pytest.raises(ObjectiveShapeError, match="supported layouts"):
+        evaluate(plan.objective, acts, 1)
+
+
+def test_non_square_token_count_needs_token():
+    bad = torch.rand(1, 7, 4)  # 7 tokens: neither a square nor a square plus one CLS
+    with pytest.raises(ObjectiveShapeError, match="square"):
+        ld.neuron("t", 0).score({Site(None, "t"): bad}, 1)
+    assert torch.equal(ld.neuron("t", 0, token=6).score({Site(None, "t"): bad}, 1), bad[:, 6, 0])
+
+
+def test_render_on_a_tiny_vit_raises_the_objective():
+    vit = ViT().eval()
+    e = ld.neuron("blocks.1", 4, x=1, y=2) + ld.channel("blocks.1", 4)
+    r = render(e, vit, size=24, steps=20, lr=0.1, transforms=[], progress=False)
+    total = sum(h[:, 0] for h in r.history.values())
+    assert total[-1] > total[0] + 0.1
+
+
+def test_torchvision_vit_b_16_one_truncated_probe():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    vit = torchvision.models.vit_b_16(weights=None).eval()
+    layer = "encoder.layers.encoder_layer_1"
+    vec = torch.randn(768)
+
+    def check_cut(plan: ld.Plan) -> None:
+        assert "fx graph cut after encoder.layers.encoder_layer_1" in str(plan)
+        # Later layers are not in the traced graph: a tripwire on the next block never fires.
+        vit.encoder.layers.encoder_layer_2.register_forward_pre_hook(_trip)
+
+    a, s = probe(vit, layer, torch.rand(1, 3, 224, 224), token_terms(layer, 100, vec), before_forward=check_cut)
+    assert a.shape == (1, 197, 768)  # CLS + a 14x14 grid, channels last
+    check_against_indexing(a, s, 100, vec, side=14, offset=1)
+    with pytest.raises(TripwireError), torch.no_grad():
+        vit(torch.rand(1, 3, 224, 224))  # the tripwire is armed: an untruncated forward reaches it
+
+
+def _trip(module: nn.Module, args: object) -> None:
+    raise TripwireError("ran past the deepest needed layer")
