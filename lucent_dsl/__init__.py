@@ -4,7 +4,8 @@ Objectives are immutable expressions (`channel("layer4", 12) - 1e-3 * total_vari
 compiled with one or more models into one truncated hook-and-loss `Plan`, and rendered into
 images by `render`. Objectives are maximized; penalties are subtracted.
 """
-from . import io as io, param as param, transforms as transforms, zoo as zoo
+from . import io as io, param as param, param_extra as param_extra, transforms as transforms, zoo as zoo
+from . import adversarial as adversarial, masks as masks, recipes as recipes, relu as relu
 from .custom import objective as objective
 from .errors import (
     AmbiguousModelError as AmbiguousModelError,
@@ -39,6 +40,8 @@ from .objectives import (
     neuron_weight as neuron_weight,
     total_variation as total_variation,
 )
+from .masks import box_mask as box_mask, masked as masked
+from .param_extra import opacity as opacity, transparency_map as transparency_map
 from .parse import parse as parse
 from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan, evaluate as evaluate
 from .render import RenderResult as RenderResult, render as render

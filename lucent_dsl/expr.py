@@ -364,7 +364,8 @@ def top_terms(e: Expr) -> tuple[Expr, ...]:
 def map_terms(e: Expr, fn: Callable[[Term], Expr]) -> Expr:
     """Rebuild `e` with every leaf replaced by `fn(leaf)`."""
     if isinstance(e, Term):
-        return fn(e)
+        inner = getattr(e, "map_inner", None)  # a term that wraps objectives (masks.masked) maps its leaves
+        return inner(lambda x: map_terms(x, fn)) if inner is not None else fn(e)
     if isinstance(e, Scale):
         return scale(e.k, map_terms(e.expr, fn))
     if isinstance(e, Sum):
@@ -377,20 +378,36 @@ def map_terms(e: Expr, fn: Callable[[Term], Expr]) -> Expr:
 # --- printing -----------------------------------------------------------------------------------
 
 
-def format_value(v: Any) -> str:
-    """DSL text of one argument value."""
+def format_value(v: Any, *, short: bool = False) -> str:
+    """DSL text of one argument value (`short`: large tensors abbreviated, for display only)."""
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, tuple):
-        inner = ", ".join(format_value(x) for x in v)
+        inner = ", ".join(format_value(x, short=short) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if short and isinstance(v, Array) and v.tensor.numel() > 8:
+        import hashlib
+
+        return f"tensor(<{hashlib.sha1(v.key).hexdigest()[:8]}>, shape={format_value(v.shape)})"
     return repr(v)
 
 
-def _term_text(t: Term) -> str:
+def _term_text(t: Term, *, short: bool = False) -> str:
     pos, kw = t.dsl_args()
-    args = [format_value(v) for v in pos] + [f"{k}={format_value(v)}" for k, v in kw.items()]
+    args = [format_value(v, short=short) for v in pos] + [f"{k}={format_value(v, short=short)}" for k, v in kw.items()]
     return f"{t.name}({', '.join(args)})"
+
+
+def short_text(e: Expr) -> str:
+    """Like `repr(e)`, with large tensors abbreviated to a digest and a shape: for labels and histories.
+
+    Example:
+        >>> import torch
+        >>> from lucent_dsl import activation_match
+        >>> short_text(activation_match("conv", torch.zeros(4, 3, 3)))  # doctest: +ELLIPSIS
+        "activation_match('conv', tensor(<...>, shape=(4, 3, 3)))"
+    """
+    return _print_with(e, lambda t: _term_text(t, short=True))
 
 
 def to_text(e: Expr) -> str:
@@ -404,12 +421,12 @@ def format_tree(e: Expr, names: Mapping[Site, str]) -> str:
     def leaf(t: Term) -> str:
         pos, kw = t.dsl_args()
         shown = {s.layer: names[s] for s in t.sites() if s in names}
-        args = [shown.pop(v) if isinstance(v, str) and v in shown else format_value(v) for v in pos]
+        args = [shown.pop(v) if isinstance(v, str) and v in shown else format_value(v, short=True) for v in pos]
         for k, v in kw.items():
             if isinstance(v, str) and v in shown:
                 args.append(f"{k}={shown.pop(v)}")
             elif k != "model" or not t.sites():
-                args.append(f"{k}={format_value(v)}")
+                args.append(f"{k}={format_value(v, short=True)}")
         return f"{t.name}({', '.join(list(shown.values()) + args)})"
 
     text_of: dict[int, str] = {}

@@ -37,7 +37,7 @@ from .errors import (
     ObjectiveShapeError,
 )
 from .expr import (
-    IMAGE, INPUT, OUTPUT, Acts, Const, Expr, Product, Scale, Site, Sum, Term, format_tree, map_terms, sum_of,
+    IMAGE, INPUT, OUTPUT, Acts, Const, Expr, Product, Scale, Site, Sum, Term, format_tree, map_terms, short_text, sum_of,
     terms_of, top_terms,
 )
 from .models import ModelInfo, info_of
@@ -329,7 +329,7 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         infos={name: info_of(m) for name, m in used.items()},
         sites=sites,
         runners=runners,
-        term_names=tuple(repr(t) for t in top_terms(objective)),
+        term_names=tuple(short_text(t) for t in top_terms(objective)),
         n_images=n_images,
     )
 

@@ -21,6 +21,7 @@ import dataclasses as dc
 import functools as ft
 import io as _io
 import numbers
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from . import transforms as tf_lib
 from .errors import InvalidArgumentError, NonFiniteError
 from .expr import Expr
 from .plan import Plan, compile_plan, frozen_models
+from .relu import redirected_relu
 
 # On the CPU, compiling costs tens of seconds; it is worth it only for long runs (see benchmarks/bench_step.py).
 CPU_COMPILE_MIN_STEPS = 2048
@@ -157,11 +159,22 @@ def _loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision:
     return forward
 
 
+def _own_code(fn: Callable) -> Callable:
+    """`fn` with a code object of its own.
+
+    Dynamo keeps its compiled graphs on the code object, and every `_loss_fn` closure shares one, so
+    all entries of `_COMPILED` would count against one `recompile_limit` (8): from the 9th distinct
+    plan, parameterization, transform or shape in a process, `compile=True` silently ran eagerly.
+    A private code object gives each entry its own dynamo cache, freed with the entry.
+    """
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 def _compiled(key: tuple, fn: Callable, mode: str | None) -> Callable:
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key]
-    compiled = torch.compile(fn, mode=mode, dynamic=False)
+    compiled = torch.compile(_own_code(fn), mode=mode, dynamic=False)
     _COMPILED[key] = compiled
     while len(_COMPILED) > _COMPILED_MAX:
         _COMPILED.popitem(last=False)
@@ -237,6 +250,7 @@ def render(
     on_nonfinite: str = "raise",
     progress: bool = True,
     callback: Callable[[int, Tensor], None] | None = None,
+    redirect_relu: int = 0,
 ) -> RenderResult:
     """Render images that maximize `objective` on `models`.
 
@@ -259,11 +273,15 @@ def render(
         on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
         progress: show a tqdm progress bar with the current score.
         callback: called as callback(step, images) after each step (images detached).
+        redirect_relu: use Lucid's redirected ReLU gradient in the models' nn.ReLU/nn.ReLU6 modules for
+            this many first steps (0: never; Lucid: 16), so units dead on the initial image get a gradient
+            (see `lucent_dsl.relu`). These steps run eagerly.
 
     Returns:
         RenderResult. Ctrl-C stops the run cleanly and returns the result so far.
     """
     steps = _check_int("steps", steps)
+    redirect_relu = _check_int("redirect_relu", redirect_relu, minimum=0)
     hw = _size(size)
     if precision not in ("fp32", "bf16"):
         raise InvalidArgumentError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -305,6 +323,7 @@ def render(
     optim = _make_optimizer(optimizer, list(leaves.values()), float(lr))
 
     fn = _loss_fn(plan, image_param.to_image, transform.apply, n, precision)
+    eager = fn  # redirected-ReLU steps: the modules' classes are swapped, which a compiled step would not see
     if _should_compile(compile, dev, steps):
         # The functions themselves, not id(param): the key keeps them alive, so a recycled id of a
         # freed ImageParam or Transform can never hit a step compiled for another one.
@@ -318,12 +337,12 @@ def render(
     bar = _progress(steps, progress)
     done = 0
     try:
-        with frozen_models(list(plan.models.values())):
+        with frozen_models(list(plan.models.values())), redirected_relu(list(plan.models.values()), redirect_relu) as relus:
             for step in range(1, steps + 1):
                 with torch.no_grad():
                     tparams = transform.sample(generator, first.shape)
                 optim.zero_grad(set_to_none=True)
-                loss, terms = fn(leaves, tparams)
+                loss, terms = (eager if relus.active else fn)(leaves, tparams)
                 if not loss.requires_grad:
                     raise InvalidArgumentError(_no_gradient_message(step, plan))
                 loss.backward()
@@ -339,6 +358,7 @@ def render(
                     optim.step()
                 history.append(terms.detach())
                 done = step
+                relus.step()
                 if step in snaps_at or callback is not None:
                     with torch.no_grad():
                         current = image_param.to_image(leaves).detach()
@@ -349,7 +369,7 @@ def render(
                 if bar is not None:
                     bar.update(1)
                     if step % 10 == 0 or step == steps:
-                        bar.set_postfix(score=f"{-float(loss):.4g}")
+                        bar.set_postfix(score=f"{-float(loss.detach()):.4g}")
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -23,6 +23,8 @@ from .expr import VOCABULARY, Array, Const, as_expr, Expr, Product, Scale, Sum, 
 
 
 def _value(v: Any) -> Any:
+    if isinstance(v, Expr):  # an objective inside a term, e.g. masks.masked(expr, mask)
+        return {"expr": _node(v)}
     if isinstance(v, tuple):
         return {"tuple": [_value(x) for x in v]}
     if isinstance(v, range):
@@ -55,6 +57,8 @@ def to_json(e: Expr, **dumps_kwargs: Any) -> str:
 
 def _read_value(v: Any) -> Any:
     if isinstance(v, dict):
+        if set(v) == {"expr"}:
+            return _read(v["expr"])
         if set(v) == {"tuple"} and isinstance(v["tuple"], list):
             return tuple(_read_value(x) for x in v["tuple"])
         if set(v) == {"range"} and isinstance(v["range"], list) and len(v["range"]) == 3:
