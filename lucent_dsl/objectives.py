@@ -682,6 +682,11 @@ class ImageTerm(LayerTerm):
         return (Site(None if self.layer == IMAGE else self.model, self.layer),)  # type: ignore[attr-defined]
 
 
+def _need_maps(term: Term, site: Site, a: Tensor) -> None:
+    if a.dim() != 4:
+        raise ObjectiveShapeError(f"{term!r} needs (B, C, H, W) images or maps, {site} has shape {tuple(a.shape)}")
+
+
 def _penalty_layer(layer: str, model: str | None) -> tuple[str, str | None]:
     layer = _layer(layer)
     if layer == IMAGE and model is not None:
@@ -700,8 +705,7 @@ class TotalVariation(ImageTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        if a.dim() != 4:
-            raise ObjectiveShapeError(f"{self!r} needs (B, C, H, W) images or maps, {site} has shape {tuple(a.shape)}")
+        _need_maps(self, site, a)
         # A map one pixel wide (or high) has no neighbours that way: 0, not the NaN of an empty mean.
         dx = (a[..., :, 1:] - a[..., :, :-1]).abs().flatten(1).mean(1) if a.shape[3] > 1 else a.new_zeros(a.shape[0])
         dy = (a[..., 1:, :] - a[..., :-1, :]).abs().flatten(1).mean(1) if a.shape[2] > 1 else a.new_zeros(a.shape[0])
@@ -802,8 +806,7 @@ class Blur(ImageTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        if a.dim() != 4:
-            raise ObjectiveShapeError(f"{self!r} needs (B, C, H, W) images or maps, {site} has shape {tuple(a.shape)}")
+        _need_maps(self, site, a)
         c = a.shape[1]
         kernel = torch.full((c, 1, 3, 3), 1 / 9, dtype=a.dtype, device=a.device)
         blurred = F.conv2d(F.pad(a, (1, 1, 1, 1), mode="replicate"), kernel, groups=c).detach()
