@@ -35,8 +35,11 @@ from .expr import Expr
 from .plan import Plan, compile_plan, frozen_models
 from .relu import redirected_relu
 
-# On the CPU, compiling costs tens of seconds; it is worth it only for long runs (see benchmarks/bench_step.py).
-CPU_COMPILE_MIN_STEPS = 2048
+# compile="auto" on the CPU compiles renders of at least this many steps; None: never. Measured with
+# benchmarks/bench_compile.py (2-core AMD EPYC, 1 thread, torch 2.14; see benchmarks/README.md): a cold compile
+# costs 75-130 s (minutes under load), and the compiled step is ~8-11% faster for resnet18 (break-even ~5,500
+# steps at batch 1, ~300 at batch 16) but 7% to 2x slower for mobilenet_v2, so it never pays there. Auto stays off.
+CPU_COMPILE_MIN_STEPS: int | None = None
 _COMPILED: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
 _COMPILED_MAX = 8
 
@@ -183,7 +186,7 @@ def _compiled(key: tuple, fn: Callable, mode: str | None) -> Callable:
 
 def _should_compile(compile: Any, device: torch.device, steps: int) -> bool:
     if compile == "auto":
-        return device.type == "cuda" or steps >= CPU_COMPILE_MIN_STEPS
+        return device.type == "cuda" or (CPU_COMPILE_MIN_STEPS is not None and steps >= CPU_COMPILE_MIN_STEPS)
     if isinstance(compile, bool):
         return compile
     raise InvalidArgumentError(f"compile must be True, False or 'auto', got {compile!r}")
@@ -267,7 +270,7 @@ def render(
         thresholds: steps after which to keep a snapshot of the images.
         seed: seeds every random draw (init and transforms): same seed, same image (bit for bit on the CPU).
         device: where to render (default: the models' device).
-        compile: True, False, or "auto" (CUDA always; CPU when steps >= CPU_COMPILE_MIN_STEPS).
+        compile: True, False, or "auto" (CUDA always; CPU only if CPU_COMPILE_MIN_STEPS is set, and steps >= it).
         compile_mode: passed to torch.compile (e.g. "reduce-overhead" for CUDA graphs).
         precision: "fp32", or "bf16" (autocast for the models; image parameters and optimizer stay fp32).
         on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
