@@ -32,7 +32,11 @@ class ModelInfo:
 
     Args:
         mean, std: per-channel normalization applied to images in [0, 1] (None: no normalization).
-        input_size: (H, W) the model expects; images of another size are resized (None: any size).
+        input_size: (H, W) the model expects (also the default render size).
+        resize: resize images of another size to `input_size` before the model. False for fully
+            convolutional classifiers (adaptive pooling), which then see the padded, jittered image at
+            full resolution as in Lucid; resizing it shrinks features and measurably lowers the
+            activations reached (benchmarks/bench_quality.py).
         channels: colour channels the model reads (1 for grayscale: RGB images are averaged).
         labels: class names of the output logits, so `class_logit("flamingo")` can be resolved.
         name: a short name for messages and file names.
@@ -44,6 +48,7 @@ class ModelInfo:
     channels: int = 3
     labels: tuple[str, ...] | None = None
     name: str | None = None
+    resize: bool = True
 
     def preprocess(self, image: Tensor) -> Tensor:
         """Map an image batch in [0, 1] to this model's input.
@@ -62,7 +67,7 @@ class ModelInfo:
                     f"the model {self.name or ''} reads {self.channels} channels but the image has "
                     f"{x.shape[1]}; render with channels={self.channels}"
                 )
-        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
+        if self.resize and self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=False)
         if self.mean is not None:
             mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

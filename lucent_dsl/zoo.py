@@ -180,7 +180,7 @@ def _build_mobilenet_v2() -> tuple[nn.Module, ModelInfo]:
         model = mobilenet_v2(weights=_mobilenet_weights())
     except OSError as e:  # URLError: not in the hub cache and no network
         raise _missing("mobilenet_v2", f"{_mobilenet_hub_file()} is missing and could not be downloaded ({e})") from None
-    return model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, _imagenet_labels(), "mobilenet_v2")
+    return model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, _imagenet_labels(), "mobilenet_v2", resize=False)
 
 
 def _install_mobilenet_v2() -> None:
@@ -206,7 +206,7 @@ def _build_efficientnet_lite0() -> tuple[nn.Module, ModelInfo]:
     # not EfficientNet.from_pretrained: it calls torch.load without map_location and prints
     model = EfficientNet.from_name("efficientnet-lite0")
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model, ModelInfo(_LITE_MEAN, _LITE_STD, (224, 224), 3, _imagenet_labels(), "efficientnet_lite0")
+    return model, ModelInfo(_LITE_MEAN, _LITE_STD, (224, 224), 3, _imagenet_labels(), "efficientnet_lite0", resize=False)
 
 
 def _install_efficientnet_lite0() -> None:
