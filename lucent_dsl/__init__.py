@@ -4,7 +4,7 @@ Objectives are immutable expressions (`channel("layer4", 12) - 1e-3 * total_vari
 compiled with one or more models into one truncated hook-and-loss `Plan`, and rendered into
 images by `render`. Objectives are maximized; penalties are subtracted.
 """
-from . import io as io, param as param, param_extra as param_extra, transforms as transforms, zoo as zoo
+from . import io as io, param as param, param_extra as param_extra, transforms as transforms
 from . import adversarial as adversarial, masks as masks, recipes as recipes, relu as relu
 from .custom import objective as objective
 from .errors import (
@@ -47,4 +47,13 @@ from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_pl
 from .render import RenderResult as RenderResult, render as render
 from .serialize import from_json as from_json, to_json as to_json
 
-__all__ = sorted(name for name in dir() if not name.startswith("_"))
+__all__ = sorted([name for name in dir() if not name.startswith("_")] + ["zoo"])
+
+
+def __getattr__(name: str):
+    # `zoo` is imported on first use, so `python -m lucent_dsl.zoo install` runs it as a fresh module.
+    if name == "zoo":
+        import importlib
+
+        return importlib.import_module(".zoo", __name__)
+    raise AttributeError(f"module 'lucent_dsl' has no attribute {name!r}")
