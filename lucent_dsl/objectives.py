@@ -30,7 +30,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -725,9 +725,10 @@ def total_variation(*, layer: str = IMAGE, batch: Batch = None, model: str | Non
 
 @frozen
 class L1(ImageTerm):
-    """Penalty: mean |x - target|."""
+    """Penalty: mean |x - target| (`L2`: mean (x - target)^2)."""
 
     name = "l1"
+    power: ClassVar[int] = 1
     layer: str = IMAGE
     target: float | Array = 0.0
     batch: Batch = None
@@ -736,23 +737,16 @@ class L1(ImageTerm):
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
         _check_rows(self, site, a)
-        return per_image(self, (a - _broadcast(self, site, a, self.target)).abs().flatten(1).mean(1), n, self.batch)
+        distance = (a - _broadcast(self, site, a, self.target)).abs().pow(self.power)
+        return per_image(self, distance.flatten(1).mean(1), n, self.batch)
 
 
 @frozen
-class L2(ImageTerm):
+class L2(L1):
     """Penalty: mean (x - target)^2."""
 
     name = "l2"
-    layer: str = IMAGE
-    target: float | Array = 0.0
-    batch: Batch = None
-    model: str | None = None
-
-    def score(self, acts: Acts, n: int) -> Tensor:
-        site, a = self.read(acts)
-        _check_rows(self, site, a)
-        return per_image(self, (a - _broadcast(self, site, a, self.target)).pow(2).flatten(1).mean(1), n, self.batch)
+    power: ClassVar[int] = 2
 
 
 def _check_rows(term: Term, site: Site, a: Tensor) -> None:

@@ -178,7 +178,7 @@ def make_runner(model: nn.Module, paths: tuple[str, ...], *, strategy: str = "au
     if not paths:
         return _NoForward()
     if strategy in ("auto", "fx"):
-        # Each module's own flag, not model.train(was): that would put a user's eval() submodules in train mode.
+        # Each module's own flag, not model.train(was): that would put a user's eval-mode submodules in train mode.
         modes = [(m, m.training) for m in model.modules()]
         try:
             model.eval()  # trace the eval-mode control flow: plans run models in eval mode
