@@ -60,6 +60,7 @@ class Panel:
     model: str  # a zoo name
     rows: tuple[Row, ...]
     ncol: int
+    tile: int = 160  # tile size in the PNG (15 tiles of 160 px would pass 1 MB)
 
 
 def _channels(layers: Sequence[str], indices: Sequence[int]) -> tuple[Row, ...]:
@@ -68,7 +69,8 @@ def _channels(layers: Sequence[str], indices: Sequence[int]) -> tuple[Row, ...]:
 
 PANELS = (
     Panel("mobilenet_v2_channels", "mobilenet_v2",
-          _channels(("features.4", "features.7", "features.10", "features.14", "features.16"), (0, 10, 20)), ncol=3),
+          _channels(("features.4", "features.7", "features.10", "features.14", "features.16"), (0, 10, 20)), ncol=3,
+          tile=144),
     Panel("mobilenet_v2_classes", "mobilenet_v2",
           (Row(("flamingo", "goldfish", "strawberry")), Row(("daisy", "jellyfish", "pineapple"))), ncol=3),
     Panel("efficientnet_lite0", "efficientnet_lite0",
@@ -98,17 +100,32 @@ def tiles(images: Tensor, size: int) -> list[Image.Image]:
     return [im.resize((size, size), Image.Resampling.LANCZOS) for im in io.to_pil(images)]
 
 
-def make_panel(panel: Panel, *, steps: int, size: int, tile: int, seed: int, decay_power: float,
-               out: Path) -> Path:
+def render_row(row: Row, model: nn.Module, *, steps: int, size: int, seed: int, decay_power: float,
+               cache: Path | None) -> Tensor:
+    """The row's images (B, 3, size, size); with `cache`, kept there as a .pt file and reused."""
+    key = "_".join([info_of(model).name or "model", *row.items, f"s{steps}", f"px{size}", f"seed{seed}", f"d{decay_power}"])
+    path = None if cache is None else cache / (key.replace(":", "-").replace(" ", "-") + ".pt")
+    if path is not None and path.is_file():
+        return torch.load(path)
+    param = param_lib.fft(size, batch=len(row.items), decay_power=decay_power)
+    images = render([objective(it) for it in row.items], model, param=param, steps=steps, seed=seed,
+                    progress=False).images
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(images, path)
+    return images
+
+
+def make_panel(panel: Panel, *, steps: int, size: int, tile: int | None, seed: int, decay_power: float,
+               out: Path, cache: Path | None = None) -> Path:
     model = zoo.load(panel.model)
     pictures: list[Image.Image] = []
     captions: list[str] = []
     for row in panel.rows:
         start = time.perf_counter()
-        param = param_lib.fft(size, batch=len(row.items), decay_power=decay_power)
-        result = render([objective(it) for it in row.items], model, param=param, steps=steps, seed=seed, progress=False)
-        pictures += tiles(result.images, tile)
-        captions += [label(it, model, result.images, i) for i, it in enumerate(row.items)]
+        images = render_row(row, model, steps=steps, size=size, seed=seed, decay_power=decay_power, cache=cache)
+        pictures += tiles(images, tile or panel.tile)
+        captions += [label(it, model, images, i) for i, it in enumerate(row.items)]
         print(f"  {', '.join(captions[-len(row.items):])}  ({time.perf_counter() - start:.0f} s)", flush=True)
     recipe = {
         "model": panel.model,
@@ -129,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=names, metavar="PANEL", help=f"any of: {', '.join(names)}")
     ap.add_argument("--steps", type=int, default=512)
     ap.add_argument("--size", type=int, default=224, help="render size in pixels")
-    ap.add_argument("--tile", type=int, default=160, help="tile size in the PNGs")
+    ap.add_argument("--tile", type=int, default=None, help="tile size in the PNGs (default: each panel's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--decay-power", type=float, default=DECAY_POWER, help="spectrum decay of param.fft")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--cache", type=Path, default=None, help="keep the rendered images here and reuse them")
     ap.add_argument("--list", action="store_true", help="list the panels and their objectives")
     args = ap.parse_args(argv)
     if args.list:
@@ -146,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"{panel.name}: {panel.model}, {args.steps} steps, {args.size} px", flush=True)
         path = make_panel(panel, steps=args.steps, size=args.size, tile=args.tile, seed=args.seed,
-                          decay_power=args.decay_power, out=args.out)
+                          decay_power=args.decay_power, out=args.out, cache=args.cache)
         print(f"  wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
     return 0
 
