@@ -5,24 +5,24 @@ Two claims, each checked against a number that does not come from the render its
 - Class visualization: an image rendered to maximize MobileNetV2's `class_logit(c)` is classified
   as `c` by MobileNetV2 (no transforms, the model's own preprocessing), keeps that class under the
   random transforms the render trained against, and from a fresh seed; and EfficientNet-Lite0,
-  which never saw the render, ranks `c` in the top tenth of its 1000 classes.
+  which never saw the render, ranks `c` among the top 2% of its 1000 classes.
 - Channel visualization: an image rendered to maximize `channel(layer, index)` drives that
   channel's mean activation far above its mean on natural photos (matplotlib's grace_hopper.jpg,
   scikit-image's coffee and chelsea), its peak above the photos' strongest position, and its own
   channel far above the channels the other renders target.
 
 The channel indices (0 and 10) were fixed before looking at any result. The renders are small
-(128 px, 32-40 steps, one batched render per claim) so that the file runs in about two and a half
-minutes on one busy CPU thread. Measured (torch 2.14.1, CPU, these seeds) and asserted:
+(128 px, 32-40 steps, one batched render per claim; the zoo models see the transformed image
+unresized) so that the file runs in well under a minute on one CPU thread. Measured with seeds
+0, 1 and 2 (torch 2.14.1, CPU; the tests use seed 0 and FRESH_SEED) and asserted:
 
-    what                                         measured                       asserted
-    class p, MobileNetV2                          >= 0.99997 (4 classes)         >= 0.9
-    class p under 8 random transforms (mean)      >= 0.99999                     >= 0.9
-    class p from a fresh seed                     1.00000                        >= 0.9
-    EfficientNet-Lite0 rank of the class          0, 9, 10, 26 of 1000           < 100
-    channel mean / best photo's mean              5.6x - 43x                     >= 3x
-    channel peak / photos' strongest position     1.26x - 2.8x                   >= 1x
-    own channel / same channel on other renders   >= 7.2x                        >= 3x
+    what                                         measured (3 seeds)             asserted
+    class p, MobileNetV2                          1.0000 (4 classes)             >= 0.9
+    class p under 8 random transforms (mean)      1.0000                         >= 0.9
+    EfficientNet-Lite0 rank of the class          0-5 of 1000 (top-1 in 8/12)    < 20
+    channel mean / best photo's mean              6.7x - 52x                     >= 3x
+    channel peak / photos' strongest position     1.48x - 2.9x                   >= 1x
+    own channel / same channel on other renders   5.4x - 18x                     >= 3x
 
 The weights come from `python -m lucent_dsl.zoo install`; without them these tests skip, except
 under CI, where they fail.
@@ -55,7 +55,7 @@ CHANNELS = (("features.10", 0), ("features.10", 10), ("features.14", 0), ("featu
 CHANNEL_STEPS = 32
 
 MIN_CLASS_PROB = 0.9
-MAX_TRANSFER_RANK = 100  # of 1000 classes (top 10%); chance would put the class at rank ~500
+MAX_TRANSFER_RANK = 20  # of 1000 classes (top 2%); chance would put the class at rank ~500
 MIN_RATIO_TO_PHOTOS = 3.0
 MIN_SPECIFICITY = 3.0
 
@@ -149,12 +149,14 @@ def test_class_visualizations_survive_random_transforms(class_renders):
         assert pk.mean() >= MIN_CLASS_PROB, f"{label}: p under 8 transforms = {[round(float(v), 4) for v in pk]}"
 
 
-def test_class_visualization_from_a_fresh_seed():
+def test_class_visualizations_from_a_fresh_seed():
     model = _model("mobilenet_v2")
-    label = CLASSES[0]
-    images = render(ld.class_logit(label), model, size=SIZE, steps=CLASS_STEPS, seed=FRESH_SEED, progress=False).images
-    p = float(_probs(model, images)[0, _index(model, label)])
-    assert p >= MIN_CLASS_PROB, f"{label} with seed {FRESH_SEED}: p = {p:.4f}"
+    images = render([ld.class_logit(c) for c in CLASSES], model, size=SIZE, steps=CLASS_STEPS, seed=FRESH_SEED,
+                    progress=False).images
+    p = _probs(model, images)
+    for i, label in enumerate(CLASSES):
+        pk = float(p[i, _index(model, label)])
+        assert pk >= MIN_CLASS_PROB, f"{label} with seed {FRESH_SEED}: p = {pk:.4f}"
 
 
 def test_class_visualizations_transfer_to_another_model(class_renders):
