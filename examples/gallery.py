@@ -1,20 +1,27 @@
 """Regenerate the README gallery, `docs/gallery/*.png`, from the zoo's pretrained models.
 
 Each panel is one labelled grid: channels of MobileNetV2 from shallow to deep, MobileNetV2's
-class logits (each tile labelled with the probability MobileNetV2 gives the class on the final
-image, without transforms), and EfficientNet-Lite0. Every image is a plain `render` at 224 px
-with the library's defaults (Fourier parameterization with decorrelated colour,
-`transforms.standard()`, Adam at lr 0.05) except one: the spectrum decays as 1 / f^1.5 instead of
-Lucid's 1 / f (`param.fft(..., decay_power=1.5)`). On MobileNetV2 that trades a fine grain of
-high-frequency texture for whole objects (flamingos with legs and necks, goldfish with eyes);
-`--decay-power 1` gives the defaults. The tiles are shrunk for the PNGs. The recipe (objectives, model,
-steps, size, seed, versions) is stored in each PNG's metadata under `lucent_dsl.io.RECIPE_KEY`.
+class logits (each tile labelled with the probability the model gives the class on the final
+image, without transforms), and EfficientNet-Lite0's channels and class logits. Every image is a
+plain `render` at 224 px, 512 steps, Adam at lr 0.05, with two settings changed from the defaults:
 
-    python examples/gallery.py                         # all panels, 512 steps (about 1.5 h on one CPU thread)
+- the Fourier spectrum decays as 1 / f^1.5 (MobileNetV2) or 1 / f^1.25 (EfficientNet-Lite0)
+  instead of Lucid's 1 / f (`param.fft(..., decay_power=...)`). On MobileNetV2 this trades a fine
+  grain of high-frequency texture for whole objects (flamingos with legs and necks, goldfish with
+  eyes); `--decay-power 1` gives the default for every panel;
+- EfficientNet-Lite0 uses stronger random transforms (`robust()` below) than
+  `transforms.standard()`, without which its class renders are a muddy texture.
+
+The tiles are shrunk for the PNGs. The recipe (objectives, model, steps, size, seed, settings,
+versions) is stored in each PNG's metadata under `lucent_dsl.io.RECIPE_KEY`.
+
+    python examples/gallery.py                         # all panels, 512 steps (about 40 min on one CPU thread)
     python examples/gallery.py --only mobilenet_v2_classes --steps 256
     python examples/gallery.py --list
 
-The channel indices were fixed in advance (0, 10 and 20 at each depth), not picked after looking.
+The channel indices were fixed in advance (0, 10 and 20 at each depth), not picked after looking;
+EfficientNet-Lite0's classes were picked from six tried (flamingo, goldfish, pineapple, daisy,
+jellyfish, lemon) as the ones it renders most recognizably.
 """
 from __future__ import annotations
 
@@ -40,11 +47,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import lucent_dsl as ld
 from lucent_dsl import io, zoo
 from lucent_dsl import param as param_lib
+from lucent_dsl import transforms as tf_lib
 from lucent_dsl.models import info_of
 from lucent_dsl.render import render
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "gallery"
 DECAY_POWER = 1.5
+
+
+def robust() -> tf_lib.Transform:
+    """Stronger random transforms than `transforms.standard()` (twice the jitter, zoom 0.7-1.3,
+    +-20 degrees): EfficientNet-Lite0's class renders show whole goldfish and daisies with them,
+    and a muddy texture with the standard ones."""
+    return tf_lib.chain(tf_lib.pad(16, mode="constant", value=0.5), tf_lib.jitter(16), tf_lib.random_scale((0.7, 1.3)),
+                        tf_lib.random_rotate((-20.0, 20.0)), tf_lib.jitter(8))
 
 
 @dc.dataclass(frozen=True)
@@ -61,6 +77,8 @@ class Panel:
     rows: tuple[Row, ...]
     ncol: int
     tile: int = 160  # tile size in the PNG (15 tiles of 160 px would pass 1 MB)
+    decay_power: float = DECAY_POWER
+    robust: bool = False  # ROBUST transforms instead of transforms.standard()
 
 
 def _channels(layers: Sequence[str], indices: Sequence[int]) -> tuple[Row, ...]:
@@ -74,7 +92,8 @@ PANELS = (
     Panel("mobilenet_v2_classes", "mobilenet_v2",
           (Row(("flamingo", "goldfish", "strawberry")), Row(("daisy", "jellyfish", "pineapple"))), ncol=3),
     Panel("efficientnet_lite0", "efficientnet_lite0",
-          (Row(("_blocks.5:0", "_blocks.10:0", "_blocks.14:0")), Row(("flamingo", "goldfish", "strawberry"))), ncol=3),
+          (Row(("_blocks.5:0", "_blocks.10:0", "_blocks.14:0")), Row(("goldfish", "daisy", "jellyfish"))), ncol=3,
+          decay_power=1.25, robust=True),
 )
 
 
@@ -101,15 +120,17 @@ def tiles(images: Tensor, size: int) -> list[Image.Image]:
 
 
 def render_row(row: Row, model: nn.Module, *, steps: int, size: int, seed: int, decay_power: float,
-               cache: Path | None) -> Tensor:
+               robust_transforms: bool, cache: Path | None) -> Tensor:
     """The row's images (B, 3, size, size); with `cache`, kept there as a .pt file and reused."""
-    key = "_".join([info_of(model).name or "model", *row.items, f"s{steps}", f"px{size}", f"seed{seed}", f"d{decay_power}"])
+    key = "_".join([info_of(model).name or "model", *row.items, f"s{steps}", f"px{size}", f"seed{seed}",
+                    f"d{decay_power}", "robust" if robust_transforms else "standard"])
     path = None if cache is None else cache / (key.replace(":", "-").replace(" ", "-") + ".pt")
     if path is not None and path.is_file():
         return torch.load(path)
     param = param_lib.fft(size, batch=len(row.items), decay_power=decay_power)
-    images = render([objective(it) for it in row.items], model, param=param, steps=steps, seed=seed,
-                    progress=False).images
+    transforms = robust() if robust_transforms else None  # None: transforms.standard()
+    images = render([objective(it) for it in row.items], model, param=param, transforms=transforms, steps=steps,
+                    seed=seed, progress=False).images
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(images, path)
@@ -123,7 +144,8 @@ def make_panel(panel: Panel, *, steps: int, size: int, tile: int | None, seed: i
     captions: list[str] = []
     for row in panel.rows:
         start = time.perf_counter()
-        images = render_row(row, model, steps=steps, size=size, seed=seed, decay_power=decay_power, cache=cache)
+        images = render_row(row, model, steps=steps, size=size, seed=seed, decay_power=decay_power,
+                            robust_transforms=panel.robust, cache=cache)
         pictures += tiles(images, tile or panel.tile)
         captions += [label(it, model, images, i) for i, it in enumerate(row.items)]
         print(f"  {', '.join(captions[-len(row.items):])}  ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -131,7 +153,7 @@ def make_panel(panel: Panel, *, steps: int, size: int, tile: int | None, seed: i
         "model": panel.model,
         "objectives": [repr(objective(it)) for row in panel.rows for it in row.items],
         "steps": steps, "size": size, "seed": seed, "param": f"fft(decay_power={decay_power})",
-        "defaults": "render() defaults otherwise: standard() transforms, Adam lr 0.05",
+        "transforms": "gallery.robust()" if panel.robust else "standard()", "optimizer": "Adam lr 0.05",
         "torch": torch.__version__, "python": platform.python_version(),
     }
     path = out / f"{panel.name}.png"
@@ -148,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224, help="render size in pixels")
     ap.add_argument("--tile", type=int, default=None, help="tile size in the PNGs (default: each panel's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--decay-power", type=float, default=DECAY_POWER, help="spectrum decay of param.fft")
+    ap.add_argument("--decay-power", type=float, default=None, help="spectrum decay of param.fft (default: each panel's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--cache", type=Path, default=None, help="keep the rendered images here and reuse them")
@@ -164,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"{panel.name}: {panel.model}, {args.steps} steps, {args.size} px", flush=True)
         path = make_panel(panel, steps=args.steps, size=args.size, tile=args.tile, seed=args.seed,
-                          decay_power=args.decay_power, out=args.out, cache=args.cache)
+                          decay_power=panel.decay_power if args.decay_power is None else args.decay_power,
+                          out=args.out, cache=args.cache)
         print(f"  wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
     return 0
 
