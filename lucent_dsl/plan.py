@@ -14,7 +14,7 @@ Example:
     Plan  models=(model)
       t0 = model:1
       t1 = model:3
-      model: fx graph cut after 3 (4 of 5 modules run)
+      model: fx graph cut after 3 (4 of 5 modules run, channels-last)
       score = channel(t0, 3) + 0.5 * neuron(t1, 2)
       loss  = -score
 """
@@ -40,6 +40,7 @@ from .expr import (
     IMAGE, INPUT, OUTPUT, Acts, Const, Expr, Product, Scale, Site, Sum, Term, format_tree, map_terms, short_text, sum_of,
     terms_of, top_terms,
 )
+from .fold import weights_frozen
 from .models import ModelInfo, info_of
 from .objectives import ClassLogit
 from .parse import parse
@@ -293,13 +294,17 @@ class Plan:
         return "\n".join(lines)
 
 
-def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, truncate: str = "auto") -> Plan:
+def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, truncate: str = "auto",
+                 fuse: bool = True) -> Plan:
     """Compile `objective` for `models` (one nn.Module, or a mapping name -> module for an ensemble).
 
     Args:
         objective: an expression, DSL text, or a list of them (one per image: a batched render).
         models: an `nn.Module` (named "model") or a mapping name -> `nn.Module`.
         truncate: "auto" (fx graph cut, hooks if the model does not trace), "fx", or "hooks".
+        fuse: on fx graphs, fold eval-mode BatchNorms into the preceding convolutions and run them
+            channels-last (`lucent_dsl.fold`: same activations up to float rounding, ~1.7x faster on
+            MobileNetV2 on a CPU). False runs the model's own modules one by one.
 
     Raises:
         LayerNotFoundError, ModelNotFoundError, AmbiguousModelError, InvalidArgumentError: before any forward.
@@ -320,7 +325,7 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
     used = {name: m for name, m in all_models.items() if any(s.model == name for s in sites)}
     _device_of(used)
     runners = {
-        name: make_runner(m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate)
+        name: make_runner(m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate, fuse=fuse)
         for name, m in used.items()
     }
     return Plan(
@@ -347,7 +352,8 @@ def frozen_models(models: Sequence[nn.Module]) -> Iterator[None]:
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-        yield
+        with weights_frozen():
+            yield
     finally:
         for m, mode in saved_modes:
             m.training = mode

@@ -16,7 +16,7 @@ Example:
     >>> sorted(run(torch.rand(1, 3, 8, 8)))
     ['1']
     >>> run.describe()
-    'fx graph cut after 1 (2 of 3 modules run)'
+    'fx graph cut after 1 (2 of 3 modules run, channels-last)'
 """
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ import linecache
 import weakref
 from typing import Any, Protocol
 
+import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from . import fold
 from .errors import ObjectiveShapeError
 from .expr import OUTPUT
 
@@ -54,7 +56,7 @@ class _Tracer(fx.Tracer):
 class FxRunner(nn.Module):
     """A traced copy of the model's forward that returns the needed outputs and stops there."""
 
-    def __init__(self, model: nn.Module, paths: tuple[str, ...]):
+    def __init__(self, model: nn.Module, paths: tuple[str, ...], *, fuse: bool = True):
         super().__init__()
         modules = tuple(p for p in paths if p != OUTPUT)
         graph = _Tracer(set(modules)).trace(model)
@@ -83,19 +85,34 @@ class FxRunner(nn.Module):
         self.graph_module.graph.eliminate_dead_code()
         self.graph_module.recompile()
         keys.append(_source_key(self.graph_module))
+        self.fast, self.folded, self.channels_last = None, 0, False
+        if fuse:
+            self.fast = fold.inline(self.graph_module)
+            if self.fast is not None:
+                keys.append(_source_key(self.fast))
+                self.folded = fold.optimize(self.fast)
+                keys.append(_source_key(self.fast))
+                self.channels_last = fold.has_conv(self.fast)
         weakref.finalize(self.graph_module, _forget_sources, [k for k in keys if k.startswith("<eval_with_key>")])
         self.paths = paths
         self.total = sum(1 for n in graph.nodes if n.op == "call_module")
         self.kept = sum(1 for n in self.graph_module.graph.nodes if n.op == "call_module")
 
     def forward(self, x: Tensor) -> dict[str, Any]:
-        return self.graph_module(x)
+        if self.fast is None:
+            return self.graph_module(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.fast(x)
 
     def describe(self) -> str:
+        notes = [f"{self.folded} BatchNorms folded"] if self.folded else []
+        notes += ["channels-last"] if self.channels_last else []
+        extra = "".join(f", {n}" for n in notes)
         if OUTPUT in self.paths:
-            return f"fx graph, full forward ({self.kept} modules)"
+            return f"fx graph, full forward ({self.kept} modules{extra})"
         deepest = max(self.paths, key=lambda p: [n.target for n in self.graph_module.graph.nodes].index(p))
-        return f"fx graph cut after {deepest} ({self.kept} of {self.total} modules run)"
+        return f"fx graph cut after {deepest} ({self.kept} of {self.total} modules run{extra})"
 
 
 def _source_key(gm: fx.GraphModule) -> str:
@@ -170,10 +187,12 @@ class _NoForward:
         return "not run (only its input is read)"
 
 
-def make_runner(model: nn.Module, paths: tuple[str, ...], *, strategy: str = "auto") -> Runner:
+def make_runner(model: nn.Module, paths: tuple[str, ...], *, strategy: str = "auto", fuse: bool = True) -> Runner:
     """A truncated forward of `model` that returns the outputs of `paths` (module paths or "@output").
 
     `strategy`: "fx", "hooks" or "auto" (fx when the model traces, else hooks).
+    `fuse`: on fx graphs, fold eval-mode BatchNorms into the convolutions before them and run
+    channels-last (`lucent_dsl.fold`; same values up to float rounding).
     """
     if not paths:
         return _NoForward()
@@ -182,7 +201,7 @@ def make_runner(model: nn.Module, paths: tuple[str, ...], *, strategy: str = "au
         modes = [(m, m.training) for m in model.modules()]
         try:
             model.eval()  # trace the eval-mode control flow: plans run models in eval mode
-            return FxRunner(model, paths)
+            return FxRunner(model, paths, fuse=fuse)
         except Exception:
             if strategy == "fx":
                 raise

@@ -433,7 +433,7 @@ def test_str_example():
         "Plan  models=(model)\n"
         "  t0 = model:0\n"
         "  t1 = model:2\n"
-        "  model: fx graph cut after 2 (3 of 7 modules run)\n"
+        "  model: fx graph cut after 2 (3 of 7 modules run, channels-last)\n"
         "  score = channel(t1, 3) - 0.5 * neuron(t0, 1, x=2)\n"
         "  loss  = -score"
     )

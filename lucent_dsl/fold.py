@@ -1,0 +1,159 @@
+"""Inference rewrites of a traced, truncated forward: BatchNorm folded into convolutions, channels-last.
+
+During a render the models are frozen in eval mode, so an `nn.BatchNorm2d` that follows an
+`nn.Conv2d` is an affine map per channel and can be folded into the convolution's weight and bias:
+
+    w' = w * g / sqrt(var + eps)          b' = (b - mean) * g / sqrt(var + eps) + beta
+
+One convolution then does the work of two modules, forward and backward, and the activations run
+channels-last (NHWC), the layout oneDNN's CPU kernels prefer. On the 2-core CPU of
+`benchmarks/bench_step.py` this makes MobileNetV2's truncated forward + input backward ~1.7x faster.
+
+The folded weights are computed from the live modules at every call, so editing or moving the
+model after a plan was compiled is seen at the next forward. Inside `weights_frozen()` (which
+`render` enters through `plan.frozen_models`) they are computed once and reused until the
+context ends or a tensor of the pair changes (`_version`, `data_ptr()`). A pair is run as the two
+original modules whenever the BatchNorm is in training mode or either module has hooks, so user
+hooks always fire.
+
+`optimize(gm, keep)` rewrites a `torch.fx.GraphModule` in place; `keep` are output nodes whose own
+value must survive (a captured convolution is never folded away).
+
+Example:
+    >>> import torch, torch.fx as fx, torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    >>> gm = fx.symbolic_trace(net)
+    >>> optimize(gm)
+    1
+    >>> x = torch.rand(1, 3, 8, 8)
+    >>> torch.allclose(gm(x), net(x), atol=1e-5)
+    True
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+__all__ = ["FoldedConvBN", "inline", "optimize", "weights_frozen"]
+
+# _state[0]: how many weights_frozen() contexts are open; _state[1]: bumped on every entry and exit,
+# so that a folded weight cached in one context is never reused in another.
+_state = [0, 0]
+
+
+@contextlib.contextmanager
+def weights_frozen() -> Iterator[None]:
+    """Promise that no model weight changes until exit: folded weights are cached meanwhile."""
+    _state[0] += 1
+    _state[1] += 1
+    try:
+        yield
+    finally:
+        _state[0] -= 1
+        _state[1] += 1
+
+
+class FoldedConvBN(nn.Module):
+    """`bn(conv(x))` as one convolution with folded weights (eval mode, no hooks); otherwise the two modules."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+        self._key: tuple | None = None
+        self._folded: tuple[Tensor, Tensor] | None = None
+
+    def _tensors(self) -> tuple[Tensor | None, ...]:
+        c, b = self.conv, self.bn
+        return c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var
+
+    def _unfoldable(self) -> bool:
+        c, b = self.conv, self.bn
+        return (b.training or b.running_mean is None or b.running_var is None
+                or _has_hooks(c) or _has_hooks(b))
+
+    def fold(self) -> tuple[Tensor, Tensor]:
+        """The folded (weight, bias), differentiable with respect to the modules' tensors."""
+        c, b = self.conv, self.bn
+        scale = torch.rsqrt(b.running_var + b.eps)
+        if b.weight is not None:
+            scale = scale * b.weight
+        weight = c.weight * scale.reshape(-1, *([1] * (c.weight.dim() - 1))).to(c.weight.dtype)
+        bias = -b.running_mean * scale if c.bias is None else (c.bias - b.running_mean) * scale
+        if b.bias is not None:
+            bias = bias + b.bias
+        return weight, bias.to(c.weight.dtype)
+
+    def _cached_fold(self) -> tuple[Tensor, Tensor]:
+        tensors = self._tensors()
+        if not _state[0] or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+            return self.fold()  # outside a render, or weights being trained: cache nothing
+        key = tuple(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+        key += (self.bn.eps, _state[1])
+        if key != self._key or self._folded is None:
+            with torch.no_grad():
+                weight, bias = self.fold()
+                if weight.dim() == 4:
+                    weight = weight.contiguous(memory_format=torch.channels_last)
+            self._key, self._folded = key, (weight, bias)
+        return self._folded
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._unfoldable():
+            return self.bn(self.conv(x))
+        weight, bias = self.fold() if torch.compiler.is_compiling() else self._cached_fold()
+        return self.conv._conv_forward(x, weight, bias)
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or getattr(m, "_backward_pre_hooks", None))
+
+
+def inline(gm: fx.GraphModule) -> fx.GraphModule | None:
+    """`gm` traced again through its leaf modules down to torch.nn's own layers (None if that fails)."""
+    try:
+        graph = fx.Tracer().trace(gm)
+    except Exception:
+        return None
+    return fx.GraphModule(gm, graph)
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> Any:
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def optimize(gm: fx.GraphModule, keep: frozenset[fx.Node] = frozenset()) -> int:
+    """Fold every eval-foldable Conv2d -> BatchNorm2d pair of `gm` in place; returns how many pairs."""
+    folded = 0
+    for node in list(gm.graph.nodes):
+        bn = _module(gm, node)
+        if not isinstance(bn, nn.BatchNorm2d) or len(node.args) != 1 or node.kwargs:
+            continue
+        src = node.args[0]
+        conv = _module(gm, src) if isinstance(src, fx.Node) else None
+        if type(conv) is not nn.Conv2d or len(src.users) != 1 or src in keep:
+            continue
+        if conv.out_channels != bn.num_features or not bn.track_running_stats:
+            continue
+        name = f"_folded_{folded}"
+        gm.add_submodule(name, FoldedConvBN(conv, bn))
+        with gm.graph.inserting_before(node):
+            fused = gm.graph.call_module(name, src.args, src.kwargs)
+        node.replace_all_uses_with(fused)
+        gm.graph.erase_node(node)
+        gm.graph.erase_node(src)
+        folded += 1
+    if folded:
+        gm.graph.lint()
+        gm.recompile()
+    return folded
+
+
+def has_conv(gm: fx.GraphModule) -> bool:
+    """True when `gm` runs a 2-d convolution (channels-last then pays on the CPU)."""
+    return any(isinstance(m, (nn.Conv2d, FoldedConvBN)) for m in gm.modules())
