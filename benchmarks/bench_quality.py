@@ -6,21 +6,20 @@ lr 0.05, ImageNet normalization, on the same MobileNetV2 weights (`lucent_dsl.zo
 alternate (ours, lucent, ours, lucent, ...) so that load from other processes falls on both alike.
 
 Both final images are then judged by ONE evaluator, ours: the model with its own preprocessing
-(resize to 224, ImageNet normalization), no transforms, plain forward hooks. For every image of
-the batch it reads the objective's channel mean (or the class logit) and, for class objectives,
-the softmax probability of the class. The table shows the mean over the batch (the batch images
-start from different noise, so they are independent samples) and the worst one.
+(ImageNet normalization), no transforms, plain forward hooks. For every image of the batch it
+reads the objective's channel mean (or the class logit) and, for class objectives, the softmax
+probability of the class. The table shows the mean over the batch (the batch images start from
+different noise, so they are independent samples) and the worst one.
 
-A third contender, "ours*", is our render with one change: the model's `ModelInfo.input_size`
-is dropped for the render (not for the evaluator). `transforms.standard()` pads the 224 px image
-to 248 px, and the zoo model's preprocessing then resizes it back to 224, so during the render
-the model sees everything shrunk by 224/248 = 0.9, while the evaluator (and any user) looks at
-the image at scale 1. lucent feeds its ~236 px transformed image to the model as it is (it
-upsamples only images smaller than 224 px). ours* follows lucent's rule, which isolates that one
-difference: below 224 px it is the same as ours.
+`--resized` adds a third contender, "ours+resize": our render with `ModelInfo.resize=True`, so
+that the 248 px transformed image is resized back to 224 px before the model (the zoo's
+behaviour before `ModelInfo.resize` existed). The model then sees every feature shrunk by 0.9
+while the evaluator, like any viewer, looks at the image at scale 1; lucent feeds its ~236 px
+transformed image to the model as it is. This column shows what that resize costs.
 
     python benchmarks/bench_quality.py                   # 224 px, 128 steps, batch 2
     python benchmarks/bench_quality.py --size 128 --steps 64 --objectives features.14:10 flamingo
+    python benchmarks/bench_quality.py --resized         # also ours with the old resize to 224 px
 
 lucent is torch-lucent from PyPI, installed apart from our dependencies:
     pip install --no-deps torch-lucent kornia==0.4.1
@@ -35,6 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import copy
 import dataclasses as dc
+import functools as ft
 import sys
 import time
 import warnings
@@ -109,10 +109,9 @@ def run_ours(model: nn.Module, target: Target, size: int, steps: int, batch: int
     return render(target.ours(), model, size=size, steps=steps, batch=batch, lr=LR, seed=seed, progress=False).images
 
 
-def native_scale(model: nn.Module) -> nn.Module:
-    """A shallow copy of `model` (same weights) whose preprocessing does not resize: for ours*."""
-    twin = copy.copy(model)
-    return with_info(twin, dc.replace(info_of(model), input_size=None))
+def resized(model: nn.Module) -> nn.Module:
+    """A shallow copy of `model` (same weights) whose preprocessing resizes to its input size."""
+    return with_info(copy.copy(model), dc.replace(info_of(model), resize=True))
 
 
 def run_lucent(model: nn.Module, target: Target, size: int, steps: int, batch: int, seed: int) -> Tensor:
@@ -167,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2, help="images per render (independent samples)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resized", action="store_true", help="add ours with ModelInfo.resize=True (slower)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -180,28 +180,32 @@ def main(argv: list[str] | None = None) -> int:
     targets = [parse_target(t, labels) for t in args.objectives]
     print(f"MobileNetV2, size {args.size}, {args.steps} steps, batch {args.batch}, seed {args.seed}, "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
-    print("value: channel mean or class logit, read by our evaluator; mean over the batch (worst image)")
-    print("ours* = ours with the model's input resize dropped during the render (see the module docstring)\n")
-    native = native_scale(model) if args.size >= 224 else model  # lucent's rule
-    header = (f"{'objective':16s} {'ours value':>16s} {'lucent value':>16s} {'ours/lucent':>11s} {'ours* value':>16s} "
-              f"{'ours*/lucent':>12s} {'ours p':>16s} {'lucent p':>16s} {'ours* p':>16s} "
-              f"{'ours s':>7s} {'lucent s':>8s} {'ours* s':>7s}")
+    print("value: channel mean or class logit, read by our evaluator; mean over the batch (worst image)\n")
+    contenders = {"ours": ft.partial(run_ours, model), "lucent": ft.partial(run_lucent, model)}
+    if args.resized:
+        contenders["ours+resize"] = ft.partial(run_ours, resized(model))
+    header = f"{'objective':16s}" + "".join(f" {k + ' value':>19s}" for k in contenders)
+    header += "".join(f" {k + '/lucent':>18s}" for k in contenders if k != "lucent")
+    header += "".join(f" {k + ' p':>19s}" for k in contenders) + "".join(f" {k + ' s':>13s}" for k in contenders)
     print(header)
     print("-" * len(header))
-    rows = []
-    for target in targets:  # ours, lucent, ours*, objective after objective: the runs alternate
-        run = (args.size, args.steps, args.batch, args.seed)
-        ours = judge(model, target, *timed(run_ours, model, target, *run))
-        theirs = judge(model, target, *timed(run_lucent, model, target, *run))
-        star = judge(model, target, *timed(run_ours, native, target, *run))
-        ratio, star_ratio = (float(j.value.mean() / theirs.value.mean()) for j in (ours, star))
-        rows.append((target, ratio, star_ratio))
-        print(f"{target.text:16s} {_fmt(ours.value, 3):>16s} {_fmt(theirs.value, 3):>16s} {ratio:>11.2f} "
-              f"{_fmt(star.value, 3):>16s} {star_ratio:>12.2f} {_fmt(ours.prob, 4):>16s} {_fmt(theirs.prob, 4):>16s} "
-              f"{_fmt(star.prob, 4):>16s} {ours.seconds:>7.0f} {theirs.seconds:>8.0f} {star.seconds:>7.0f}", flush=True)
-    for name, i in (("ours", 1), ("ours*", 2)):
-        behind = [r[0].text for r in rows if r[i] < 1.0]
-        print(f"{name} reached at least lucent's value on {len(rows) - len(behind)} of {len(rows)} objectives"
+    ratios: dict[str, list[tuple[str, float]]] = {k: [] for k in contenders if k != "lucent"}
+    for target in targets:  # every contender on one objective, then the next: the runs alternate
+        run = (target, args.size, args.steps, args.batch, args.seed)
+        judged = {k: judge(model, target, *timed(fn, *run)) for k, fn in contenders.items()}
+        base = float(judged["lucent"].value.mean())
+        line = f"{target.text:16s}" + "".join(f" {_fmt(j.value, 3):>19s}" for j in judged.values())
+        for k, rs in ratios.items():
+            rs.append((target.text, float(judged[k].value.mean()) / base))
+            line += f" {rs[-1][1]:>18.2f}"
+        line += "".join(f" {_fmt(j.prob, 4):>19s}" for j in judged.values())
+        line += "".join(f" {j.seconds:>13.0f}" for j in judged.values())
+        print(line, flush=True)
+    print()
+    for k, rs in ratios.items():
+        behind = [t for t, r in rs if r < 1.0]
+        print(f"{k} reached at least lucent's value on {len(rs) - len(behind)} of {len(rs)} objectives "
+              f"(ratio {min(r for _, r in rs):.2f}-{max(r for _, r in rs):.2f})"
               + (f"; behind on: {', '.join(behind)}" if behind else ""))
     return 0
 
