@@ -38,8 +38,9 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-__all__ = ["FoldedConvBN", "inline", "optimize", "weights_frozen"]
+__all__ = ["FoldedConvBN", "FunctionalConv", "has_conv", "inline", "optimize", "weights_frozen"]
 
 # _state[0]: how many weights_frozen() contexts are open; _state[1]: bumped on every entry and exit,
 # so that a folded weight cached in one context is never reused in another.
@@ -61,7 +62,7 @@ def weights_frozen() -> Iterator[None]:
 class FoldedConvBN(nn.Module):
     """`bn(conv(x))` as one convolution with folded weights (eval mode, no hooks); otherwise the two modules."""
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+    def __init__(self, conv: nn.Conv2d | FunctionalConv, bn: nn.BatchNorm2d):
         super().__init__()
         self.conv, self.bn = conv, bn
         self._key: tuple | None = None
@@ -114,41 +115,124 @@ def _has_hooks(m: nn.Module) -> bool:
                 or getattr(m, "_backward_pre_hooks", None))
 
 
+class _SubclassLeaves(fx.Tracer):
+    """Also keeps whole the subclasses of torch.nn's layers that do not trace on their own
+    (a BatchNorm2d subclass with control flow in its forward); the others are traced through."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if super().is_leaf_module(m, qualname):
+            return True
+        containers = (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict)
+        if not any(c.__module__.startswith("torch.nn") and c not in containers for c in type(m).__mro__):
+            return False
+        try:
+            fx.Tracer().trace(m)
+        except Exception:
+            return True
+        return False
+
+
 def inline(gm: fx.GraphModule) -> fx.GraphModule | None:
-    """`gm` traced again through its leaf modules down to torch.nn's own layers (None if that fails)."""
-    try:
-        graph = fx.Tracer().trace(gm)
-    except Exception:
+    """`gm` traced again through its leaf modules down to torch.nn's own layers (None if that fails).
+
+    A module that does not trace (control flow on tensor values) is first retried as a leaf when it
+    subclasses a torch.nn layer.
+    """
+    for tracer in (fx.Tracer(), _SubclassLeaves()):
+        try:
+            return fx.GraphModule(gm, tracer.trace(gm))
+        except Exception:
+            continue
+    return None
+
+
+class FunctionalConv(nn.Module):
+    """A traced `F.conv2d(x, owner.weight, owner.bias, ...)` call seen as a convolution module.
+
+    Models with their own convolution classes (EfficientNet's static "same" padding, ...) trace
+    through to `F.conv2d` on their parameters; this reads those parameters live from `owner`.
+    """
+
+    def __init__(self, owner: nn.Module, weight: str, bias: str | None, stride: Any, padding: Any,
+                 dilation: Any, groups: int):
+        super().__init__()
+        self.__dict__["owner"] = owner  # not a child: its parameters stay the model's own
+        self.weight_name, self.bias_name = weight, bias
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    @property
+    def weight(self) -> Tensor:
+        return self.owner.get_parameter(self.weight_name)
+
+    @property
+    def bias(self) -> Tensor | None:
+        return None if self.bias_name is None else self.owner.get_parameter(self.bias_name)
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+_CONV2D_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV2D_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+
+def _conv_of(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, fx.Node] | None:
+    """(convolution, its input node) when `node` is a plain Conv2d call or an `F.conv2d` on parameters."""
+    if node.op == "call_module":
+        conv = gm.get_submodule(node.target)
+        ok = type(conv) is nn.Conv2d and len(node.args) == 1 and not node.kwargs and isinstance(node.args[0], fx.Node)
+        return (conv, node.args[0]) if ok else None
+    if node.op != "call_function" or node.target not in (F.conv2d, torch.conv2d):
         return None
-    return fx.GraphModule(gm, graph)
-
-
-def _module(gm: fx.GraphModule, node: fx.Node) -> Any:
-    return gm.get_submodule(node.target) if node.op == "call_module" else None
+    args = {**_CONV2D_DEFAULTS, **dict(zip(_CONV2D_ARGS, node.args)), **node.kwargs}
+    weight, bias = args.get("weight"), args["bias"]
+    params = [a for a in (weight, bias) if a is not None]
+    if not isinstance(args.get("input"), fx.Node) or not all(isinstance(a, fx.Node) and a.op == "get_attr" for a in params):
+        return None
+    if any(isinstance(args[k], fx.Node) for k in ("stride", "padding", "dilation", "groups")):
+        return None
+    try:
+        gm.get_parameter(weight.target)
+        if bias is not None:
+            gm.get_parameter(bias.target)
+    except AttributeError:
+        return None  # a buffer or a computed tensor: not a frozen weight
+    conv = FunctionalConv(gm, weight.target, None if bias is None else bias.target,
+                          args["stride"], args["padding"], args["dilation"], args["groups"])
+    return conv, args["input"]
 
 
 def optimize(gm: fx.GraphModule, keep: frozenset[fx.Node] = frozenset()) -> int:
-    """Fold every eval-foldable Conv2d -> BatchNorm2d pair of `gm` in place; returns how many pairs."""
+    """Fold every eval-foldable 2-d convolution -> BatchNorm2d pair of `gm` in place; returns how many.
+
+    Only exact `nn.BatchNorm2d` modules are folded: subclasses (timm's BatchNormAct2d, ...) may do more.
+    """
     folded = 0
     for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
-        if not isinstance(bn, nn.BatchNorm2d) or len(node.args) != 1 or node.kwargs:
+        bn = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if type(bn) is not nn.BatchNorm2d or len(node.args) != 1 or node.kwargs or not bn.track_running_stats:
             continue
         src = node.args[0]
-        conv = _module(gm, src) if isinstance(src, fx.Node) else None
-        if type(conv) is not nn.Conv2d or len(src.users) != 1 or src in keep:
-            continue
-        if conv.out_channels != bn.num_features or not bn.track_running_stats:
+        found = _conv_of(gm, src) if isinstance(src, fx.Node) else None
+        if found is None or len(src.users) != 1 or src in keep or found[0].out_channels != bn.num_features:
             continue
         name = f"_folded_{folded}"
-        gm.add_submodule(name, FoldedConvBN(conv, bn))
+        gm.add_submodule(name, FoldedConvBN(found[0], bn))
         with gm.graph.inserting_before(node):
-            fused = gm.graph.call_module(name, src.args, src.kwargs)
+            fused = gm.graph.call_module(name, (found[1],))
         node.replace_all_uses_with(fused)
         gm.graph.erase_node(node)
         gm.graph.erase_node(src)
         folded += 1
     if folded:
+        gm.graph.eliminate_dead_code()
         gm.graph.lint()
         gm.recompile()
     return folded
@@ -156,4 +240,5 @@ def optimize(gm: fx.GraphModule, keep: frozenset[fx.Node] = frozenset()) -> int:
 
 def has_conv(gm: fx.GraphModule) -> bool:
     """True when `gm` runs a 2-d convolution (channels-last then pays on the CPU)."""
-    return any(isinstance(m, (nn.Conv2d, FoldedConvBN)) for m in gm.modules())
+    return any(isinstance(m, (nn.Conv2d, FoldedConvBN)) for m in gm.modules()) or any(
+        n.op == "call_function" and n.target in (F.conv2d, torch.conv2d) for n in gm.graph.nodes)
