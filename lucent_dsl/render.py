@@ -22,6 +22,7 @@ import functools as ft
 import io as _io
 import numbers
 import types
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -90,6 +91,14 @@ class RenderResult:
         buf = _io.BytesIO()
         make_grid(self.images).save(buf, format="PNG")
         return buf.getvalue()
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (True when torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -273,6 +282,8 @@ def render(
         compile: True, False, or "auto" (CUDA always; CPU only if CPU_COMPILE_MIN_STEPS is set, and steps >= it).
         compile_mode: passed to torch.compile (e.g. "reduce-overhead" for CUDA graphs).
         precision: "fp32", or "bf16" (autocast for the models; image parameters and optimizer stay fp32).
+            bf16 pays on GPUs and on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated (slower: a
+            warning says so).
         on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
         progress: show a tqdm progress bar with the current score.
         callback: called as callback(step, images) after each step (images detached).
@@ -310,6 +321,11 @@ def render(
     if plan.n_images and batch is not None and batch != plan.n_images:
         raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
     n = _check_int("batch", plan.n_images or batch or 1)
+    if precision == "bf16" and dev.type == "cpu" and not _cpu_has_bf16():
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 units (AVX-512 BF16 or AMX): bf16 is emulated there and was "
+            "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
+            UserWarning, stacklevel=2)
     if param is None:
         channels = max((info.channels for info in plan.infos.values()), default=3)
         param = _default_param(hw, n, 3 if channels >= 3 else channels)

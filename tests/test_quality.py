@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools as ft
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -157,6 +158,20 @@ def test_class_visualizations_from_a_fresh_seed():
     for i, label in enumerate(CLASSES):
         pk = float(p[i, _index(model, label)])
         assert pk >= MIN_CLASS_PROB, f"{label} with seed {FRESH_SEED}: p = {pk:.4f}"
+
+
+def test_class_visualizations_in_bf16_are_still_classified_as_their_class():
+    # precision="bf16": the models run under bf16 autocast, the image and Adam stay fp32; judged in fp32.
+    model = _model("mobilenet_v2")
+    classes = CLASSES[:2]  # bf16 is emulated, so slow, on CPUs without bf16 units
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="precision='bf16' on a CPU without bf16 units")
+        images = render([ld.class_logit(c) for c in classes], model, size=SIZE, steps=CLASS_STEPS, seed=0,
+                        precision="bf16", progress=False).images
+    p = _probs(model, images)
+    for i, label in enumerate(classes):
+        pk = float(p[i, _index(model, label)])
+        assert pk >= MIN_CLASS_PROB, f"{label} rendered in bf16: p = {pk:.4f}"
 
 
 def test_class_visualizations_transfer_to_another_model(class_renders):

@@ -1,6 +1,9 @@
 """render(): the loop raises the objective, leaves the models untouched, and is reproducible."""
 from __future__ import annotations
 
+import importlib
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -8,6 +11,8 @@ import torch.nn as nn
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
 from lucent_dsl.render import render
+
+render_mod = importlib.import_module("lucent_dsl.render")  # the package's `render` is the function
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
@@ -197,3 +202,17 @@ def test_compiled_step_matches_eager_and_does_not_recompile():
     with torch.compiler.set_stance("fail_on_recompile"):
         more = render(obj, net, steps=6, compile=True, seed=2, param=p, transforms=t, progress=False)
     assert more.steps == 6
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_emulated(native, monkeypatch):
+    monkeypatch.setattr(render_mod, "_cpu_has_bf16", lambda: native)
+    obj = ld.channel("3", 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = render(obj, tiny_net(), size=16, steps=12, precision="bf16", progress=False, transforms=[])
+    emulated = [w for w in caught if "without bf16 units" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
+    h = r.history[repr(obj)][:, 0]
+    assert r.images.dtype == torch.float32 and h.dtype == torch.float32
+    assert float(h[-3:].mean()) > float(h[:3].mean())
