@@ -115,15 +115,21 @@ def _has_hooks(m: nn.Module) -> bool:
                 or getattr(m, "_backward_pre_hooks", None))
 
 
-class _SubclassLeaves(fx.Tracer):
-    """Also keeps whole the subclasses of torch.nn's layers that do not trace on their own
-    (a BatchNorm2d subclass with control flow in its forward); the others are traced through."""
+class _Inliner(fx.Tracer):
+    """Traces through every module except torch.nn's own layers and modules with hooks (their hooks
+    must still fire). With `keep_untraceable`, subclasses of torch.nn layers that do not trace on their
+    own (a BatchNorm2d subclass with control flow in its forward) stay whole too."""
+
+    def __init__(self, keep_untraceable: bool):
+        super().__init__()
+        self.keep_untraceable = keep_untraceable
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if super().is_leaf_module(m, qualname):
+        if _has_hooks(m) or super().is_leaf_module(m, qualname):
             return True
         containers = (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict)
-        if not any(c.__module__.startswith("torch.nn") and c not in containers for c in type(m).__mro__):
+        if not self.keep_untraceable or not any(
+                c.__module__.startswith("torch.nn") and c not in containers for c in type(m).__mro__):
             return False
         try:
             fx.Tracer().trace(m)
@@ -135,12 +141,12 @@ class _SubclassLeaves(fx.Tracer):
 def inline(gm: fx.GraphModule) -> fx.GraphModule | None:
     """`gm` traced again through its leaf modules down to torch.nn's own layers (None if that fails).
 
-    A module that does not trace (control flow on tensor values) is first retried as a leaf when it
-    subclasses a torch.nn layer.
+    Modules with hooks stay whole. A module that does not trace (control flow on tensor values) is
+    retried as a leaf when it subclasses a torch.nn layer.
     """
-    for tracer in (fx.Tracer(), _SubclassLeaves()):
+    for keep_untraceable in (False, True):
         try:
-            return fx.GraphModule(gm, tracer.trace(gm))
+            return fx.GraphModule(gm, _Inliner(keep_untraceable).trace(gm))
         except Exception:
             continue
     return None

@@ -183,3 +183,20 @@ def test_functional_convolutions_are_folded_and_batchnorm_subclasses_are_not():
     torch.testing.assert_close(a_fused, a_plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g_fused, g_plain, rtol=1e-5, atol=1e-5)
     assert float(list(a_fused.values())[0].detach().min()) >= 0  # the subclass's ReLU ran
+
+
+def test_a_hook_on_a_read_block_still_fires():
+    class Block(nn.Module):  # a custom container: traced through unless it has hooks
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), _bn(4, True, torch.Generator().manual_seed(2))
+
+        def forward(self, x):
+            return self.bn(self.conv(x)).relu()
+
+    net = nn.Sequential(Block(), nn.Conv2d(4, 2, 1)).eval()
+    seen = []
+    net[0].register_forward_hook(lambda m, i, o: seen.append(o))
+    plan = compile_plan(ld.channel("1", 0), net)
+    plan.forward(torch.rand(1, 3, 8, 8))
+    assert len(seen) == 1
