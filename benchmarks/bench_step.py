@@ -3,11 +3,14 @@
 For each model / layer / batch it runs, alternating in rounds (floor, ours eager, ours compiled,
 lucent, then again), and prints the median seconds per step of each and their ratios:
 
-- floor: the plan's own truncated forward on a raw (B, 3, 224, 224) pixel leaf, input-only
-  backward, Adam. No parameterization, transforms, preprocessing or checks.
+- floor: the model's own modules (`compile_plan(..., fuse=False)`: the fx graph cut, NCHW, no
+  folding) on a raw (B, 3, 224, 224) pixel leaf, input-only backward, Adam. No parameterization,
+  transforms, preprocessing or checks.
+- floor-f: the same with our default plan (BatchNorms folded into convolutions, channels-last;
+  `lucent_dsl.fold`): the floor of our own runner, so ours/floor-f is the cost of everything else.
 - ours: `lucent_dsl.render` with `param.fft(224, batch=B)` (decorrelated colour, sigmoid) and
   `transforms.standard()`; `compile=False`, and `compile=True` timed after a warm-up render that
-  compiles (its compile time is reported apart).
+  compiles (its compile time is reported apart). `--bf16` adds `precision="bf16"` (eager).
 - lucent: `lucent.optvis.render.render_vis` with its standard settings (if torch-lucent imports).
 
 Every contender's optimizer is the same Adam (lr 0.05), which stamps the time after each step; see
@@ -67,14 +70,16 @@ def ratio(a: float, b: float) -> str:
     return "-" if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}"
 
 
-HEADER = (f"{'model':<13} {'layer':<12} {'B':>3} | {'floor':>7} {'ours':>7} {'ours-c':>7} {'compile':>8} "
-          f"{'lucent':>7} | {'ours/fl':>7} {'oursc/fl':>8} {'luc/ours':>8} {'luc/fl':>6}")
+HEADER = (f"{'model':<13} {'layer':<12} {'B':>3} | {'floor':>7} {'floor-f':>7} {'ours':>7} {'ours-c':>7} "
+          f"{'ours-bf':>7} {'compile':>8} {'lucent':>7} | {'ours/fl':>7} {'ours/flf':>8} {'oursc/fl':>8} "
+          f"{'luc/ours':>8} {'luc/oursc':>9} {'luc/bf':>6}")
 
 
 def row(name: str, layer: str, batch: int, med: dict[str, float], compile_s: float) -> str:
-    fl, ours, oc, luc = (med.get(k, float("nan")) for k in ("floor", "ours", "ours-c", "lucent"))
-    return (f"{name:<13} {layer:<12} {batch:>3} | {fmt(fl):>7} {fmt(ours):>7} {fmt(oc):>7} {fmt(compile_s, 1):>8} "
-            f"{fmt(luc):>7} | {ratio(ours, fl):>7} {ratio(oc, fl):>8} {ratio(luc, ours):>8} {ratio(luc, fl):>6}")
+    fl, flf, ours, oc, bf, luc = (med.get(k, float("nan")) for k in ("floor", "floor-f", "ours", "ours-c", "ours-bf16", "lucent"))
+    return (f"{name:<13} {layer:<12} {batch:>3} | {fmt(fl):>7} {fmt(flf):>7} {fmt(ours):>7} {fmt(oc):>7} {fmt(bf):>7} "
+            f"{fmt(compile_s, 1):>8} {fmt(luc):>7} | {ratio(ours, fl):>7} {ratio(ours, flf):>8} {ratio(oc, fl):>8} "
+            f"{ratio(luc, ours):>8} {ratio(luc, oc):>9} {ratio(luc, bf):>6}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-batches", default="1",
                     help="batches that also get a compiled render: comma-separated, or 'all' (default 1: "
                          "each compile costs minutes on a CPU)")
+    ap.add_argument("--bf16", action="store_true", help="add our eager render with precision='bf16'")
     ap.add_argument("--no-lucent", action="store_true", help="skip torch-lucent even if it is installed")
     ap.add_argument("--lucent-freeze", action="store_true",
                     help="freeze the model's weights for lucent too (not lucent's documented use; shows what its "
@@ -129,14 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, layer in configs:
         model = build_model(name)
         plan = make_plan(model, layer)
+        plain = make_plan(model, layer, fuse=False)
         for batch in batches:
             steps, warmup = (args.steps, args.warmup) if batch < 8 else (args.steps_large, args.warmup_large)
             p = param_lib.fft(args.size, batch=batch)
             t = tf_lib.standard()
             contenders = {
-                "floor": lambda: run_floor(plan, batch, steps, warmup),
+                "floor": lambda: run_floor(plain, batch, steps, warmup),
+                "floor-f": lambda: run_floor(plan, batch, steps, warmup),
                 "ours": lambda: run_ours(plan, p, t, steps, warmup, compile=False),
             }
+            if args.bf16:
+                contenders["ours-bf16"] = lambda: run_ours(plan, p, t, steps, warmup, compile=False, precision="bf16")
             compile_s = float("nan")
             if batch in compile_batches:
                 # warm-up render: compiles the step (the compile cache keys on plan, p and t)

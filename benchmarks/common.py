@@ -117,14 +117,16 @@ def median(xs: Sequence[float]) -> float:
 # ------------------------------------------------------------------------------------------ contenders
 
 
-def make_plan(model: nn.Module, layer: str) -> Plan:
-    return compile_plan(ld.channel(layer, CHANNEL), model)
+def make_plan(model: nn.Module, layer: str, fuse: bool = True) -> Plan:
+    """The benchmark's plan; `fuse=False` runs the model's own modules (no BatchNorm folding, NCHW)."""
+    return compile_plan(ld.channel(layer, CHANNEL), model, fuse=fuse)
 
 
 def run_floor(plan: Plan, batch: int, steps: int, warmup: int) -> Run:
     """The floor: the plan's own truncated forward on a raw pixel leaf, input-only backward, Adam.
 
-    No parameterization, no transforms, no preprocessing, no checks: the least a step can cost.
+    No parameterization, no transforms, no preprocessing, no checks: the least a step can cost
+    with that plan's runner (the model's own modules for `make_plan(..., fuse=False)`).
     """
     (name, runner), = plan.runners.items()
     site = plan.sites[0]
@@ -144,7 +146,7 @@ def run_floor(plan: Plan, batch: int, steps: int, warmup: int) -> Run:
 
 
 def run_ours(plan: Plan, p: param_lib.ImageParam, t: tf_lib.Transform, steps: int, warmup: int,
-             compile: bool) -> Run:
+             compile: bool, precision: str = "fp32") -> Run:
     """`lucent_dsl.render` with the given parameterization and transforms (reused objects, so a
     compiled step is found in render's cache after the first call)."""
     opts: list[TimedAdam] = []
@@ -155,7 +157,7 @@ def run_ours(plan: Plan, p: param_lib.ImageParam, t: tf_lib.Transform, steps: in
 
     start = clock()
     render(plan, size=SIZE, steps=warmup + steps + 1, param=p, transforms=t, optimizer=factory,
-           seed=SEED, compile=compile, progress=False)
+           seed=SEED, compile=compile, precision=precision, progress=False)
     return _run_from(start, opts[0].stamps, warmup)
 
 

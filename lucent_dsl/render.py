@@ -39,7 +39,9 @@ from .relu import redirected_relu
 # compile="auto" on the CPU compiles renders of at least this many steps; None: never. Measured with
 # benchmarks/bench_compile.py (2-core AMD EPYC, 1 thread, torch 2.14; see benchmarks/README.md): a cold compile
 # costs 75-130 s (minutes under load), and the compiled step is ~8-11% faster for resnet18 (break-even ~5,500
-# steps at batch 1, ~300 at batch 16) but 7% to 2x slower for mobilenet_v2, so it never pays there. Auto stays off.
+# steps at batch 1, ~300 at batch 16) but 7% to 2x slower for mobilenet_v2, so it never pays there. Since the eager
+# runner folds BatchNorms and runs channels-last (lucent_dsl.fold), the compiled step is 1.2-2.7x slower than the
+# eager one for both models (benchmarks/bench_step.py). Auto stays off.
 CPU_COMPILE_MIN_STEPS: int | None = None
 _COMPILED: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
 _COMPILED_MAX = 8
