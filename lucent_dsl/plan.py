@@ -228,6 +228,7 @@ class Plan:
         runners: each model's truncated forward.
         term_names: the user's DSL text of each top-level summand (for per-term histories).
         n_images: the batch size a batched objective needs (None: any).
+        options: how the runners were built (`truncate`, `fuse`); part of the plan's identity.
     """
 
     objective: Expr
@@ -237,10 +238,11 @@ class Plan:
     runners: dict[str, Runner]
     term_names: tuple[str, ...]
     n_images: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> tuple:
-        return (self.objective, tuple((k, id(m)) for k, m in self.models.items()))
+        return (self.objective, tuple((k, id(m)) for k, m in self.models.items()), self.options)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Plan) and self.key == other.key
@@ -336,6 +338,7 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         runners=runners,
         term_names=tuple(short_text(t) for t in top_terms(objective)),
         n_images=n_images,
+        options=(("truncate", truncate), ("fuse", bool(fuse))),
     )
 
 

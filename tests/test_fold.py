@@ -200,3 +200,11 @@ def test_a_hook_on_a_read_block_still_fires():
     plan = compile_plan(ld.channel("1", 0), net)
     plan.forward(torch.rand(1, 3, 8, 8))
     assert len(seen) == 1
+
+
+def test_plans_built_differently_are_different_plans():
+    # render's compiled-step cache keys on the plan: a folded plan must never reuse an unfolded one's step
+    net, obj = _net(), ld.channel("4", 1)
+    assert compile_plan(obj, net) == compile_plan(obj, net)
+    assert compile_plan(obj, net) != compile_plan(obj, net, fuse=False)
+    assert compile_plan(obj, net, truncate="fx") != compile_plan(obj, net, truncate="hooks")
