@@ -287,8 +287,8 @@ def caricature(
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
         >>> r = caricature(net, torch.rand(1, 3, 12, 12), ["0", "2"], steps=3, progress=False)
-        >>> list(r.history)[1][:30]
-        "activation_match('2', tensor(["
+        >>> list(r.history)[1][:30]  # history labels abbreviate large tensors to a digest
+        "activation_match('2', tensor(<"
 
     See also:
         `feature_inversion`, `activations`, `objectives.activation_match`.
