@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = ["FoldedConvBN", "FunctionalConv", "has_conv", "inline", "optimize", "
 # _state[0]: how many weights_frozen() contexts are open; _state[1]: bumped on every entry and exit,
 # so that a folded weight cached in one context is never reused in another.
 _state = [0, 0]
+_caching: weakref.WeakSet = weakref.WeakSet()  # modules holding folded weights, emptied when the last context ends
 
 
 @contextlib.contextmanager
@@ -59,6 +61,10 @@ def weights_frozen() -> Iterator[None]:
     finally:
         _state[0] -= 1
         _state[1] += 1
+        if not _state[0]:
+            for m in list(_caching):
+                m._key = m._folded = None  # a copy of the weights need not outlive the render
+            _caching.clear()
 
 
 class FoldedConvBN(nn.Module):
@@ -103,6 +109,7 @@ class FoldedConvBN(nn.Module):
                 if weight.dim() == 4:
                     weight = weight.contiguous(memory_format=torch.channels_last)
             self._key, self._folded = key, (weight, bias)
+            _caching.add(self)
         return self._folded
 
     def forward(self, x: Tensor) -> Tensor:

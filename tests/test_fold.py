@@ -117,7 +117,9 @@ def test_folded_weights_are_cached_only_while_frozen():
         calls.clear()
         with frozen_models([net]):
             plan.forward(x), plan.forward(x)
+            assert all(m._folded is not None for m in folded)
         assert len(calls) == len(folded)  # inside: once
+        assert all(m._folded is None for m in folded)  # the copies are dropped when the render ends
         calls.clear()
         with frozen_models([net]):
             plan.forward(x)
