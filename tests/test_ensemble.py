@@ -7,19 +7,16 @@ quality test renders one class for MobileNetV2 + EfficientNet-Lite0 and checks b
 """
 from __future__ import annotations
 
-import functools as ft
-import os
-
 import pytest
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 import lucent_dsl as ld
-from lucent_dsl import zoo
-from lucent_dsl.errors import WeightsNotFoundError
 from lucent_dsl.expr import Site
 from lucent_dsl.render import render
+
+from models import zoo_model
 
 
 class Recorder(nn.Module):
@@ -136,19 +133,10 @@ def test_weights_scale_each_models_contribution_exactly():
 
 # ---- real weights ---------------------------------------------------------------------------------
 
-@ft.cache
-def _zoo(name: str) -> nn.Module:
-    try:
-        return zoo.load(name)
-    except WeightsNotFoundError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
-
 
 @pytest.mark.quality
 def test_a_class_rendered_on_an_ensemble_is_seen_by_both_models():
-    mnet, eff = _zoo("mobilenet_v2"), _zoo("efficientnet_lite0")
+    mnet, eff = zoo_model("mobilenet_v2"), zoo_model("efficientnet_lite0")
     objective = ld.class_logit("flamingo", model="mnet") + ld.class_logit("flamingo", model="eff")
     # 32 steps at 224: ~35 s on one loaded CPU thread; both models are sure after ~16-24 steps
     r = render(objective, {"mnet": mnet, "eff": eff}, size=224, steps=32, seed=0, progress=False)

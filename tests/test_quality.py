@@ -30,7 +30,6 @@ under CI, where they fail.
 from __future__ import annotations
 
 import functools as ft
-import os
 import warnings
 
 import numpy as np
@@ -41,10 +40,10 @@ from torch import Tensor, nn
 
 import lucent_dsl as ld
 from lucent_dsl import transforms as tf_lib
-from lucent_dsl import zoo
-from lucent_dsl.errors import WeightsNotFoundError
 from lucent_dsl.models import info_of
 from lucent_dsl.render import render
+
+from models import zoo_model
 
 pytestmark = pytest.mark.quality
 
@@ -60,15 +59,6 @@ MAX_TRANSFER_RANK = 20  # of 1000 classes (top 2%); chance would put the class a
 MIN_RATIO_TO_PHOTOS = 3.0
 MIN_SPECIFICITY = 3.0
 
-
-@ft.cache
-def _model(name: str) -> nn.Module:
-    try:
-        return zoo.load(name)
-    except WeightsNotFoundError as e:
-        if os.environ.get("CI"):
-            raise  # CI installs the weights; a skip there would hide a broken install step
-        pytest.skip(str(e))
 
 
 def _square(im: Image.Image) -> Tensor:
@@ -118,20 +108,20 @@ def _channel_means(model: nn.Module, images: Tensor, layers: set[str]) -> dict[s
 
 @pytest.fixture(scope="module")
 def class_renders() -> Tensor:
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     return render([ld.class_logit(c) for c in CLASSES], model, size=SIZE, steps=CLASS_STEPS, seed=0,
                   progress=False).images
 
 
 @pytest.fixture(scope="module")
 def channel_renders() -> Tensor:
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     return render([ld.channel(layer, index) for layer, index in CHANNELS], model, size=SIZE, steps=CHANNEL_STEPS,
                   seed=0, progress=False).images
 
 
 def test_class_visualizations_are_classified_as_their_class(class_renders):
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     p = _probs(model, class_renders)
     for i, label in enumerate(CLASSES):
         k = _index(model, label)
@@ -141,7 +131,7 @@ def test_class_visualizations_are_classified_as_their_class(class_renders):
 
 def test_class_visualizations_survive_random_transforms(class_renders):
     # Not a brittle pixel pattern: the class holds under the jitter/scale/rotate the render trained against.
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     t = tf_lib.standard()
     g = torch.Generator().manual_seed(123)
     p = torch.stack([_probs(model, t.apply(class_renders, t.sample(g, class_renders.shape))) for _ in range(8)])
@@ -151,7 +141,7 @@ def test_class_visualizations_survive_random_transforms(class_renders):
 
 
 def test_class_visualizations_from_a_fresh_seed():
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     images = render([ld.class_logit(c) for c in CLASSES], model, size=SIZE, steps=CLASS_STEPS, seed=FRESH_SEED,
                     progress=False).images
     p = _probs(model, images)
@@ -162,7 +152,7 @@ def test_class_visualizations_from_a_fresh_seed():
 
 def test_class_visualizations_in_bf16_are_still_classified_as_their_class():
     # precision="bf16": the models run under bf16 autocast, the image and Adam stay fp32; judged in fp32.
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     classes = CLASSES[:2]  # bf16 is emulated, so slow, on CPUs without bf16 units
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="precision='bf16' on a CPU without bf16 units")
@@ -176,7 +166,7 @@ def test_class_visualizations_in_bf16_are_still_classified_as_their_class():
 
 def test_class_visualizations_transfer_to_another_model(class_renders):
     # EfficientNet-Lite0 never took part in the render; an adversarial pattern for MobileNetV2 would not move it.
-    other = _model("efficientnet_lite0")
+    other = zoo_model("efficientnet_lite0")
     p = _probs(other, class_renders)
     for i, label in enumerate(CLASSES):
         k = _index(other, label)
@@ -185,7 +175,7 @@ def test_class_visualizations_transfer_to_another_model(class_renders):
 
 
 def test_channel_visualizations_beat_natural_photos(channel_renders):
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     layers = {layer for layer, _ in CHANNELS}
     on_photos = _channel_means(model, _photos(), layers)
     on_renders = _channel_means(model, channel_renders, layers)
@@ -202,7 +192,7 @@ def test_channel_visualizations_beat_natural_photos(channel_renders):
 
 def test_channel_visualizations_are_specific(channel_renders):
     # Each render excites its own channel, not the others: not just "a high-contrast image".
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     acts = _channel_means(model, channel_renders, {layer for layer, _ in CHANNELS})
     for j, (layer, index) in enumerate(CHANNELS):
         on_each = [float(acts[layer][i, index].mean()) for i in range(len(CHANNELS))]

@@ -11,7 +11,6 @@ import functools as ft
 import gzip
 import importlib.util
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -29,19 +28,12 @@ from lucent_dsl import zoo
 from lucent_dsl.errors import InvalidArgumentError, LucentError, WeightsNotFoundError
 from lucent_dsl.models import info_of
 
+from models import zoo_model
+
 IMAGENET_MODELS = ("mobilenet_v2", "efficientnet_lite0")
 MNIST_MODELS = ("lenet5_mnist", "lenet5_mnist_adv")
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
-
-@ft.cache
-def _model(name: str) -> nn.Module:
-    try:
-        return zoo.load(name)
-    except WeightsNotFoundError as e:
-        if os.environ.get("CI"):
-            raise  # CI installs the weights; a skip there would hide a broken install step
-        pytest.skip(str(e))
 
 
 def _shipped_file(package: str, relative: str) -> Path:
@@ -93,13 +85,13 @@ PHOTOS = {
 @pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_grace_hopper_is_a_military_uniform(name):
     # top-1 for both models (p = 0.50 and 0.39; the runner-up is below 0.12)
-    assert _top5(_model(name), _photo(*PHOTOS["grace_hopper"]))[0] == "military uniform"
+    assert _top5(zoo_model(name), _photo(*PHOTOS["grace_hopper"]))[0] == "military uniform"
 
 
 @pytest.mark.quality
 @pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_coffee_is_an_espresso(name):
-    top5 = _top5(_model(name), _photo(*PHOTOS["coffee"]))
+    top5 = _top5(zoo_model(name), _photo(*PHOTOS["coffee"]))
     assert top5[0] == "espresso"  # p = 0.99 and 0.94
     assert "cup" in top5
 
@@ -107,7 +99,7 @@ def test_coffee_is_an_espresso(name):
 @pytest.mark.quality
 @pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_chelsea_is_a_cat(name):
-    top5 = _top5(_model(name), _photo(*PHOTOS["chelsea"]))
+    top5 = _top5(zoo_model(name), _photo(*PHOTOS["chelsea"]))
     assert top5[0] in CATS  # Egyptian cat for both
     assert len(CATS.intersection(top5[:3])) == 3  # Egyptian cat, tiger cat, tabby
 
@@ -115,7 +107,7 @@ def test_chelsea_is_a_cat(name):
 @pytest.mark.quality
 @pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_imagenet_model_contract(name):
-    model = _model(name)
+    model = zoo_model(name)
     info = info_of(model)
     assert not any(m.training for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
@@ -129,7 +121,7 @@ def test_imagenet_model_contract(name):
 
 @pytest.mark.quality
 def test_hooks_see_the_layer_output_not_the_relu_after_it():
-    model = _model("mobilenet_v2")
+    model = zoo_model("mobilenet_v2")
     seen = []
     handle = model.get_submodule("features.1.conv.0.1").register_forward_hook(lambda m, i, o: seen.append(o))
     try:
@@ -145,14 +137,14 @@ def test_mobilenet_is_torchvisions_checkpoint():
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
     reference = mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)  # from the hub cache load() seeded
-    ours = _model("mobilenet_v2").state_dict()
+    ours = zoo_model("mobilenet_v2").state_dict()
     assert all(torch.equal(v, ours[k]) for k, v in reference.state_dict().items())
 
 
 @pytest.mark.quality
 @pytest.mark.parametrize("name", MNIST_MODELS)
 def test_lenet5_reads_mnist_digits(name):
-    model = _model(name)
+    model = zoo_model(name)
     info = info_of(model)
     assert (info.channels, info.input_size, info.labels) == (1, (28, 28), tuple("0123456789"))
     assert info.mean is None  # advertorch trained on ToTensor() output: [0, 1], no normalization
@@ -170,7 +162,7 @@ def test_only_the_adversarially_trained_lenet5_resists_fgsm():
     x, y = _mnist()
     robust = {}
     for name in MNIST_MODELS:
-        model = _model(name)
+        model = zoo_model(name)
         xg = x.clone().requires_grad_(True)
         F.cross_entropy(model(info_of(model).preprocess(xg)), y).backward()
         assert xg.grad is not None
@@ -184,7 +176,7 @@ def test_only_the_adversarially_trained_lenet5_resists_fgsm():
 @pytest.mark.quality
 def test_install_twice_does_nothing(monkeypatch):
     for name in zoo.names():
-        _model(name)  # skips (or fails under CI) when weights are missing
+        zoo_model(name)  # skips (or fails under CI) when weights are missing
 
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"install ran {args} although everything is installed")
