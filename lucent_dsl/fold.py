@@ -14,7 +14,7 @@ to 1.8x (batch 16) faster, and resnet18's 1.2-1.3x.
 The folded weights are computed from the live modules at every call, so editing or moving the
 model after a plan was compiled is seen at the next forward. Inside `weights_frozen()` (which
 `render` enters through `plan.frozen_models`) they are computed once and reused until the
-context ends or a tensor of the pair changes (`_version`, `data_ptr()`). A pair is run as the two
+context ends. A pair is run as the two
 original modules whenever the BatchNorm is in training mode or either module has hooks, so user
 hooks always fire.
 
@@ -45,25 +45,22 @@ from torch.nn import functional as F
 
 __all__ = ["FoldedConvBN", "FunctionalConv", "has_conv", "inline", "optimize", "weights_frozen"]
 
-# _state[0]: how many weights_frozen() contexts are open; _state[1]: bumped on every entry and exit,
-# so that a folded weight cached in one context is never reused in another.
-_state = [0, 0]
+_open = [0]  # how many weights_frozen() contexts are open
 _caching: weakref.WeakSet = weakref.WeakSet()  # modules holding folded weights, emptied when the last context ends
 
 
 @contextlib.contextmanager
 def weights_frozen() -> Iterator[None]:
-    """Promise that no model weight changes until exit: folded weights are cached meanwhile."""
-    _state[0] += 1
-    _state[1] += 1
+    """Promise that no model weight changes or trains until exit: folded weights are cached meanwhile
+    (`plan.frozen_models` enters it after setting `requires_grad=False`)."""
+    _open[0] += 1
     try:
         yield
     finally:
-        _state[0] -= 1
-        _state[1] += 1
-        if not _state[0]:
+        _open[0] -= 1
+        if not _open[0]:
             for m in list(_caching):
-                m._key = m._folded = None  # a copy of the weights need not outlive the render
+                m._folded = None  # computed under this promise only; a copy of the weights need not outlive it
             _caching.clear()
 
 
@@ -73,12 +70,7 @@ class FoldedConvBN(nn.Module):
     def __init__(self, conv: nn.Conv2d | FunctionalConv, bn: nn.BatchNorm2d):
         super().__init__()
         self.conv, self.bn = conv, bn
-        self._key: tuple | None = None
         self._folded: tuple[Tensor, Tensor] | None = None
-
-    def _tensors(self) -> tuple[Tensor | None, ...]:
-        c, b = self.conv, self.bn
-        return c.weight, c.bias, b.weight, b.bias, b.running_mean, b.running_var
 
     def _unfoldable(self) -> bool:
         c, b = self.conv, self.bn
@@ -98,17 +90,14 @@ class FoldedConvBN(nn.Module):
         return weight, bias.to(c.weight.dtype)
 
     def _cached_fold(self) -> tuple[Tensor, Tensor]:
-        tensors = self._tensors()
-        if not _state[0] or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
-            return self.fold()  # outside a render, or weights being trained: cache nothing
-        key = tuple(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
-        key += (self.bn.eps, _state[1])
-        if key != self._key or self._folded is None:
+        if not _open[0]:
+            return self.fold()  # outside a render the weights may change (or train) between calls
+        if self._folded is None:
             with torch.no_grad():
                 weight, bias = self.fold()
                 if weight.dim() == 4:
                     weight = weight.contiguous(memory_format=torch.channels_last)
-            self._key, self._folded = key, (weight, bias)
+            self._folded = (weight, bias)
             _caching.add(self)
         return self._folded
 
