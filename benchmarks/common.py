@@ -39,8 +39,9 @@ import lucent_dsl as ld  # noqa: E402
 from lucent_dsl import param as param_lib  # noqa: E402
 from lucent_dsl import transforms as tf_lib  # noqa: E402
 from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
-from lucent_dsl.plan import Plan, compile_plan, frozen_models  # noqa: E402
-from lucent_dsl.render import render  # noqa: E402
+from lucent_dsl.plan import Plan, compile_plan
+from lucent_dsl.fold import frozen_models  # noqa: E402
+from lucent_dsl import render  # noqa: E402
 
 SIZE = 224
 LR = 0.05

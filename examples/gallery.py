@@ -49,7 +49,7 @@ from lucent_dsl import io, zoo
 from lucent_dsl import param as param_lib
 from lucent_dsl import transforms as tf_lib
 from lucent_dsl.models import info_of
-from lucent_dsl.render import render
+from lucent_dsl import render
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "gallery"
 DECAY_POWER = 1.5

@@ -1,6 +1,6 @@
 """Make `lucent_dsl/data/natural_magnitude.npy`: MACO's default magnitude spectrum.
 
-The spectrum is `param_extra.natural_magnitude` of 128 x 128 crops of the colour photos that ship
+The spectrum is `param.natural_magnitude` of 128 x 128 crops of the colour photos that ship
 inside the scikit-image and matplotlib wheels (no download), each photo resized so its shorter
 side is 128, 192 and 256 pixels and cut into crops on a 64-pixel stride, each crop tapered by a
 Hann window (`natural_magnitude`'s default). Colours are decorrelated
@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lucent_dsl.param_extra import NATURAL_MAGNITUDE_PATH, natural_magnitude
+from lucent_dsl.param import NATURAL_MAGNITUDE_PATH, natural_magnitude
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png")

@@ -24,9 +24,9 @@ from PIL import ImageDraw
 
 import lucent_dsl as ld
 from lucent_dsl.io import to_pil
-from lucent_dsl.masks import masked
+from lucent_dsl.objectives.masks import masked
 from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info
-from lucent_dsl.render import render
+from lucent_dsl import render
 
 MODELS = {
     "lraspp": torchvision.models.segmentation.lraspp_mobilenet_v3_large,

@@ -2,11 +2,20 @@
 
 Objectives are immutable expressions (`channel("layer4", 12) - 1e-3 * total_variation()`),
 compiled with one or more models into one truncated hook-and-loss `Plan`, and rendered into
-images by `render`. Objectives are maximized; penalties are subtracted.
+images by `render`. Objectives are maximized; penalties are subtracted. ARCHITECTURE.md says
+which module holds what.
+
+Example:
+    >>> import lucent_dsl as ld
+    >>> ld.channel("layer4", 12) - 1e-3 * ld.total_variation()
+    channel('layer4', 12) - 0.001 * total_variation()
 """
-from . import io as io, param as param, param_extra as param_extra, transforms as transforms
-from . import adversarial as adversarial, masks as masks, recipes as recipes, relu as relu
-from .custom import objective as objective
+from . import adversarial as adversarial
+from . import io as io
+from . import param as param
+from . import recipes as recipes
+from . import relu as relu
+from . import transforms as transforms
 from .errors import (
     AmbiguousModelError as AmbiguousModelError,
     ImageError as ImageError,
@@ -19,12 +28,14 @@ from .errors import (
     ParseError as ParseError,
     WeightsNotFoundError as WeightsNotFoundError,
 )
-from .expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, sum_of as sum_of
+from .expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, evaluate as evaluate
+from .expr import sum_of as sum_of
 from .models import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
 from .objectives import (
     activation_match as activation_match,
     alignment as alignment,
     blur as blur,
+    box_mask as box_mask,
     channel as channel,
     channel_interpolate as channel_interpolate,
     channel_weight as channel_weight,
@@ -36,18 +47,34 @@ from .objectives import (
     l1 as l1,
     l2 as l2,
     layer as layer,
+    masked as masked,
     neuron as neuron,
     neuron_weight as neuron_weight,
+    objective as objective,
+    opacity as opacity,
+    source_l2 as source_l2,
+    source_match as source_match,
     total_variation as total_variation,
 )
-from .masks import box_mask as box_mask, masked as masked
-from .param_extra import opacity as opacity, transparency_map as transparency_map
-from .parse import parse as parse
-from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan, evaluate as evaluate
-from .render import RenderResult as RenderResult, render as render
+from .param import transparency_map as transparency_map
+from .parser import parse as parse
+from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
+from .renderer import render as render
+from .result import RenderResult as RenderResult
 from .serialize import from_json as from_json, to_json as to_json
 
-__all__ = sorted([name for name in dir() if not name.startswith("_")] + ["zoo"])
+param_extra = param  # the old name of the parameterization package (maco, cppn, shared, alpha live in `param` now)
+
+__all__ = [
+    "IMAGE", "INPUT", "OUTPUT", "AmbiguousModelError", "Expr", "ImageError", "InvalidArgumentError",
+    "LayerNotFoundError", "LucentError", "ModelInfo", "ModelNotFoundError", "NonFiniteError", "ObjectiveShapeError",
+    "ParseError", "Plan", "RenderResult", "Scores", "Site", "WeightsNotFoundError", "activation_match", "adversarial",
+    "alignment", "batched", "blur", "box_mask", "channel", "channel_interpolate", "channel_weight", "class_logit",
+    "compile_plan", "deepdream", "direction", "direction_neuron", "diversity", "evaluate", "from_json", "info_of", "io",
+    "l1", "l2", "layer", "masked", "neuron", "neuron_weight", "objective", "opacity", "param", "parse", "recipes",
+    "relu", "render", "source_l2", "source_match", "sum_of", "to_json", "total_variation", "transforms",
+    "transparency_map", "with_info", "zoo",
+]
 
 
 def __getattr__(name: str):

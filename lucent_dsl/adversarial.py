@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .errors import InvalidArgumentError
 from .models import info_of
-from .plan import frozen_models
+from .fold import frozen_models
 
 __all__ = ["fgsm", "pgd"]
 

@@ -176,7 +176,7 @@ def _overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 def _save(path: str, images: Any, recipe: Any, score: float | None) -> None:
     from .io import RECIPE_KEY, save_png
-    from .recipe import SCORE_KEY
+    from .replay import SCORE_KEY
 
     meta = {RECIPE_KEY: recipe.to_json()}
     if score is not None:
@@ -213,7 +213,7 @@ def _run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: s
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .recipe import Recipe
+    from .replay import Recipe
 
     if args.every and not args.gif:
         raise _UsageError("--every sets the GIF frame interval; give --gif too")
@@ -233,7 +233,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     import json
 
     from .atlas import probe
-    from .recipe import build_models
+    from .specs import build_models
 
     built = build_models(args.model or (), device=args.device)
     ensemble = built if isinstance(built, dict) else {None: built}
@@ -265,8 +265,10 @@ def _layer_list(text: str) -> list[str]:
 
 
 def _cmd_atlas(args: argparse.Namespace) -> int:
-    from . import atlas, distributed
-    from .recipe import Recipe, build_models
+    from . import atlas
+    from .atlas import distributed
+    from .replay import Recipe
+    from .specs import build_models
 
     ranks = distributed.ranks_from_env()
     device = distributed.rank_device(args.device, ranks)
@@ -308,7 +310,8 @@ def _image_path(text: str) -> str:
 
 def _cmd_caricature(args: argparse.Namespace) -> int:
     from .atlas import default_layers
-    from .recipe import Recipe, build_models
+    from .replay import Recipe
+    from .specs import build_models
 
     image = _image_path(args.image)
     models = build_models(args.model or (), device=args.device)
@@ -321,7 +324,7 @@ def _cmd_caricature(args: argparse.Namespace) -> int:
 
 
 def _cmd_accentuate(args: argparse.Namespace) -> int:
-    from .recipe import Recipe
+    from .replay import Recipe
 
     recipe = Recipe(**_overrides(args, command="accentuate", image=_image_path(args.image), objective=args.objective,
                                  transforms=args.transforms or "none"))

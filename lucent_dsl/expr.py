@@ -28,6 +28,7 @@ import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, ClassVar
 
+import torch
 from torch import Tensor
 
 from .errors import InvalidArgumentError
@@ -171,6 +172,14 @@ class Term(Expr):
     def score(self, acts: Acts, n: int) -> Tensor:
         """Per-image scores, shape (n,), for a render of `n` images. Higher is better."""
         raise NotImplementedError
+
+    def bind(self, info: Any) -> Term:
+        """This term specialised to the model it reads (`info`: that model's `ModelInfo`).
+
+        Called once by `compile_plan`; the default returns the term unchanged. `class_logit`
+        resolves a class name to its index here.
+        """
+        return self
 
     def dsl_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """(positional, keyword) arguments such that `VOCABULARY[name](*pos, **kw) == self`."""
@@ -376,6 +385,33 @@ def map_terms(e: Expr, fn: Callable[[Term], Expr]) -> Expr:
 
 
 # --- printing -----------------------------------------------------------------------------------
+
+
+def evaluate(e: Expr, acts: Acts, n: int) -> Tensor:
+    """Per-image scores (n,) of expression `e` on activations `acts`: the one interpreter of the tree."""
+    if isinstance(e, Term):
+        return e.score(acts, n)
+    if isinstance(e, Scale):
+        return e.k * evaluate(e.expr, acts, n)
+    if isinstance(e, Sum):
+        values = [evaluate(t, acts, n) for t in e.terms if not isinstance(t, Const)]
+        out = values[0] if values else _constant(0.0, acts, n)
+        for v in values[1:]:
+            out = out + v
+        consts = [t.value for t in e.terms if isinstance(t, Const)]
+        return out + consts[0] if consts else out
+    if isinstance(e, Product):
+        return evaluate(e.a, acts, n) * evaluate(e.b, acts, n)
+    if isinstance(e, Const):
+        return _constant(e.value, acts, n)
+    raise TypeError(f"not an objective node: {type(e).__name__}")
+
+
+def _constant(value: float, acts: Acts, n: int) -> Tensor:
+    like = next((a for a in acts.values() if isinstance(a, Tensor) and a.is_floating_point()), None)
+    if like is None:
+        return torch.full((n,), value)
+    return torch.full((n,), value, device=like.device, dtype=like.dtype)
 
 
 def format_value(v: Any, *, short: bool = False) -> str:

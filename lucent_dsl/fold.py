@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -246,3 +246,25 @@ def has_conv(gm: fx.GraphModule) -> bool:
     """True when `gm` runs a 2-d convolution (channels-last then pays on the CPU)."""
     return any(isinstance(m, (nn.Conv2d, FoldedConvBN)) for m in gm.modules()) or any(
         n.op == "call_function" and n.target in (F.conv2d, torch.conv2d) for n in gm.graph.nodes)
+
+
+@contextlib.contextmanager
+def frozen_models(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode and `requires_grad=False` for every module and parameter, restored exactly on exit.
+
+    Only the image gets gradients during a render; the user's flags come back even after an exception.
+    """
+    saved_modes = [(m, m.training) for model in models for m in model.modules()]
+    saved_grads = [(p, p.requires_grad) for model in models for p in model.parameters()]
+    try:
+        for model in models:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+        with weights_frozen():
+            yield
+    finally:
+        for m, mode in saved_modes:
+            m.training = mode
+        for p, flag in saved_grads:
+            p.requires_grad_(flag)

@@ -86,3 +86,22 @@ def info_of(module: nn.Module) -> ModelInfo:
     """The `ModelInfo` attached to `module`, or the default (identity preprocessing)."""
     info = getattr(module, _ATTR, None)
     return info if isinstance(info, ModelInfo) else ModelInfo()
+
+
+def non_inplace(model: nn.Module) -> nn.Module:
+    """Turn off every `inplace=True` flag of `model`'s modules (in place), so a hook on a conv or norm
+    layer records that layer's output rather than what a later in-place activation made of it."""
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False  # type: ignore[assignment]
+    return model
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of `model`'s first parameter or buffer (the CPU for a module without tensors).
+
+    Example:
+        >>> device_of(nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    return next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))

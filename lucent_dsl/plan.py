@@ -20,10 +20,9 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses as dc
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -37,13 +36,11 @@ from .errors import (
     ObjectiveShapeError,
 )
 from .expr import (
-    IMAGE, INPUT, OUTPUT, Acts, Const, Expr, Product, Scale, Site, Sum, Term, format_tree, map_terms, short_text, sum_of,
-    terms_of, top_terms,
+    IMAGE, INPUT, OUTPUT, Acts, Expr, Site, Term, evaluate, format_tree, map_terms, short_text,
+    sum_of, terms_of, top_terms,
 )
-from .fold import weights_frozen
 from .models import ModelInfo, info_of
-from .objectives import ClassLogit
-from .parse import parse
+from .parser import parse
 from .truncate import Runner, make_runner
 
 DEFAULT_MODEL_NAME = "model"
@@ -56,33 +53,6 @@ class Scores(NamedTuple):
     total: Tensor
     per_image: Tensor
     terms: dict[str, Tensor]
-
-
-def evaluate(e: Expr, acts: Acts, n: int) -> Tensor:
-    """Per-image scores (n,) of expression `e` on activations `acts`: the one interpreter of the tree."""
-    if isinstance(e, Term):
-        return e.score(acts, n)
-    if isinstance(e, Scale):
-        return e.k * evaluate(e.expr, acts, n)
-    if isinstance(e, Sum):
-        values = [evaluate(t, acts, n) for t in e.terms if not isinstance(t, Const)]
-        out = values[0] if values else _constant(0.0, acts, n)
-        for v in values[1:]:
-            out = out + v
-        consts = [t.value for t in e.terms if isinstance(t, Const)]
-        return out + consts[0] if consts else out
-    if isinstance(e, Product):
-        return evaluate(e.a, acts, n) * evaluate(e.b, acts, n)
-    if isinstance(e, Const):
-        return _constant(e.value, acts, n)
-    raise TypeError(f"not an objective node: {type(e).__name__}")
-
-
-def _constant(value: float, acts: Acts, n: int) -> Tensor:
-    like = next((a for a in acts.values() if isinstance(a, Tensor) and a.is_floating_point()), None)
-    if like is None:
-        return torch.full((n,), value)
-    return torch.full((n,), value, device=like.device, dtype=like.dtype)
 
 
 def batched(objectives: Sequence[Expr]) -> Expr:
@@ -176,9 +146,7 @@ def bind(objective: Expr, models: Mapping[str, nn.Module]) -> Expr:
             if s.module_path == IMAGE:
                 continue
             _check_layer(t, s, models[model], names[model])
-        if isinstance(bound, ClassLogit):
-            bound = bound.resolve(info_of(models[model]).labels)
-        return bound
+        return bound.bind(info_of(models[model]))
 
     return map_terms(objective, bind_term)
 
@@ -340,25 +308,3 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         n_images=n_images,
         options=(("truncate", truncate), ("fuse", bool(fuse))),
     )
-
-
-@contextlib.contextmanager
-def frozen_models(models: Sequence[nn.Module]) -> Iterator[None]:
-    """Eval mode and `requires_grad=False` for every module and parameter, restored exactly on exit.
-
-    Only the image gets gradients during a render; the user's flags come back even after an exception.
-    """
-    saved_modes = [(m, m.training) for model in models for m in model.modules()]
-    saved_grads = [(p, p.requires_grad) for model in models for p in model.parameters()]
-    try:
-        for model in models:
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
-        with weights_frozen():
-            yield
-    finally:
-        for m, mode in saved_modes:
-            m.training = mode
-        for p, flag in saved_grads:
-            p.requires_grad_(flag)

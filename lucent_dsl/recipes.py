@@ -38,14 +38,16 @@ from torch.utils import _pytree as pytree
 
 from . import param as param_lib
 from . import transforms as tf_lib
-from .errors import InvalidArgumentError, ObjectiveShapeError
-from .expr import Acts, Expr, Site, Term, map_terms, sum_of
-from .models import info_of
-from .objectives import LayerTerm, _cp, _dot_cos, _layer, activation_match, l2, per_image
+from .errors import InvalidArgumentError
+from .expr import Expr, Term, map_terms, sum_of
+from .models import device_of, info_of
+from .objectives import SourceL2, SourceMatch, activation_match, l2
+from .objectives._term import check_layer
 from .objectives import layer as whole_layer
-from .parse import parse
-from .plan import compile_plan, frozen_models
-from .render import RenderResult, render
+from .parser import parse
+from .plan import compile_plan
+from .fold import frozen_models
+from .renderer import RenderResult, render
 
 __all__ = ["accentuate", "activations", "caricature", "feature_inversion"]
 
@@ -74,14 +76,10 @@ def _image(model: nn.Module, image: ImageLike, size: Any) -> Tensor:
 
 def _layers(layers: Any) -> tuple[str, ...]:
     if isinstance(layers, str):
-        return (_layer(layers),)
+        return (check_layer(layers),)
     if not isinstance(layers, Sequence) or not layers:
         raise InvalidArgumentError(f"layers must be a non-empty list of layer names, got {layers!r}")
-    return tuple(_layer(x) for x in layers)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))
+    return tuple(check_layer(x) for x in layers)
 
 
 def activations(model: nn.Module, image: Tensor, layers: str | Sequence[str]) -> dict[str, Tensor]:
@@ -136,47 +134,6 @@ def _shared(t: tf_lib.Transform) -> tf_lib.Transform:
     return tf_lib.Transform(sample, t.apply)
 
 
-def _source_rows(term: Term, a: Tensor, n: int) -> Tensor:
-    """For every row (crop k of image b), the same crop of image 0 (the source), detached."""
-    if a.shape[0] % n:
-        raise ObjectiveShapeError(f"{term!r}: {a.shape[0]} rows is not a multiple of the {n} images")
-    k = a.shape[0] // n
-    src = a.detach().reshape(k, n, *a.shape[1:])[:, :1]
-    return src.expand(k, n, *a.shape[1:]).reshape(a.shape)
-
-
-@dc.dataclass(frozen=True, slots=True, repr=False)
-class SourceMatch(LayerTerm):
-    """`activation_match` whose target is image 0's activations at the same step (paired transforms)."""
-
-    name = "source_match"
-    positional = ("layer",)
-    layer: str
-    cossim_pow: float = 1.0
-    batch: int | range | None = None
-    model: str | None = None
-
-    def score(self, acts: Acts, n: int) -> Tensor:
-        site, a = self.read(acts)
-        cp, tcp = _cp(self, site, a), _cp(self, site, _source_rows(self, a, n))
-        return per_image(self, _dot_cos(cp, tcp, self.cossim_pow).mean(-1), n, self.batch)
-
-
-@dc.dataclass(frozen=True, slots=True, repr=False)
-class SourceL2(LayerTerm):
-    """`l2` whose target is image 0's activations at the same step (paired transforms); a penalty."""
-
-    name = "source_l2"
-    positional = ("layer",)
-    layer: str
-    batch: int | range | None = None
-    model: str | None = None
-
-    def score(self, acts: Acts, n: int) -> Tensor:
-        site, a = self.read(acts)
-        return per_image(self, (a - _source_rows(self, a, n)).pow(2).flatten(1).mean(1), n, self.batch)
-
-
 def _shift_batch(e: Expr) -> Expr:
     """`e` with every `batch=` index moved up by one (image 0 is the source in a paired render)."""
     def shift(t: Term) -> Term:
@@ -200,16 +157,10 @@ def _drop_source(r: RenderResult) -> RenderResult:
 
 
 def _transform(transforms: Any) -> tf_lib.Transform | None:
-    """None or [] (no transforms) -> None; anything else -> one Transform (a list is chained)."""
-    if transforms is None:
+    """None or [] (no transforms) -> None; anything else -> one Transform (see `transforms.as_transform_arg`)."""
+    if transforms is None or (isinstance(transforms, (list, tuple)) and not transforms):
         return None
-    if isinstance(transforms, tf_lib.Transform):
-        return transforms
-    if isinstance(transforms, Sequence) and not isinstance(transforms, (str, bytes)):
-        return tf_lib.chain(*transforms) if transforms else None
-    if callable(transforms):
-        return tf_lib.chain(transforms)
-    raise InvalidArgumentError(f"transforms must be None, a Transform, a callable or a list of them, got {transforms!r}")
+    return tf_lib.as_transform_arg(transforms)
 
 
 def _check_kw(render_kw: dict[str, Any]) -> None:
@@ -299,7 +250,7 @@ def caricature(
         raise InvalidArgumentError(f"cossim_pow must be a number, got {cossim_pow!r}")
     _check_kw(render_kw)
     names = _layers(layers)
-    source = _image(model, image, size).to(_device(model))
+    source = _image(model, image, size).to(device_of(model))
     n = len(names)
     init = source.cpu() if start == "image" else None
     p = _param(param_kind, source, n, init, dict(param_kw or {}))
@@ -397,7 +348,7 @@ def accentuate(
     if isinstance(l2_weight, bool) or not isinstance(l2_weight, numbers.Real) or not 0 <= l2_weight < float("inf"):
         raise InvalidArgumentError(f"l2_weight must be a finite number >= 0, got {l2_weight!r}")
     _check_kw(render_kw)
-    source = _image(model, image, size).to(_device(model))
+    source = _image(model, image, size).to(device_of(model))
     p = _param(param_kind, source, 1, source.cpu(), dict(param_kw or {}))
     t = _transform(transforms)
     weight = float(l2_weight)
@@ -414,7 +365,7 @@ def accentuate(
         penalty = l2(layer=layer, target=target[0]) * scale
         return render(objective - penalty, model, param=p, transforms=[], steps=steps, seed=seed,
                       progress=progress, **render_kw)
-    paired = _shift_batch(objective) - SourceL2(_layer(layer), 1) * scale
+    paired = _shift_batch(objective) - SourceL2(check_layer(layer), 1) * scale
     r = render(paired, model, param=_with_source(p, source), transforms=_shared(t), steps=steps, seed=seed,
                progress=progress, **render_kw)
     return _drop_source(r)

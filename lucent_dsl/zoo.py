@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, WeightsNotFoundError
-from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info
+from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, with_info
 
 DEFAULT = "mobilenet_v2"
 
@@ -313,9 +313,7 @@ def load(name: str = DEFAULT, *, device: torch.device | str | None = None) -> nn
         7
     """
     model, info = _entry(name).build()
-    for module in model.modules():
-        if getattr(module, "inplace", False) is True:
-            module.inplace = False  # type: ignore[assignment]
+    non_inplace(model)
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 import lucent_dsl as ld
 from lucent_dsl import io, param
 from lucent_dsl.param import ImageParam
-from lucent_dsl.render import render
+from lucent_dsl import render
 
 SIZE = 12  # the probe's image is SIZE x SIZE; "features.3" maps are 6 channels of SIZE x SIZE
 

@@ -23,14 +23,8 @@ from lucent_dsl import atlas, cli, zoo
 from lucent_dsl.errors import InvalidArgumentError, ParseError
 from lucent_dsl.io import RECIPE_KEY, read_png_metadata
 from lucent_dsl.plan import compile_plan
-from lucent_dsl.recipe import (
-    SCORE_KEY,
-    Recipe,
-    build_model,
-    build_models,
-    normalize_spec,
-    parse_spec,
-)
+from lucent_dsl.replay import SCORE_KEY, Recipe
+from lucent_dsl.specs import build_model, build_models, normalize_spec, parse_spec
 
 HAS_RECIPES = importlib.util.find_spec("lucent_dsl.recipes") is not None
 needs_recipes = pytest.mark.skipif(
@@ -91,7 +85,7 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def render_module():
-    return importlib.import_module("lucent_dsl.render")
+    return importlib.import_module("lucent_dsl.renderer")
 
 
 # --- render -------------------------------------------------------------------------------------------
@@ -254,7 +248,7 @@ def test_layers_probe_removes_hooks_and_restores_modes(spec):
 def test_atlas_resumes_without_redoing_finished_channels(capsys, spec, tmp_path, monkeypatch):
     out = tmp_path / "atlas"
     argv = ["atlas", "2", "--model", spec, "--channels", "0:10", "--batch", "4", "--out", out, *FAST]
-    real = atlas.render
+    real = atlas.jobs.render
     calls: list[int] = []
 
     def first_batch_only(*args, **kwargs):
@@ -263,14 +257,14 @@ def test_atlas_resumes_without_redoing_finished_channels(capsys, spec, tmp_path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(atlas, "render", first_batch_only)
+    monkeypatch.setattr(atlas.jobs, "render", first_batch_only)
     assert run(capsys, *argv)[0] == 130
     done = sorted(p.name for p in out.glob("*.png"))
     assert done == [f"2_{c:04d}.png" for c in range(4)] and not (out / "manifest.json").exists()
     before = {name: (out / name).read_bytes() for name in done}
 
     calls.clear()
-    monkeypatch.setattr(atlas, "render", lambda *a, **k: calls.append(a[0].n_images) or real(*a, **k))
+    monkeypatch.setattr(atlas.jobs, "render", lambda *a, **k: calls.append(a[0].n_images) or real(*a, **k))
     assert run(capsys, *argv)[0] == 0
     assert calls == [4, 2]  # only channels 4..9
     assert all((out / name).read_bytes() == data for name, data in before.items())

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lucent_dsl import atlas, cli, distributed
+from lucent_dsl import atlas, cli
+from lucent_dsl.atlas import distributed
 from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.io import read_png_metadata
 
@@ -38,7 +39,7 @@ def factory():
     if die is not None and die == os.environ.get("RANK"):
         from lucent_dsl import atlas
 
-        real, calls = atlas.render, []
+        real, calls = atlas.jobs.render, []
 
         def render(*args, **kwargs):
             calls.append(1)
@@ -46,7 +47,7 @@ def factory():
                 os._exit(1)
             return real(*args, **kwargs)
 
-        atlas.render = render
+        atlas.jobs.render = render
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),             # 0: (8, H, W)
         nn.ReLU(),
@@ -137,7 +138,7 @@ def test_torchrun_atlas_survives_a_killed_rank_and_matches_one_process(spec, tmp
     # alone decides what is missing, whatever the number of ranks, so one process checks it here
     # and saves a third torchrun launch; the resumed run above already skipped the finished channels.)
     stamps = {name: (out / name).stat().st_mtime_ns for name in ALL}
-    monkeypatch.setattr(atlas, "render", lambda *a, **k: pytest.fail("rendered again"))
+    monkeypatch.setattr(atlas.jobs, "render", lambda *a, **k: pytest.fail("rendered again"))
     assert cli.main(argv(spec, out)) == 0
     assert {name: (out / name).stat().st_mtime_ns for name in ALL} == stamps
     assert json.loads((out / "manifest.json").read_text())["run"]["rendered"] == 0

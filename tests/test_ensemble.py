@@ -14,7 +14,7 @@ from torch import Tensor
 
 import lucent_dsl as ld
 from lucent_dsl.expr import Site
-from lucent_dsl.render import render
+from lucent_dsl import render
 
 from models import zoo_model
 

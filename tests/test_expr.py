@@ -16,7 +16,7 @@ from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.expr import (
     VOCABULARY, Array, Const, Expr, Product, Scale, Sum, Term, as_expr, map_terms, scale, sum_of, terms_of, top_terms, walk,
 )
-from lucent_dsl.plan import evaluate
+from lucent_dsl.expr import evaluate
 from lucent_dsl.serialize import from_json, to_json
 
 import strategies as S

@@ -11,7 +11,8 @@ from torch import nn
 
 import lucent_dsl as ld
 from lucent_dsl import fold
-from lucent_dsl.plan import compile_plan, frozen_models
+from lucent_dsl.plan import compile_plan
+from lucent_dsl.fold import frozen_models
 
 
 def _bn(channels: int, affine: bool, gen: torch.Generator) -> nn.BatchNorm2d:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 import lucent_dsl as ld
 from lucent_dsl.expr import IMAGE, OUTPUT, Const, Expr, Site, sum_of
-from lucent_dsl.plan import evaluate
+from lucent_dsl.expr import evaluate
 
 LAYERS = ("a", "b", "c")
 

@@ -22,9 +22,9 @@ from torch.nn.modules import module as module_globals
 
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
-from lucent_dsl.render import render
+from lucent_dsl import render
 
-render_module = sys.modules["lucent_dsl.render"]
+render_module = sys.modules["lucent_dsl.renderer"]
 
 WARMUP = 20
 RENDERS = 200

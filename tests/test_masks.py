@@ -12,10 +12,10 @@ from torch import Tensor, nn
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.expr import Array, Site
-from lucent_dsl.masks import Masked, box_mask, masked
+from lucent_dsl.objectives.masks import Masked, box_mask, masked
 from lucent_dsl.models import ModelInfo, with_info
-from lucent_dsl.plan import evaluate
-from lucent_dsl.render import render
+from lucent_dsl.expr import evaluate
+from lucent_dsl import render
 from lucent_dsl.serialize import from_json, to_json
 
 N_SEG = 4  # classes of the tiny segmentation model

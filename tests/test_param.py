@@ -10,11 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lucent_dsl.errors import InvalidArgumentError
+from lucent_dsl.param._common import irfft2 as _irfft2, irfft2_tables as _irfft2_tables
 from lucent_dsl.param import (
     LUCID_COLOR_CORRELATION,
     ImageParam,
-    _irfft2,
-    _irfft2_tables,
     color_correlation,
     fft,
     image,

@@ -15,7 +15,9 @@ from lucent_dsl.errors import (
 )
 from lucent_dsl.expr import IMAGE, INPUT, OUTPUT, Site, terms_of
 from lucent_dsl.models import ModelInfo, with_info
-from lucent_dsl.plan import DEFAULT_MODEL_NAME, batched, compile_plan, evaluate, frozen_models
+from lucent_dsl.expr import evaluate
+from lucent_dsl.fold import frozen_models
+from lucent_dsl.plan import DEFAULT_MODEL_NAME, batched, compile_plan
 
 import models as M
 import strategies as S

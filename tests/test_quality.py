@@ -41,7 +41,7 @@ from torch import Tensor, nn
 import lucent_dsl as ld
 from lucent_dsl import transforms as tf_lib
 from lucent_dsl.models import info_of
-from lucent_dsl.render import render
+from lucent_dsl import render
 
 from models import zoo_model
 

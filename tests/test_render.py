@@ -10,9 +10,9 @@ import torch.nn as nn
 
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
-from lucent_dsl.render import render
+from lucent_dsl import render
 
-render_mod = importlib.import_module("lucent_dsl.render")  # the package's `render` is the function
+render_mod = importlib.import_module("lucent_dsl.renderer")  # the package's `render` is the function
 
 
 def tiny_net(seed: int = 0) -> nn.Module:

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 import lucent_dsl as ld
 from lucent_dsl.errors import ObjectiveShapeError
 from lucent_dsl.expr import Site
-from lucent_dsl.plan import evaluate
-from lucent_dsl.render import render
+from lucent_dsl.expr import evaluate
+from lucent_dsl import render
 
 
 class Block(nn.Module):

@@ -17,13 +17,11 @@ Example:
 from __future__ import annotations
 
 import collections
-import dataclasses as dc
 import functools as ft
-import io as _io
 import numbers
 import types
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -33,8 +31,10 @@ from . import param as param_lib
 from . import transforms as tf_lib
 from .errors import InvalidArgumentError, NonFiniteError
 from .expr import Expr
-from .plan import Plan, compile_plan, frozen_models
+from .plan import Plan, compile_plan
+from .fold import frozen_models
 from .relu import redirected_relu
+from .result import RenderResult
 
 # compile="auto" on the CPU compiles renders of at least this many steps; None: never. Measured with
 # benchmarks/bench_compile.py (2-core AMD EPYC, 1 thread, torch 2.14; see benchmarks/README.md): a cold compile
@@ -45,54 +45,6 @@ from .relu import redirected_relu
 CPU_COMPILE_MIN_STEPS: int | None = None
 _COMPILED: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
 _COMPILED_MAX = 8
-
-
-@dc.dataclass(frozen=True)
-class RenderResult:
-    """What a render produced.
-
-    Attributes:
-        images: final images (n, C, H, W) in [0, 1], on the CPU.
-        snapshots: step -> images, for each requested threshold reached.
-        history: DSL text of each top-level term -> (steps_done, n) per-image scores.
-        plan: the compiled plan.
-        seed: the seed used.
-        steps: optimization steps done.
-        interrupted: True when Ctrl-C stopped the run early.
-    """
-
-    images: Tensor
-    snapshots: dict[int, Tensor]
-    history: dict[str, Tensor]
-    plan: Plan
-    seed: int
-    steps: int
-    interrupted: bool = False
-    skipped_steps: tuple[int, ...] = ()
-
-    @property
-    def pil(self) -> list:
-        """The final images as PIL images."""
-        from .io import to_pil
-
-        return to_pil(self.images)
-
-    def scores(self) -> Tensor:
-        """Per-image total scores at the last step, shape (n,)."""
-        return sum(h[-1] for h in self.history.values()) if self.steps else torch.zeros(len(self.images))
-
-    def save(self, path: Any, *, metadata: Mapping[str, str] | None = None) -> None:
-        """Write the images as one PNG (a grid for a batch), atomically."""
-        from .io import save_png
-
-        save_png(path, self.images, metadata=metadata)
-
-    def _repr_png_(self) -> bytes:
-        from .io import make_grid
-
-        buf = _io.BytesIO()
-        make_grid(self.images).save(buf, format="PNG")
-        return buf.getvalue()
 
 
 def _cpu_has_bf16() -> bool:

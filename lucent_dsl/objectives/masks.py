@@ -53,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import InvalidArgumentError, ObjectiveShapeError
-from .expr import Acts, Array, Const, Expr, Site, Term, register, terms_of
-from .objectives import _grid, _layout
+from ..errors import InvalidArgumentError, ObjectiveShapeError
+from ..expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
+from ._term import layout_of, patch_grid
 
 __all__ = ["Masked", "box_mask", "masked"]
 
@@ -86,10 +86,6 @@ class Masked(Term):
         return masked(fn(self.expr), self.mask, normalize=self.normalize)
 
     def score(self, acts: Acts, n: int) -> Tensor:
-        from .plan import (
-            evaluate,  # plan imports the vocabulary; import it late to keep the graph acyclic
-        )
-
         inner = dict(acts)
         for site in self.sites():
             a = acts.get(site)
@@ -99,7 +95,7 @@ class Masked(Term):
 
     def weights(self, site: Site, a: Tensor) -> Tensor:
         """The mask as a tensor that broadcasts against activation `a` (rank 4 or 3) of `site`."""
-        kind = _layout(self, site, a)
+        kind = layout_of(self, site, a)
         if kind == "vectors":
             raise ObjectiveShapeError(
                 f"{self!r} reads {site}, whose activation {tuple(a.shape)} holds (B, C) vectors: there are no "
@@ -108,7 +104,7 @@ class Masked(Term):
         if kind == "maps":
             w = _weights(self, a.shape[2], a.shape[3], 0)
             return w.to(device=a.device, dtype=a.dtype).view(1, 1, a.shape[2], a.shape[3])
-        offset, h, w_ = _grid(self, site, a.shape[1])
+        offset, h, w_ = patch_grid(self, site, a.shape[1])
         w = _weights(self, h, w_, offset)
         return w.to(device=a.device, dtype=a.dtype).view(1, a.shape[1], 1)
 
@@ -238,4 +234,4 @@ def masked(expr: Expr, mask: Any, *, normalize: bool = True) -> Expr:
     return Masked(expr, m, normalize)
 
 
-register("masked", masked)
+

@@ -7,13 +7,16 @@ import pytest
 import torch
 from torch import nn
 
+import lucent_dsl
 import lucent_dsl as ld
-from lucent_dsl import param_extra as pe
+from lucent_dsl import param as pe
+from lucent_dsl import transforms as tf_more
+from lucent_dsl.param import phase as maco_module
 from lucent_dsl import transforms as tf
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.masks import masked
+from lucent_dsl.objectives.masks import masked
 from lucent_dsl.param import LUCID_COLOR_CORRELATION, ImageParam
-from lucent_dsl.render import render
+from lucent_dsl import render
 
 SIZES = [(16, 16), (15, 22), (9, 8)]
 
@@ -117,12 +120,12 @@ def test_shipped_magnitude_is_used_by_default_and_resampled():
     assert bool(torch.isfinite(mag).all()) and float(mag.min()) >= 0 and float(mag[:, 0, 0].abs().max()) == 0
     # natural images: more energy at low frequencies than at high ones
     assert float(mag[:, 1:4, 0].mean()) > 10 * float(mag[:, 60:64, 60:64].mean())
-    resampled = pe._magnitude(None, 3, 24, 30)
+    resampled = maco_module._magnitude(None, 3, 24, 30)
     leaves = pe.maco((24, 30)).init(gen(0))
     got = torch.fft.fft2(pe.maco_image(leaves["phase"], resampled.float()), norm="ortho").abs()
     assert torch.allclose(got[0], resampled.float(), atol=1e-4)
     # resampling follows frequency: the lowest bins of the small grid resemble the big one's
-    assert torch.allclose(pe._magnitude(mag, 3, 128, 128).float(), mag, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(maco_module._magnitude(mag, 3, 128, 128).float(), mag, rtol=1e-3, atol=1e-3)
 
 
 def test_natural_magnitude_arguments():
@@ -189,9 +192,9 @@ def test_alpha_starts_half_transparent():
     assert torch.allclose(img[:, 3], torch.full((2, 8, 8), 0.5), atol=0.05)
 
 
-@pytest.mark.parametrize("background", pe.BACKGROUNDS)
+@pytest.mark.parametrize("background", tf_more.BACKGROUNDS)
 def test_composite_blends_over_a_replayable_background(background):
-    t = pe.composite(background)
+    t = tf_more.composite(background)
     img = torch.rand(3, 4, 6, 7, generator=gen(0))
     bg = t.sample(gen(1), img.shape)
     assert bg.shape == (3, 3, 6, 7) and float(bg.min()) >= 0 and float(bg.max()) <= 1
@@ -208,20 +211,20 @@ def test_composite_blends_over_a_replayable_background(background):
 
 def test_composite_arguments():
     with pytest.raises(InvalidArgumentError, match="RGBA"):
-        pe.composite().sample(gen(0), (1, 3, 4, 4))
+        tf_more.composite().sample(gen(0), (1, 3, 4, 4))
     with pytest.raises(InvalidArgumentError, match="background"):
-        pe.composite("checkerboard")
+        tf_more.composite("checkerboard")
 
 
 def test_opacity_term():
-    e = ld.channel("0", 1) - 0.5 * pe.opacity() + pe.opacity(batch=1)
+    e = ld.channel("0", 1) - 0.5 * lucent_dsl.opacity() + lucent_dsl.opacity(batch=1)
     assert ld.parse(repr(e)) == e
     assert ld.from_json(ld.to_json(e)) == e
     img = torch.rand(2, 4, 5, 5, generator=gen(0))
     site = ld.Site(None, ld.IMAGE)
-    assert torch.allclose(pe.opacity().score({site: img}, 2), img[:, 3].mean((1, 2)))
+    assert torch.allclose(lucent_dsl.opacity().score({site: img}, 2), img[:, 3].mean((1, 2)))
     with pytest.raises(ObjectiveShapeError, match="RGBA"):
-        pe.opacity().score({site: img[:, :3]}, 2)
+        lucent_dsl.opacity().score({site: img[:, :3]}, 2)
 
 
 def net1x1(seed: int = 0) -> nn.Module:
@@ -231,8 +234,8 @@ def net1x1(seed: int = 0) -> nn.Module:
 
 def test_render_rgba_over_random_backgrounds():
     net = net1x1()
-    e = ld.channel("2", 1) - 0.1 * pe.opacity()
-    r = render(e, net, param=pe.alpha(12, batch=2), transforms=tf.chain(pe.composite(), tf.jitter(1)),
+    e = ld.channel("2", 1) - 0.1 * lucent_dsl.opacity()
+    r = render(e, net, param=pe.alpha(12, batch=2), transforms=tf.chain(tf_more.composite(), tf.jitter(1)),
                steps=6, lr=0.1, progress=False)
     assert r.images.shape == (2, 4, 12, 12)
     assert r.pil[0].mode == "RGBA"

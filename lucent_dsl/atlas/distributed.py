@@ -11,10 +11,10 @@ collective below is a no-op.
 
 How the work is split (no scheduler, nothing random):
 
-1. Rank 0 lists the jobs whose PNG is missing (`atlas.pending`, which also refuses a folder made
+1. Rank 0 lists the jobs whose PNG is missing (`pending`, which also refuses a folder made
    with other settings) and broadcasts that list. Rank r takes `missing[r::world_size]`, so
    a resumed atlas spreads what is left over all ranks, whichever rank died before.
-2. Each rank renders its share `batch` channels at a time (`atlas.run_atlas`); each PNG is
+2. Each rank renders its share `batch` channels at a time (`run_atlas`); each PNG is
    written atomically as soon as its batch ends, so a rank that dies loses only the batch
    it was rendering. A channel's pixels depend on its seed (from layer, channel and `--seed`),
    never on its rank or batch mates: one process and N processes give the same images.
@@ -24,11 +24,11 @@ How the work is split (no scheduler, nothing random):
    needs to exceed one batch's time, not the whole atlas's: a dead or stuck rank stops the
    others after `timeout` at most (torchrun usually stops them at once).
 4. When all shares are done, each rank writes the grids of its share of the layers (dealt
-   round-robin too; `atlas.layer_grid` reads each PNG once, for its tile and its manifest entry)
+   round-robin too; `layer_grid` reads each PNG once, for its tile and its manifest entry)
    and its `manifest.rank{R}.json`: the channels it rendered (score, and the seconds since its
    start when the batch was saved), the manifest parts of its layers, `"complete": true`. (The
    file is also rewritten after each batch, to watch progress.) All ranks meet at a barrier, and
-   rank 0 merges the rank manifests into `manifest.json` and `index.html` (`atlas.write_manifest`).
+   rank 0 merges the rank manifests into `manifest.json` and `index.html` (`write_manifest`).
 
 Rerunning the same command resumes: only missing channels are rendered, and a run with
 nothing missing renders nothing and rewrites the merged files. On several machines `--out`
@@ -57,10 +57,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import atlas
-from .errors import InvalidArgumentError
-from .io import atomic_write, read_png_metadata
-from .recipe import SCORE_KEY, Recipe, default_size
+from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
+from .jobs import AtlasJob, pending, run_atlas
+from ..errors import InvalidArgumentError
+from ..io import atomic_write, read_png_metadata
+from ..replay import SCORE_KEY, Recipe
+from ..specs import default_size
 
 RANK_MANIFEST = "manifest.rank{rank}.json"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -209,7 +211,7 @@ def process_group(ranks: Ranks | None = None, timeout: float = DEFAULT_TIMEOUT_S
 # --- rendering ----------------------------------------------------------------------------------------
 
 
-def _rank_entry(job: atlas.AtlasJob, out: Path) -> dict[str, Any]:
+def _rank_entry(job: AtlasJob, out: Path) -> dict[str, Any]:
     meta = read_png_metadata(out / job.filename)
     score = float(meta[SCORE_KEY]) if SCORE_KEY in meta else None
     return {"layer": job.layer, "channel": job.channel, "file": job.filename, "score": score, "seed": job.seed}
@@ -250,7 +252,7 @@ def read_rank_manifests(out_dir: str | Path, run_id: str, world_size: int) -> li
 
 
 def render_atlas(
-    jobs: Sequence[atlas.AtlasJob],
+    jobs: Sequence[AtlasJob],
     base: Recipe,
     models: nn.Module,
     out_dir: str | Path,
@@ -265,7 +267,7 @@ def render_atlas(
     """Render the missing channels of `jobs` into `out_dir` on every rank, then (rank 0) the merged files.
 
     Every rank calls it with the same arguments (torchrun runs the same command); see the module
-    docstring for how the work is split. `base` and `batch` are as in `atlas.run_atlas`, `timeout`
+    docstring for how the work is split. `base` and `batch` are as in `run_atlas`, `timeout`
     is how long a rank waits for the others at a batch boundary, `progress` shows rank 0's bar.
 
     Raises:
@@ -284,7 +286,7 @@ def render_atlas(
             _remove_temp_files(out)
             index = {job: i for i, job in enumerate(jobs)}
             try:
-                decision = (uuid.uuid4().hex, [index[j] for j in atlas.pending(jobs, out, base)], None)
+                decision = (uuid.uuid4().hex, [index[j] for j in pending(jobs, out, base)], None)
             except InvalidArgumentError as e:
                 decision = ("", [], str(e))
         else:
@@ -309,14 +311,14 @@ def render_atlas(
             if bar is not None:
                 bar.update(done)
 
-        def on_batch(chunk: list[atlas.AtlasJob]) -> None:
+        def on_batch(chunk: list[AtlasJob]) -> None:
             elapsed = round(time.perf_counter() - start, 3)
             entries.extend({**_rank_entry(job, out), "seconds": elapsed} for job in chunk)
             _write_rank_manifest(out, run_id, me, entries, complete=False)
             meet(len(chunk))
 
         try:
-            atlas.run_atlas(mine, base, models, out, batch=batch, device=device, compile=compile,
+            run_atlas(mine, base, models, out, batch=batch, device=device, compile=compile,
                             progress=False, on_batch=on_batch)
             while met < rounds:  # done here: keep meeting the ranks that still render
                 meet(0)
@@ -325,9 +327,9 @@ def render_atlas(
                 bar.close()
         seconds = time.perf_counter() - start
         # the grids: layers dealt round-robin too, each PNG read once (its tile and its manifest entry)
-        groups = atlas.by_layer(jobs)
+        groups = by_layer(jobs)
         single = len(groups) == 1
-        parts = {layer: atlas.layer_grid(groups[layer], out, atlas.grid_filename(layer, single=single))
+        parts = {layer: layer_grid(groups[layer], out, grid_filename(layer, single=single))
                  for layer in shard(list(groups), me.rank, me.world_size)}
         _write_rank_manifest(out, run_id, me, entries, complete=True, seconds=round(seconds, 3), layers=parts)
         group.barrier()
@@ -339,7 +341,7 @@ def render_atlas(
             run = {"world_size": me.world_size, "rendered": len(todo), "already_there": len(jobs) - len(todo),
                    "seconds": round(seconds, 3),
                    "channels_per_second": round(len(todo) / seconds, 4) if todo and seconds > 0 else None}
-            manifest = atlas.write_manifest(out, {layer: merged[layer] for layer in groups}, run=run)
+            manifest = write_manifest(out, {layer: merged[layer] for layer in groups}, run=run)
         return AtlasRun(len(jobs), len(todo), len(mine), me.world_size, seconds, manifest)
 
 
@@ -348,7 +350,7 @@ def _remove_temp_files(out: Path) -> None:
     # rank writes before rank 0's broadcast, so none of these is being written now
     for path in out.glob(".*.tmp"):
         name = path.name[1:].rsplit(".", 2)[0]
-        if name.endswith(".png") or name.startswith("manifest") or name == atlas.INDEX:
+        if name.endswith(".png") or name.startswith("manifest") or name == INDEX:
             path.unlink(missing_ok=True)
 
 

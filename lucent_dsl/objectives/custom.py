@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from .errors import InvalidArgumentError, ObjectiveShapeError
-from .expr import VOCABULARY, Acts, Array, Expr, Site, Term, finite, register
-from .objectives import Batch, _act, _batch, _layer, _model, per_image
+from ..errors import InvalidArgumentError, ObjectiveShapeError
+from ..expr import VOCABULARY, Acts, Array, Expr, Site, Term, finite, register
+from ._term import Batch, check_batch, check_layer, check_model, per_image, tensor_at
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
 
@@ -58,7 +58,7 @@ class Custom(Term):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         fn = _FUNCTIONS[self.fn_name]
-        args = [_act(self, acts, s) for s in self.sites()]
+        args = [tensor_at(self, acts, s) for s in self.sites()]
         like = args[0] if args else None
         # Tensor parameters are stored as `Array` values (hashable); the function gets a tensor back.
         params = {
@@ -120,7 +120,7 @@ def objective(fn: Callable[..., Tensor] | None = None, *, name: str | None = Non
             if not layers:
                 raise InvalidArgumentError(f"{term_name}(...) needs at least one layer name")
             ps = tuple(sorted((k, _param(k, v)) for k, v in params.items()))
-            return Custom(term_name, tuple(_layer(lay) for lay in layers), ps, _batch(batch), _model(model))
+            return Custom(term_name, tuple(check_layer(lay) for lay in layers), ps, check_batch(batch), check_model(model))
 
         factory.__name__ = factory.__qualname__ = term_name
         factory.__doc__ = f.__doc__

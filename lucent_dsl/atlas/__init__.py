@@ -1,0 +1,51 @@
+"""Channel atlases: one image per channel of some layers, rendered in batches, resumable.
+
+The work is a list of jobs, each `(layer, channel, seed)`. The seed comes from the layer and
+the channel (and a base seed), never from where the channel lands in a batch. Every image of a
+batched render draws its initial image and its random transforms from its own generator, seeded
+with its job's seed, exactly as a one-image render with that seed would. Objectives of a batch
+never mix (each reads only its own image, and Adam updates each value from its own gradient),
+so a channel's image does not depend on which other channels share its batch: its PNG carries
+a one-image recipe, and `lucent-dsl render --recipe DIR/<channel>.png` renders it again. (The
+only difference left is floating-point: a convolution over a batch of 16 may round differently
+from one over a single image; see `tests/test_cli.py` for the tolerance measured on the CPU.)
+
+Files in the output folder, all written atomically:
+
+- `<layer>_<channel:04d>.png`: one per channel, with its recipe and final score in PNG metadata;
+- `grid.png` (one layer) or `<layer>.grid.png` (one per layer): channels in job order, labelled;
+- `index.html`: every channel's image with its name (`layer:channel`) and final score;
+- `manifest.json`: `{"layers": {"<layer>": {"grid", "channels": {"<c>": {"file", "score", "seed",
+  "recipe"}}}}, "models", "run"}`, and for a one-layer atlas also the flat `"layer"`, `"grid"`
+  and `"channels"` of format 1; rebuilt from the PNGs by `finish_atlas`.
+
+A channel whose PNG exists (with the same recipe) is never rendered again, so an interrupted
+atlas resumes where it stopped. The same split makes sharding simple: `atlas.distributed`
+runs `run_atlas` on each torchrun rank's share of the missing jobs, into the shared folder, and
+rank 0 calls `finish_atlas` when all are done (`lucent-dsl atlas` does this in one process too).
+
+Example:
+    >>> jobs = atlas_jobs("features.14", range(3))
+    >>> [(j.channel, j.filename) for j in jobs]
+    [(0, 'features.14_0000.png'), (1, 'features.14_0001.png'), (2, 'features.14_0002.png')]
+    >>> jobs[1].seed == channel_seed("features.14", 1)
+    True
+"""
+from __future__ import annotations
+from __future__ import annotations
+
+from ..probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
+from .distributed import AtlasRun, RankLostError, Ranks, process_group, rank_device, ranks_from_env, render_atlas, shard
+from .files import by_layer, finish_atlas, grid_filename, index_html, layer_grid, write_manifest
+from .jobs import (
+    FORMAT, GRID, INDEX, MANIFEST, AtlasJob, atlas_jobs, channel_seed, job_recipe, layers_jobs, parse_channels, pending,
+    run_atlas, safe_name, seeded_param, seeded_transforms,
+)
+
+__all__ = [
+    "AtlasJob", "AtlasRun", "FORMAT", "GRID", "INDEX", "MANIFEST", "RankLostError", "Ranks", "SiteInfo",
+    "atlas_jobs", "by_layer", "channel_count", "channel_counts", "channel_seed", "default_layers", "finish_atlas",
+    "grid_filename", "index_html", "job_recipe", "layer_grid", "layers_jobs", "parse_channels", "pending", "probe",
+    "probe_size", "process_group", "rank_device", "ranks_from_env", "render_atlas", "run_atlas", "safe_name",
+    "seeded_param", "seeded_transforms", "shard", "write_manifest",
+]

@@ -1,0 +1,298 @@
+"""Atlas jobs: one `(layer, channel, seed)` each, per-image random streams, and the batched run that skips done PNGs.
+
+Example:
+    >>> jobs = atlas_jobs("features.14", range(3))
+    >>> [(j.channel, j.filename) for j in jobs]
+    [(0, 'features.14_0000.png'), (1, 'features.14_0001.png'), (2, 'features.14_0002.png')]
+    >>> jobs[1].seed == channel_seed("features.14", 1)
+    True
+"""
+import dataclasses as dc
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .. import param as param_lib
+from .. import transforms as tf_lib
+from ..errors import InvalidArgumentError
+from ..io import RECIPE_KEY, read_png_metadata, save_png
+from ..models import device_of
+from ..objectives import channel as channel_term
+from ..plan import compile_plan
+from ..replay import SCORE_KEY, Recipe, plan_channels
+from ..specs import default_size
+from ..renderer import render
+
+
+MANIFEST = "manifest.json"
+GRID = "grid.png"
+INDEX = "index.html"
+FORMAT = 2  # 2: "layers" (several layers per atlas), "run", index.html; one-layer manifests keep format 1's keys
+STYLE = (
+    "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px;text-align:center}"
+    "figure img{width:112px;height:112px;image-rendering:pixelated}figcaption{font-size:11px}</style>"
+)
+GRID_MAX_WIDTH = 4096  # tiles are shrunk so a big atlas's grid stays a viewable image
+
+
+
+class AtlasJob(NamedTuple):
+    """One channel to render: its layer, index and seed."""
+
+    layer: str
+    channel: int
+    seed: int
+
+    @property
+    def filename(self) -> str:
+        return f"{safe_name(self.layer)}_{self.channel:04d}.png"
+
+    @property
+    def objective(self) -> str:
+        return repr(channel_term(self.layer, self.channel))
+
+
+def safe_name(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", layer)
+
+
+def channel_seed(layer: str, channel: int, base_seed: int = 0) -> int:
+    """A seed from (base seed, layer, channel): stable across runs, machines and Python versions."""
+    digest = hashlib.sha256(f"{base_seed}|{layer}|{channel}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def atlas_jobs(layer: str, channels: Iterable[int], *, seed: int = 0) -> list[AtlasJob]:
+    """The jobs of an atlas of `layer`, one per channel, in the order given (duplicates dropped)."""
+    out = []
+    seen: set[int] = set()
+    for c in channels:
+        c = int(c)
+        if c < 0:
+            raise InvalidArgumentError(f"channel indices must be >= 0, got {c}")
+        if c not in seen:
+            seen.add(c)
+            out.append(AtlasJob(layer, c, channel_seed(layer, c, seed)))
+    if not out:
+        raise InvalidArgumentError("the atlas has no channels to render")
+    return out
+
+
+def layers_jobs(channels: Mapping[str, Iterable[int]], *, seed: int = 0) -> list[AtlasJob]:
+    """The jobs of an atlas of several layers: `{layer: channels}`, layers in the order given.
+
+    Raises:
+        InvalidArgumentError: no layers, a layer without channels, or two layers whose names give
+            the same file names (`"a/b"` and `"a_b"`).
+
+    Example:
+        >>> [j.filename for j in layers_jobs({"features.4": [0], "features.9": [2, 1]})]
+        ['features.4_0000.png', 'features.9_0002.png', 'features.9_0001.png']
+    """
+    jobs: list[AtlasJob] = []
+    owner: dict[str, str] = {}
+    for layer, chans in channels.items():
+        if safe_name(layer) in owner:
+            raise InvalidArgumentError(
+                f"layers {owner[safe_name(layer)]!r} and {layer!r} would write the same files ({safe_name(layer)}_NNNN.png); "
+                "render them into different --out folders"
+            )
+        owner[safe_name(layer)] = layer
+        jobs += atlas_jobs(layer, chans, seed=seed)
+    if not jobs:
+        raise InvalidArgumentError("the atlas has no layers")
+    return jobs
+
+
+def parse_channels(text: str | None, count: int | None) -> list[int]:
+    """Channel indices from text: "0:64" (a slice, end excluded), "0:64:4", "3,7,9", "5", ":" or None (all).
+
+    Raises:
+        InvalidArgumentError: bad text, or an index at or past `count` (when known).
+
+    Example:
+        >>> parse_channels("2:10:3", 16), parse_channels("1,5", None), len(parse_channels(None, 8))
+        ([2, 5, 8], [1, 5], 8)
+    """
+    spec = (text or ":").strip()
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if ":" in part:
+                bits = [int(b) if b.strip() else None for b in part.split(":")]
+                if len(bits) > 3:
+                    raise ValueError(part)
+                start, stop, step = (bits + [None, None])[:3]
+                if stop is None:
+                    if count is None:
+                        raise InvalidArgumentError(f"channels {spec!r}: give an end, e.g. 0:64")
+                    stop = count
+                if (start or 0) < 0 or stop < 0 or (step is not None and step <= 0):
+                    raise ValueError(part)
+                out.extend(range(start or 0, stop, step or 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise InvalidArgumentError(f"channels {spec!r}: expected START:STOP[:STEP], a comma list or one index") from None
+    bad = [c for c in out if c < 0 or (count is not None and c >= count)]
+    if bad:
+        raise InvalidArgumentError(f"channels {spec!r}: {bad[0]} is out of range; the layer has {count} channels (0..{(count or 1) - 1})")
+    return out
+
+
+def job_recipe(base: Recipe, job: AtlasJob) -> Recipe:
+    """The one-image recipe of a job: the base settings, `channel(layer, c)`, the job's seed."""
+    return dc.replace(base, objective=job.objective, seed=job.seed, batch=1, command="render")
+
+
+
+# --- per-image random streams ------------------------------------------------------------------------
+
+
+def _cat(parts: Sequence[Any]) -> Any:
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, Tensor):
+        return torch.cat(list(parts))
+    if isinstance(first, tuple):
+        return tuple(_cat([p[i] for p in parts]) for i in range(len(first)))
+    raise InvalidArgumentError(f"cannot batch transform parameters of type {type(first).__name__}")
+
+
+def seeded_param(kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int) -> param_lib.ImageParam:
+    """A batch whose image i is initialized exactly as a one-image render seeded like `gens[i]`."""
+    one = param_lib.image(size, kind=kind, batch=1, channels=channels)
+
+    def init(_generator: Any) -> dict[str, Tensor]:
+        leaves = [one.init(g) for g in gens]
+        return {k: torch.cat([leaf[k].detach() for leaf in leaves]) for k in leaves[0]}
+
+    return param_lib.ImageParam(init, one.to_image)
+
+
+def seeded_transforms(kind: str, gens: Sequence[torch.Generator]) -> tf_lib.Transform:
+    """Transforms whose image-i parameters come from `gens[i]`, as in a one-image render."""
+    base = tf_lib.standard() if kind == "standard" else tf_lib.identity()
+
+    def sample(_generator: Any, shape: torch.Size) -> Any:
+        one = torch.Size((1, *shape[1:]))
+        return _cat([base.sample(g, one) for g in gens])
+
+    return tf_lib.Transform(sample, base.apply)
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe) -> list[AtlasJob]:
+    """The jobs whose PNG is not in `out_dir` yet.
+
+    Raises:
+        InvalidArgumentError: a PNG there was made with another recipe (resuming would mix settings).
+    """
+    out = []
+    for job in jobs:
+        path = Path(out_dir) / job.filename
+        if not path.exists():
+            out.append(job)
+            continue
+        meta = read_png_metadata(path)
+        want = job_recipe(base, job)
+        have = Recipe.from_json(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None
+        if have != want:
+            diff = "no recipe" if have is None else ", ".join(
+                f"{f.name} {getattr(have, f.name)!r} instead of {getattr(want, f.name)!r}"
+                for f in dc.fields(Recipe) if getattr(have, f.name) != getattr(want, f.name)
+            )
+            raise InvalidArgumentError(
+                f"{str(path)!r} was made with another recipe than this atlas's ({diff}); "
+                "use another --out folder, or delete the old images to redo them"
+            )
+    return out
+
+
+def run_atlas(
+    jobs: Sequence[AtlasJob],
+    base: Recipe,
+    models: nn.Module,
+    out_dir: str | Path,
+    *,
+    batch: int = 16,
+    device: str | torch.device | None = None,
+    compile: bool | str = "auto",
+    progress: bool = True,
+    on_batch: Callable[[list[AtlasJob]], None] | None = None,
+) -> int:
+    """Render the jobs whose PNG is missing, `batch` channels per render; return how many were rendered.
+
+    `base` gives the settings (models, size, steps, param, transforms, lr, precision); its
+    objective, seed and batch are replaced per job. Each PNG is written atomically as soon as
+    its batch finishes; nothing of an interrupted batch is written.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
+    if not isinstance(models, nn.Module):
+        raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
+    size = base.size or default_size(models)
+    base = dc.replace(base, size=size)
+    todo = pending(jobs, out_dir, base)
+    dev = torch.device(device) if device is not None else device_of(models)
+    bar = _bar(len(todo), progress, len(jobs) - len(todo))
+    done = 0
+    try:
+        for start in range(0, len(todo), batch):
+            chunk = list(todo[start:start + batch])
+            plan = compile_plan([job.objective for job in chunk], models)
+            gens = [torch.Generator(dev).manual_seed(job.seed) for job in chunk]
+            result = render(
+                plan,
+                steps=base.steps,
+                lr=base.lr,
+                seed=chunk[0].seed,
+                param=seeded_param(base.param, size, gens, plan_channels(plan)),
+                transforms=seeded_transforms(base.transforms, gens),
+                precision=base.precision,
+                device=device,
+                compile=compile,
+                progress=progress,
+            )
+            if result.interrupted:
+                raise KeyboardInterrupt
+            scores = result.scores()
+            for i, job in enumerate(chunk):
+                recipe = job_recipe(base, job)
+                save_png(
+                    Path(out_dir) / job.filename,
+                    result.images[i:i + 1],
+                    metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i]))},
+                )
+            done += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+            if on_batch is not None:
+                on_batch(chunk)
+    finally:
+        if bar is not None:
+            bar.close()
+    return done
+
+
+def _bar(total: int, enabled: bool, initial: int):
+    if not enabled or not total:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total + initial, initial=initial, desc="atlas", unit="channel")
+
+
+

@@ -1,0 +1,223 @@
+"""The shared toolkit of every term: argument checks, layouts, positions, per-image reduction.
+
+Private to the vocabulary package; terms in other rooms import it from here, never `_` names.
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import math
+import numbers
+import operator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidArgumentError, ObjectiveShapeError
+from ..expr import Acts, Array, Site, Term, finite
+
+
+Batch = int | range | None
+frozen = dc.dataclass(frozen=True, slots=True, repr=False)
+
+
+# --- argument checks ------------------------------------------------------------------------
+
+
+def check_index(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise InvalidArgumentError(f"{what} must be a non-negative int, got {v!r} ({type(v).__name__})")
+    i = operator.index(v)
+    if i < 0:
+        raise InvalidArgumentError(f"{what} must be a non-negative int, got {i}")
+    return i
+
+
+def check_opt_index(v: Any, what: str) -> int | None:
+    return None if v is None else check_index(v, what)
+
+
+def check_batch(v: Any) -> Batch:
+    if v is None:
+        return None
+    if isinstance(v, range):
+        if not v or v.start < 0 or v.stop < 0:  # not len(v): it overflows for huge ranges
+            raise InvalidArgumentError(f"batch={v!r} must be a non-empty range of non-negative indices")
+        return v
+    return check_index(v, "batch")
+
+
+def check_layer(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise InvalidArgumentError(f"a layer name must be a non-empty string such as 'layer4' or 'features.14', got {v!r}")
+    return v
+
+
+def check_model(v: Any) -> str | None:
+    if v is not None and (not isinstance(v, str) or not v):
+        raise InvalidArgumentError(f"model= must be a model name (a string) or None, got {v!r}")
+    return v
+
+
+def check_vector(v: Any, what: str) -> tuple[float, ...]:
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") and not isinstance(v, Tensor):
+        raise InvalidArgumentError(f"{what} must be a sequence of numbers or a 1-D tensor, got {v!r}")
+    if isinstance(v, Tensor):
+        if v.dim() != 1:
+            raise InvalidArgumentError(f"{what} must be 1-D, got a tensor of shape {tuple(v.shape)}")
+        v = v.detach().cpu().tolist()
+    out = tuple(finite(x, f"each value of {what}") for x in v)
+    if not out:
+        raise InvalidArgumentError(f"{what} must not be empty")
+    return out
+
+
+def check_target(v: Any) -> Array | float:
+    if isinstance(v, Array) or isinstance(v, Tensor) or isinstance(v, (list, tuple)):
+        return Array.of(v)
+    return finite(v, "target")
+
+
+# --- shared tensor helpers (plain Python checks: free under torch.compile) ---------------------------
+
+
+def tensor_at(term: Term, acts: Acts, site: Site) -> Tensor:
+    a = acts[site]
+    if not isinstance(a, Tensor):
+        raise ObjectiveShapeError(
+            f"{term!r} reads {site}, whose output is a {type(a).__name__}, not a tensor; "
+            f"select an entry with '/key' or '/index', e.g. '{site.layer}/0' or '{site.layer}/out'"
+        )
+    return a
+
+
+def layout_of(term: Term, site: Site, a: Tensor) -> str:
+    layouts = {4: "maps", 3: "tokens", 2: "vectors"}
+    if a.dim() not in layouts:
+        raise ObjectiveShapeError(
+            f"{term!r} reads {site} with activation shape {tuple(a.shape)}; supported layouts are "
+            "(B, C, H, W) feature maps, (B, tokens, C) sequences and (B, C) vectors"
+        )
+    return layouts[a.dim()]
+
+
+def rows_channels_positions(term: Term, site: Site, a: Tensor) -> Tensor:
+    """Activations as (rows, channels, positions), whatever the layout."""
+    kind = layout_of(term, site, a)
+    if kind == "maps":
+        return a.flatten(2)
+    if kind == "tokens":
+        return a.transpose(1, 2)
+    return a.unsqueeze(-1)
+
+
+def check_channel(term: Term, site: Site, index: int, channels: int) -> None:
+    if index >= channels:
+        raise ObjectiveShapeError(f"{term!r}: layer {site} has {channels} channels (0..{channels - 1}), not index {index}")
+
+
+def check_len(term: Term, site: Site, n: int, channels: int, what: str) -> None:
+    if n != channels:
+        raise ObjectiveShapeError(f"{term!r}: {what} has {n} values but layer {site} has {channels} channels")
+
+
+def per_image(term: Term, rows: Tensor, n: int, batch: Batch) -> Tensor:
+    """Per-row scores (R,) -> per-image scores (n,): average the crops of each image, mask by batch.
+
+    Rows are crop-major: row k*n + b is crop k of image b.
+    """
+    r = rows.shape[0]
+    if r % n or not r:  # no rows at all: the mean below would be NaN
+        raise ObjectiveShapeError(f"{term!r}: the activation has {r} rows, which is not a multiple of the {n} image(s)")
+    v = rows.reshape(r // n, n).mean(0) if r != n else rows
+    if batch is None:
+        return v
+    last = batch if isinstance(batch, int) else max(batch[0], batch[-1])  # O(1), even for range(10**9)
+    if last >= n:
+        raise ObjectiveShapeError(f"{term!r} selects image {last} but the render has {n} image(s) (0..{n - 1})")
+    mask = torch.zeros(n, dtype=v.dtype, device=v.device)
+    mask[[batch] if isinstance(batch, int) else list(batch)] = 1.0
+    return v * mask
+
+
+def check_rows_of(term: Term, site: Site, a: Tensor, n: int) -> None:
+    """Terms that compare the images of a batch need every image's rows (crop-major, see `per_image`)."""
+    r = a.shape[0]
+    if r < n or r % n:
+        raise ObjectiveShapeError(
+            f"{term!r}: {site} has {r} rows, which is not a multiple of the {n} image(s) of the render"
+        )
+
+
+def patch_grid(term: Term, site: Site, tokens: int) -> tuple[int, int, int]:
+    """(offset, rows, cols) of the square patch grid inside a token sequence (CLS tokens first)."""
+    for offset in (0, 1):
+        side = math.isqrt(tokens - offset)
+        if side * side == tokens - offset and side > 0:
+            return offset, side, side
+    raise ObjectiveShapeError(
+        f"{term!r}: {site} has {tokens} tokens, which is not a square patch grid (with or without one "
+        "CLS token); give token= to pick a token directly"
+    )
+
+
+def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | None, token: int | None) -> tuple:
+    """An index that picks one spatial position of every row and channel: a[:, :, pos] of rows_channels_positions."""
+    kind = layout_of(term, site, a)
+    if kind == "vectors":
+        if x is not None or y is not None or token is not None:
+            raise ObjectiveShapeError(f"{term!r}: {site} holds (B, C) vectors, which have no x/y position")
+        return 0
+    if kind == "tokens":
+        t = a.shape[1]
+        if token is not None:
+            if x is not None or y is not None:
+                raise InvalidArgumentError(f"{term!r}: give either token= or x/y, not both")
+            if token >= t:
+                raise ObjectiveShapeError(f"{term!r}: {site} has {t} tokens (0..{t - 1}), not token {token}")
+            return token
+        offset, h, w = patch_grid(term, site, t)
+    else:
+        if token is not None:
+            raise ObjectiveShapeError(f"{term!r}: token= applies to (B, tokens, C) sequences; {site} is a feature map")
+        offset, h, w = 0, a.shape[2], a.shape[3]
+    xx = w // 2 if x is None else x
+    yy = h // 2 if y is None else y
+    if xx >= w or yy >= h:
+        raise ObjectiveShapeError(f"{term!r}: position x={xx}, y={yy} is outside {site}'s {h}x{w} map (x < {w}, y < {h})")
+    return offset + yy * w + xx
+
+
+def dot_cos(x: Tensor, y: Tensor, power: float) -> Tensor:
+    """Lucid's dot(x, y) * max(cos(x, y), 0.1)**power along dim 1."""
+    dot = (x * y).sum(1)
+    if power == 0:
+        return dot
+    cos = dot / (x.norm(dim=1) + 1e-6) / (y.norm(dim=1) + 1e-6)
+    return dot * cos.clamp(min=0.1) ** power
+
+
+# --- layer terms ----------------------------------------------------------------------------------
+
+
+class LayerTerm(Term):
+    """A term that reads one layer of one model."""
+
+    __slots__ = ()
+
+    def sites(self) -> tuple[Site, ...]:
+        return (Site(self.model, self.layer),)  # type: ignore[attr-defined]
+
+    def read(self, acts: Acts) -> tuple[Site, Tensor]:
+        site = self.sites()[0]
+        a = tensor_at(self, acts, site)
+        # Without these checks, integer maps fail deep inside torch's mean() and empty ones score NaN.
+        if not a.is_floating_point() or a.layout != torch.strided:
+            raise ObjectiveShapeError(
+                f"{self!r} reads {site}, whose output holds {a.dtype} values"
+                f"{'' if a.layout == torch.strided else f' ({a.layout})'}; objectives need dense floating-point "
+                "activations: pick a layer that outputs features, not indices or masks"
+            )
+        if a.numel() == 0:
+            raise ObjectiveShapeError(f"{self!r} reads {site}, whose output is empty (shape {tuple(a.shape)})")
+        return site, a

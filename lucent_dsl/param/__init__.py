@@ -1,0 +1,31 @@
+"""Image parameterizations: pure `ImageParam(init, to_image)` pairs, like optax's `GradientTransformation`.
+
+- `init(generator)` draws fresh float32 leaves (`dict[str, Tensor]`) on `generator.device`; all
+  randomness comes from that generator, so a seed replays bit for bit.
+- `to_image(leaves)` maps them to an image batch `(B, C, H, W)` in `[0, 1]`, with every constant
+  computed once in the factory, so `torch.compile(to_image, fullgraph=True)` traces one graph.
+
+Rooms: `lucid` (`pixel`, `fft`, `image`, `color_correlation`), `phase` (`maco`: phase-only Fourier with
+a natural-image magnitude), `pattern` (`cppn`), `aligned` (`shared` low-resolution components),
+`transparency` (`alpha` RGBA, `transparency_map`, `rgba`). `_common` is the toolkit they share; a new parameterization is a new
+module here that imports it and is listed below.
+
+Example:
+    >>> import torch
+    >>> p = fft((32, 48), batch=2)
+    >>> img = p.to_image(p.init(torch.Generator().manual_seed(0)))
+    >>> img.shape, bool(img.min() >= 0), bool(img.max() <= 1)
+    (torch.Size([2, 3, 32, 48]), True, True)
+"""
+from ._common import KINDS, LUCID_COLOR_CORRELATION, NATURAL_MAGNITUDE_PATH, SQUASHES, ImageParam
+from .transparency import alpha, rgba, transparency_map
+from .pattern import cppn
+from .lucid import color_correlation, fft, image, pixel
+from .phase import default_magnitude, maco, maco_image, natural_magnitude
+from .aligned import shared
+
+__all__ = [
+    "ImageParam", "KINDS", "LUCID_COLOR_CORRELATION", "NATURAL_MAGNITUDE_PATH", "SQUASHES", "alpha",
+    "color_correlation", "cppn", "default_magnitude", "fft", "image", "maco", "maco_image", "natural_magnitude",
+    "pixel", "rgba", "shared", "transparency_map",
+]

@@ -1,0 +1,30 @@
+"""Robustness transforms: `Transform(sample, apply)` pairs, joined by `chain`.
+
+A transform is split the kornia way: `sample(generator, shape)` draws every random number as a
+tensor, outside any compiled region; `apply(image, params)` is deterministic tensor code that
+`torch.compile(fullgraph=True)` traces once. The output shape depends only on the input shape,
+never on the draws, so a render compiles its step once.
+
+Rooms: `geometry` (pad, jitter, random_scale, random_rotate, affine, crops: per-image 3x3 matrices
+that `chain` fuses into one `grid_sample`; the matrix convention is stated there), `pixelwise`
+(gaussian_blur, noise, composite), `compose` (identity, as_transform, chain, standard). `_common` is
+the toolkit they share. A new transform goes in the room of its kind and is listed below.
+
+Example:
+    >>> import torch
+    >>> t = chain(pad(2), jitter(1), random_rotate((-5.0, 5.0)))
+    >>> image = torch.rand(2, 3, 8, 10)
+    >>> params = t.sample(torch.Generator().manual_seed(0), image.shape)
+    >>> tuple(params.shape), tuple(t.apply(image, params).shape)   # one fused matrix per image
+    ((2, 3, 3), (2, 3, 12, 14))
+"""
+from ._common import PAD_MODES, Transform, TransformParams
+from .compose import STANDARD_SCALES, as_transform, as_transform_arg, chain, identity, is_compilable, standard
+from .geometry import affine, crops, jitter, pad, random_rotate, random_scale
+from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise
+
+__all__ = [
+    "BACKGROUNDS", "PAD_MODES", "STANDARD_SCALES", "Transform", "TransformParams", "affine", "as_transform",
+    "as_transform_arg", "chain", "composite", "crops", "gaussian_blur", "identity", "is_compilable", "jitter",
+    "noise", "pad", "random_rotate", "random_scale", "standard",
+]
