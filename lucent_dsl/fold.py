@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import weakref
+import contextvars
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,23 +45,30 @@ from torch.nn import functional as F
 
 __all__ = ["FoldedConvBN", "FunctionalConv", "has_conv", "inline", "optimize", "weights_frozen"]
 
-_open = [0]  # how many weights_frozen() contexts are open
-_caching: weakref.WeakSet = weakref.WeakSet()  # modules holding folded weights, emptied when the last context ends
+# The modules whose weights this thread's (or task's) open render has promised not to change: a context,
+# not a process-wide counter, so another thread's render of another model never sees a stale cache.
+_FROZEN: contextvars.ContextVar[tuple[frozenset[int], list]] = contextvars.ContextVar("lucent_frozen", default=(frozenset(), []))
 
 
 @contextlib.contextmanager
-def weights_frozen() -> Iterator[None]:
-    """Promise that no model weight changes or trains until exit: folded weights are cached meanwhile
-    (`plan.frozen_models` enters it after setting `requires_grad=False`)."""
-    _open[0] += 1
+def weights_frozen(models: Sequence[nn.Module] = ()) -> Iterator[None]:
+    """Promise that no weight of `models` changes or trains until exit: their folded weights are cached
+    meanwhile, and dropped at exit (`frozen_models` enters it after setting `requires_grad=False`).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+        >>> with weights_frozen([net]):
+        ...     id(net[0]) in _FROZEN.get()[0]
+        True
+    """
+    ids, cached = _FROZEN.get()
+    token = _FROZEN.set((ids | {id(m) for model in models for m in model.modules()}, []))
     try:
         yield
     finally:
-        _open[0] -= 1
-        if not _open[0]:
-            for m in list(_caching):
-                m._folded = None  # computed under this promise only; a copy of the weights need not outlive it
-            _caching.clear()
+        for m in _FROZEN.get()[1]:
+            m._folded = None  # computed under this promise only; a copy of the weights need not outlive it
+        _FROZEN.reset(token)
 
 
 class FoldedConvBN(nn.Module):
@@ -90,15 +97,16 @@ class FoldedConvBN(nn.Module):
         return weight, bias.to(c.weight.dtype)
 
     def _cached_fold(self) -> tuple[Tensor, Tensor]:
-        if not _open[0]:
-            return self.fold()  # outside a render the weights may change (or train) between calls
+        frozen, cached = _FROZEN.get()
+        if id(self.conv) not in frozen or id(self.bn) not in frozen:
+            return self.fold()  # outside a render of this model the weights may change (or train) between calls
         if self._folded is None:
             with torch.no_grad():
                 weight, bias = self.fold()
                 if weight.dim() == 4:
                     weight = weight.contiguous(memory_format=torch.channels_last)
             self._folded = (weight, bias)
-            _caching.add(self)
+            cached.append(self)
         return self._folded
 
     def forward(self, x: Tensor) -> Tensor:
@@ -261,7 +269,7 @@ def frozen_models(models: Sequence[nn.Module]) -> Iterator[None]:
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-        with weights_frozen():
+        with weights_frozen(models):
             yield
     finally:
         for m, mode in saved_modes:

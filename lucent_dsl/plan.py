@@ -20,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses as dc
 import difflib
 from collections.abc import Mapping, Sequence
@@ -48,11 +49,40 @@ IMAGE_SITE = Site(None, IMAGE)
 
 
 class Scores(NamedTuple):
-    """Scores of one evaluation: `total` (scalar), `per_image` (n,), and `terms` (top-level summand -> (n,))."""
+    """Scores of one evaluation.
+
+    Attributes:
+        total: scalar, the sum over images of `per_image`.
+        per_image: (n,), the objective's score of each image.
+        rows: (T, n), one row per top-level summand, index-aligned with `Plan.term_names`.
+        terms: history key -> (n,): rows of equal summands added up under one key (`Plan.history_keys`).
+    """
 
     total: Tensor
     per_image: Tensor
+    rows: Tensor
     terms: dict[str, Tensor]
+
+
+def history_keys(names: Sequence[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(key, summand indices) for each distinct summand text; equal summands share one key.
+
+    The key of k equal summands is their sum's DSL text, so `parse(key)` is exactly what the row adds up.
+
+    Example:
+        >>> history_keys(["channel('2', 1)", "neuron('0', 0)", "channel('2', 1)"])
+        (("channel('2', 1) + channel('2', 1)", (0, 2)), ("neuron('0', 0)", (1,)))
+    """
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    return tuple((name if len(ix) == 1 else " + ".join([name] * len(ix)).replace("+ -", "- "), tuple(ix))
+                 for name, ix in groups.items())
+
+
+def history_rows(keys: Sequence[tuple[str, tuple[int, ...]]], rows: Tensor) -> dict[str, Tensor]:
+    """Index-aligned rows (..., T, n) -> {history key: (..., n)}, adding up the rows of each key."""
+    return {key: rows[..., list(ix), :].sum(-2) for key, ix in keys}
 
 
 def batched(objectives: Sequence[Expr]) -> Expr:
@@ -197,6 +227,7 @@ class Plan:
         term_names: the user's DSL text of each top-level summand (for per-term histories).
         n_images: the batch size a batched objective needs (None: any).
         options: how the runners were built (`truncate`, `fuse`); part of the plan's identity.
+        steps: compiled render steps of this plan (see `lucent_dsl.steps`); they live and die with it.
     """
 
     objective: Expr
@@ -207,6 +238,7 @@ class Plan:
     term_names: tuple[str, ...]
     n_images: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    steps: collections.OrderedDict = dc.field(default_factory=collections.OrderedDict, repr=False)
 
     @property
     def key(self) -> tuple:
@@ -240,15 +272,16 @@ class Plan:
             acts[IMAGE_SITE] = image if raw is None else raw
         return acts
 
+    @property
+    def history_keys(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """(history key, indices into `term_names`): see `history_keys`."""
+        return history_keys(self.term_names)
+
     def scores(self, acts: Acts, n: int) -> Scores:
-        """Per-term, per-image and total scores for a render of `n` images."""
-        terms: dict[str, Tensor] = {}
-        for name, t in zip(self.term_names, top_terms(self.objective)):
-            value = evaluate(t, acts, n)
-            # Equal summands (`a + a`) share a name: add them up rather than keep only the last one.
-            terms[name] = terms[name] + value if name in terms else value
-        per_image = sum(terms.values())
-        return Scores(per_image.sum(), per_image, terms)  # type: ignore[union-attr]
+        """Per-summand, per-image and total scores for a render of `n` images."""
+        rows = torch.stack([evaluate(t, acts, n) for t in top_terms(self.objective)])
+        per_image = rows.sum(0)
+        return Scores(per_image.sum(), per_image, rows, history_rows(self.history_keys, rows))
 
     def loss(self, acts: Acts, n: int) -> Tensor:
         """`-score`: objectives are maximized, the optimizer minimizes this."""

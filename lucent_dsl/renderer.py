@@ -16,22 +16,22 @@ Example:
 """
 from __future__ import annotations
 
-import collections
 import functools as ft
 import numbers
-import types
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from . import param as param_lib
+from . import steps as steps_lib
 from . import transforms as tf_lib
-from .errors import InvalidArgumentError, NonFiniteError
+from .errors import InvalidArgumentError
 from .expr import Expr
-from .plan import Plan, compile_plan
+from .plan import Plan, compile_plan, history_rows
 from .fold import frozen_models
 from .relu import redirected_relu
 from .result import RenderResult
@@ -43,8 +43,7 @@ from .result import RenderResult
 # runner folds BatchNorms and runs channels-last (lucent_dsl.fold), the compiled step is 1.2-2.7x slower than the
 # eager one for both models (benchmarks/bench_step.py). Auto stays off.
 CPU_COMPILE_MIN_STEPS: int | None = None
-_COMPILED: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
-_COMPILED_MAX = 8
+_LIVE_PLANS: weakref.WeakValueDictionary[tuple, Plan] = weakref.WeakValueDictionary()  # key -> a plan still in use
 
 
 def _cpu_has_bf16() -> bool:
@@ -62,17 +61,7 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def _as_transform(transforms: Any) -> tf_lib.Transform:
-    if transforms is None:
-        return _standard()
-    if isinstance(transforms, tf_lib.Transform):
-        return transforms
-    if isinstance(transforms, Sequence) and not isinstance(transforms, (str, bytes)):
-        return tf_lib.chain(*transforms) if transforms else tf_lib.identity()
-    if callable(transforms):
-        return tf_lib.chain(transforms)
-    raise InvalidArgumentError(
-        f"transforms must be a Transform, a callable Tensor -> Tensor, or a list of them, got {type(transforms).__name__}"
-    )
+    return _standard() if transforms is None else tf_lib.as_transform_arg(transforms)
 
 
 @ft.lru_cache(maxsize=None)
@@ -108,44 +97,6 @@ def _make_optimizer(optimizer: Any, leaves: list[Tensor], lr: float) -> torch.op
     )
 
 
-def _loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: str) -> Callable:
-    """The differentiable part of one step: leaves + transform parameters -> (loss, per-term scores)."""
-    def forward(leaves: dict[str, Tensor], tparams: Any) -> tuple[Tensor, Tensor]:
-        img = to_image(leaves)
-        x = apply(img, tparams)
-        if precision == "bf16":
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                acts = plan.forward(x, raw=img)
-            acts = {k: v.float() if isinstance(v, Tensor) else v for k, v in acts.items()}
-        else:
-            acts = plan.forward(x, raw=img)
-        s = plan.scores(acts, n)
-        return -s.total, torch.stack(list(s.terms.values()))
-
-    return forward
-
-
-def _own_code(fn: Callable) -> Callable:
-    """`fn` with a code object of its own.
-
-    Dynamo keeps its compiled graphs on the code object, and every `_loss_fn` closure shares one, so
-    all entries of `_COMPILED` would count against one `recompile_limit` (8): from the 9th distinct
-    plan, parameterization, transform or shape in a process, `compile=True` silently ran eagerly.
-    A private code object gives each entry its own dynamo cache, freed with the entry.
-    """
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-def _compiled(key: tuple, fn: Callable, mode: str | None) -> Callable:
-    if key in _COMPILED:
-        _COMPILED.move_to_end(key)
-        return _COMPILED[key]
-    compiled = torch.compile(_own_code(fn), mode=mode, dynamic=False)
-    _COMPILED[key] = compiled
-    while len(_COMPILED) > _COMPILED_MAX:
-        _COMPILED.popitem(last=False)
-    return compiled
-
 
 def _should_compile(compile: Any, device: torch.device, steps: int) -> bool:
     if compile == "auto":
@@ -155,44 +106,119 @@ def _should_compile(compile: Any, device: torch.device, steps: int) -> bool:
     raise InvalidArgumentError(f"compile must be True, False or 'auto', got {compile!r}")
 
 
-def _nonfinite_message(step: int, names: Sequence[str], terms: Tensor, loss: Tensor,
-                       grad_culprits: Sequence[str] = ()) -> str:
-    terms = terms.detach()
-    bad = [f"{name} = {terms[i].tolist()}" for i, name in enumerate(names) if not bool(torch.isfinite(terms[i]).all())]
-    if bad:
-        where = "; ".join(bad)
-    else:
-        of = f" of {', '.join(grad_culprits)}" if grad_culprits else ""
-        where = f"the gradient{of} (loss = {float(loss.detach()):.4g})"
-    return f"step {step}: non-finite value in {where}. Lower lr, add penalties, or pass on_nonfinite='skip'."
+def image_channels(plan: Plan) -> int:
+    """Colour channels of the rendered image: 3, or fewer when every model reads fewer (grayscale)."""
+    return min(3, max((info.channels for info in plan.infos.values()), default=3))
 
 
-def _nonfinite_grad_terms(plan: Plan, to_image: Callable, apply: Callable, leaves: dict[str, Tensor],
-                          tparams: Any, n: int) -> list[str]:
-    """The top-level terms whose own gradient is not finite (the step is redone eagerly: error path only).
+class Settings(NamedTuple):
+    """`render`'s arguments after checking (phase 1)."""
 
-    Each term gets its own backward: through the stacked scores, a zero gradient times an infinite
-    local derivative of another term would read as NaN and blame every term.
-    """
-    img = to_image(leaves)
-    acts = plan.forward(apply(img, tparams), raw=img)
-    out = []
-    for name, value in plan.scores(acts, n).terms.items():
-        if not value.requires_grad:
-            continue
-        grads = torch.autograd.grad(value.sum(), list(leaves.values()), retain_graph=True, allow_unused=True)
-        if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
-            out.append(name)
-    return out
+    steps: int
+    size: tuple[int, int]
+    lr: float
+    seed: int
+    precision: str
+    on_nonfinite: str
+    snaps_at: tuple[int, ...]
+    redirect_relu: int
 
 
-def _no_gradient_message(step: int, plan: Plan) -> str:
-    if not torch.is_grad_enabled():
-        return "render was called under torch.no_grad() (or inference mode); call it where gradients are enabled"
-    return (
-        f"step {step}: the score of {plan.objective!r} does not depend on the image, so there is nothing to optimize: "
-        "the objective is a constant, or it reads layers whose output is cut off from the input (.detach(), "
-        "torch.no_grad() inside forward, integer outputs). Read layers that the image flows into."
+class Setup(NamedTuple):
+    """Everything the loop needs (phase 2)."""
+
+    plan: Plan
+    n: int
+    image_param: param_lib.ImageParam
+    transform: tf_lib.Transform
+    generator: torch.Generator
+    leaves: dict[str, Tensor]
+    shape: torch.Size
+    optim: torch.optim.Optimizer
+    step: Callable
+    eager: Callable
+
+
+def check_settings(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any, on_nonfinite: Any,
+                   thresholds: Any, redirect_relu: Any) -> Settings:
+    """Phase 1: every argument checked before any model runs."""
+    steps = _check_int("steps", steps)
+    if precision not in ("fp32", "bf16"):
+        raise InvalidArgumentError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if on_nonfinite not in ("raise", "skip"):
+        raise InvalidArgumentError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0 or lr != lr or lr == float("inf"):
+        raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InvalidArgumentError(f"seed must be an int, got {seed!r}")
+    if not 0 <= seed < 2**63:
+        raise InvalidArgumentError(f"seed must be in 0 .. 2**63 - 1 (torch.Generator's range), got {seed}")
+    snaps_at = tuple(sorted({_check_int("each threshold", t) for t in (thresholds or ())}))
+    if snaps_at and snaps_at[-1] > steps:
+        raise InvalidArgumentError(f"threshold {snaps_at[-1]} is past the last step ({steps})")
+    return Settings(steps, _size(size), float(lr), int(seed), precision, on_nonfinite, snaps_at,
+                    _check_int("redirect_relu", redirect_relu, minimum=0))
+
+
+def _plan_of(objective: Any, models: Any) -> Plan:
+    if isinstance(objective, Plan):
+        return objective
+    if models is None:
+        raise InvalidArgumentError("render needs models: an nn.Module or a mapping name -> nn.Module")
+    plan = compile_plan(objective, models)
+    # An equal plan still in use (held by a RenderResult, say) brings its compiled steps along.
+    return _LIVE_PLANS.setdefault(plan.key, plan)
+
+
+def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
+           compile: Any, compile_mode: str | None) -> Setup:
+    """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step."""
+    dev = torch.device(device) if device is not None else plan.device
+    if dev != plan.device and any(True for m in plan.models.values() for _ in m.parameters()):
+        raise InvalidArgumentError(f"device={dev} but the models are on {plan.device}; move the models or drop device=")
+    if plan.n_images and batch is not None and batch != plan.n_images:
+        raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
+    n = _check_int("batch", plan.n_images or batch or 1)
+    if s.precision == "bf16" and dev.type == "cpu" and not _cpu_has_bf16():
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 units (AVX-512 BF16 or AMX): bf16 is emulated there and was "
+            "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
+            UserWarning, stacklevel=3)
+    image_param = param if param is not None else _default_param(s.size, n, image_channels(plan))
+    transform = _as_transform(transforms)
+    generator = torch.Generator(dev).manual_seed(s.seed)
+    leaves = {k: v.detach().to(dev).requires_grad_(True) for k, v in image_param.init(generator).items()}
+    with torch.no_grad():
+        first = image_param.to_image(leaves)
+    if batch is None and not plan.n_images:
+        n = first.shape[0]  # a given parameterization sets the batch size
+    elif first.shape[0] != n:
+        raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
+    optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
+    eager = steps_lib.loss_fn(plan, image_param.to_image, transform.apply, n, s.precision)
+    step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
+    if _should_compile(compile, dev, s.steps):
+        # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
+        key = (image_param.to_image, transform.apply, tuple(first.shape), str(dev), s.precision, compile_mode)
+        step = steps_lib.compiled_step(plan, key, eager, compile_mode)
+    return Setup(plan, n, image_param, transform, generator, leaves, first.shape, optim, step, eager)
+
+
+def build_result(setup: Setup, s: Settings, record: steps_lib.StepRecord) -> RenderResult:
+    """Phase 4: the final images and the per-term history (equal summands added up under one key)."""
+    with torch.no_grad():
+        images = setup.image_param.to_image(setup.leaves).detach().cpu()
+    plan = setup.plan
+    rows = torch.stack(record.rows).cpu() if record.rows else torch.zeros(0, len(plan.term_names), setup.n)
+    return RenderResult(
+        images=images,
+        snapshots=record.snapshots,
+        history=history_rows(plan.history_keys, rows),
+        plan=plan,
+        seed=s.seed,
+        steps=record.done,
+        interrupted=record.interrupted,
+        skipped_steps=tuple(record.skipped),
     )
 
 
@@ -231,136 +257,52 @@ def render(
         optimizer: a torch optimizer class or a function params -> optimizer (default: Adam).
         lr: learning rate of the default optimizer.
         thresholds: steps after which to keep a snapshot of the images.
-        seed: seeds every random draw (init and transforms): same seed, same image (bit for bit on the CPU).
+        seed: seeds every random draw (init and transforms): same seed, same image (bit for bit on the CPU
+            with the same torch build and thread count).
         device: where to render (default: the models' device).
         compile: True, False, or "auto" (CUDA always; CPU only if CPU_COMPILE_MIN_STEPS is set, and steps >= it).
+            Compiled steps are kept on the plan: render a `Plan` again (or keep a result whose plan is equal)
+            to reuse one.
         compile_mode: passed to torch.compile (e.g. "reduce-overhead" for CUDA graphs).
         precision: "fp32", or "bf16" (autocast for the models; image parameters and optimizer stay fp32).
             bf16 pays on GPUs and on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated (slower: a
             warning says so).
         on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
-        progress: show a tqdm progress bar with the current score.
+        progress: show a tqdm progress bar with the current total score.
         callback: called as callback(step, images) after each step (images detached).
         redirect_relu: use Lucid's redirected ReLU gradient in the models' nn.ReLU/nn.ReLU6 modules for
             this many first steps (0: never; Lucid: 16), so units dead on the initial image get a gradient
             (see `lucent_dsl.relu`). These steps run eagerly.
 
     Returns:
-        RenderResult. Ctrl-C stops the run cleanly and returns the result so far.
+        RenderResult; `history` has one series per distinct top-level summand, and the series add up
+        to the total score at every step. Ctrl-C stops the run cleanly and returns the result so far.
     """
-    steps = _check_int("steps", steps)
-    redirect_relu = _check_int("redirect_relu", redirect_relu, minimum=0)
-    hw = _size(size)
-    if precision not in ("fp32", "bf16"):
-        raise InvalidArgumentError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    if on_nonfinite not in ("raise", "skip"):
-        raise InvalidArgumentError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0 or lr != lr or lr == float("inf"):
-        raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InvalidArgumentError(f"seed must be an int, got {seed!r}")
-    snaps_at = sorted({_check_int("each threshold", t) for t in (thresholds or ())})
-    if snaps_at and snaps_at[-1] > steps:
-        raise InvalidArgumentError(f"threshold {snaps_at[-1]} is past the last step ({steps})")
+    s = check_settings(steps=steps, size=size, lr=lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
+                       thresholds=thresholds, redirect_relu=redirect_relu)
+    plan = _plan_of(objective, models)
+    setup = set_up(plan, s, batch=batch, param=param, transforms=transforms, optimizer=optimizer, device=device,
+                   compile=compile, compile_mode=compile_mode)
+    bar = _progress(s.steps, progress)
+    models_run = list(plan.models.values())
 
-    if isinstance(objective, Plan):
-        plan = objective
-    else:
-        if models is None:
-            raise InvalidArgumentError("render needs models: an nn.Module or a mapping name -> nn.Module")
-        plan = compile_plan(objective, models)
-    dev = torch.device(device) if device is not None else plan.device
-    if dev != plan.device and any(True for m in plan.models.values() for _ in m.parameters()):
-        raise InvalidArgumentError(f"device={dev} but the models are on {plan.device}; move the models or drop device=")
-    if plan.n_images and batch is not None and batch != plan.n_images:
-        raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
-    n = _check_int("batch", plan.n_images or batch or 1)
-    if precision == "bf16" and dev.type == "cpu" and not _cpu_has_bf16():
-        warnings.warn(
-            "precision='bf16' on a CPU without bf16 units (AVX-512 BF16 or AMX): bf16 is emulated there and was "
-            "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
-            UserWarning, stacklevel=2)
-    if param is None:
-        channels = max((info.channels for info in plan.infos.values()), default=3)
-        param = _default_param(hw, n, 3 if channels >= 3 else channels)
-    image_param = param
-    transform = _as_transform(transforms)
-    generator = torch.Generator(dev).manual_seed(int(seed))
-    leaves = {k: v.detach().to(dev).requires_grad_(True) for k, v in image_param.init(generator).items()}
-    with torch.no_grad():
-        first = image_param.to_image(leaves)
-    if batch is None and not plan.n_images:
-        n = first.shape[0]  # a given parameterization sets the batch size
-    elif first.shape[0] != n:
-        raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
-    optim = _make_optimizer(optimizer, list(leaves.values()), float(lr))
+    def sample() -> Any:
+        with torch.no_grad():
+            return setup.transform.sample(setup.generator, setup.shape)
 
-    fn = _loss_fn(plan, image_param.to_image, transform.apply, n, precision)
-    eager = fn  # redirected-ReLU steps: the modules' classes are swapped, which a compiled step would not see
-    if _should_compile(compile, dev, steps):
-        # The functions themselves, not id(param): the key keeps them alive, so a recycled id of a
-        # freed ImageParam or Transform can never hit a step compiled for another one.
-        key = (plan.key, image_param.to_image, transform.apply, tuple(first.shape), str(dev), precision, compile_mode)
-        fn = _compiled(key, fn, compile_mode)
-
-    history: list[Tensor] = []
-    snapshots: dict[int, Tensor] = {}
-    skipped: list[int] = []
-    interrupted = False
-    bar = _progress(steps, progress)
-    done = 0
     try:
-        with frozen_models(list(plan.models.values())), redirected_relu(list(plan.models.values()), redirect_relu) as relus:
-            for step in range(1, steps + 1):
-                with torch.no_grad():
-                    tparams = transform.sample(generator, first.shape)
-                optim.zero_grad(set_to_none=True)
-                loss, terms = (eager if relus.active else fn)(leaves, tparams)
-                if not loss.requires_grad:
-                    raise InvalidArgumentError(_no_gradient_message(step, plan))
-                loss.backward()
-                grads_ok = torch.stack([torch.isfinite(v.grad).all() for v in leaves.values() if v.grad is not None])
-                if not bool(torch.isfinite(loss) & grads_ok.all()):
-                    if on_nonfinite == "raise":
-                        culprits = () if not bool(torch.isfinite(terms.detach()).all()) else _nonfinite_grad_terms(
-                            plan, image_param.to_image, transform.apply, leaves, tparams, n)
-                        raise NonFiniteError(_nonfinite_message(step, plan.term_names, terms, loss, culprits))
-                    skipped.append(step)
-                    optim.zero_grad(set_to_none=True)
-                else:
-                    optim.step()
-                history.append(terms.detach())
-                done = step
-                relus.step()
-                if step in snaps_at or callback is not None:
-                    with torch.no_grad():
-                        current = image_param.to_image(leaves).detach()
-                    if step in snaps_at:
-                        snapshots[step] = current.cpu()
-                    if callback is not None:
-                        callback(step, current)
-                if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0 or step == steps:
-                        bar.set_postfix(score=f"{-float(loss.detach()):.4g}")
-    except KeyboardInterrupt:
-        interrupted = True
+        with frozen_models(models_run), redirected_relu(models_run, s.redirect_relu) as relus:
+            record = steps_lib.run_steps(plan, setup.step, setup.eager, leaves=setup.leaves, optim=setup.optim,
+                                         sample=sample, to_image=setup.image_param.to_image, steps=s.steps,
+                                         on_nonfinite=s.on_nonfinite, relus=relus, snaps_at=s.snaps_at,
+                                         callback=callback, bar=bar)
     finally:
         if bar is not None:
             bar.close()
-    with torch.no_grad():
-        images = image_param.to_image(leaves).detach().cpu()
-    stacked = torch.stack(history).cpu() if history else torch.zeros(0, len(plan.term_names), n)
-    return RenderResult(
-        images=images,
-        snapshots=snapshots,
-        history={name: stacked[:, i] for i, name in enumerate(plan.term_names)},
-        plan=plan,
-        seed=int(seed),
-        steps=done,
-        interrupted=interrupted,
-        skipped_steps=tuple(skipped),
-    )
+    result = build_result(setup, s, record)
+    if bar is not None:
+        _summary(result)
+    return result
 
 
 def _progress(steps: int, enabled: bool):
@@ -371,3 +313,12 @@ def _progress(steps: int, enabled: bool):
     except ImportError:  # tqdm is a dependency, but a broken install should not stop a render
         return None
     return tqdm(total=steps, desc="render", leave=False)
+
+
+def _summary(result: RenderResult) -> None:
+    """One line left after the progress bar: the same quantity the bar showed (the total score)."""
+    import sys
+
+    total = float(result.scores().sum()) if result.steps else float("nan")
+    state = " (interrupted)" if result.interrupted else ""
+    print(f"render: {result.steps} steps{state}, score {total:.4g}", file=sys.stderr)

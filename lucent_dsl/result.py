@@ -26,7 +26,8 @@ class RenderResult:
     Attributes:
         images: final images (n, C, H, W) in [0, 1], on the CPU.
         snapshots: step -> images, for each requested threshold reached.
-        history: DSL text of each top-level term -> (steps_done, n) per-image scores.
+        history: DSL text of each distinct top-level summand -> (steps_done, n) per-image scores; the
+            series add up to the total score at every step, and `parse(key)` gives the summand back.
         plan: the compiled plan.
         seed: the seed used.
         steps: optimization steps done.
@@ -58,6 +59,44 @@ class RenderResult:
         from .io import save_png
 
         save_png(path, self.images, metadata=metadata)
+
+    def __repr__(self) -> str:
+        """A short summary (shape, steps, final per-term scores averaged over images), not the tensors."""
+        final = ", ".join(f"{k}: {float(v[-1].mean()):.4g}" for k, v in self.history.items()) if self.steps else ""
+        flags = (" interrupted" if self.interrupted else "") + (f" skipped={len(self.skipped_steps)}" if self.skipped_steps else "")
+        return f"RenderResult(images={tuple(self.images.shape)}, steps={self.steps}{flags}, seed={self.seed}, final={{{final}}})"
+
+    def show(self) -> Any:
+        """Display the images: inline in a notebook (IPython), else with PIL's viewer; returns the grid image."""
+        from .io import make_grid
+
+        grid = make_grid(self.images)
+        try:
+            from IPython.display import display  # pyright: ignore[reportMissingImports]
+        except ImportError:
+            grid.show()
+        else:
+            display(grid)
+        return grid
+
+    def plot(self, ax: Any = None) -> Any:
+        """Plot each term's history (mean over images) against the step; needs matplotlib. Returns the axes."""
+        try:
+            import matplotlib.pyplot as plt  # pyright: ignore[reportMissingImports]
+        except ImportError:
+            from .errors import LucentError
+
+            raise LucentError("RenderResult.plot needs matplotlib: pip install matplotlib") from None
+        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+        steps = torch.arange(1, self.steps + 1)
+        for key, series in self.history.items():
+            ax.plot(steps, series.mean(1), label=key)
+        if self.history:
+            ax.plot(steps, sum(self.history.values()).mean(1), "k--", label="total")
+        ax.set_xlabel("step")
+        ax.set_ylabel("score (mean over images)")
+        ax.legend(fontsize="small")
+        return ax
 
     def _repr_png_(self) -> bytes:
         from .io import make_grid

@@ -25,6 +25,7 @@ from lucent_dsl import param, transforms
 from lucent_dsl import render
 
 render_module = sys.modules["lucent_dsl.renderer"]
+steps_module = sys.modules["lucent_dsl.steps"]
 
 WARMUP = 20
 RENDERS = 200
@@ -119,22 +120,37 @@ def fake_compile(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return fn
 
     monkeypatch.setattr(torch, "compile", identity)
-    monkeypatch.setattr(render_module, "_COMPILED", collections.OrderedDict())
     return calls
 
 
 def test_compiled_step_cache_is_bounded_and_reused(fake_compile: list[Any]):
     net = Tiny().eval()
-    obj = ld.channel("out", 0)
+    plan = ld.compile_plan(ld.channel("out", 0), net)
     t = transforms.chain()
-    params = {s: param.pixel(s) for s in range(4, 4 + 2 * render_module._COMPILED_MAX)}
+    params = {s: param.pixel(s) for s in range(4, 4 + 2 * steps_module.STEPS_PER_PLAN)}
     for s, p in params.items():  # more distinct shapes than the cache holds
-        render(obj, net, param=p, transforms=t, steps=1, compile=True, progress=False)
-        assert len(render_module._COMPILED) <= render_module._COMPILED_MAX
+        render(plan, param=p, transforms=t, steps=1, compile=True, progress=False)
+        assert len(plan.steps) <= steps_module.STEPS_PER_PLAN
     assert len(fake_compile) == len(params)
     last = list(params.values())[-1]
-    render(obj, net, param=last, transforms=t, steps=1, compile=True, progress=False)
+    render(plan, param=last, transforms=t, steps=1, compile=True, progress=False)
     assert len(fake_compile) == len(params)  # the most recent entry is reused, not compiled again
+    kept = render(ld.channel("out", 0), net, param=last, transforms=t, steps=1, compile=True, progress=False)
+    render(ld.channel("out", 0), net, param=last, transforms=t, steps=1, compile=True, progress=False)
+    assert len(fake_compile) == len(params) + 1  # an equal plan still held (by `kept`) brings its step along
+    assert kept.plan.steps
+
+
+def test_compiled_steps_do_not_keep_models_alive(fake_compile: list[Any]):
+    """Regression: a module-level cache of compiled steps pinned up to 8 plans and their models."""
+    net = Tiny().eval()
+    alive = weakref.ref(net)
+    result = render(ld.channel("out", 0), net, param=param.pixel(6), transforms=[], steps=1, compile=True, progress=False)
+    assert fake_compile and result.plan.steps
+    fake_compile.clear()  # the fixture's own record of the compiled function holds the plan too
+    del net, result
+    gc.collect()
+    assert alive() is None
 
 
 def test_compiled_step_is_never_reused_for_another_parameterization(fake_compile: list[Any]):

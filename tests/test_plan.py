@@ -142,8 +142,11 @@ def test_scores_add_up_equal_summands():
     acts = plan.forward(image())
     scores = plan.scores(acts, N)
     torch.testing.assert_close(scores.total, -plan.loss(acts, N))
-    assert list(scores.terms) == ["channel('2', 1)", "-neuron('0', 0)"]
-    torch.testing.assert_close(scores.terms["channel('2', 1)"], 2 * evaluate(ld.channel("2", 1, model="model"), acts, N))
+    assert plan.term_names == ("channel('2', 1)", "channel('2', 1)", "-neuron('0', 0)") and scores.rows.shape == (3, N)
+    assert list(scores.terms) == ["channel('2', 1) + channel('2', 1)", "-neuron('0', 0)"]
+    assert all(ld.parse(k) == ld.parse(k) for k in scores.terms)
+    torch.testing.assert_close(scores.terms["channel('2', 1) + channel('2', 1)"], 2 * evaluate(ld.channel("2", 1, model="model"), acts, N))
+    torch.testing.assert_close(sum(scores.terms.values()), scores.per_image)
 
 
 def test_hand_written_reference():

@@ -92,9 +92,26 @@ def test_history_has_one_series_per_top_level_term():
     r = render(obj, net, size=16, steps=4, batch=2, progress=False)
     assert list(r.history) == [repr(t) for t in (ld.channel("3", 0), 0.5 * ld.neuron("5", 1), -0.01 * ld.total_variation())]
     assert all(v.shape == (4, 2) for v in r.history.values())
-    # the per-term history adds up to the total score the plan reports
-    acts = r.plan.forward(r.images)
-    assert r.plan.scores(acts, 2).per_image.shape == (2,)
+
+
+
+def test_history_rows_add_up_to_the_total_with_repeated_summands():
+    """Regression: equal summands were merged by name, then indexed by position (IndexError)."""
+    net = tiny_net().eval()
+    obj = ld.channel("3", 0) + ld.channel("3", 0) + 0.5 * ld.neuron("5", 1) + ld.channel("3", 0)
+    kw = dict(size=16, steps=3, batch=2, progress=False, transforms=[], param=ld.param.pixel(16, batch=2))
+    r = render(obj, net, **kw, callback=lambda step, images: None)
+    assert list(r.history) == ["channel('3', 0) + channel('3', 0) + channel('3', 0)", "0.5 * neuron('5', 1)"]
+    for key in r.history:
+        assert ld.parse(key) is not None
+    # every step's rows add up to that step's total score, recomputed from the same starting image
+    plan = r.plan
+    first = render(plan, **dict(kw, steps=1)).images
+    acts = plan.forward(ld.param.pixel(16, batch=2).to_image(
+        ld.param.pixel(16, batch=2).init(torch.Generator().manual_seed(0))))
+    total = plan.scores(acts, 2).per_image
+    torch.testing.assert_close(sum(v[0] for v in r.history.values()), total)
+    assert first.shape == r.images.shape
 
 
 def test_batched_objectives_equal_separate_renders():

@@ -1,0 +1,188 @@
+"""The optimization loop of a render: one differentiable step, its compiled-step cache, the non-finite policy.
+
+`renderer.render` checks arguments and sets up; this module owns what happens at every step:
+parameterization -> transforms -> each model's preprocessing -> truncated forwards -> per-summand
+scores (index-aligned with `Plan.term_names`) -> backward -> optimizer step.
+
+Compiled steps live on the `Plan` they were compiled for (`plan.steps`), never in a global table,
+so dropping a plan (and every `RenderResult` that holds it) frees its models and its compiled code.
+
+Non-finite values: on the CPU the check runs every step (a host sync costs nothing there). On CUDA
+a per-step `bool(...)` would stall the GPU, so with `on_nonfinite="raise"` the check is folded into
+a device-side flag that is read every `CUDA_CHECK_EVERY` steps and at the end (the error still
+names the first bad step); `"skip"` must decide before each optimizer step, so it syncs every step.
+
+Example:
+    >>> import torch, torch.nn as nn, lucent_dsl as ld
+    >>> plan = ld.compile_plan(ld.channel("0", 1), nn.Sequential(nn.Conv2d(3, 4, 3)))
+    >>> fn = loss_fn(plan, lambda leaves: leaves["x"].sigmoid(), lambda x, p: x, 1, "fp32")
+    >>> loss, rows = fn({"x": torch.zeros(1, 3, 8, 8, requires_grad=True)}, None)
+    >>> tuple(rows.shape)
+    (1, 1)
+"""
+from __future__ import annotations
+
+import collections
+import types
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .errors import InvalidArgumentError, NonFiniteError
+from .plan import Plan
+
+CUDA_CHECK_EVERY = 32  # steps between device-to-host reads of the non-finite flag on CUDA
+STEPS_PER_PLAN = 8  # compiled steps kept per plan (distinct parameterization / transform / shape)
+
+
+def loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: str) -> Callable:
+    """The differentiable part of one step: (leaves, transform params) -> (loss, (T, n) per-summand scores)."""
+    def forward(leaves: dict[str, Tensor], tparams: Any) -> tuple[Tensor, Tensor]:
+        img = to_image(leaves)
+        x = apply(img, tparams)
+        if precision == "bf16":
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                acts = plan.forward(x, raw=img)
+            acts = {k: v.float() if isinstance(v, Tensor) else v for k, v in acts.items()}
+        else:
+            acts = plan.forward(x, raw=img)
+        s = plan.scores(acts, n)
+        return -s.total, s.rows
+
+    return forward
+
+
+def _own_code(fn: Callable) -> Callable:
+    """`fn` with a code object of its own: dynamo keeps compiled graphs per code object, so every
+    `loss_fn` closure would otherwise count against one shared `recompile_limit`."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def compiled_step(plan: Plan, key: tuple, fn: Callable, mode: str | None) -> Callable:
+    """`torch.compile(fn)`, cached on `plan` under `key` (an LRU of `STEPS_PER_PLAN` entries)."""
+    cache: collections.OrderedDict = plan.steps
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache[key] = compiled = torch.compile(_own_code(fn), mode=mode, dynamic=False)
+    while len(cache) > STEPS_PER_PLAN:
+        cache.popitem(last=False)
+    return compiled
+
+
+def nonfinite_message(step: int, names: Sequence[str], rows: Tensor, loss: Tensor, culprits: Sequence[str] = ()) -> str:
+    rows = rows.detach()
+    bad = [f"{name} = {rows[i].tolist()}" for i, name in enumerate(names) if not bool(torch.isfinite(rows[i]).all())]
+    if bad:
+        where = "; ".join(bad)
+    else:
+        of = f" of {', '.join(culprits)}" if culprits else ""
+        where = f"the gradient{of} (loss = {float(loss.detach()):.4g})"
+    return f"step {step}: non-finite value in {where}. Lower lr, add penalties, or pass on_nonfinite='skip'."
+
+
+def nonfinite_grad_terms(plan: Plan, fn: Callable, leaves: dict[str, Tensor], tparams: Any) -> list[str]:
+    """The summands whose own gradient is not finite (the step is redone eagerly: error path only)."""
+    _, rows = fn(leaves, tparams)
+    out = []
+    for name, row in zip(plan.term_names, rows):
+        if not row.requires_grad:
+            continue
+        grads = torch.autograd.grad(row.sum(), list(leaves.values()), retain_graph=True, allow_unused=True)
+        if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+            out.append(name)
+    return out
+
+
+def no_gradient_message(step: int, plan: Plan) -> str:
+    if not torch.is_grad_enabled():
+        return "render was called under torch.no_grad() (or inference mode); call it where gradients are enabled"
+    return (
+        f"step {step}: the score of {plan.objective!r} does not depend on the image, so there is nothing to optimize: "
+        "the objective is a constant, or it reads layers whose output is cut off from the input (.detach(), "
+        "torch.no_grad() inside forward, integer outputs). Read layers that the image flows into."
+    )
+
+
+class StepRecord(NamedTuple):
+    """What the loop produced: index-aligned per-summand rows of every step, snapshots, skipped steps."""
+
+    rows: list[Tensor]
+    snapshots: dict[int, Tensor]
+    skipped: list[int]
+    done: int
+    interrupted: bool
+    last_score: float | None
+
+
+class _NonFiniteFlag:
+    """Device-side record of the first non-finite step, read by the host only every `every` steps."""
+
+    def __init__(self, device: torch.device, every: int):
+        self.first = torch.zeros((), dtype=torch.long, device=device)  # 0: none seen yet
+        self.every = every
+
+    def note(self, step: int, ok: Tensor) -> None:
+        self.first = torch.where((self.first == 0) & ~ok, torch.full_like(self.first, step), self.first)
+
+    def due(self, step: int, last: int) -> bool:
+        return step % self.every == 0 or step == last
+
+
+def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Tensor], optim: torch.optim.Optimizer,
+              sample: Callable[[], Any], to_image: Callable, steps: int, on_nonfinite: str, relus: Any,
+              snaps_at: Sequence[int], callback: Callable | None, bar: Any) -> StepRecord:
+    """The loop. Ctrl-C ends it cleanly; every finished step's scores are kept."""
+    rows: list[Tensor] = []
+    snapshots: dict[int, Tensor] = {}
+    skipped: list[int] = []
+    device = next(iter(leaves.values())).device
+    lazy = on_nonfinite == "raise" and device.type == "cuda"
+    flag = _NonFiniteFlag(device, CUDA_CHECK_EVERY) if lazy else None
+    done, score = 0, None
+    try:
+        for step in range(1, steps + 1):
+            tparams = sample()
+            optim.zero_grad(set_to_none=True)
+            loss, step_rows = (eager if relus.active else fn)(leaves, tparams)
+            if not loss.requires_grad:
+                raise InvalidArgumentError(no_gradient_message(step, plan))
+            loss.backward()
+            ok = torch.isfinite(loss) & torch.stack([torch.isfinite(v.grad).all() for v in leaves.values()
+                                                     if v.grad is not None]).all()
+            if flag is not None:
+                flag.note(step, ok)
+                optim.step()
+                if flag.due(step, steps) and int(flag.first):
+                    raise NonFiniteError(f"step {int(flag.first)}: the loss or its gradient became non-finite "
+                                         "(checked on the GPU every few steps). Lower lr, add penalties, or pass "
+                                         "on_nonfinite='skip'.")
+            elif not bool(ok):
+                if on_nonfinite == "raise":
+                    culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else \
+                        nonfinite_grad_terms(plan, eager, leaves, tparams)
+                    raise NonFiniteError(nonfinite_message(step, plan.term_names, step_rows, loss, culprits))
+                skipped.append(step)
+                optim.zero_grad(set_to_none=True)
+            else:
+                optim.step()
+            rows.append(step_rows.detach())
+            done = step
+            relus.step()
+            if step in snaps_at or callback is not None:
+                with torch.no_grad():
+                    current = to_image(leaves).detach()
+                if step in snaps_at:
+                    snapshots[step] = current.cpu()
+                if callback is not None:
+                    callback(step, current)
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step == steps:
+                    score = -float(loss.detach())
+                    bar.set_postfix(score=f"{score:.4g}")
+    except KeyboardInterrupt:
+        return StepRecord(rows, snapshots, skipped, done, True, score)
+    return StepRecord(rows, snapshots, skipped, done, False, score)
