@@ -153,6 +153,10 @@ def main() -> None:
 
     import torch
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import common
+
+    print(common.header("bench_atlas: channels per second, 1 and 2 CPU processes (and GPU batches)"))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
     if not args.no_cpu:

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     common.SIZE = args.size
     threads = set_threads(args.threads)
+    print(common.header("bench_compile: cold compile cost vs steps saved"))
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}")
     print(f"{args.model} {args.layer}, batch {args.batch}, {args.size} px, fft + standard(); "

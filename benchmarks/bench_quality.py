@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     model = zoo.load("mobilenet_v2")
     labels = info_of(model).labels or ()
     targets = [parse_target(t, labels) for t in args.objectives]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import common
+
+    print(common.header("bench_quality: the unit's value reached, ours vs torch-lucent"))
     print(f"MobileNetV2, size {args.size}, {args.steps} steps, batch {args.batch}, seed {args.seed}, "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
     print("value: channel mean or class logit, read by our evaluator; mean over the batch (worst image)\n")

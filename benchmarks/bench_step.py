@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     why_no_lucent = "--no-lucent" if args.no_lucent else lucent_available()
 
     load0 = os.getloadavg()
+    print(common.header("bench_step: seconds per render step, ours vs the floor vs torch-lucent"))
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, torch threads {threads} "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
     print(f"size {args.size}; per run: timed steps {args.steps}, warm-up {args.warmup} (batch >= 8: {args.steps_large}, "

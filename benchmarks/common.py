@@ -55,6 +55,35 @@ DEFAULT_CONFIGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN reports native bf16 kernels on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def header(title: str) -> str:
+    """The first lines every benchmark prints: what machine, which torch, how many threads."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"# {title}\n# CPU: {cpu_model()} | capability {torch.backends.cpu.get_cpu_capability()} | native bf16: "
+            f"{'yes' if native_bf16() else 'no'} | torch {torch.__version__} | torch threads {torch.get_num_threads()} "
+            f"| {os.cpu_count()} CPUs | GPU: {gpu}")
+
+
 def set_threads(n: int = 1) -> int:
     torch.set_num_threads(n)
     return torch.get_num_threads()

@@ -32,6 +32,8 @@ class RenderResult:
         seed: the seed used.
         steps: optimization steps done.
         interrupted: True when Ctrl-C stopped the run early.
+        skipped_steps: steps dropped by `on_nonfinite="skip"`.
+        precision: what the models ran in ("fp32" or "bf16"; `precision="auto"` resolved).
     """
 
     images: Tensor
@@ -42,6 +44,7 @@ class RenderResult:
     steps: int
     interrupted: bool = False
     skipped_steps: tuple[int, ...] = ()
+    precision: str = "fp32"
 
     @property
     def pil(self) -> list:

@@ -233,3 +233,20 @@ def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_em
     h = r.history[repr(obj)][:, 0]
     assert r.images.dtype == torch.float32 and h.dtype == torch.float32
     assert float(h[-3:].mean()) > float(h[:3].mean())
+
+
+def test_precision_auto_follows_the_measured_rule(monkeypatch):
+    renderer = importlib.import_module("lucent_dsl.renderer")
+    plain = ld.compile_plan(ld.channel("3", 0), tiny_net())
+    depthwise = ld.compile_plan(ld.channel("1", 0), nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8)))
+    cpu = torch.device("cpu")
+    big, small = (224, 224), (16, 16)
+    monkeypatch.setattr(renderer, "_cpu_has_bf16", lambda strict=False: False)
+    assert renderer.resolve_precision("auto", plain, cpu, big, 1) == "fp32"  # no bf16 units: never
+    monkeypatch.setattr(renderer, "_cpu_has_bf16", lambda strict=False: True)
+    assert renderer.resolve_precision("auto", plain, cpu, big, 1) == "bf16"
+    assert renderer.resolve_precision("auto", plain, cpu, small, 1) == "fp32"  # too little work to pay
+    assert renderer.resolve_precision("auto", depthwise, cpu, big, 1) == "fp32"  # bf16 depthwise was slower
+    assert renderer.resolve_precision("fp32", plain, cpu, big, 1) == "fp32"
+    r = render(ld.channel("3", 0), tiny_net(), size=16, steps=1, progress=False)
+    assert r.precision == "fp32"
