@@ -1,0 +1,428 @@
+"""Dataset examples: for many units at once, the natural images (or crops) that score highest and lowest.
+
+An objective is a score, so a unit is any objective (`channel`, `neuron`, `direction`,
+`class_logit`, `masked(...)`, sums of them): `dataset_examples` compiles one plan for all of
+them (one forward, truncated after the deepest layer any of them reads) and evaluates each
+bound objective on each batch with the same interpreter a render uses (`expr.evaluate`). The
+pass streams: images are loaded `batch` at a time and only the running top-k and bottom-k of
+every unit are kept (memory O(units x k)). With `state=PATH` it writes its running lists there
+(atomically, every batch) and a rerun resumes after the last finished batch.
+
+For a unit that reads one channel of a (B, C, H, W) map (`channel`, `neuron`, or a
+`class_logit` of a segmentation output), every example also gets a box: the receptive field
+(measured by `receptive_field`, from input gradients) around the arg-max position of the
+channel (arg-min for the bottom examples; a neuron's own position), in pixels of the image as
+the model saw it. `crops` cuts those boxes out.
+
+Terms that compare the images of a batch (`diversity`, `channel_interpolate`) or select one
+image (`batch=`) do not score an image alone; they are refused.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> images = torch.rand(10, 3, 8, 8)
+    >>> images[7] = 1.0                                 # a white image
+    >>> found = dataset_examples(["channel('1', 0)", "-channel('1', 0)"], net, images, k=3, progress=False)
+    >>> [len(u.top) for u in found.units], found.seen
+    ([3, 3], 10)
+    >>> found.units[0].top[0].score >= found.units[0].top[1].score >= found.units[0].top[2].score
+    True
+    >>> found.units[1].top[0].index == found.units[0].bottom[0].index
+    True
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ImageError, InvalidArgumentError
+from .expr import Expr, Scale, Site, evaluate, sum_of, terms_of
+from .fold import frozen_models
+from .io import atomic_write, load_image
+from .models import device_of, info_of
+from .objectives.activation import Channel, ClassLogit, Neuron
+from .parser import parse
+from .plan import as_models, bind, compile_plan
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+STATE_FORMAT = 1
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels, x1/y1 excluded
+
+
+@dc.dataclass(frozen=True)
+class Example:
+    """One natural example of a unit: the image's position in the source, its score, its box (None: whole image)."""
+
+    index: int
+    score: float
+    box: Box | None = None
+
+
+@dc.dataclass(frozen=True)
+class UnitExamples:
+    """A unit (its objective as DSL text) with its top examples (highest first) and bottom ones (lowest first)."""
+
+    objective: str
+    top: tuple[Example, ...]
+    bottom: tuple[Example, ...]
+
+
+@dc.dataclass(frozen=True)
+class Examples:
+    """The result of `dataset_examples`: every unit's examples, how many images were seen, their size (H, W)."""
+
+    units: tuple[UnitExamples, ...]
+    seen: int
+    size: tuple[int, int]
+
+    def to_json(self) -> str:
+        """JSON text; `Examples.from_json` reads it back."""
+        return json.dumps(dc.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Examples:
+        d = json.loads(text)
+        units = tuple(
+            UnitExamples(u["objective"], *(tuple(Example(e["index"], e["score"], tuple(e["box"]) if e["box"] else None)
+                                                 for e in u[key]) for key in ("top", "bottom")))
+            for u in d["units"]
+        )
+        return cls(units, int(d["seen"]), tuple(d["size"]))  # type: ignore[arg-type]
+
+
+# --- image sources --------------------------------------------------------------------------------
+
+
+@dc.dataclass(frozen=True)
+class ImageSource:
+    """Images in a fixed order, loaded on demand at `size` with `channels` colour channels.
+
+    `items` holds file paths (a folder's images, sorted by name) or is a tensor (N, C, H, W) in [0, 1].
+    Files are resized so the short side fits and centre-cropped to `size`.
+    """
+
+    items: Any
+    size: tuple[int, int]
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, indices: Sequence[int]) -> Tensor:
+        """The images at `indices`, (len(indices), channels, H, W)."""
+        if isinstance(self.items, Tensor):
+            x = self.items[list(indices)].float()
+            if x.shape[1] != self.channels:
+                x = x.mean(1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
+            if tuple(x.shape[-2:]) != self.size:
+                x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+            return x.clamp(0, 1)
+        return torch.cat([_load_fitted(self.items[i], self.size, self.channels) for i in indices])
+
+    def name(self, index: int) -> str:
+        """What example `index` is: a file name, or `#index` for a tensor."""
+        return Path(self.items[index]).name if not isinstance(self.items, Tensor) else f"#{index}"
+
+
+def _load_fitted(path: Any, size: tuple[int, int], channels: int) -> Tensor:
+    x = load_image(path, channels=channels)
+    h, w = x.shape[-2:]
+    s = max(size[0] / h, size[1] / w)
+    nh, nw = max(size[0], round(h * s)), max(size[1], round(w * s))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]].clamp(0, 1)
+
+
+def image_source(images: Any, model: nn.Module, size: int | tuple[int, int] | None = None) -> ImageSource:
+    """`images` (a folder, a list of files, a tensor (N, C, H, W), or a dataset of tensors / (tensor, label)) as an `ImageSource`.
+
+    The size is `size`, else the model's input size, else a tensor's own size, else 224; the channels are the model's.
+
+    Raises:
+        ImageError: a folder without images, or items that are not images.
+    """
+    info = info_of(model)
+    own = tuple(images.shape[-2:]) if isinstance(images, Tensor) and images.dim() == 4 else (224, 224)
+    hw = (size, size) if isinstance(size, int) else tuple(size) if size else tuple(info.input_size or own)
+    channels = min(3, info.channels)
+    if isinstance(images, (str, Path)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise ImageError(f"{str(folder)!r} is not a folder of images")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ImageError(f"{str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return ImageSource(tuple(str(p) for p in files), hw, channels)  # type: ignore[arg-type]
+    if isinstance(images, Tensor):
+        if images.dim() != 4 or not images.is_floating_point() or images.shape[0] == 0:
+            raise ImageError(f"an image tensor must be a non-empty float (N, C, H, W) batch in [0, 1], got {images.dtype} {tuple(images.shape)}")
+        lo, hi = float(images.min()), float(images.max())
+        if not (lo >= -1e-6 and hi <= 1 + 1e-6):  # 0-255 floats would be clamped to white, silently
+            raise ImageError(f"image values must lie in [0, 1], got {lo:.4g}..{hi:.4g}; divide 0-255 data by 255")
+        return ImageSource(images.detach().cpu(), hw, channels)  # type: ignore[arg-type]
+    if isinstance(images, Sequence) and images and all(isinstance(p, (str, Path)) for p in images):
+        return ImageSource(tuple(str(p) for p in images), hw, channels)  # type: ignore[arg-type]
+    try:
+        items = [item[0] if isinstance(item, (tuple, list)) else item for item in images]
+        stacked = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in items])
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise ImageError(f"cannot read images from a {type(images).__name__}: {e}; give a folder, files or a (N, C, H, W) tensor") from None
+    return image_source(stacked, model, size)
+
+
+# --- receptive fields -----------------------------------------------------------------------------
+
+
+def receptive_field(model: nn.Module, layer: str, size: tuple[int, int], *, trials: int = 4) -> tuple[int, int]:
+    """The receptive field (height, width in input pixels) of the centre position of `layer`'s maps.
+
+    Measured: the extent of the input gradient of all channels at the centre position, united over
+    `trials` random images (a max-pool passes gradient to one input of its window, ReLUs to active ones).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(2, 2, 5, padding=2))
+        >>> receptive_field(net, "1", (16, 16))
+        (7, 7)
+    """
+    return _grid_and_field(model, layer, size, trials)[1]
+
+
+def _grid_and_field(model: nn.Module, layer: str, size: tuple[int, int], trials: int = 4) -> tuple[tuple[int, int], tuple[int, int]]:
+    plan = compile_plan(Channel(layer, 0), model)
+    site = plan.sites[0]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(trials, min(3, info_of(model).channels), *size, generator=gen).to(device_of(model)).requires_grad_(True)
+    with frozen_models(list(plan.models.values())):
+        a = plan.forward(x)[site]
+        if not isinstance(a, Tensor) or a.dim() != 4:
+            raise InvalidArgumentError(f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; it has no receptive field")
+        a[:, :, a.shape[2] // 2, a.shape[3] // 2].sum().backward()
+    grid = (int(a.shape[2]), int(a.shape[3]))
+    touched = (x.grad.abs().sum((0, 1)) > 0).nonzero()  # type: ignore[union-attr]
+    if not len(touched):
+        return grid, size
+    (y0, x0), (y1, x1) = touched.min(0).values.tolist(), touched.max(0).values.tolist()
+    return grid, (y1 - y0 + 1, x1 - x0 + 1)
+
+
+def box_at(pos: tuple[int, int], grid: tuple[int, int], size: tuple[int, int], field: tuple[int, int]) -> Box:
+    """The `field`-sized box around cell `pos` (row, col) of a `grid` over an image of `size`, kept inside.
+
+    Example:
+        >>> box_at((0, 3), (4, 4), (32, 32), (12, 12))  # centred on x = 28, moved left to stay inside
+        (20, 0, 32, 12)
+    """
+    out = []
+    for p, g, s, f in zip(pos[::-1], grid[::-1], size[::-1], field[::-1]):
+        f = min(f, s)
+        centre = (p + 0.5) * s / g
+        lo = int(min(max(round(centre - f / 2), 0), s - f))
+        out.append((lo, lo + f))
+    (x0, x1), (y0, y1) = out
+    return x0, y0, x1, y1
+
+
+def _spatial(bound: Expr) -> tuple[Site, int, tuple[int, int] | None, bool] | None:
+    """(site, channel, fixed position or None, whether higher activation scores higher) for a one-channel unit."""
+    k, e = (bound.k, bound.expr) if isinstance(bound, Scale) else (1.0, bound)
+    if isinstance(e, Neuron) and e.token is None:
+        return e.sites()[0], e.index, (-1 if e.y is None else e.y, -1 if e.x is None else e.x), k > 0
+    if isinstance(e, Channel):
+        return e.sites()[0], e.index, None, k > 0
+    if isinstance(e, ClassLogit) and isinstance(e.label, int):
+        return e.sites()[0], e.label, None, k > 0
+    return None
+
+
+# --- the streaming pass ---------------------------------------------------------------------------
+
+
+def _check_unit(text: str, e: Expr) -> None:
+    for t in terms_of(e):
+        names = {f.name for f in dc.fields(t)}  # type: ignore[arg-type]
+        if "batch" not in names and t.sites():
+            raise InvalidArgumentError(f"{text}: {t!r} compares the images of a batch; a unit must score each image alone")
+        if "batch" in names and t.batch is not None:  # type: ignore[attr-defined]
+            raise InvalidArgumentError(f"{text}: {t!r} selects batch={t.batch!r}; dataset examples score every image")
+
+
+class _Running:
+    """The running top-k / bottom-k of every unit: scores, image indices, positions (row, col or -1)."""
+
+    def __init__(self, units: int, k: int) -> None:
+        self.k = k
+        self.lists = {key: (torch.empty(units, 0), torch.empty(units, 0, dtype=torch.long), torch.empty(units, 0, 2, dtype=torch.long))
+                      for key in ("top", "bottom")}
+
+    def add(self, scores: Tensor, index: Tensor, pos: dict[str, Tensor]) -> None:
+        for key, largest in (("top", True), ("bottom", False)):
+            s, i, p = self.lists[key]
+            s = torch.cat([s, scores], 1)
+            i = torch.cat([i, index.expand(scores.shape[0], -1)], 1)
+            p = torch.cat([p, pos[key]], 1)
+            kk = min(self.k, s.shape[1])
+            # stable: among equal scores the earlier image wins, whatever the batch size
+            order = torch.sort(-s if largest else s, dim=1, stable=True).indices[:, :kk]
+            self.lists[key] = (s.gather(1, order), i.gather(1, order), p.gather(1, order[..., None].expand(-1, -1, 2)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: [t.tolist() for t in v] for key, v in self.lists.items()}
+
+    def load(self, d: dict[str, Any]) -> None:
+        for key in ("top", "bottom"):
+            s, i, p = d[key]
+            self.lists[key] = (torch.tensor(s, dtype=torch.float32), torch.tensor(i, dtype=torch.long),
+                               torch.tensor(p, dtype=torch.long).reshape(len(s), -1, 2))
+
+
+def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images: Any, *, k: int = 9, batch: int = 64,
+                     size: int | tuple[int, int] | None = None, state: str | Path | None = None,
+                     progress: bool = True) -> Examples:
+    """The top-`k` and bottom-`k` examples of every objective over `images`, in one streaming pass.
+
+    Args:
+        objectives: the units, as expressions or DSL text (each scores every image alone).
+        model: one `nn.Module` (its `ModelInfo` preprocessing applies).
+        images: a folder, a list of files, an (N, C, H, W) tensor in [0, 1], or a dataset (see `image_source`).
+        k: examples kept per unit and side; batch: images per forward.
+        state: a JSON file for the running lists: resumes from it when it matches, rewritten after every batch.
+
+    Raises:
+        InvalidArgumentError: no objectives, a bad k/batch, a term that is not a per-image score,
+            or a `state` file made for other units, images or k.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InvalidArgumentError(f"k and batch must be ints >= 1, got k={k!r}, batch={batch!r}")
+    exprs = [parse(o) if isinstance(o, str) else o for o in objectives]
+    if not exprs or not all(isinstance(e, Expr) for e in exprs):
+        raise InvalidArgumentError("dataset_examples needs at least one objective (an expression or DSL text)")
+    texts = [repr(e) for e in exprs]
+    for text, e in zip(texts, exprs):
+        _check_unit(text, e)
+    models = as_models(model)
+    bound = [bind(e, models) for e in exprs]
+    plan = compile_plan(sum_of([t for e in exprs for t in terms_of(e)]), model)
+    source = image_source(images, model, size)
+    spatial = [_spatial(b) for b in bound]
+    running = _Running(len(exprs), k)
+    start = _resume(state, running, texts, source, k)
+    bar = _bar(len(source), start, progress)
+    device = device_of(model)
+    try:
+        with torch.no_grad(), frozen_models(list(plan.models.values())):
+            for lo in range(start, len(source), batch):
+                idx = list(range(lo, min(lo + batch, len(source))))
+                acts = plan.forward(source.load(idx).to(device))
+                scores = torch.stack([evaluate(b, acts, len(idx)).float().cpu() for b in bound])
+                if not bool(torch.isfinite(scores).all()):
+                    bad = texts[int((~torch.isfinite(scores)).any(1).nonzero()[0])]
+                    raise InvalidArgumentError(f"{bad} scored NaN or inf on images {idx[0]}..{idx[-1]}; check the images")
+                running.add(scores, torch.tensor(idx)[None], _positions(spatial, acts, len(idx)))
+                if state is not None:
+                    _save_state(state, running, texts, source, k, idx[-1] + 1)
+                if bar is not None:
+                    bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+    maps = {s[0] for s in spatial if s is not None and _is_map(plan, s[0], source)}
+    fields = {site: _grid_and_field(plan.models[site.model], site.layer, source.size) for site in maps}  # type: ignore[index]
+    return Examples(tuple(_unit(t, running, u, spatial[u], fields, source.size) for u, t in enumerate(texts)),
+                    len(source), source.size)
+
+
+def _is_map(plan: Any, site: Site, source: ImageSource) -> bool:
+    with torch.no_grad(), frozen_models(list(plan.models.values())):
+        a = plan.forward(source.load([0]).to(plan.device))[site]
+    return isinstance(a, Tensor) and a.dim() == 4
+
+
+def _positions(spatial: list, acts: dict, n: int) -> dict[str, Tensor]:
+    out = {key: torch.full((len(spatial), n, 2), -1, dtype=torch.long) for key in ("top", "bottom")}
+    for u, s in enumerate(spatial):
+        if s is None or not isinstance(acts[s[0]], Tensor) or acts[s[0]].dim() != 4:
+            continue
+        site, c, fixed, up = s
+        a = acts[site]
+        h, w = a.shape[2:]
+        if fixed is not None:
+            y, x = (h // 2 if fixed[0] < 0 else fixed[0]), (w // 2 if fixed[1] < 0 else fixed[1])
+            out["top"][u] = out["bottom"][u] = torch.tensor([y, x])
+            continue
+        m = a[:, c].flatten(1).float().cpu()
+        high, low = m.argmax(1), m.argmin(1)
+        for key, flat in (("top", high if up else low), ("bottom", low if up else high)):
+            out[key][u] = torch.stack([flat // w, flat % w], 1)
+    return out
+
+
+def _unit(text: str, running: _Running, u: int, spatial: Any, fields: dict, size: tuple[int, int]) -> UnitExamples:
+    sides = []
+    site = spatial[0] if spatial is not None else None
+    for key in ("top", "bottom"):
+        s, i, p = running.lists[key]
+        out = []
+        for score, index, (y, x) in zip(s[u].tolist(), i[u].tolist(), p[u].tolist()):
+            box = box_at((y, x), fields[site][0], size, fields[site][1]) if site in fields and y >= 0 else None
+            out.append(Example(int(index), float(score), box))
+        sides.append(tuple(out))
+    return UnitExamples(text, sides[0], sides[1])
+
+
+def _state_key(texts: list[str], source: ImageSource, k: int) -> dict[str, Any]:
+    items = source.items
+    ident = f"tensor{tuple(items.shape)}:{float(items.double().sum()):.6g}" if isinstance(items, Tensor) else list(items)
+    return {"format": STATE_FORMAT, "units": texts, "k": k, "size": list(source.size), "images": ident}
+
+
+def _resume(state: str | Path | None, running: _Running, texts: list[str], source: ImageSource, k: int) -> int:
+    if state is None or not Path(state).is_file():
+        return 0
+    d = json.loads(Path(state).read_text())
+    if d.get("key") != _state_key(texts, source, k):
+        raise InvalidArgumentError(f"{str(state)!r} holds the state of another examples pass (other units, images, size or k); "
+                                   "delete it or give another state file")
+    running.load(d["lists"])
+    return int(d["seen"])
+
+
+def _save_state(state: str | Path, running: _Running, texts: list[str], source: ImageSource, k: int, seen: int) -> None:
+    with atomic_write(state, "w") as f:
+        json.dump({"key": _state_key(texts, source, k), "seen": seen, "lists": running.to_dict()}, f)
+
+
+def _bar(total: int, initial: int, enabled: bool):
+    if not enabled or initial >= total:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="examples", unit="image")
+
+
+def crops(examples: Sequence[Example], source: ImageSource, *, side: int | None = None) -> Tensor:
+    """The examples' images, each cut to its box (whole image without one) and resized to `side` (default: the image size).
+
+    Returns:
+        (len(examples), C, side, side) in [0, 1].
+    """
+    side = side or max(source.size)
+    tiles = []
+    for ex in examples:
+        x = source.load([ex.index])
+        if ex.box is not None:
+            x0, y0, x1, y1 = ex.box
+            x = x[..., y0:y1, x0:x1]
+        tiles.append(F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1))
+    return torch.cat(tiles) if tiles else torch.empty(0, source.channels, side, side)
+
+
+__all__ = ["Example", "Examples", "ImageSource", "UnitExamples", "box_at", "crops", "dataset_examples", "image_source",
+           "receptive_field"]

@@ -1,0 +1,176 @@
+"""Rendering a site's images with the atlas machinery: resumable, atomic PNGs with recipes, shardable with torchrun.
+
+`vis` and `neg` images are atlas jobs (`units.ImageJob`) rendered by `atlas.render_atlas` into
+`SITE/img/`: in batches, each PNG written atomically with its one-image recipe and final score,
+missing ones only, split over the torchrun ranks. The diversity sets (`DIVERSITY_SET` images
+optimized together) cannot share a batch with other units, so each is one render of its own
+recipe (`batch=4`); the missing sets are dealt round-robin over the ranks (`atlas.shard`), and
+each image is saved as `<unit>.div<i>.png` carrying the whole set's recipe, so
+`lucent-dsl render --recipe SITE/img/<unit>.div0.png` renders the four again.
+
+Example:
+    >>> base = Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28), steps=8)
+    >>> u = Unit("conv2", 3, "channel('conv2', 3)", "conv2:3")
+    >>> r = diversity_recipe(base, u, "conv2", 0.25)
+    >>> r.objective, r.batch
+    ("channel('conv2', 3) - 0.25 * diversity('conv2')", 4)
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..atlas import distributed, job_recipe, shard
+from ..io import RECIPE_KEY, read_png_metadata, save_png
+from ..replay import SCORE_KEY, Recipe
+from .units import (
+    DIVERSITY_SET,
+    ImageJob,
+    Unit,
+    diversity_objective,
+    diversity_seed,
+    diversity_weight,
+    image_jobs,
+)
+
+IMG = "img"
+INDEX_KEY = "lucent_dsl.batch_index"
+
+
+def diversity_recipe(base: Recipe, unit: Unit, layer: str, weight: float) -> Recipe:
+    """The recipe of a unit's diversity set: the base settings, the objective minus `weight` x diversity at `layer`, batch 4."""
+    return dc.replace(base, objective=diversity_objective(unit, layer, weight), seed=diversity_seed(unit, base.seed),
+                      batch=DIVERSITY_SET, command="render")
+
+
+def diversity_recipes(units: Sequence[Unit], base: Recipe, img: Path, layers: dict[str, str]) -> dict[Unit, Recipe]:
+    """Every unit's diversity recipe, its weight taken from the score stored in the unit's `vis` PNG."""
+    return {u: diversity_recipe(base, u, layers[u.layer], diversity_weight(read_image_info(img / u.vis)["score"]))
+            for u in units}
+
+
+def image_recipe(base: Recipe, job: ImageJob) -> Recipe:
+    """The one-image recipe stored in a `vis` or `neg` PNG (the atlas's `job_recipe`)."""
+    return job_recipe(base, job)  # type: ignore[arg-type]
+
+
+def _stored_recipe(path: Path) -> Recipe | None:
+    try:
+        meta = read_png_metadata(path)
+    except Exception:  # noqa: BLE001 - an unreadable file is one to render again
+        return None
+    return Recipe.from_json(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None
+
+
+def missing_sets(recipes: dict[Unit, Recipe], img: Path) -> list[Unit]:
+    """The units whose diversity set is not complete in `img` with its recipe (a changed recipe is redone)."""
+    return [u for u, want in recipes.items() if any(_stored_recipe(img / u.div(i)) != want for i in range(DIVERSITY_SET))]
+
+
+def render_sets(units: Sequence[Unit], recipes: dict[Unit, Recipe], model: nn.Module, img: Path, *,
+                device: Any = None, progress: bool = True) -> int:
+    """Render the diversity sets of `units` (all of them: pass only the missing ones); return how many."""
+    bar = None
+    if progress and units:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(units), desc="diversity sets", unit="unit")
+    try:
+        for u in units:
+            recipe = recipes[u]
+            result = recipe.run(model, device=device, progress=False)
+            if result.interrupted:
+                raise KeyboardInterrupt
+            scores = result.scores()
+            for i in range(DIVERSITY_SET):
+                save_png(img / u.div(i), result.images[i:i + 1],
+                         metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i])), INDEX_KEY: str(i)})
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return len(units)
+
+
+def render_site_images(units: Sequence[Unit], base: Recipe, model: nn.Module, out: Path, layers: dict[str, str], *,
+                       batch: int = 16, device: Any = None, progress: bool = True, timeout: float = 3600.0,
+                       ranks: Any = None) -> dict[str, Any]:
+    """Render every missing image of the site into `out/img/` (on every torchrun rank); return what was done.
+
+    `layers[unit.layer]` is the layer the unit's diversity term reads. Every rank calls this with the
+    same arguments; afterwards all ranks have met at a barrier, so rank 0 can write the pages.
+    """
+    img = out / IMG
+    img.mkdir(parents=True, exist_ok=True)
+    jobs = image_jobs(units, seed=base.seed)
+    with distributed.process_group(ranks, timeout) as group:
+        run = distributed.render_atlas(jobs, base, model, img, batch=batch, device=device, progress=progress,  # type: ignore[arg-type]
+                                       timeout=timeout, ranks=group.ranks)
+        me = group.ranks
+        recipes = diversity_recipes(units, base, img, layers)  # every rank reads the finished vis PNGs
+        todo = missing_sets(recipes, img) if me.rank == 0 else []
+        todo = [units[i] for i in group.broadcast([units.index(u) for u in todo])]
+        sets = render_sets(shard(todo, me.rank, me.world_size), recipes, model, img, device=device,
+                           progress=progress and me.rank == 0)
+        group.barrier()
+        return {"rank": me.rank, "world_size": me.world_size, "images_rendered": run.rendered, "images": len(jobs),
+                "sets_rendered": len(todo), "sets": len(units), "mine": run.mine + sets}
+
+
+def read_image_info(path: Path) -> dict[str, Any]:
+    """A site image's score and recipe, from its PNG metadata."""
+    meta = read_png_metadata(path)
+    return {"score": float(meta[SCORE_KEY]) if SCORE_KEY in meta else None,
+            "recipe": json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None}
+
+
+def load_images(paths: Sequence[Path], channels: int) -> torch.Tensor:
+    """Site PNGs as one (N, channels, H, W) batch in [0, 1]."""
+    from ..io import load_image
+
+    return torch.cat([load_image(p, channels=channels) for p in paths])
+
+
+def render_command(recipe: dict[str, Any] | None, out: str) -> str:
+    """The `lucent-dsl render` command line that renders `recipe` (a recipe's JSON dict) again, into `out`.
+
+    Example:
+        >>> print(render_command(Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28)).to_dict(), "x.png"))
+        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 --steps 512 --seed 0 --lr 0.05 --param fft --transforms standard --out x.png
+    """
+    if not recipe:
+        return "(no recipe stored)"
+    parts = ["lucent-dsl", "render", shell_quote(recipe["objective"])]
+    for m in recipe.get("models") or ():
+        parts += ["--model", shell_quote(m)]
+    if recipe.get("size"):
+        parts += ["--size", f"{recipe['size'][0]}x{recipe['size'][1]}"]
+    parts += ["--steps", str(recipe["steps"]), "--seed", str(recipe["seed"]), "--lr", f"{recipe['lr']:g}",
+              "--param", recipe["param"], "--transforms", recipe["transforms"]]
+    if recipe.get("batch", 1) != 1:
+        parts += ["--batch", str(recipe["batch"])]
+    if recipe.get("precision", "fp32") != "fp32":
+        parts += ["--precision", recipe["precision"]]
+    return " ".join(parts + ["--out", shell_quote(out)])
+
+
+def shell_quote(text: str) -> str:
+    """`text` as one shell word: as it is when safe, in double quotes when it holds single quotes only.
+
+    Example:
+        >>> print(shell_quote("channel('conv2', 0)"), shell_quote("a.png"), shell_quote("it's $HOME"))
+        "channel('conv2', 0)" a.png 'it'"'"'s $HOME'
+    """
+    import shlex
+
+    quoted = shlex.quote(text)
+    if quoted == text or "'" not in text or any(c in text for c in '"$`\\!'):
+        return quoted
+    return f'"{text}"'

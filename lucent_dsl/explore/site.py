@@ -1,0 +1,178 @@
+"""`explore`: a static, browsable site of a model (no server needed; `python -m http.server` serves it).
+
+Steps (each resumable: rerunning the same command redoes only what is missing):
+
+1. the units of the layers (`units.model_units`) and their images, rendered with the atlas
+   machinery (`render.render_site_images`: every rank of a torchrun takes its share);
+2. with `images`: the dataset examples of every unit in one streaming pass
+   (`dataset_examples`, state kept in `examples.state.json`), saved as strips of crops, and the
+   sanity check of every unit (`sanity`: its visualization and diversity set against its top and
+   bottom examples, layer by layer, plus the linear detectability probe);
+3. the pages (`pages`), `site.json` (every unit, file and setting) and `style.css`.
+
+Example:
+    >>> diversity_layer("@output", {"@output": "(10)"}, ["conv1", "conv2"]), diversity_layer("conv2", {"conv2": "(64, 14, 14)"}, ["conv1"])
+    ('conv2', 'conv2')
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..atlas import default_layers, probe
+from ..dataset_examples import Examples, crops, dataset_examples, image_source
+from ..expr import OUTPUT
+from ..io import atomic_write, make_grid, save_png
+from ..models import info_of
+from ..replay import Recipe
+from ..sanity import pooled_activations, probe_accuracy, similarity_report
+from . import pages
+from .render import (
+    IMG,
+    load_images,
+    read_image_info,
+    render_command,
+    render_site_images,
+)
+from .units import DIVERSITY_SET, Unit, model_units
+
+SITE_JSON = "site.json"
+EXAMPLES_JSON = "examples.json"
+EXAMPLES_STATE = "examples.state.json"
+TILE = 64  # pixels per example crop in the strips
+
+
+def diversity_layer(layer: str, shapes: Mapping[str, str], fallback: Sequence[str]) -> str:
+    """The layer a unit's diversity term reads: its own when it is a map, else the deepest of `fallback`."""
+    shape = shapes.get(layer.split("/", 1)[0], "")
+    return layer if shape.count(",") == 2 or "/" in layer or not fallback else fallback[-1]
+
+
+def _path_layers(unit_layer: str, maps: Sequence[str], order: Sequence[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(order)}
+    layers = list(dict.fromkeys([*maps, unit_layer]))
+    return sorted(layers, key=lambda n: (n.startswith(OUTPUT), rank.get(n, len(rank))))
+
+
+def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path, *, channels: str | None = None,
+            images: Any = None, k: int = 9, size: tuple[int, int] | None = None, steps: int = 256, seed: int = 0,
+            lr: float = 0.05, param: str = "fft", transforms: str = "standard", batch: int = 16, device: Any = None,
+            progress: bool = True, timeout: float = 3600.0, ranks: Any = None, sanity: bool = True) -> dict[str, Any]:
+    """Write the site of `model` (built from model spec `spec`, which the recipes name) into `out`.
+
+    Returns:
+        what was done: images and diversity sets rendered, units, and (rank 0) the pages written.
+
+    Raises:
+        LayerNotFoundError, InvalidArgumentError: bad layers or channels, before anything is rendered.
+    """
+    out = Path(out)
+    units = model_units(model, layers, channels, size or _size(model))
+    base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed, lr=lr, param=param,
+                  transforms=transforms).resolved(model)
+    rows = probe(model, base.size)
+    shapes = {r.name: r.shape for r in rows}
+    maps = default_layers(model, base.size)
+    div_layers = {layer: diversity_layer(layer, shapes, maps) for layer in layers}
+    done = render_site_images(units, base, model, out, div_layers, batch=batch, device=device, progress=progress,
+                              timeout=timeout, ranks=ranks)
+    if done["rank"] != 0:
+        return done
+    img = out / IMG
+    views = {u: {"scores": {f: read_image_info(img / f)["score"] for f in (u.vis, u.neg, *map(u.div, range(DIVERSITY_SET)))},
+                 "commands": _commands(u, img)} for u in units}
+    found = source = None
+    if images is not None:
+        source = image_source(images, model, base.size)
+        found = _examples(units, model, images, k, base.size, out, progress)
+        _write_strips(units, found, source, img)
+        if sanity:
+            _sanity(units, found, model, source, img, maps, [r.name for r in rows], views)
+    _write_pages(out, spec, base, units, views, found, source)
+    return {**done, "units": len(units), "pages": len(units) + len(layers) + 1}
+
+
+def _size(model: nn.Module) -> tuple[int, int]:
+    known = info_of(model).input_size
+    return tuple(known) if known else (224, 224)  # type: ignore[return-value]
+
+
+def _commands(u: Unit, img: Path) -> dict[str, str]:
+    vis, neg, div = (read_image_info(img / f)["recipe"] for f in (u.vis, u.neg, u.div(0)))
+    return {"visualization": render_command(vis, u.vis), "negative": render_command(neg, u.neg),
+            f"diversity set ({DIVERSITY_SET} images, one grid)": render_command(div, f"{u.slug}.div.png")}
+
+
+def _examples(units: Sequence[Unit], model: nn.Module, images: Any, k: int, size: tuple[int, int], out: Path,
+              progress: bool) -> Examples:
+    found = dataset_examples([u.objective for u in units], model, images, k=k, size=size, state=out / EXAMPLES_STATE,
+                             progress=progress)
+    with atomic_write(out / EXAMPLES_JSON, "w") as f:
+        f.write(found.to_json())
+    return found
+
+
+def _write_strips(units: Sequence[Unit], found: Examples, source: Any, img: Path) -> None:
+    for u, ex in zip(units, found.units):
+        for name, side in ((u.top, ex.top), (u.bottom, ex.bottom)):
+            tiles = crops(side, source, side=TILE)
+            save_png(img / name, make_grid(tiles, ncol=len(side), pad=2))
+
+
+def _sanity(units: Sequence[Unit], found: Examples, model: nn.Module, source: Any, img: Path, maps: Sequence[str],
+            order: Sequence[str], views: dict) -> None:
+    channels = min(3, info_of(model).channels)
+    wanted = sorted({e.index for ex in found.units for e in (*ex.top, *ex.bottom)})
+    all_layers = list(dict.fromkeys(layer for u in units for layer in _path_layers(u.layer, maps, order)))
+    natural = pooled_activations(model, all_layers, source.load(wanted))
+    row_of = {idx: i for i, idx in enumerate(wanted)}
+    for u, ex in zip(units, found.units):
+        path = _path_layers(u.layer, maps, order)
+        vis = pooled_activations(model, path, load_images([img / u.vis, *(img / u.div(i) for i in range(DIVERSITY_SET))], channels))
+        pos = {layer: natural[layer][[row_of[e.index] for e in ex.top]] for layer in path}
+        neg = {layer: natural[layer][[row_of[e.index] for e in ex.bottom]] for layer in path}
+        if len(ex.top) < 2:
+            continue
+        views[u]["sanity"] = similarity_report(vis, pos, neg)
+        both = {layer: torch.cat([pos[layer], neg[layer]]) for layer in path}
+        views[u]["detect"] = {layer: probe_accuracy(vis[layer], both[layer]) for layer in path}
+
+
+def _write_pages(out: Path, spec: str, base: Recipe, units: Sequence[Unit], views: dict, found: Examples | None,
+                 source: Any) -> None:
+    by_layer: dict[str, list[Unit]] = {}
+    for u in units:
+        by_layer.setdefault(u.layer, []).append(u)
+    scores = {f: s for u in units for f, s in views[u]["scores"].items()}
+    title = f"lucent-dsl explore: {spec}"
+    settings = {"model": spec, "size": f"{base.size[0]}x{base.size[1]}", "steps": base.steps, "seed": base.seed,  # type: ignore[index]
+                "lr": base.lr, "param": base.param, "transforms": base.transforms, "units": len(units),
+                "dataset examples": f"{len(found.units[0].top)} per unit from {found.seen} images" if found else "none (give --images DIR)"}
+    files = {"style.css": pages.CSS, "index.html": pages.index_html(title, settings, by_layer, scores)}
+    for layer, mine in by_layer.items():
+        files[pages.layer_page(layer)] = pages.layer_html(title, layer, mine, scores)
+    examples = {u: ex for u, ex in zip(units, found.units)} if found else {}
+    for i, u in enumerate(units):
+        ex = examples.get(u)
+        v = views[u]
+        view = pages.UnitView(
+            u, v["scores"], v["commands"],
+            examples=[(source.name(e.index), e.score) for e in ex.top] if ex else (),
+            bottom=[(source.name(e.index), e.score) for e in ex.bottom] if ex else (),
+            sanity=v.get("sanity"), detect=v.get("detect"),
+            prev=units[i - 1] if i > 0 else None, next=units[i + 1] if i + 1 < len(units) else None)
+        files[u.page] = pages.unit_html(title, view)
+    manifest = {"lucent_dsl_site": 1, "model": spec, "settings": settings,
+                "layers": {layer: [{"index": u.index, "label": u.label, "objective": u.objective, "page": u.page,
+                                    "images": [u.vis, u.neg, *map(u.div, range(DIVERSITY_SET))],
+                                    "sanity": views[u]["sanity"].to_dict() if "sanity" in views[u] else None}
+                                   for u in mine] for layer, mine in by_layer.items()}}
+    files[SITE_JSON] = json.dumps(manifest, indent=1) + "\n"
+    for name, text in files.items():
+        with atomic_write(out / name, "w") as f:
+            f.write(text)
