@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import lucent_dsl as ld
@@ -18,17 +18,16 @@ from lucent_dsl.objectives import VOCABULARY_FACTORIES
 import strategies as S
 
 L = Site(None, "L")
+IMAGE_SITE = Site(None, IMAGE)
+RGB_IMAGES = st.tuples(st.sampled_from((1, 2, 3, 5)), st.integers(1, 4), st.integers(1, 4))  # opacity needs RGBA
 
 
 @dc.dataclass(frozen=True)
 class Entry:
-    """One vocabulary entry under test: the layouts it reads, and how many images it needs."""
+    """One vocabulary entry under test and what it claims (the keywords of `check_objective`)."""
 
     name: str
-    kinds: tuple[str, ...] = S.KINDS
-    min_images: int = 1
-    min_channels: int = 1
-    ranks: tuple[int, ...] = ()  # per-image ranks it also accepts beyond the three layouts
+    claims: dict = dc.field(default_factory=dict)
 
 
 ENTRIES = [
@@ -39,16 +38,21 @@ ENTRIES = [
     Entry("direction_neuron"),
     Entry("channel_weight"),
     Entry("neuron_weight"),
-    Entry("channel_interpolate"),
-    Entry("alignment", min_images=2),
-    Entry("diversity", min_images=2, min_channels=2),  # one channel: a 1x1 Gram matrix, always +-1
+    Entry("channel_interpolate"),  # per image, but no batch=: batched renders refuse it
+    Entry("alignment", {"scope": "batch", "min_images": 2}),
+    Entry("diversity", {"scope": "batch", "min_images": 2, "channels": (2, 6)}),  # 1 channel: a 1x1 Gram, always 1
     Entry("class_logit"),
     Entry("activation_match"),
-    Entry("total_variation", kinds=("maps",)),
-    Entry("blur", kinds=("maps",)),
-    Entry("l1", ranks=(4,)),
-    Entry("l2", ranks=(4,)),
-    Entry("tst_energy", ranks=(0, 4)),  # a custom @objective: the user's function decides
+    Entry("total_variation", {"layouts": ("nchw",)}),
+    Entry("blur", {"layouts": ("nchw",)}),
+    Entry("l1", {"accepts_ranks": (5,)}),
+    Entry("l2", {"accepts_ranks": (5,)}),
+    Entry("opacity", {"layouts": ("nchw",), "channels": (4, 4), "wrong_shapes": RGB_IMAGES}),
+    Entry("masked", {"layouts": ("nchw", "tokens")}),
+    Entry("source_match", {"scope": "source", "min_images": 2}),
+    Entry("source_l2", {"scope": "source", "min_images": 2}),
+    Entry("style"),
+    Entry("tst_energy", {"accepts_ranks": (1, 5), "builder": S.BUILDERS["tst_energy"]}),  # a custom @objective
 ]
 BY_NAME = {e.name: e for e in ENTRIES}
 
@@ -57,53 +61,27 @@ def test_table_covers_the_whole_vocabulary():
     builtin = set(VOCABULARY_FACTORIES) - {"deepdream"}  # deepdream is layer (see test_deepdream_is_layer)
     assert builtin | {"tst_energy"} == set(BY_NAME)
     assert set(S.BUILDERS) == set(BY_NAME)
-    assert set(VOCABULARY_FACTORIES) <= set(VOCABULARY)
-
-
-@st.composite
-def cases(draw, entry: Entry, kinds: tuple[str, ...] | None = None):
-    """(term reading layer "L", activation (crops * n, ...), n) for a layout the entry supports."""
-    shape = draw(S.shapes(kinds or entry.kinds).filter(lambda s: S.channels(s) >= entry.min_channels))
-    n = draw(st.integers(entry.min_images, 3))
-    crops = draw(st.integers(1, 2))
-    term = draw(S.term({None: {"L": shape}}, n, image=None, names=(entry.name,)))
-    act = S.seeded((crops * n, *shape), draw(st.integers(0, 2**16)), torch.float64)
-    return term, act, n
+    registered = {name for name, f in VOCABULARY.items()  # the library's own, not @objective or test registrations
+                  if f.__module__.startswith("lucent_dsl.") and not getattr(f, "is_custom_objective", False)}
+    assert registered == set(VOCABULARY_FACTORIES)  # every registered library factory is a built-in, and back
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
-@settings(max_examples=25)
-@given(data=st.data())
-def test_conformance(entry, data):
-    term, act, n = data.draw(cases(entry))
-    assert {s for s in term.sites()} == {L}
-    act.requires_grad_(True)
-    score = term.score({L: act}, n)
-    assert score.shape == (n,)
-    assert score.dtype == act.dtype
-    assert bool(torch.isfinite(score).all())
-    (grad,) = torch.autograd.grad(score.sum(), act)
-    assert bool(torch.isfinite(grad).all())
-    assert float(grad.abs().sum()) > 0, f"no gradient reaches the activation from {term!r}"
-    assert torch.equal(term.score({L: act}, n), score)  # a pure function of the activations
+def test_conformance(entry):
+    """Every term obeys every law of lucent_dsl.testing.check_objective (what users run on their own terms)."""
+    target = S.tst_energy if entry.name == "tst_energy" else VOCABULARY_FACTORIES[entry.name]
+    S.check_objective(target, max_examples=10, **entry.claims)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
-@settings(max_examples=10)
-@given(data=st.data())
-def test_unsupported_layouts_raise_shape_errors(entry, data):
-    if entry.name == "tst_energy":
-        pytest.skip("a custom objective accepts whatever its function accepts")
-    others = tuple(k for k in S.KINDS if k not in entry.kinds)
-    rank = data.draw(st.sampled_from([r for r in (0, 4) if r not in entry.ranks] + list(others)))
-    if isinstance(rank, str):  # a layout the entry cannot read (images-only penalties on tokens/vectors)
-        term, act, n = data.draw(cases(entry))
-        act = S.seeded((act.shape[0], *data.draw(S.SHAPES[rank]())), 0)
-    else:
-        term, act, n = data.draw(cases(entry))
-        act = S.seeded((act.shape[0], *data.draw(S.unsupported_shapes().filter(lambda s: len(s) == rank))), 0)
-    with pytest.raises(ObjectiveShapeError):
-        term.score({L: act}, n)
+def test_conformance_claims_are_checked():
+    """The claims matter: claim what a term does not do and the checker finds the counterexample."""
+    fast = settings(phases=[Phase.generate], database=None)  # the first counterexample, unshrunk
+    with pytest.raises(AssertionError, match="law 'per image'"):
+        S.check_objective(ld.diversity, min_images=2, channels=(2, 6), models=False, settings=fast)
+    with pytest.raises(AssertionError, match="law 'wrong shapes'"):
+        S.check_objective(ld.l1, models=False, settings=fast)  # l1 reads (B, C, D, H, W) volumes too
+    with pytest.raises(AssertionError, match="law 'per image'"):
+        S.check_objective(ld.source_l2, min_images=2, models=False, settings=fast)  # image 0 is every image's source
 
 
 @pytest.mark.parametrize("value", [(torch.ones(2, 3), torch.ones(2, 3)), {"out": torch.ones(2, 3)}, None])
@@ -201,7 +179,7 @@ def test_channel_is_the_mean_over_positions(shape, data):
     c = S.channels(shape)
     i = data.draw(st.integers(0, c - 1))
     a = S.seeded((3, *shape), 4, torch.float64)
-    cp = {"maps": lambda: a.flatten(2), "tokens": lambda: a.transpose(1, 2), "vectors": lambda: a[..., None]}
+    cp = {"nchw": lambda: a.flatten(2), "tokens": lambda: a.transpose(1, 2), "vectors": lambda: a[..., None]}
     expected = cp[S.kind(shape)]()[:, i].mean(-1)
     torch.testing.assert_close(ld.channel("L", i).score({L: a}, 3), expected)
     onehot = [1.0 if j == i else 0.0 for j in range(c)]
@@ -307,6 +285,28 @@ def test_activation_match_with_itself():
     torch.testing.assert_close(one, (a * a[:1]).sum(1).mean((1, 2)))
     with pytest.raises(ObjectiveShapeError, match="target shape"):
         ld.activation_match("L", torch.ones(4, 3, 4)).score({L: a}, 2)
+
+
+def test_opacity_is_the_mean_alpha_and_needs_rgba():
+    rgba = S.seeded((2, 4, 3, 5), 0, torch.float64).sigmoid()
+    torch.testing.assert_close(ld.opacity().score({IMAGE_SITE: rgba}, 2), rgba[:, 3].mean((1, 2)))
+    second = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(ld.opacity(batch=1).score({IMAGE_SITE: rgba}, 2), rgba[:, 3].mean((1, 2)) * second)
+    with pytest.raises(ObjectiveShapeError, match="RGBA"):
+        ld.opacity().score({IMAGE_SITE: rgba[:, :3]}, 2)
+
+
+def test_source_terms_compare_each_crop_with_the_same_crop_of_image_0():
+    n, crops = 3, 2
+    a = S.seeded((crops * n, 4, 3, 5), 0, torch.float64)
+    src = a.reshape(crops, n, 4, 3, 5)[:, :1].expand(crops, n, 4, 3, 5).reshape(a.shape)
+    l2 = ld.source_l2("L").score({L: a}, n)
+    torch.testing.assert_close(l2, (a - src).pow(2).mean((1, 2, 3)).reshape(crops, n).mean(0))
+    assert float(l2[0]) == 0.0
+    match = ld.source_match("L", cossim_pow=0).score({L: a}, n)
+    torch.testing.assert_close(match, (a * src).sum(1).mean((1, 2)).reshape(crops, n).mean(0))
+    with pytest.raises(ObjectiveShapeError):
+        ld.source_l2("L").score({L: a[:, 0, 0, 0]}, n)  # a (B,) activation: no layout (was an IndexError)
 
 
 def test_class_logit_by_name_needs_a_plan():

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..errors import ObjectiveShapeError
 from ..expr import Acts, Expr, Term, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_model, dot_cos, frozen, per_image, rows_channels_positions
+from ._term import Batch, LayerTerm, check_batch, check_layer, check_model, dot_cos, frozen, layout_of, per_image, rows_channels_positions
 
 
 def source_rows(term: Term, a: Tensor, n: int) -> Tensor:
@@ -54,6 +54,7 @@ class SourceL2(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
+        layout_of(self, site, a)  # a (B,) or (B, C, D, H, W) activation is no layout: ObjectiveShapeError, not IndexError
         return per_image(self, (a - source_rows(self, a, n)).pow(2).flatten(1).mean(1), n, self.batch)
 
 
