@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -256,23 +257,64 @@ def has_conv(gm: fx.GraphModule) -> bool:
         n.op == "call_function" and n.target in (F.conv2d, torch.conv2d) for n in gm.graph.nodes)
 
 
+# Frozen state shared by every open frozen_models() context, across threads: id -> [object, count, saved flag].
+_FREEZE_LOCK = threading.Lock()
+_FROZEN_STATE: dict[int, list] = {}
+
+
+def _hold(objects: Sequence[Any], attr: str) -> None:
+    for obj in objects:
+        entry = _FROZEN_STATE.setdefault(id(obj), [obj, 0, getattr(obj, attr)])
+        entry[1] += 1
+
+
+def _release(objects: Sequence[Any], attr: str) -> None:
+    for obj in objects:
+        entry = _FROZEN_STATE[id(obj)]
+        entry[1] -= 1
+        if not entry[1]:
+            del _FROZEN_STATE[id(obj)]
+            if attr == "training":
+                obj.training = entry[2]
+            else:
+                obj.requires_grad_(entry[2])
+
+
 @contextlib.contextmanager
 def frozen_models(models: Sequence[nn.Module]) -> Iterator[None]:
     """Eval mode and `requires_grad=False` for every module and parameter, restored exactly on exit.
 
     Only the image gets gradients during a render; the user's flags come back even after an exception.
+    Renders of one model in several threads at once are safe: the first context to take a module or
+    parameter saves its flag, the model stays frozen while any context holds it, and the last one
+    to leave restores the flag (so no thread ever saves, or restores, another's frozen state).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> with frozen_models([net]), frozen_models([net]):
+        ...     net.training, net[0].weight.requires_grad
+        (False, False)
+        >>> net.training, net[0].weight.requires_grad
+        (True, True)
     """
-    saved_modes = [(m, m.training) for model in models for m in model.modules()]
-    saved_grads = [(p, p.requires_grad) for model in models for p in model.parameters()]
+    modules = list({id(m): m for model in models for m in model.modules()}.values())
+    params = list({id(q): q for model in models for q in model.parameters()}.values())
+    with _FREEZE_LOCK:
+        _hold(modules, "training")
+        _hold(params, "requires_grad")
+        try:
+            for model in models:
+                model.eval()
+            for q in params:
+                q.requires_grad_(False)
+        except BaseException:
+            _release(modules, "training")
+            _release(params, "requires_grad")
+            raise
     try:
-        for model in models:
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
         with weights_frozen(models):
             yield
     finally:
-        for m, mode in saved_modes:
-            m.training = mode
-        for p, flag in saved_grads:
-            p.requires_grad_(flag)
+        with _FREEZE_LOCK:
+            _release(modules, "training")
+            _release(params, "requires_grad")

@@ -1,8 +1,13 @@
 """Images in and out: every file format lucent_dsl reads or writes lives here.
 
 Writes are atomic (`atomic_write`): a crash or Ctrl-C mid-save never leaves a half-written
-PNG where a good one was. A render's recipe travels inside its PNG as text metadata under
-`RECIPE_KEY`, so an image can be reproduced from the file alone.
+PNG where a good one was. A render's recipe travels inside its image as metadata under
+`RECIPE_KEY` (PNG text chunks; a JPEG comment or WebP XMP with `save_image`), so an image can be
+reproduced from the file alone; `read_metadata` reads it without decoding a single pixel.
+
+Input images are checked before their pixels are decoded: at most `MAX_IMAGE_PIXELS` pixels (a
+164 KB PNG can claim 13000 x 13000), and PIL's errors become `ImageError`. 32-bit integer images
+are read as 16-bit data when their values fit, else refused (never clipped to white).
 
 Conventions: tensors are channels-first, (B, C, H, W) or (C, H, W), float in [0, 1];
 numpy arrays are channels-last, (H, W) or (H, W, C), as PIL and imageio give them.
@@ -18,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
+import secrets
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -26,13 +32,19 @@ from typing import IO, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from PIL import Image, PngImagePlugin
 from torch import Tensor
 
+from . import metadata as _meta
+from .grid import make_grid, to_pil
 from .errors import ImageError, InvalidArgumentError
 
 RECIPE_KEY = "lucent_dsl.recipe"
 """PNG metadata key holding the JSON recipe (objective, model, seed, ...) of a render."""
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+"""What `save_image` writes, by extension."""
+MAX_IMAGE_PIXELS = 64_000_000
+"""The largest input image read (width x height), checked before its pixels are decoded."""
 
 ImageLike = Tensor | Image.Image | Sequence[Image.Image]
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -62,8 +74,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         raise InvalidArgumentError(f"atomic_write mode must be a write mode ('w', 'wb', ...), got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
+        if path.exists():  # keep the mode of the file it replaces
+            os.fchmod(fd, path.stat().st_mode & 0o7777)
         f = os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
     except BaseException:
         os.close(fd)
@@ -71,8 +85,6 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         raise
     try:
         with f:
-            # mkstemp creates 0600; give the file the mode a plain open() would have given it.
-            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -83,90 +95,16 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def to_pil(images: Tensor) -> list[Image.Image]:
-    """Convert a (B, C, H, W) or (C, H, W) float tensor in [0, 1] (clamped) to PIL images.
-
-    C = 1, 3, 4 gives modes L, RGB, RGBA. NaN becomes 0.
-
-    Example:
-        >>> [im.mode for im in to_pil(torch.zeros(2, 1, 4, 4))]
-        ['L', 'L']
-    """
-    x = images.detach().to("cpu", torch.float32)
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[1] not in _MODES:
-        raise ImageError(
-            f"to_pil expects (B, C, H, W) or (C, H, W) with C in {{1, 3, 4}}, got shape {tuple(images.shape)}"
-        )
-    arr = (x.nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
-
-
-def make_grid(
-    images: Tensor | Sequence[Image.Image],
-    *,
-    ncol: int | None = None,
-    pad: int = 2,
-    labels: Sequence[str] | None = None,
-    background: int | tuple[int, ...] = 255,
-) -> Image.Image:
-    """Tile images into one, `ncol` columns (near-square by default), `pad` pixels around each tile.
-
-    With `labels`, a strip of text in PIL's default font is drawn under each tile (too long
-    labels are cut). Cell size is the largest tile; the grid is
-    `ncol * w + (ncol + 1) * pad` wide and `nrow * (h + strip) + (nrow + 1) * pad` high.
-
-    Example:
-        >>> make_grid(torch.rand(4, 3, 8, 8), ncol=4, pad=1).size
-        (37, 10)
-    """
-    tiles = to_pil(images) if isinstance(images, Tensor) else list(images)
-    if not tiles:
-        raise InvalidArgumentError("make_grid needs at least one image")
-    if labels is not None and len(labels) != len(tiles):
-        raise InvalidArgumentError(f"make_grid got {len(labels)} labels for {len(tiles)} images")
-    if pad < 0 or (ncol is not None and ncol < 1):
-        raise InvalidArgumentError(f"make_grid needs pad >= 0 and ncol >= 1, got pad={pad}, ncol={ncol}")
-    ncol = min(ncol or math.ceil(math.sqrt(len(tiles))), len(tiles))
-    nrow = math.ceil(len(tiles) / ncol)
-    w, h = max(t.width for t in tiles), max(t.height for t in tiles)
-    mode = _grid_mode({t.mode for t in tiles})
-    bands = Image.getmodebands(mode)
-    fill = (background,) * bands if isinstance(background, int) else tuple(background)
-    grey = sum(fill[:3]) / len(fill[:3])
-    ink = (0 if grey > 127 else 255,) * min(bands, 3) + (255,) * (bands == 4)  # opaque text
-    font = ImageFont.load_default()
-    strip = 0 if labels is None else font.getbbox("Ag|")[3] + 4
-    size = (ncol * w + (ncol + 1) * pad, nrow * (h + strip) + (nrow + 1) * pad)
-    grid = Image.new(mode, size, fill if bands > 1 else fill[0])
-    draw = ImageDraw.Draw(grid)
-    for i, tile in enumerate(tiles):
-        x, y = pad + (i % ncol) * (w + pad), pad + (i // ncol) * (h + strip + pad)
-        grid.paste(tile.convert(mode), (x, y))
-        if labels is not None:
-            text = _fit(" ".join(str(labels[i]).split()), font, w)
-            draw.text((x, y + h + 2), text, fill=ink if bands > 1 else ink[0], font=font)
-    return grid
-
-
-def _grid_mode(modes: set[str]) -> str:
-    if len(modes) == 1 and modes <= set(_MODES.values()):
-        return modes.pop()
-    return "RGBA" if any("A" in m for m in modes) else "RGB"
-
-
-def _fit(text: str, font: Any, width: int) -> str:
-    """Cut `text` until it fits in `width` pixels, so a label never runs into its neighbour's."""
-    while text and font.getlength(text) > width:
-        text = text[:-1]
-    return text
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new `.NAME.XXXXXXXX.tmp` next to `path`, created as a plain open() would (mode 0o666 less the
+    umask, applied by the kernel: the process umask is never read or changed)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file next to {str(path)!r}")
 
 
 def _as_image(image: ImageLike) -> Image.Image:
@@ -174,6 +112,17 @@ def _as_image(image: ImageLike) -> Image.Image:
         return image
     tiles = to_pil(image) if isinstance(image, Tensor) else list(image)
     return tiles[0] if len(tiles) == 1 else make_grid(tiles)
+
+
+def _png_info(metadata: Mapping[str, str] | None) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        if not (isinstance(key, str) and 0 < len(key) < 80 and key.isprintable() and max(map(ord, key)) < 256):
+            raise InvalidArgumentError(f"PNG metadata key {key!r} must be 1-79 printable Latin-1 characters")
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"PNG metadata value for {key!r} must be str, got {type(value).__name__}")
+        info.add_text(key, value, zip=len(value) > 1024)
+    return info
 
 
 def save_png(path: str | os.PathLike[str], image: ImageLike, *, metadata: Mapping[str, str] | None = None) -> None:
@@ -189,24 +138,95 @@ def save_png(path: str | os.PathLike[str], image: ImageLike, *, metadata: Mappin
         >>> read_png_metadata(p)
         {'lucent_dsl.recipe': '{"steps": 8}'}
     """
-    info = PngImagePlugin.PngInfo()
-    for key, value in (metadata or {}).items():
-        if not (isinstance(key, str) and 0 < len(key) < 80 and key.isprintable() and max(map(ord, key)) < 256):
-            raise InvalidArgumentError(f"PNG metadata key {key!r} must be 1-79 printable Latin-1 characters")
-        if not isinstance(value, str):
-            raise InvalidArgumentError(f"PNG metadata value for {key!r} must be str, got {type(value).__name__}")
-        info.add_text(key, value, zip=len(value) > 1024)
+    info = _png_info(metadata)
     pil = _as_image(image)
     with atomic_write(path) as f:
         pil.save(f, format="PNG", pnginfo=info)
 
 
-def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return the text chunks of a PNG as a dict (see `save_png` for an example)."""
-    with _open(path) as im:
-        if im.format != "PNG":
-            raise ImageError(f"'{path}' is a {im.format} file, not a PNG; only PNGs carry lucent_dsl metadata")
-        return {str(k): str(v) for k, v in im.text.items()}
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The format `save_image` writes for `path`'s extension: "PNG", "JPEG" or "WEBP".
+
+    Raises:
+        InvalidArgumentError: another extension (the message lists the ones written).
+
+    Example:
+        >>> image_format("a.JPG"), image_format("b.webp")
+        ('JPEG', 'WEBP')
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise InvalidArgumentError(
+            f"cannot write {str(path)!r}: lucent_dsl writes images as {', '.join(IMAGE_FORMATS)} "
+            f"(the extension names the format), not {suffix or 'a file without an extension'!r}"
+        )
+    return IMAGE_FORMATS[suffix]
+
+
+def save_image(path: str | os.PathLike[str], image: ImageLike, *, metadata: Mapping[str, str] | None = None) -> None:
+    """Save in the format the extension names (`image_format`), atomically, with `metadata`.
+
+    PNG: text chunks (`save_png`). JPEG (quality 95, no chroma subsampling; no alpha): the metadata
+    as JSON in a comment segment. WebP (lossless): the metadata as JSON in an XMP packet.
+    `read_metadata` reads all three back.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jpg"
+        >>> save_image(p, torch.rand(3, 8, 8), metadata={RECIPE_KEY: "{}"})
+        >>> read_metadata(p)
+        {'lucent_dsl.recipe': '{}'}
+    """
+    fmt = image_format(path)
+    if fmt == "PNG":
+        return save_png(path, image, metadata=metadata)
+    _png_info(metadata)  # the same key and value rules everywhere
+    pil = _as_image(image)
+    if fmt == "JPEG":
+        if "A" in pil.mode:
+            raise InvalidArgumentError(f"cannot write {str(path)!r}: JPEG has no alpha channel; write a .png or .webp")
+        kwargs: dict[str, Any] = {"quality": 95, "subsampling": 0, "comment": _meta.encode_json_comment(metadata or {})}
+    else:
+        kwargs = {"lossless": True, "xmp": _meta.encode_xmp(metadata or {})}
+    with atomic_write(path) as f:
+        pil.save(f, format=fmt, **kwargs)
+
+
+def read_png_metadata(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, str]:
+    """Return the text chunks of a PNG as a dict (see `save_png` for an example), without decoding
+    its pixels; `verify` also checks every chunk's checksum.
+
+    Raises:
+        ImageError: a missing, damaged or non-PNG file.
+    """
+    kind = _sniff(path)
+    if kind != "PNG":
+        raise ImageError(f"'{path}' is a {kind or 'non-image'} file, not a PNG; only PNGs carry lucent_dsl metadata")
+    return _meta.png_text(path, verify=verify)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata `save_image` wrote: PNG text chunks, a JPEG comment or WebP XMP; pixels are not decoded.
+
+    Raises:
+        ImageError: a missing or damaged file, or not a PNG, JPEG or WebP.
+    """
+    kind = _sniff(path)
+    if kind == "PNG":
+        return _meta.png_text(path)
+    if kind is None:
+        raise ImageError(f"'{path}' is not a PNG, JPEG or WebP file; those are the images that carry lucent_dsl metadata")
+    with _lazy(path) as im:
+        if kind == "JPEG":
+            return _meta.decode_json_comment(im.info.get("comment"))
+        return _meta.decode_xmp(im.info.get("xmp"))
+
+
+def _sniff(path: str | os.PathLike[str]) -> str | None:
+    try:
+        return _meta.sniff(path)
+    except OSError as e:
+        raise ImageError(f"cannot read image file '{path}': {e}") from None
 
 
 def save_gif(
@@ -235,15 +255,58 @@ def save_gif(
         pils[0].save(f, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms, loop=loop)
 
 
-def _open(path: str | os.PathLike[str]) -> Image.Image:
+@contextlib.contextmanager
+def _lazy(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
+    """The image opened (header only, pixels not decoded), its size checked against `MAX_IMAGE_PIXELS`."""
     im = None
     try:
-        im = Image.open(path)
-        im.load()
-        return im
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with our own limit
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path} is too large ({e}); lucent_dsl reads images of at most {MAX_IMAGE_PIXELS / 1e6:.1f} "
+                         "million pixels (lucent_dsl.io.MAX_IMAGE_PIXELS): shrink it first") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(
+            f"cannot read image file '{path}': {e}. Accepted: any format PIL reads (PNG, JPEG, GIF, ...)"
+        ) from None
+    with im:
+        check_image_size(im.width, im.height, str(path))
+        yield im
+
+
+def check_image_size(width: int, height: int, what: str = "the image") -> None:
+    """Refuse an image of more than `MAX_IMAGE_PIXELS` pixels, before its pixels are decoded.
+
+    Example:
+        >>> check_image_size(13000, 13000, "big.png")
+        Traceback (most recent call last):
+        ...
+        lucent_dsl.errors.ImageError: big.png is 13000 x 13000 = 169.0 million pixels; lucent_dsl reads images of at most 64.0 million pixels (lucent_dsl.io.MAX_IMAGE_PIXELS): shrink it first
+    """
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{what} is {width} x {height} = {width * height / 1e6:.1f} million pixels; lucent_dsl reads images of "
+            f"at most {MAX_IMAGE_PIXELS / 1e6:.1f} million pixels (lucent_dsl.io.MAX_IMAGE_PIXELS): shrink it first"
+        )
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of an image file, read from its header (pixels are not decoded).
+
+    Raises:
+        ImageError: unreadable, or larger than `MAX_IMAGE_PIXELS`.
+    """
+    with _lazy(path) as im:
+        return im.height, im.width
+
+
+def _decode(im: Image.Image, path: Any) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_lazy` checked the size
+            im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if im is not None:
-            im.close()
         raise ImageError(
             f"cannot read image file '{path}': {e}. Accepted: any format PIL reads (PNG, JPEG, GIF, ...)"
         ) from None
@@ -252,10 +315,24 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
 def _from_pil(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16L", "I;16B", "F"):
         return np.asarray(im)  # 16-bit / float data: keep precision, the array path scales it
+    if im.mode == "I":
+        return _int32_as_uint16(np.asarray(im))
     if im.mode not in _MODES.values():
         has_alpha = "A" in im.mode or "transparency" in im.info
         im = im.convert("RGBA" if has_alpha else "L" if im.mode == "1" else "RGB")
     return np.asarray(im)
+
+
+def _int32_as_uint16(arr: np.ndarray) -> np.ndarray:
+    """32-bit integer pixels (TIFF, old 16-bit PNG readers): 16-bit data when in 0..65535, else refused
+    (a PIL convert would clip them to 255: an all-white image)."""
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ImageError(
+            f"32-bit integer image with values in [{lo}, {hi}]: lucent_dsl reads integer images of 8 bits (0-255) "
+            "or 16 bits (0-65535); convert it to one of those, or to float in [0, 1]"
+        )
+    return arr.astype(np.uint16)
 
 
 def _from_array(arr: np.ndarray) -> Tensor:
@@ -322,7 +399,8 @@ def load_image(
     if channels not in _MODES:
         raise InvalidArgumentError(f"channels must be 1, 3 or 4, got {channels!r}")
     if isinstance(source, (str, os.PathLike)):
-        with _open(source) as im:
+        with _lazy(source) as im:
+            _decode(im, source)
             x = _from_array(_from_pil(im))
     elif isinstance(source, Image.Image):
         x = _from_array(_from_pil(source))

@@ -274,7 +274,7 @@ def render(
     compile_mode: str | None = None,
     precision: str = "auto",
     on_nonfinite: str = "raise",
-    progress: bool = True,
+    progress: bool | str = True,
     callback: Callable[[int, Tensor], None] | None = None,
     redirect_relu: int = 0,
 ) -> RenderResult:
@@ -303,7 +303,8 @@ def render(
             parameters and optimizer stay fp32; on a CPU without bf16 units it is emulated and slower: a
             warning says so). `RenderResult.precision` says what ran.
         on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
-        progress: show a tqdm progress bar with the current total score.
+        progress: True: a tqdm progress bar with the current total score, and one summary line when it ends
+            (the same quantity); "bar": the bar only (the CLI prints its own line); False: nothing.
         callback: called as callback(step, images) after each step (images detached).
         redirect_relu: use Lucid's redirected ReLU gradient in the models' nn.ReLU/nn.ReLU6 modules for
             this many first steps (0: never; Lucid: 16), so units dead on the initial image get a gradient
@@ -335,7 +336,7 @@ def render(
         if bar is not None:
             bar.close()
     result = build_result(setup, s, record)
-    if bar is not None:
+    if bar is not None and progress != "bar":
         _summary(result)
     return result
 

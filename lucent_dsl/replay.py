@@ -7,8 +7,11 @@ changes the pixels (size, steps, seed, parameterization, transforms, lr, batch, 
 torch build. Where the run happens (`device`) and whether the step is compiled are not part of
 a recipe; compiled and eager steps can differ in the last bits.
 
-A recipe is data: it names models by spec (see `specs`) and never code to run; see `trust` in
-`Recipe.check_trusted` for what a recipe from a file may build.
+A recipe is data: it names models by spec (see `specs`). `Recipe.run` builds them only as the
+trust rule allows (`Recipe.check_trusted`, `lucent_dsl.trust`): by default zoo models and
+torchvision/timm architectures with random weights, no Python file, no download, no input image
+read, and settings within `resources.CAPS`. Recipes are read from PNG, JPEG and WebP metadata
+without decoding the pixels (`io.read_metadata`).
 
 Example:
     >>> r = Recipe(objective="channel('features.14', 10)", steps=64)
@@ -29,6 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from . import zoo
+from . import trust
+from .checks import check_models, check_seed
 from .errors import InvalidArgumentError
 from .models import info_of
 from .specs import build_models, default_size, first_model, normalize_spec, parse_spec
@@ -41,11 +46,13 @@ FORMAT = 1
 COMMANDS = ("render", "caricature", "accentuate")
 PARAMS = ("fft", "pixel")
 TRANSFORMS = ("standard", "none")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCORE_KEY = "lucent_dsl.score"
 """PNG metadata key of an image's final score (written next to `io.RECIPE_KEY`)."""
-# Keys written for information only; reading ignores them.
-_INFO_KEYS = ("torch", "lucent_dsl_recipe")
+# Keys written for information only; reading ignores them. "interrupted": {"steps_done", "steps_asked"}
+# of an image saved after Ctrl-C (its "steps" are the steps done, so it replays exactly).
+_INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted")
+MAX_RECIPE_BYTES = 16 * 2**20
 
 
 # --- the recipe value ----------------------------------------------------------------------------
@@ -94,6 +101,8 @@ class Recipe:
     command: str = "render"
     image: str | None = None
     layers: tuple[str, ...] = ()
+    decay_power: float = 1.0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _choice("command", self.command, COMMANDS)
@@ -114,12 +123,16 @@ class Recipe:
                 raise InvalidArgumentError(f"recipe: size must be an int or [H, W], got {self.size!r}")
             object.__setattr__(self, "size", (_int("size", size[0], 1), _int("size", size[1], 1)))
         object.__setattr__(self, "steps", _int("steps", self.steps, 1))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise InvalidArgumentError(f"recipe: seed must be an int, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "seed", check_seed(self.seed, "recipe: seed"))
         _choice("param", self.param, PARAMS)
         _choice("transforms", self.transforms, TRANSFORMS)
         _choice("precision", self.precision, PRECISIONS)
+        if isinstance(self.decay_power, bool) or not isinstance(self.decay_power, numbers.Real) or \
+                not (math.isfinite(self.decay_power) and 0 <= self.decay_power <= 4):
+            raise InvalidArgumentError(f"recipe: decay_power must be a number in [0, 4], got {self.decay_power!r}")
+        object.__setattr__(self, "decay_power", float(self.decay_power))
+        if self.threads is not None:
+            object.__setattr__(self, "threads", _int("threads", self.threads, 1))
         if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (math.isfinite(self.lr) and self.lr > 0):
             raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
@@ -174,19 +187,21 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        """Read a recipe from a JSON file, or from the metadata of a PNG that lucent-dsl wrote."""
-        from .io import RECIPE_KEY, read_png_metadata
+        """Read a recipe from a JSON file, or from the metadata of a PNG, JPEG or WebP that lucent-dsl
+        wrote (pixels are not decoded). Nothing is built: see `check_trusted` and `run`."""
+        from .io import RECIPE_KEY, read_metadata
+        from .metadata import sniff
 
         p = Path(path)
         if not p.is_file():
             raise InvalidArgumentError(f"recipe file {str(p)!r} does not exist")
-        with open(p, "rb") as f:
-            head = f.read(8)
-        if head == b"\x89PNG\r\n\x1a\n":
-            meta = read_png_metadata(p)
+        if sniff(p) is not None:
+            meta = read_metadata(p)
             if RECIPE_KEY not in meta:
-                raise InvalidArgumentError(f"{str(p)!r} carries no lucent_dsl recipe (no {RECIPE_KEY!r} text chunk)")
+                raise InvalidArgumentError(f"{str(p)!r} carries no lucent_dsl recipe (no {RECIPE_KEY!r} metadata)")
             return cls.from_json(meta[RECIPE_KEY])
+        if p.stat().st_size > MAX_RECIPE_BYTES:
+            raise InvalidArgumentError(f"{str(p)!r} is {p.stat().st_size} bytes: not a recipe (at most {MAX_RECIPE_BYTES})")
         return cls.from_json(p.read_bytes())
 
     def replace(self, **changes: Any) -> Recipe:
@@ -195,8 +210,26 @@ class Recipe:
 
     # --- running -----------------------------------------------------------------------------------
 
-    def build_models(self, *, device: str | torch.device | None = None) -> nn.Module | dict[str, nn.Module]:
-        """The models the recipe names (see `build_models`)."""
+    def check_trusted(self, allow: str | Sequence[str] | None = None, *, source: str | None = None,
+                      models: bool = True, image: bool = True) -> None:
+        """Refuse what this recipe asks for unless `allow` names its kind (`lucent_dsl.trust.check`):
+        a Python file (`file`), a download (`download`), its input image (`image`), settings above
+        the caps (`large`). `models`/`image` False: the caller replaces the recipe's own.
+
+        Raises:
+            UntrustedRecipeError: the message lists every ask and how to allow it.
+            InvalidArgumentError: a setting above `resources.CAPS`.
+        """
+        trust.check(self, allow, source=source, models=models, image=image)
+
+    def build_models(self, *, device: str | torch.device | None = None,
+                     allow: str | Sequence[str] | None = None) -> nn.Module | dict[str, nn.Module]:
+        """The models the recipe names (see `build_models`), once the trust rule allows them.
+
+        Raises:
+            UntrustedRecipeError: a file spec or a download that `allow` does not name.
+        """
+        self.check_trusted(allow, image=False)
         return build_models(self.models, device=device)
 
     def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
@@ -219,17 +252,26 @@ class Recipe:
         progress: bool = True,
         thresholds: Sequence[int] | None = None,
         callback: Callable[[int, Tensor], None] | None = None,
+        allow: str | Sequence[str] | None = None,
     ) -> Any:
         """Render this recipe (building its models unless given) and return the `RenderResult`.
 
+        The trust rule applies first (`check_trusted`, with `allow`): given `models` are the
+        caller's own, so only the recipe's image (and the caps) are checked then.
+
         Raises:
+            UntrustedRecipeError: the recipe asks for what `allow` does not name.
             LucentError: a bad objective, layer or setting; `recipes` missing for caricature/accentuate.
         """
         from .plan import compile_plan
         from .renderer import render
 
+        self.check_trusted(allow, models=models is None)
         if models is None:
-            models = self.build_models(device=device)
+            models = build_models(self.models, device=device)
+        check_models(models)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)  # the pixels depend on it (reductions split per thread)
         size = self.size or default_size(models)
         common: dict[str, Any] = {"steps": self.steps, "seed": self.seed, "lr": self.lr, "progress": progress,
                                   "thresholds": thresholds, "callback": callback}
@@ -242,7 +284,7 @@ class Recipe:
             plan,
             size=size,
             batch=self.batch,
-            param=make_param(self.param, size, self.batch, plan_channels(plan)),
+            param=make_param(self.param, size, self.batch, plan_channels(plan), self.decay_power),
             transforms=make_transforms(self.transforms),
             device=device,
             compile=compile,
@@ -267,29 +309,26 @@ class Recipe:
 
 
 def _image_size(path: Any) -> tuple[int, int]:
-    from PIL import Image
+    from .io import image_size
 
-    from .errors import ImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, ValueError) as e:
-        raise ImageError(f"cannot read image file {str(path)!r}: {e}") from None
+    return image_size(path)  # from the header: ImageError for unreadable or too large images
 
 
 def plan_channels(plan: Any) -> int:
-    """Colour channels of the rendered image: render's rule (3, or 1 when every model reads grey)."""
-    channels = max((info.channels for info in plan.infos.values()), default=3)
-    return min(3, channels)
+    """Colour channels of the rendered image: render's own rule (`renderer.image_channels`)."""
+    from .renderer import image_channels
+
+    return image_channels(plan)
 
 
-def make_param(kind: str, size: tuple[int, int], batch: int, channels: int) -> Any:
-    """The parameterization a recipe names; None for "fft" (render's default, which it caches)."""
+def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float = 1.0) -> Any:
+    """The parameterization a recipe names; None for plain "fft" (render's default, which it caches)."""
     from . import param as param_lib
 
-    if kind == "fft":
+    if kind == "fft" and decay_power == 1.0:
         return None
+    if kind == "fft":
+        return param_lib.fft(size, batch=batch, channels=channels, decay_power=decay_power)
     return param_lib.image(size, kind=kind, batch=batch, channels=channels)
 
 

@@ -135,14 +135,10 @@ def _pip_install(packages: Sequence[str]) -> None:
 
 
 def _write_atomic(dst: Path, data: bytes) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name + ".", suffix=".part")
-    with os.fdopen(fd, "wb") as f:
+    from .io import atomic_write  # the package's one atomic write: plain open() permissions, fsync, os.replace
+
+    with atomic_write(dst) as f:  # concurrent loaders never see a half-written file
         f.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache should read like any file
-    os.replace(tmp, dst)  # concurrent loaders never see a half-written file
 
 
 # ---- mobilenet_v2: torchvision's weights API, hub cache seeded from the offline package ----------

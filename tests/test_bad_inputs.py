@@ -560,3 +560,334 @@ def test_ctrl_c_before_the_first_step_returns_the_start_image():
     assert r.interrupted and r.steps == 0 and r.history["channel('bn', 1)"].shape == (0, 1)
     assert r.images.shape == (1, 3, 8, 8) and bool(torch.isfinite(r.images).all())
     assert_untouched(net, before)
+
+
+# --- the command line and recipes: refused before any model runs a step, nothing written ----------------
+#
+# Each row is a `lucent-dsl` command line (run in-process by `cli.main` in a fresh folder) that must exit
+# with 2 and one line naming the wrong value and the way out. Optimizer steps are counted on torch's own
+# optimizers, and the folder must hold exactly what the row's setup put there afterwards. The models
+# come from a file spec whose `evil` factory writes a marker file: it must never appear.
+
+import json  # noqa: E402
+import os  # noqa: E402
+import uuid  # noqa: E402
+import zlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from lucent_dsl import cli  # noqa: E402
+from lucent_dsl.atlas import folder_lock  # noqa: E402
+from lucent_dsl.io import RECIPE_KEY, save_image  # noqa: E402
+
+MODELS = '''
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def tiny():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+
+
+def evil():
+    Path(__file__).with_name("PWNED").write_text("a recipe ran this code")
+    return tiny()
+
+
+def half():
+    return tiny().half()
+
+
+def double():
+    return tiny().double()
+
+
+def meta():
+    with torch.device("meta"):
+        return tiny()
+
+
+class TwoArgs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, mask):
+        return self.conv(x) * mask
+
+
+def two_args():
+    return TwoArgs()
+
+
+def scripted():
+    return torch.jit.script(tiny())
+
+
+def traced():
+    return torch.jit.trace(tiny(), torch.rand(1, 3, 16, 16))
+
+
+def grey():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+
+
+def seeded():
+    torch.manual_seed(int(Path(__file__).with_name("seed.txt").read_text()))
+    return tiny()
+'''
+FAST_CLI = ("--size", "16", "--steps", "3", "-q")
+OBJ = "channel('0', 1)"
+
+
+@pytest.fixture(scope="module")
+def models_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "nets.py"
+    path.write_text(MODELS)
+    path.with_name("seed.txt").write_text("1")
+    return path
+
+
+def recipe_json(fields: dict[str, Any]) -> str:
+    d = {"objective": OBJ, "models": ["{models}:tiny"], "size": [16, 16], "steps": 3, **fields}
+    return json.dumps({k: v for k, v in d.items() if v is not None})
+
+
+def write_recipe(name: str, **fields: Any) -> Callable[[Path, Path], None]:
+    """A recipe file in the row's folder: JSON, or the metadata of a .png / .jpg."""
+    def setup(tmp: Path, models: Path) -> None:
+        text = recipe_json(fields).replace("{models}", str(models)).replace("{tmp}", str(tmp))
+        if name.endswith(".json"):
+            (tmp / name).write_text(text)
+        else:
+            save_image(tmp / name, torch.rand(3, 8, 8), metadata={RECIPE_KEY: text})
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp / "photo.png")
+
+    return setup
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def image_file(name: str) -> Callable[[Path, Path], None]:
+    def setup(tmp: Path, models: Path) -> None:
+        if name == "bomb.png":  # 164 bytes that claim 13000 x 13000 pixels
+            (tmp / name).write_bytes(png_header_only(13000, 13000))
+        elif name == "deep.tif":  # 32-bit integers past 16 bits: clipped, this loaded as all white
+            Image.fromarray(np.array([[0, 70000], [5, 1]], np.int32)).save(tmp / name)
+        elif name == "photo.png":
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp / name)
+        elif name == "cut.png":
+            save_image(tmp / "whole.png", torch.rand(3, 32, 32))
+            (tmp / name).write_bytes((tmp / "whole.png").read_bytes()[:120])
+            (tmp / "whole.png").unlink()
+
+    return setup
+
+
+def atlas_first(*, then: str) -> Callable[[Path, Path], Any]:
+    """A finished 2-channel atlas in `atl/`, then damaged (`then="corrupt"`), re-weighted or locked."""
+    def setup(tmp: Path, models: Path) -> Any:
+        spec = f"{models}:seeded"
+        if then != "lock":
+            models.with_name("seed.txt").write_text("1")
+            assert cli.main(["atlas", "0", "--model", spec, "--channels", "0:2", "--out", str(tmp / "atl"), *FAST_CLI]) == 0
+        if then == "corrupt":
+            path = tmp / "atl" / "0_0001.png"
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF  # one flipped byte in the pixel data
+            path.write_bytes(bytes(data))
+        if then == "reweight":
+            models.with_name("seed.txt").write_text("2")  # the same file and factory, other weights
+        if then == "lock":
+            return folder_lock(tmp / "atl")  # another run holds the folder
+        return None
+
+    return setup
+
+
+@dc.dataclass(frozen=True)
+class CliRow:
+    id: str
+    argv: tuple[str, ...]  # {models} is the models file, {tmp} the row's folder
+    fragments: tuple[str, ...]
+    setup: Callable[[Path, Path], Any] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def R(id: str, *argv: str, frag: tuple[str, ...], setup: Any = None, env: tuple = ()) -> CliRow:
+    return CliRow(id, tuple(argv), frag, setup, env)
+
+
+def render_row(id: str, *extra: str, frag: tuple[str, ...], model: str = "tiny", **kw: Any) -> CliRow:
+    return R(id, "render", OBJ, "--model", f"{{models}}:{model}", *FAST_CLI, "--out", "{tmp}/out.png", *extra, frag=frag, **kw)
+
+
+def recipe_row(id: str, name: str = "r.json", *extra: str, frag: tuple[str, ...], **fields: Any) -> CliRow:
+    return R(id, "render", "--recipe", f"{{tmp}}/{name}", "--out", "{tmp}/out.png", "-q", *extra, frag=frag,
+             setup=write_recipe(name, **fields))
+
+
+def atlas_row(id: str, *extra: str, frag: tuple[str, ...], model: str = "tiny", **kw: Any) -> CliRow:
+    return R(id, "atlas", "0", "--model", f"{{models}}:{model}", *FAST_CLI, "--out", "{tmp}/atl", *extra, frag=frag, **kw)
+
+
+EVIL = "{models}:evil"
+NO_GPU = not torch.cuda.is_available()
+CLI_ROWS = [
+    # --- the trust rule: a recipe is data -------------------------------------------------------------
+    recipe_row("recipe_runs_a_python_file", frag=("[file]", "nets.py", "evil()", "--allow file", "--model SPEC"),
+               models=[EVIL]),
+    recipe_row("recipe_in_a_png_runs_a_python_file", "r.png", frag=("[file]", "evil()", "--allow file"), models=[EVIL]),
+    recipe_row("recipe_in_a_jpeg_runs_a_python_file", "r.jpg", frag=("[file]", "evil()", "--allow file"), models=[EVIL]),
+    recipe_row("recipe_names_a_relative_python_file", frag=("[file]", "helper.py", "relative to the current folder"),
+               models=["helper.py:factory"]),
+    recipe_row("recipe_names_a_stdlib_module", frag=("[file]", "uuid.py", "uuid4()", "--allow file"),
+               models=[f"{uuid.__file__}:uuid4"]),
+    recipe_row("recipe_in_an_ensemble_runs_a_python_file", frag=("[file]", "b=", "evil()"),
+               models=["a={models}:tiny", "b={models}:evil"], objective="channel('0', 1, model='a')"),
+    recipe_row("recipe_downloads_torchvision_weights", frag=("[download]", "vit_h_14", "DEFAULT", "--allow download"),
+               models=["torchvision:vit_h_14:weights=DEFAULT"]),
+    recipe_row("recipe_downloads_a_pretrained_backbone", frag=("[download]", "fcn_resnet50", "backbone"),
+               models=["torchvision:fcn_resnet50"]),
+    recipe_row("recipe_downloads_timm_weights", frag=("[download]", "timm:resnet18:pretrained=true", "--allow download"),
+               models=["timm:resnet18:pretrained=true"]),
+    recipe_row("recipe_caricature_reads_an_image", frag=("[image]", "photo.png", "--allow image", "--image PATH"),
+               command="caricature", objective=None, image="{tmp}/photo.png", layers=["0"], models=["torchvision:resnet18"]),
+    recipe_row("recipe_accentuate_reads_an_image", frag=("[image]", "/etc/hostname", "--allow image"),
+               command="accentuate", image="/etc/hostname", models=["torchvision:resnet18"]),
+    recipe_row("recipe_allowed_file_but_not_download", "r.json", "--allow", "file",
+               frag=("[download]", "resnet18", "--allow download"),
+               models=["a={models}:tiny", "b=torchvision:resnet18:weights=DEFAULT"], objective="channel('0', 1, model='a')"),
+    recipe_row("recipe_allow_names_an_unknown_kind", "r.json", "--allow", "everything", frag=("everything", "unknown", "file"),
+               models=[EVIL]),
+    recipe_row("recipe_steps_above_the_cap", frag=("steps 10000000", "cap of 100000", "--allow large"), steps=10**7),
+    recipe_row("recipe_size_above_the_cap", frag=("size 100000x100000", "4096", "--allow large"), size=[100000, 100000]),
+    recipe_row("recipe_batch_above_the_cap", frag=("batch 100000", "cap of 256"), batch=100000),
+    recipe_row("recipe_seed_2_to_the_63", frag=("9223372036854775808", "2**63 - 1"), seed=2**63),
+    recipe_row("recipe_negative_seed", frag=("got -1", "0 .. 2**63 - 1"), seed=-1),
+    recipe_row("recipe_unknown_key", frag=("unknown keys ['stpes']", "known:"), stpes=3),
+    recipe_row("recipe_zero_steps", frag=("steps", "integer >= 1", "got 0"), steps=0),
+    recipe_row("recipe_unknown_param", frag=("param", "fft, pixel", "'wavelet'"), param="wavelet"),
+    recipe_row("recipe_future_format", frag=("format 2", "reads 1"), lucent_dsl_recipe=2),
+    recipe_row("recipe_objective_is_code", frag=("only objective names can be called",),
+               objective="__import__('os').system('touch PWNED')"),
+    R("recipe_file_is_not_json", "render", "--recipe", "{tmp}/r.json", "-q", frag=("not valid JSON",),
+      setup=lambda tmp, m: (tmp / "r.json").write_text("{not json")),
+    R("recipe_png_carries_no_recipe", "render", "--recipe", "{tmp}/plain.png", "-q", frag=("plain.png", "carries no lucent_dsl recipe"),
+      setup=lambda tmp, m: save_image(tmp / "plain.png", torch.rand(3, 4, 4))),
+    R("recipe_file_is_missing", "render", "--recipe", "{tmp}/gone.png", "-q", frag=("gone.png", "does not exist")),
+    # --- caps and memory on the command line --------------------------------------------------------------
+    render_row("steps_above_the_cap", "--steps", "10000000", frag=("steps 10000000", "cap of 100000", "--allow large")),
+    render_row("size_above_the_cap", "--size", "20000", frag=("size 20000x20000", "4096 pixels a side", "--allow large")),
+    render_row("batch_above_the_cap", "--batch", "1000", frag=("batch 1000", "cap of 256")),
+    render_row("gif_frames_above_the_cap", "--steps", "5000", "--gif", "{tmp}/a.gif", "--every", "1",
+               frag=("5000 GIF frames", "cap of 1000", "raise --every")),
+    render_row("render_needs_more_memory_than_there_is", "--size", "4000", "--batch", "64",
+               frag=("64 image(s) of 4000x4000", "needs about", "GB", "--allow memory")),
+    render_row("seed_2_to_the_63", "--seed", str(2**63), frag=("--seed", "9223372036854775808", "2**63 - 1")),
+    render_row("negative_seed", "--seed", "-5", frag=("--seed", "got -5", "0 .. 2**63 - 1")),
+    render_row("every_without_gif", "--every", "2", frag=("--every", "give --gif too")),
+    # --- devices -----------------------------------------------------------------------------------------
+    render_row("device_xyz", "--device", "xyz", frag=("'xyz'", "not a device", "cpu, cuda or cuda:N")),
+    render_row("device_meta", "--device", "meta", frag=("--device meta", "no values", "cpu or cuda")),
+    render_row("device_cuda_99", "--device", "cuda:99", frag=("cuda:99", "cpu" if NO_GPU else "cuda:0 ..")),
+    *([render_row("device_cuda_without_a_gpu", "--device", "cuda", frag=("'cuda'", "no usable CUDA GPU", "--device cpu"))]
+      if NO_GPU else []),
+    # --- models render cannot drive ---------------------------------------------------------------------------
+    render_row("float16_model", model="half", frag=("torch.float16", "float32", "model.float()")),
+    render_row("float64_model", model="double", frag=("torch.float64", "model.float()")),
+    render_row("meta_device_model", model="meta", frag=("meta device", "load its weights", "to_empty")),
+    render_row("forward_needs_a_second_argument", model="two_args", frag=("forward(x, mask)", "2 arguments", "wrap it")),
+    render_row("torch_jit_script_model", model="scripted", frag=("TorchScript", "torch.jit.script", "original nn.Module")),
+    render_row("torch_jit_trace_model", model="traced", frag=("TorchScript", "torch.jit.trace", "original nn.Module")),
+    render_row("grayscale_model_without_model_info", model="grey",
+               frag=("1 channel(s)", "feeds it 3", "ModelInfo(channels=1)")),
+    # --- output files ------------------------------------------------------------------------------------
+    render_row("out_with_an_unknown_extension", "--out", "{tmp}/out.bmp", frag=("out.bmp", "'.bmp'", ".png, .jpg")),
+    render_row("out_is_a_folder", "--out", "{tmp}", frag=("is a folder", "give a file name")),
+    render_row("out_under_a_file", "--out", "{tmp}/photo.png/out.png", frag=("photo.png", "is a file", "no folder"),
+               setup=image_file("photo.png")),
+    render_row("gif_and_out_are_one_file", "--gif", "{tmp}/same.png", "--out", "{tmp}/same.png",
+               frag=("--gif and --out are both", "same.png", "two names")),
+    render_row("gif_without_the_gif_extension", "--gif", "{tmp}/anim.png", frag=("anim.png", "ending in .gif")),
+    # --- input images -----------------------------------------------------------------------------------
+    R("caricature_of_a_decompression_bomb", "caricature", "{tmp}/bomb.png", "--model", "{models}:tiny", *FAST_CLI,
+      "--out", "{tmp}/c.png", frag=("bomb.png", "13000 x 13000", "million pixels", "shrink it"), setup=image_file("bomb.png")),
+    R("accentuate_of_a_decompression_bomb", "accentuate", "{tmp}/bomb.png", OBJ, "--model", "{models}:tiny", *FAST_CLI,
+      "--out", "{tmp}/c.png", frag=("13000 x 13000", "MAX_IMAGE_PIXELS"), setup=image_file("bomb.png")),
+    R("caricature_of_a_32_bit_tiff", "caricature", "{tmp}/deep.tif", "--model", "{models}:tiny", "--layers", "0",
+      *FAST_CLI, "--out", "{tmp}/c.png", frag=("32-bit integer", "[0, 70000]", "16 bits"), setup=image_file("deep.tif")),
+    R("caricature_of_a_cut_png", "caricature", "{tmp}/cut.png", "--model", "{models}:tiny", "--layers", "0", *FAST_CLI,
+      "--out", "{tmp}/c.png", frag=("cut.png", "cannot read"), setup=image_file("cut.png")),
+    R("recipe_png_that_is_cut_short", "render", "--recipe", "{tmp}/cut.png", "-q", frag=("cut.png", "damaged PNG"),
+      setup=image_file("cut.png")),
+    R("render_image_without_recipe", "render", OBJ, "--image", "{tmp}/photo.png", "--model", "{models}:tiny", *FAST_CLI,
+      frag=("--image", "give --recipe too"), setup=image_file("photo.png")),
+    # --- atlases -----------------------------------------------------------------------------------------
+    atlas_row("atlas_channels_far_past_the_layer", "--channels", "0:100000000", frag=("'0:100000000'", "8 is out of range", "8 channels")),
+    atlas_row("atlas_channels_past_ten_billion", "--channels", "0:10000000000", frag=("8 is out of range", "(0..7)")),
+    atlas_row("atlas_one_channel_past_the_layer", "--channels", "3,99", frag=("99 is out of range", "8 channels")),
+    atlas_row("atlas_batch_above_the_cap", "--batch", "100000", frag=("batch 100000", "cap of 256")),
+    atlas_row("atlas_out_is_a_file", "--out", "{tmp}/photo.png", frag=("photo.png", "is a file, not a folder"),
+              setup=image_file("photo.png")),
+    atlas_row("atlas_with_a_stray_world_size", frag=("WORLD_SIZE=2", "not started by torchrun", "unset WORLD_SIZE"),
+              env=(("WORLD_SIZE", "2"), ("RANK", "0"))),
+    atlas_row("atlas_folder_held_by_another_run", "--channels", "0:2", model="seeded",
+              frag=("is being written by another lucent-dsl atlas run", f"pid {os.getpid()}", "another --out"),
+              setup=atlas_first(then="lock")),
+    atlas_row("atlas_resume_with_a_damaged_png", "--channels", "0:2", model="seeded",
+              frag=("0_0001.png", "damaged PNG", "delete it and run the same command again"), setup=atlas_first(then="corrupt")),
+    atlas_row("atlas_resume_with_other_weights", "--channels", "0:2", model="seeded",
+              frag=("0_0000.png", "other weights", "fingerprint", "another --out"), setup=atlas_first(then="reweight")),
+]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_tables_hold_at_least_100_bad_inputs():
+    assert len(ROWS) + len(CLI_ROWS) >= 100
+    assert len({r.id for r in ROWS} | {r.id for r in CLI_ROWS}) == len(ROWS) + len(CLI_ROWS)
+
+
+@pytest.mark.parametrize("row", CLI_ROWS, ids=[r.id for r in CLI_ROWS])
+def test_bad_command_line_is_refused_before_any_step(row: CliRow, models_file: Path, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with contextlib.ExitStack() as stack:
+        held = row.setup(tmp_path, models_file) if row.setup else None
+        if hasattr(held, "__enter__"):
+            stack.enter_context(held)
+        for key, value in row.env:
+            monkeypatch.setenv(key, value)
+        before = _files(tmp_path)
+        capsys.readouterr()
+        steps = []
+        for opt in (torch.optim.Adam, torch.optim.SGD):
+            real = opt.step
+            monkeypatch.setattr(opt, "step", lambda self, *a, _real=real, **k: steps.append(1) or _real(self, *a, **k))
+        argv = [a.replace("{models}", str(models_file)).replace("{tmp}", str(tmp_path)) for a in row.argv]
+        code = cli.main(argv)
+        out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in row.fragments:
+        assert fragment in lines[0], f"{fragment!r} not in: {lines[0]}"
+    assert "unexpected" not in err and out == ""
+    assert steps == [], "an optimizer step ran"
+    after = _files(tmp_path)
+    for files in (before, after):
+        files.pop("atl/.lucent_dsl.lock", None)  # held by the row's own setup
+    assert after == before  # nothing written, nothing changed
+    assert not models_file.with_name("PWNED").exists(), "a recipe ran code"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from lucent_dsl import atlas, cli, zoo
 from lucent_dsl.errors import InvalidArgumentError, ParseError
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
+from lucent_dsl.io import RECIPE_KEY, read_metadata, read_png_metadata
 from lucent_dsl.plan import compile_plan
 from lucent_dsl.replay import SCORE_KEY, Recipe
 from lucent_dsl.specs import build_model, build_models, normalize_spec, parse_spec
@@ -113,13 +113,13 @@ def test_recipe_in_a_png_reproduces_the_image_bit_for_bit(capsys, spec, tmp_path
     a, b, c = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
     assert run(capsys, "render", "channel('0', 1) - 1e-3 * total_variation()", "--model", spec, *FAST,
                "--seed", "7", "--out", a)[0] == 0
-    assert run(capsys, "render", "--recipe", a, "--out", b, "-q")[0] == 0
+    assert run(capsys, "render", "--recipe", a, "--out", b, "-q", "--allow", "file")[0] == 0  # its model is a .py file
     assert np.array_equal(pixels(a), pixels(b))
     assert read_png_metadata(a) == read_png_metadata(b)
     # flags override the recipe; a JSON recipe file works too
     recipe_file = tmp_path / "r.json"
     recipe_file.write_text(read_png_metadata(a)[RECIPE_KEY])
-    assert run(capsys, "render", "--recipe", recipe_file, "--seed", "8", "--out", c, "-q")[0] == 0
+    assert run(capsys, "render", "--recipe", recipe_file, "--seed", "8", "--out", c, "-q", "--model", spec)[0] == 0
     assert Recipe.from_json(read_png_metadata(c)[RECIPE_KEY]).seed == 8
     assert not np.array_equal(pixels(a), pixels(c))
 
@@ -142,7 +142,7 @@ def test_render_an_ensemble_of_named_specs(capsys, spec, tmp_path):
     assert Recipe.from_json(read_png_metadata(out)[RECIPE_KEY]).models[0].startswith("a=")
 
 
-def test_ctrl_c_exits_130_and_writes_nothing(capsys, spec, tmp_path, monkeypatch):
+def test_ctrl_c_saves_what_was_rendered_marks_it_and_exits_130(capsys, spec, tmp_path, monkeypatch):
     real = render_module().render
 
     def interrupted(*args, **kwargs):
@@ -152,10 +152,16 @@ def test_ctrl_c_exits_130_and_writes_nothing(capsys, spec, tmp_path, monkeypatch
         return real(*args, **{**kwargs, "callback": stop})
 
     monkeypatch.setattr(render_module(), "render", interrupted)
-    out = tmp_path / "never.png"
+    out = tmp_path / "partial.png"
     code, _, err = run(capsys, "render", "channel('2', 0)", "--model", spec, *FAST, "--out", out)
-    assert code == 130 and err.strip() == "error: interrupted"
-    assert not out.exists() and not list(tmp_path.iterdir())  # no temp files either
+    assert code == 130 and "interrupted after 2 of 4 steps" in err and str(out) in err, err
+    d = json.loads(read_metadata(out)[RECIPE_KEY])
+    assert d["interrupted"] == {"steps_done": 2, "steps_asked": 4} and d["steps"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["partial.png"]  # no temp files either
+    monkeypatch.setattr(render_module(), "render", real)
+    again = tmp_path / "again.png"  # the partial image's recipe replays it: 2 steps, the same pixels
+    assert run(capsys, "render", "--recipe", out, "--out", again, "-q", "--allow", "file")[0] == 0
+    assert np.array_equal(pixels(out), pixels(again))
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -294,7 +300,7 @@ def test_atlas_channel_does_not_depend_on_its_batch_and_replays_from_its_recipe(
         # batched vs a one-image convolution (0 levels measured on the CPU; 1 allowed).
         assert np.abs(pixels(tmp_path / "a" / name) - pixels(tmp_path / "b" / name)).max() <= 1
         again = tmp_path / f"again-{name}"
-        assert run(capsys, "render", "--recipe", tmp_path / "a" / name, "--out", again, "-q")[0] == 0
+        assert run(capsys, "render", "--recipe", tmp_path / "a" / name, "--out", again, "-q", "--allow", "file")[0] == 0
         assert np.abs(pixels(tmp_path / "a" / name) - pixels(again)).max() <= 1
 
 
@@ -361,7 +367,7 @@ def test_caricature_and_accentuate_write_pngs_that_replay(capsys, spec, tmp_path
     assert (recipe.command, recipe.image, recipe.size, recipe.transforms) == (command, str(photo), (20, 12), "none")
     with Image.open(out) as im:  # caricature: one image per layer, in a grid
         assert im.size == ((12, 20) if command == "accentuate" else (2 * 12 + 3 * 2, 20 + 2 * 2))
-    assert run(capsys, "render", "--recipe", out, "--out", again, "-q")[0] == 0
+    assert run(capsys, "render", "--recipe", out, "--out", again, "-q", "--allow", "file,image")[0] == 0
     assert np.array_equal(pixels(out), pixels(again))
 
 
@@ -423,3 +429,69 @@ def test_zoo_default_atlas(capsys, zoo_default, tmp_path):
     assert code == 0, err
     assert len(list(out.glob("features.14_*.png"))) == 3
     assert set(json.loads((out / "manifest.json").read_text())["channels"]) == {"0", "1", "2"}
+
+
+# --- issue 13: Ctrl-C from outside, output formats ---------------------------------------------------------
+
+STEPPING = '''
+from pathlib import Path
+
+from torch import nn
+
+
+def factory():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+    calls = [0]
+
+    def hook(*_):
+        calls[0] += 1
+        if calls[0] == 5:  # a few steps into the render: tell the test
+            Path(__file__).with_name("STEPPING").write_text("x")
+
+    net[0].register_forward_hook(hook)
+    return net
+'''
+
+
+def test_a_real_sigint_saves_the_render_so_far_and_exits_130(tmp_path, capsys):
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text(STEPPING)
+    out = tmp_path / "long.png"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lucent_dsl", "render", "channel('2', 0)", "--model",
+                             f"{tmp_path}/slow.py:factory", "--size", "16", "--steps", "100000", "--out", str(out), "-q"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "STEPPING").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "of 100000 steps" in err and str(out) in err, err
+    d = json.loads(read_metadata(out)[RECIPE_KEY])
+    done = d["interrupted"]["steps_done"]
+    assert d["interrupted"]["steps_asked"] == 100000 and d["steps"] == done and 0 < done < 100000
+    again = tmp_path / "again.png"  # what was saved is what its recipe renders
+    assert cli.main(["render", "--recipe", str(out), "--out", str(again), "-q", "--allow", "file"]) == 0
+    assert np.array_equal(pixels(out), pixels(again))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_out_names_the_format_and_the_recipe_travels_inside(capsys, spec, tmp_path, suffix):
+    out = tmp_path / f"a{suffix}"
+    assert run(capsys, "render", "channel('2', 1)", "--model", spec, *FAST, "--out", out)[0] == 0
+    with Image.open(out) as im:
+        assert im.format == {".jpg": "JPEG", ".webp": "WEBP"}[suffix]
+    again = tmp_path / "again.png"
+    assert run(capsys, "render", "--recipe", out, "--out", again, "-q", "--allow", "file")[0] == 0
+    assert read_metadata(again)[RECIPE_KEY] == read_metadata(out)[RECIPE_KEY]
+    if suffix == ".webp":  # lossless: the same pixels
+        assert np.array_equal(pixels(out), pixels(again))

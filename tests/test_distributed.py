@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lucent_dsl import atlas, cli
@@ -188,3 +189,89 @@ def test_merge_refuses_stale_or_unfinished_rank_manifests(tmp_path):
 def test_atlas_rejects_empty_layer_names(capsys, spec, tmp_path):
     code = cli.main(["atlas", "0,,2", "--model", spec, "--out", str(tmp_path / "x"), "-q"])
     assert code == 2 and "LAYER[,LAYER...]" in capsys.readouterr().err
+
+
+# --- issue 13: one run per folder, stray WORLD_SIZE, weights fingerprints -------------------------------
+
+BLOCKING = '''
+import time
+from pathlib import Path
+
+from torch import nn
+
+
+def factory():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    here = Path(__file__).parent
+
+    def hold(*_):
+        if not (here / "atlas" / ".lucent_dsl.lock").exists():
+            return  # the probe forwards before the run takes its folder
+        (here / "STARTED").write_text("x")
+        while not (here / "RELEASE").exists():  # the test lets the run go on once it has tried a second one
+            time.sleep(0.05)
+
+    net[0].register_forward_pre_hook(hold)
+    return net
+'''
+
+
+def test_a_second_atlas_run_on_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
+    import time
+
+    (tmp_path / "block.py").write_text(BLOCKING)
+    out = tmp_path / "atlas"
+    argv = ["atlas", "0", "--model", f"{tmp_path}/block.py:factory", "--channels", "0:2", "--size", "16", "--steps", "2",
+            "--out", str(out), "-q"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    first = subprocess.Popen([sys.executable, "-m", "lucent_dsl", *argv], env={**env, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "STARTED").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the first run renders, its lock held
+        assert (tmp_path / "STARTED").exists() and first.poll() is None
+        code = cli.main(argv)  # refused before it builds the model (whose forward would block here)
+        err = capsys.readouterr().err
+        assert code == 2 and f"pid {first.pid}" in err and "is being written by another lucent-dsl atlas run" in err, err
+        (tmp_path / "RELEASE").write_text("x")
+        _, first_err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, first_err
+    assert sorted(p.name for p in out.glob("0_*.png")) == ["0_0000.png", "0_0001.png"]
+    assert not (out / ".lucent_dsl.lock").exists()
+    assert cli.main(argv) == 0  # the lock is gone with its run: the next run proceeds (nothing to render)
+
+
+def test_a_stray_world_size_fails_fast_instead_of_waiting_for_the_timeout(spec, tmp_path):
+    import time
+
+    ranks = distributed.Ranks(0, 2, 0)
+    with pytest.raises(InvalidArgumentError, match="WORLD_SIZE=2 is set but this process was not started by torchrun"):
+        with distributed.process_group(ranks):
+            pass
+    start = time.monotonic()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MASTER_ADDR", "127.0.0.1")
+        mp.setenv("MASTER_PORT", "29581")
+        with pytest.raises(InvalidArgumentError, match=r"did not join .* within 2 s.*unset WORLD_SIZE"):
+            with distributed.process_group(ranks, timeout=3600, join_timeout=2):
+                pass
+    assert time.monotonic() - start < 30  # not --timeout's 3600 s
+
+
+def test_the_manifest_and_each_png_carry_the_weights_fingerprint(spec, tmp_path):
+    from lucent_dsl.checks import weights_fingerprint
+    from lucent_dsl.specs import build_model
+
+    out = tmp_path / "a"
+    assert cli.main(argv(spec, out)) == 0
+    fingerprint = weights_fingerprint(build_model(spec))
+    assert json.loads((out / "manifest.json").read_text())["weights"] == fingerprint
+    assert all(read_png_metadata(out / name)[atlas.WEIGHTS_KEY] == fingerprint for name in ALL)
+    other = build_model(spec)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)  # one edited weight: another fingerprint
+    assert weights_fingerprint(other) != fingerprint

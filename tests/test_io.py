@@ -323,3 +323,146 @@ def test_load_resizes(size, hw):
     x = load_image(np.full((20, 30, 3), 0.25, np.float32), size=size)
     assert x.shape == (1, 3, *hw)
     assert torch.allclose(x, torch.full_like(x, 0.25))
+
+
+# --- issue 13: the umask, metadata without decoding, formats by extension, image checks ----------------
+
+import zlib  # noqa: E402
+from unittest import mock  # noqa: E402
+
+from lucent_dsl import io as lio  # noqa: E402
+from lucent_dsl import metadata as meta_lib  # noqa: E402
+from lucent_dsl.io import image_format, read_metadata, save_image  # noqa: E402
+
+
+def test_atomic_write_never_touches_the_umask_and_honours_it(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with mock.patch.object(os, "umask", side_effect=AssertionError("atomic_write changed the umask")):
+            with atomic_write(tmp_path / "a.txt", "w") as f:
+                f.write("x")
+            save_png(tmp_path / "b.png", torch.rand(3, 2, 2))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "b.png").stat().st_mode) == 0o640
+
+
+def test_zoo_writes_through_the_one_atomic_write(tmp_path):
+    from lucent_dsl import zoo
+
+    with mock.patch.object(os, "umask", side_effect=AssertionError("zoo changed the umask")):
+        zoo._write_atomic(tmp_path / "w" / "weights.pt", b"\x00weights")
+    mask = os.umask(0)
+    os.umask(mask)
+    path = tmp_path / "w" / "weights.pt"
+    assert path.read_bytes() == b"\x00weights" and stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in path.parent.iterdir()] == ["weights.pt"]
+
+
+@given(meta=st.dictionaries(_keys, st.text(), max_size=4), long=st.booleans())
+def test_png_text_reader_agrees_with_pil(tmp_path_factory, meta, long):
+    path = tmp_path_factory.mktemp("agree") / "m.png"
+    if long:
+        meta = {k: v * 300 + "ü" for k, v in meta.items()}
+    save_png(path, torch.rand(3, 5, 5), metadata=meta)
+    with Image.open(path) as im:
+        im.load()
+        pil = {str(k): str(v) for k, v in im.text.items()}
+    assert meta_lib.png_text(path) == pil == meta
+    assert meta_lib.png_text(path, verify=True) == meta
+
+
+@pytest.mark.parametrize("cut", [8, 40, -13, -1])
+def test_a_cut_or_damaged_png_is_reported_as_damaged(tmp_path, cut):
+    save_png(tmp_path / "ok.png", torch.rand(3, 16, 16), metadata={RECIPE_KEY: "{}"})
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:cut])
+    with pytest.raises(ImageError, match="cut.png.*damaged PNG"):
+        read_png_metadata(tmp_path / "cut.png")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    (tmp_path / "flip.png").write_bytes(bytes(flipped))
+    with pytest.raises(ImageError, match="checksum"):
+        read_png_metadata(tmp_path / "flip.png", verify=True)
+
+
+def test_a_zip_bomb_in_a_text_chunk_is_not_inflated(tmp_path, monkeypatch):
+    monkeypatch.setattr(meta_lib, "MAX_TEXT_BYTES", 1000)
+    save_png(tmp_path / "z.png", torch.rand(3, 2, 2), metadata={"k": "a" * 5000})  # zTXt: 5000 bytes inflated
+    with pytest.raises(ImageError, match="larger than 1000 bytes"):
+        read_png_metadata(tmp_path / "z.png")
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".png", "PNG"), (".jpg", "JPEG"), (".jpeg", "JPEG"), (".webp", "WEBP")])
+def test_save_image_writes_the_format_its_extension_names_with_the_metadata(tmp_path, suffix, fmt):
+    x = _uint8_image(3, 12, 10)
+    meta = {RECIPE_KEY: json.dumps({"objective": "channel('a', 1)", "note": "ünï"}), "lucent_dsl.score": "1.5"}
+    path = tmp_path / f"out{suffix.upper()}"
+    save_image(path, x, metadata=meta)
+    with Image.open(path) as im:
+        assert im.format == fmt and im.size == (10, 12)
+    assert read_metadata(path) == meta
+    back = load_image(path)
+    assert (back[0] - x).abs().max() <= (0 if fmt != "JPEG" else 0.25)  # PNG and WebP are lossless
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("name", ["a.bmp", "a.gif", "a", "a.tiff"])
+def test_save_image_refuses_formats_it_does_not_write(tmp_path, name):
+    with pytest.raises(InvalidArgumentError, match=".png, .jpg"):
+        image_format(name)
+    with pytest.raises(InvalidArgumentError):
+        save_image(tmp_path / name, torch.rand(3, 4, 4))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InvalidArgumentError, match="no alpha"):
+        save_image(tmp_path / "a.jpg", torch.rand(4, 4, 4))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [8001, 13000, 50000])
+def test_too_large_images_are_refused_before_decoding(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(side, side))  # a few hundred bytes
+    words = rf"{side} x {side} = .* million pixels" if side < 20000 else r"too large \(Image size \(2500000000 pixels"
+    with pytest.raises(ImageError, match=words + ".*MAX_IMAGE_PIXELS"):
+        load_image(path)
+    with pytest.raises(ImageError, match="million pixels"):
+        lio.image_size(path)
+
+
+def test_image_limit_is_a_setting_and_pil_errors_become_image_errors(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (300, 200)).save(path)
+    monkeypatch.setattr(lio, "MAX_IMAGE_PIXELS", 300 * 200 - 1)
+    with pytest.raises(ImageError, match="300 x 200"):
+        load_image(path)
+    monkeypatch.setattr(lio, "MAX_IMAGE_PIXELS", 300 * 200)
+    assert load_image(path).shape == (1, 3, 200, 300)
+    monkeypatch.setattr(lio, "MAX_IMAGE_PIXELS", 10**12)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL's own bomb check then fires: an ImageError
+    with pytest.raises(ImageError, match="too large"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("values, expected", [([[0, 65535], [32768, 1]], "ok"), ([[0, 70000], [5, 1]], "refused"),
+                                              ([[-5, 3], [0, 1]], "refused")])
+def test_32_bit_integer_tiffs_are_read_by_their_range_or_refused(tmp_path, values, expected):
+    arr = np.array(values, np.int32)
+    Image.fromarray(arr).save(tmp_path / "deep.tif")
+    with Image.open(tmp_path / "deep.tif") as im:
+        assert im.mode == "I"
+    if expected == "ok":
+        y = load_image(tmp_path / "deep.tif", channels=1)
+        assert torch.allclose(y[0, 0], torch.from_numpy(arr.astype(np.float32) / 65535))
+        assert not bool((y == 1).all())  # the old path clipped to 255: all white
+    else:
+        with pytest.raises(ImageError, match=r"32-bit integer image with values in \[-?\d+, \d+\].*16 bits"):
+            load_image(tmp_path / "deep.tif")

@@ -19,8 +19,11 @@ Files in the output folder, all written atomically:
   "recipe"}}}}, "models", "run"}`, and for a one-layer atlas also the flat `"layer"`, `"grid"`
   and `"channels"` of format 1; rebuilt from the PNGs by `finish_atlas`.
 
-A channel whose PNG exists (with the same recipe) is never rendered again, so an interrupted
-atlas resumes where it stopped. The same split makes sharding simple: `atlas.distributed`
+A channel whose PNG exists (with the same recipe and the same weights fingerprint,
+`checks.weights_fingerprint`, stored in each PNG and in the manifest's `"weights"`) is never rendered
+again, so an interrupted atlas resumes where it stopped; a damaged PNG stops the resume with a hint.
+While a run writes a folder it holds `DIR/.lucent_dsl.lock` (`atlas.lock`): a second run on the
+same folder is refused at once, naming the first one's pid and host. The same split makes sharding simple: `atlas.distributed`
 runs `run_atlas` on each torchrun rank's share of the missing jobs, into the shared folder, and
 rank 0 calls `finish_atlas` when all are done (`lucent-dsl atlas` does this in one process too).
 
@@ -38,12 +41,14 @@ from ..probe import SiteInfo, channel_count, channel_counts, default_layers, pro
 from .distributed import AtlasRun, RankLostError, Ranks, process_group, rank_device, ranks_from_env, render_atlas, shard
 from .files import by_layer, finish_atlas, grid_filename, index_html, layer_grid, write_manifest
 from .jobs import (
-    FORMAT, GRID, INDEX, MANIFEST, AtlasJob, atlas_jobs, channel_seed, job_recipe, layers_jobs, parse_channels, pending,
-    run_atlas, safe_name, seeded_param, seeded_transforms,
+    FORMAT, GRID, INDEX, MANIFEST, WEIGHTS_KEY, AtlasJob, atlas_jobs, channel_seed, job_recipe, layers_jobs,
+    parse_channels, pending, run_atlas, safe_name, seeded_param, seeded_transforms,
 )
+from .lock import FolderLockedError, folder_lock
 
 __all__ = [
-    "AtlasJob", "AtlasRun", "FORMAT", "GRID", "INDEX", "MANIFEST", "RankLostError", "Ranks", "SiteInfo",
+    "AtlasJob", "AtlasRun", "FORMAT", "FolderLockedError", "GRID", "INDEX", "MANIFEST", "RankLostError", "Ranks",
+    "SiteInfo", "WEIGHTS_KEY", "folder_lock",
     "atlas_jobs", "by_layer", "channel_count", "channel_counts", "channel_seed", "default_layers", "finish_atlas",
     "grid_filename", "index_html", "job_recipe", "layer_grid", "layers_jobs", "parse_channels", "pending", "probe",
     "probe_size", "process_group", "rank_device", "ranks_from_env", "render_atlas", "run_atlas", "safe_name",

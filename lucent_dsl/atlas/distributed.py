@@ -59,7 +59,9 @@ from torch import nn
 
 from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
 from .jobs import AtlasJob, pending, run_atlas
-from ..errors import InvalidArgumentError
+from .lock import folder_lock
+from ..checks import weights_fingerprint
+from ..errors import InvalidArgumentError, LucentError
 from ..io import atomic_write, read_png_metadata
 from ..replay import SCORE_KEY, Recipe
 from ..specs import default_size
@@ -67,6 +69,8 @@ from ..specs import default_size
 RANK_MANIFEST = "manifest.rank{rank}.json"
 DEFAULT_TIMEOUT_S = 3600.0
 """How long a rank waits for the others at a batch boundary (longer than one batch takes)."""
+JOIN_TIMEOUT_S = 60.0
+"""Without torchrun (WORLD_SIZE, MASTER_ADDR and MASTER_PORT set by hand): how long rank 0 waits for the others to join."""
 _FORMAT = 1
 T = TypeVar("T")
 
@@ -185,9 +189,15 @@ class _Group:
 
 
 @contextlib.contextmanager
-def process_group(ranks: Ranks | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[_Group]:
+def process_group(ranks: Ranks | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                  join_timeout: float = JOIN_TIMEOUT_S) -> Iterator[_Group]:
     """Join the torch.distributed group torchrun describes (gloo), or use the one already joined;
-    one process when `WORLD_SIZE` is unset or 1. A group joined here is left on exit."""
+    one process when `WORLD_SIZE` is unset or 1. A group joined here is left on exit.
+
+    Raises:
+        InvalidArgumentError: `WORLD_SIZE` > 1 without torchrun and without MASTER_ADDR/MASTER_PORT (a
+            stray variable), or the other ranks did not join within `join_timeout` seconds.
+    """
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if dist.is_available() and dist.is_initialized():
@@ -199,13 +209,34 @@ def process_group(ranks: Ranks | None = None, timeout: float = DEFAULT_TIMEOUT_S
         return
     if not dist.is_available():
         raise InvalidArgumentError("this torch build has no torch.distributed; run one process (no torchrun)")
-    dist.init_process_group(
-        "gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=datetime.timedelta(seconds=timeout)
-    )
+    _join(ranks, timeout, join_timeout, os.environ)
     try:
         yield _Group(ranks, timeout)
     finally:
         dist.destroy_process_group()
+
+
+def _join(ranks: Ranks, timeout: float, join_timeout: float, env: Mapping[str, str]) -> None:
+    """init_process_group; without torchrun (no TORCHELASTIC_RUN_ID) a stray WORLD_SIZE fails fast."""
+    td = datetime.timedelta(seconds=timeout)
+    if env.get("TORCHELASTIC_RUN_ID"):
+        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=td)
+        return
+    stray = (f"WORLD_SIZE={ranks.world_size} is set but this process was not started by torchrun; unset WORLD_SIZE, "
+             "RANK and LOCAL_RANK to run one process, or launch: torchrun --nproc-per-node=N -m lucent_dsl atlas ...")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
+    if missing:
+        raise InvalidArgumentError(f"{stray} ({' and '.join(missing)} not set either)")
+    try:
+        port = int(env["MASTER_PORT"])
+        store = dist.TCPStore(env["MASTER_ADDR"], port, ranks.world_size, is_master=ranks.rank == 0,
+                              timeout=datetime.timedelta(seconds=join_timeout), wait_for_workers=True)
+    except (RuntimeError, ValueError) as e:  # DistStoreError / DistNetworkError are RuntimeErrors
+        raise InvalidArgumentError(
+            f"rank {ranks.rank}: the other ranks did not join at {env['MASTER_ADDR']}:{env['MASTER_PORT']} within "
+            f"{join_timeout:g} s ({' '.join(str(e).split())[:160]}). {stray}"
+        ) from None
+    dist.init_process_group("gloo", store=store, rank=ranks.rank, world_size=ranks.world_size, timeout=td)
 
 
 # --- rendering ----------------------------------------------------------------------------------------
@@ -263,6 +294,7 @@ def render_atlas(
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
     ranks: Ranks | None = None,
+    join_timeout: float = JOIN_TIMEOUT_S,
 ) -> AtlasRun:
     """Render the missing channels of `jobs` into `out_dir` on every rank, then (rank 0) the merged files.
 
@@ -270,8 +302,12 @@ def render_atlas(
     docstring for how the work is split. `base` and `batch` are as in `run_atlas`, `timeout`
     is how long a rank waits for the others at a batch boundary, `progress` shows rank 0's bar.
 
+    Rank 0 holds `out_dir`'s lock (`atlas.lock`) for the whole run: a second run on the same folder is
+    refused at once, naming the first.
+
     Raises:
-        InvalidArgumentError: `out_dir` holds PNGs made with other settings (on every rank).
+        InvalidArgumentError: `out_dir` is locked by another run, or holds PNGs made with other settings
+            or weights, or damaged (on every rank).
         RankLostError: another rank died or stalled longer than `timeout`.
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
     """
@@ -279,15 +315,17 @@ def render_atlas(
         raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
     out = Path(out_dir)
     base = _sized(base, models)
-    with process_group(ranks, timeout) as group:
+    weights = weights_fingerprint(models)
+    with process_group(ranks, timeout, join_timeout) as group, contextlib.ExitStack() as held:
         me = group.ranks
         decision: tuple[str, list[int], str | None]
         if me.rank == 0:
-            _remove_temp_files(out)
             index = {job: i for i, job in enumerate(jobs)}
             try:
-                decision = (uuid.uuid4().hex, [index[j] for j in pending(jobs, out, base)], None)
-            except InvalidArgumentError as e:
+                held.enter_context(folder_lock(out))  # one run per folder; held until the merged files are written
+                _remove_temp_files(out)
+                decision = (uuid.uuid4().hex, [index[j] for j in pending(jobs, out, base, weights)], None)
+            except LucentError as e:
                 decision = ("", [], str(e))
         else:
             decision = ("", [], None)
@@ -319,7 +357,7 @@ def render_atlas(
 
         try:
             run_atlas(mine, base, models, out, batch=batch, device=device, compile=compile,
-                            progress=False, on_batch=on_batch)
+                      progress=False, on_batch=on_batch, weights=weights)
             while met < rounds:  # done here: keep meeting the ranks that still render
                 meet(0)
         finally:
@@ -341,13 +379,14 @@ def render_atlas(
             run = {"world_size": me.world_size, "rendered": len(todo), "already_there": len(jobs) - len(todo),
                    "seconds": round(seconds, 3),
                    "channels_per_second": round(len(todo) / seconds, 4) if todo and seconds > 0 else None}
-            manifest = write_manifest(out, {layer: merged[layer] for layer in groups}, run=run)
+            manifest = write_manifest(out, {layer: merged[layer] for layer in groups}, run=run, weights=weights)
         return AtlasRun(len(jobs), len(todo), len(mine), me.world_size, seconds, manifest)
 
 
 def _remove_temp_files(out: Path) -> None:
     # what a killed rank's atomic writes left (`io.atomic_write` names them `.NAME.XXXX.tmp`); no
-    # rank writes before rank 0's broadcast, so none of these is being written now
+    # rank writes before rank 0's broadcast, and rank 0 holds the folder's lock, so none of these
+    # is being written now
     for path in out.glob(".*.tmp"):
         name = path.name[1:].rsplit(".", 2)[0]
         if name.endswith(".png") or name.startswith("manifest") or name == INDEX:

@@ -25,10 +25,16 @@ def _read(job: AtlasJob, path: Path, side: int | None) -> tuple[Any, dict[str, A
     """A channel's tile (shrunk to fit `side`) and manifest entry, from one read of its PNG."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()  # PNG text chunks may follow the pixels
-        meta = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
-        tile = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    try:
+        with Image.open(path) as im:
+            im.load()  # PNG text chunks may follow the pixels
+            meta = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+            tile = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"cannot read the channel image {str(path)!r} ({e}): delete it and run the same command again, which "
+            "renders just the missing channels"
+        ) from None
     if side is not None:
         tile.thumbnail((side, side))  # shrink each tile as it is read: a big layer never sits in memory whole
     entry = {
@@ -84,8 +90,11 @@ def layer_grid(jobs: Sequence[AtlasJob], out_dir: str | Path, name: str, *, labe
 
 
 def write_manifest(out_dir: str | Path, layers: Mapping[str, Mapping[str, Any]], *,
-                   run: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write `manifest.json` and `index.html` from the layers' parts (see `layer_grid`); return the manifest."""
+                   run: Mapping[str, Any] | None = None, weights: str | None = None) -> dict[str, Any]:
+    """Write `manifest.json` and `index.html` from the layers' parts (see `layer_grid`); return the manifest.
+
+    `weights`: the model's `checks.weights_fingerprint`, stored as the manifest's `"weights"`.
+    """
     out = Path(out_dir)
     models: list[str] = []
     for part in layers.values():
@@ -94,6 +103,8 @@ def write_manifest(out_dir: str | Path, layers: Mapping[str, Mapping[str, Any]],
             models = recipe["models"]
             break
     manifest: dict[str, Any] = {"lucent_dsl_atlas": FORMAT, "models": models}
+    if weights is not None:
+        manifest["weights"] = weights
     if len(layers) == 1:  # a one-layer atlas keeps the flat layout of format 1 too
         layer, part = next(iter(layers.items()))
         manifest.update(layer=layer, grid=part["grid"], channels=part["channels"])
@@ -109,7 +120,7 @@ def write_manifest(out_dir: str | Path, layers: Mapping[str, Mapping[str, Any]],
 
 
 def finish_atlas(jobs: Sequence[AtlasJob], out_dir: str | Path, *, labels: bool = True,
-                 run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 run: Mapping[str, Any] | None = None, weights: str | None = None) -> dict[str, Any]:
     """Write the grid(s) (see `grid_filename`), `manifest.json` and `index.html` from the channel
     PNGs in `out_dir`; return the manifest. `run` is stored as the manifest's `run`.
 
@@ -124,7 +135,7 @@ def finish_atlas(jobs: Sequence[AtlasJob], out_dir: str | Path, *, labels: bool 
     single = len(groups) == 1
     layers = {layer: layer_grid(ljobs, out, grid_filename(layer, single=single), labels=labels)
               for layer, ljobs in groups.items()}
-    return write_manifest(out, layers, run=run)
+    return write_manifest(out, layers, run=run, weights=weights)
 
 
 def index_html(manifest: Mapping[str, Any]) -> str:

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from .. import param as param_lib
 from .. import transforms as tf_lib
-from ..errors import InvalidArgumentError
+from ..checks import weights_fingerprint
+from ..errors import ImageError, InvalidArgumentError
 from ..io import RECIPE_KEY, read_png_metadata, save_png
 from ..models import device_of
 from ..objectives import channel as channel_term
@@ -38,6 +39,8 @@ STYLE = (
     "figure img{width:112px;height:112px;image-rendering:pixelated}figcaption{font-size:11px}</style>"
 )
 GRID_MAX_WIDTH = 4096  # tiles are shrunk so a big atlas's grid stays a viewable image
+WEIGHTS_KEY = "lucent_dsl.weights"
+"""PNG metadata key of the model's `weights_fingerprint`: a resumed atlas never mixes two versions of a model."""
 
 
 
@@ -109,41 +112,67 @@ def layers_jobs(channels: Mapping[str, Iterable[int]], *, seed: int = 0) -> list
     return jobs
 
 
+MAX_UNSIZED_CHANNELS = 1_000_000
+"""Most channels `parse_channels` lists when the layer's channel count is not known."""
+
+
+def _out_of_range(spec: str, index: int, count: int | None) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"channels {spec!r}: {index} is out of range; the layer has {count} channels (0..{(count or 1) - 1})")
+
+
+def _slice(spec: str, part: str, count: int | None) -> range:
+    bits = [int(b) if b.strip() else None for b in part.split(":")]
+    if len(bits) > 3:
+        raise ValueError(part)
+    start, stop, step = (bits + [None, None])[:3]
+    if stop is None:
+        if count is None:
+            raise InvalidArgumentError(f"channels {spec!r}: give an end, e.g. 0:64")
+        stop = count
+    if (start or 0) < 0 or stop < 0 or (step is not None and step <= 0):
+        raise ValueError(part)
+    r = range(start or 0, stop, step or 1)
+    if count is not None and len(r) and r[-1] >= count:  # checked on the range, before any list is built
+        first_bad = r[0] if r[0] >= count else r.start + -(-(count - r.start) // r.step) * r.step
+        raise _out_of_range(spec, first_bad, count)
+    return r
+
+
 def parse_channels(text: str | None, count: int | None) -> list[int]:
     """Channel indices from text: "0:64" (a slice, end excluded), "0:64:4", "3,7,9", "5", ":" or None (all).
 
+    Ranges are checked against `count` before they are expanded, so `0:100000000` costs nothing.
+
     Raises:
-        InvalidArgumentError: bad text, or an index at or past `count` (when known).
+        InvalidArgumentError: bad text, an index at or past `count` (when known), or more than
+            `MAX_UNSIZED_CHANNELS` channels when `count` is unknown.
 
     Example:
         >>> parse_channels("2:10:3", 16), parse_channels("1,5", None), len(parse_channels(None, 8))
         ([2, 5, 8], [1, 5], 8)
     """
     spec = (text or ":").strip()
-    out: list[int] = []
+    parts: list[range] = []
     try:
         for part in spec.split(","):
             part = part.strip()
             if ":" in part:
-                bits = [int(b) if b.strip() else None for b in part.split(":")]
-                if len(bits) > 3:
-                    raise ValueError(part)
-                start, stop, step = (bits + [None, None])[:3]
-                if stop is None:
-                    if count is None:
-                        raise InvalidArgumentError(f"channels {spec!r}: give an end, e.g. 0:64")
-                    stop = count
-                if (start or 0) < 0 or stop < 0 or (step is not None and step <= 0):
-                    raise ValueError(part)
-                out.extend(range(start or 0, stop, step or 1))
+                parts.append(_slice(spec, part, count))
             else:
-                out.append(int(part))
-    except ValueError:
+                c = int(part)
+                if c < 0 or (count is not None and c >= count):
+                    raise _out_of_range(spec, c, count)
+                parts.append(range(c, c + 1))
+    except ValueError as e:
+        if isinstance(e, InvalidArgumentError):
+            raise
         raise InvalidArgumentError(f"channels {spec!r}: expected START:STOP[:STEP], a comma list or one index") from None
-    bad = [c for c in out if c < 0 or (count is not None and c >= count)]
-    if bad:
-        raise InvalidArgumentError(f"channels {spec!r}: {bad[0]} is out of range; the layer has {count} channels (0..{(count or 1) - 1})")
-    return out
+    total = sum(len(r) for r in parts)  # with a known count, each range is within the layer already
+    if count is None and total > MAX_UNSIZED_CHANNELS:
+        raise InvalidArgumentError(f"channels {spec!r} lists {total} channels; at most {MAX_UNSIZED_CHANNELS} "
+                                   "when the layer's channel count is unknown")
+    return [c for r in parts for c in r]
 
 
 def job_recipe(base: Recipe, job: AtlasJob) -> Recipe:
@@ -191,11 +220,22 @@ def seeded_transforms(kind: str, gens: Sequence[torch.Generator]) -> tf_lib.Tran
 # --- running ----------------------------------------------------------------------------------------
 
 
-def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe) -> list[AtlasJob]:
-    """The jobs whose PNG is not in `out_dir` yet.
+def _channel_metadata(path: Path) -> dict[str, str]:
+    try:
+        return read_png_metadata(path, verify=True)
+    except ImageError as e:
+        raise InvalidArgumentError(
+            f"{e}. It is a channel image of this atlas (a disk error or an outside write damaged it): delete it and "
+            "run the same command again, which renders just the missing channels"
+        ) from None
+
+
+def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe, weights: str | None = None) -> list[AtlasJob]:
+    """The jobs whose PNG is not in `out_dir` yet (every PNG there is read whole: checksums verified).
 
     Raises:
-        InvalidArgumentError: a PNG there was made with another recipe (resuming would mix settings).
+        InvalidArgumentError: a PNG there is damaged, was made with another recipe, or (when `weights`,
+            a `weights_fingerprint`, is given) from other weights: resuming would mix them.
     """
     out = []
     for job in jobs:
@@ -203,7 +243,13 @@ def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe) -> list
         if not path.exists():
             out.append(job)
             continue
-        meta = read_png_metadata(path)
+        meta = _channel_metadata(path)
+        if weights is not None and meta.get(WEIGHTS_KEY, weights) != weights:
+            raise InvalidArgumentError(
+                f"{str(path)!r} was rendered from other weights (fingerprint {meta[WEIGHTS_KEY]}, the model now gives "
+                f"{weights}): the model file or its checkpoint changed. Use another --out folder, or delete the old "
+                "images to redo them"
+            )
         want = job_recipe(base, job)
         have = Recipe.from_json(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None
         if have != want:
@@ -229,12 +275,14 @@ def run_atlas(
     compile: bool | str = "auto",
     progress: bool = True,
     on_batch: Callable[[list[AtlasJob]], None] | None = None,
+    weights: str | None = None,
 ) -> int:
     """Render the jobs whose PNG is missing, `batch` channels per render; return how many were rendered.
 
     `base` gives the settings (models, size, steps, param, transforms, lr, precision); its
     objective, seed and batch are replaced per job. Each PNG is written atomically as soon as
-    its batch finishes; nothing of an interrupted batch is written.
+    its batch finishes, with its recipe, score and the model's `weights_fingerprint` (`weights`,
+    computed when None); nothing of an interrupted batch is written.
 
     Raises:
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
@@ -245,7 +293,8 @@ def run_atlas(
         raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
     size = base.size or default_size(models)
     base = dc.replace(base, size=size)
-    todo = pending(jobs, out_dir, base)
+    weights = weights or weights_fingerprint(models)
+    todo = pending(jobs, out_dir, base, weights)
     dev = torch.device(device) if device is not None else device_of(models)
     bar = _bar(len(todo), progress, len(jobs) - len(todo))
     done = 0
@@ -274,7 +323,7 @@ def run_atlas(
                 save_png(
                     Path(out_dir) / job.filename,
                     result.images[i:i + 1],
-                    metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i]))},
+                    metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i])), WEIGHTS_KEY: weights},
                 )
             done += len(chunk)
             if bar is not None:
