@@ -29,6 +29,7 @@ from torch import Tensor
 from . import param as param_lib
 from . import steps as steps_lib
 from . import transforms as tf_lib
+from .checks import normalize_device
 from .errors import InvalidArgumentError
 from .expr import Expr
 from .plan import Plan, compile_plan, history_rows
@@ -205,7 +206,7 @@ def _plan_of(objective: Any, models: Any) -> Plan:
 def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
            compile: Any, compile_mode: str | None) -> Setup:
     """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step."""
-    dev = torch.device(device) if device is not None else plan.device
+    dev = normalize_device(device) if device is not None else plan.device
     if dev != plan.device and any(True for m in plan.models.values() for _ in m.parameters()):
         raise InvalidArgumentError(f"device={dev} but the models are on {plan.device}; move the models or drop device=")
     if plan.n_images and batch is not None and batch != plan.n_images:
