@@ -33,6 +33,7 @@ from .masks import Masked, box_mask, masked
 from .penalty import L1, L2, Alignment, Blur, Diversity, ImageTerm, Opacity, TotalVariation, alignment, blur, \
     diversity, l1, l2, opacity, total_variation
 from .source import SourceL2, SourceMatch, source_l2, source_match
+from .style import style
 
 BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel": channel, "neuron": neuron, "layer": layer, "deepdream": deepdream, "direction": direction,
@@ -40,7 +41,7 @@ BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel_interpolate": channel_interpolate, "alignment": alignment, "diversity": diversity,
     "class_logit": class_logit, "activation_match": activation_match, "total_variation": total_variation,
     "l1": l1, "l2": l2, "blur": blur, "opacity": opacity, "masked": masked, "source_match": source_match,
-    "source_l2": source_l2,
+    "source_l2": source_l2, "style": style,
 }
 VOCABULARY_FACTORIES = BUILTINS  # the name the conformance tests use
 for _name, _factory in BUILTINS.items():

@@ -60,6 +60,8 @@ _ROWS = [
         "maps, tokens", "masked(channel('features.14', 10), (0.25, 0.25, 0.75, 0.75))"),
     Row("source_match", "activation_match against image 0's activations (paired renders)", ALL, "source_match('features.4')"),
     Row("source_l2", "penalty: mean (a - a_0)^2 against image 0 (paired renders)", ALL, "source_l2('features.4')"),
+    Row("style", "-|G - G_target|^2 / |G_target|^2, G = channel Gram matrix (Gatys et al.; at most 0)", ALL,
+        "style('features.4', ((1.0, 0.0), (0.0, 1.0)))"),
 ]
 ROWS = {r.name: r for r in _ROWS}
 
