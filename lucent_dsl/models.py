@@ -83,9 +83,14 @@ def with_info(module: nn.Module, info: ModelInfo) -> nn.Module:
 
 
 def info_of(module: nn.Module) -> ModelInfo:
-    """The `ModelInfo` attached to `module`, or the default (identity preprocessing)."""
+    """The `ModelInfo` attached to `module`, else what the model declares itself (timm's `pretrained_cfg`,
+    torchvision's ImageNet normalization: `lucent_dsl.known_models`), else identity preprocessing."""
     info = getattr(module, _ATTR, None)
-    return info if isinstance(info, ModelInfo) else ModelInfo()
+    if isinstance(info, ModelInfo):
+        return info
+    from .known_models import inferred_info
+
+    return inferred_info(module)
 
 
 def non_inplace(model: nn.Module) -> nn.Module:
