@@ -332,7 +332,7 @@ def render(
             record = steps_lib.run_steps(plan, setup.step, setup.eager, leaves=setup.leaves, optim=setup.optim,
                                          sample=sample, to_image=setup.image_param.to_image, steps=s.steps,
                                          on_nonfinite=s.on_nonfinite, relus=relus, snaps_at=s.snaps_at,
-                                         callback=callback, bar=bar)
+                                         callback=callback, bar=bar, apply=setup.transform.apply, n=setup.n)
     finally:
         if bar is not None:
             bar.close()

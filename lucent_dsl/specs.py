@@ -208,6 +208,9 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(MODEL_SEED)
             model = build(s, text)
+    from .checks import check_model
+
+    check_model(model, text)  # TorchScript, meta weights, fp16/fp64, forward(x, y): refused with what to do
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)

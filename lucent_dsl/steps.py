@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidArgumentError, NonFiniteError
+from .expr import evaluate, top_terms
 from .plan import Plan
 
 CUDA_CHECK_EVERY = 32  # steps between device-to-host reads of the non-finite flag on CUDA
@@ -83,14 +84,21 @@ def nonfinite_message(step: int, names: Sequence[str], rows: Tensor, loss: Tenso
     return f"step {step}: non-finite value in {where}. Lower lr, add penalties, or pass on_nonfinite='skip'."
 
 
-def nonfinite_grad_terms(plan: Plan, fn: Callable, leaves: dict[str, Tensor], tparams: Any) -> list[str]:
-    """The summands whose own gradient is not finite (the step is redone eagerly: error path only)."""
-    _, rows = fn(leaves, tparams)
+def nonfinite_grad_terms(plan: Plan, to_image: Callable, apply: Callable, leaves: dict[str, Tensor],
+                         tparams: Any, n: int) -> list[str]:
+    """The summands whose own gradient is not finite (the step is redone eagerly: error path only).
+
+    Each summand is evaluated and differentiated on its own: through the stacked rows, a zero gradient
+    times an infinite local derivative of another summand would read as NaN and blame every one.
+    """
+    img = to_image(leaves)
+    acts = plan.forward(apply(img, tparams), raw=img)
     out = []
-    for name, row in zip(plan.term_names, rows):
-        if not row.requires_grad:
+    for name, term in zip(plan.term_names, top_terms(plan.objective)):
+        value = evaluate(term, acts, n)
+        if not value.requires_grad:
             continue
-        grads = torch.autograd.grad(row.sum(), list(leaves.values()), retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(value.sum(), list(leaves.values()), retain_graph=True, allow_unused=True)
         if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
             out.append(name)
     return out
@@ -133,7 +141,8 @@ class _NonFiniteFlag:
 
 def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Tensor], optim: torch.optim.Optimizer,
               sample: Callable[[], Any], to_image: Callable, steps: int, on_nonfinite: str, relus: Any,
-              snaps_at: Sequence[int], callback: Callable | None, bar: Any) -> StepRecord:
+              snaps_at: Sequence[int], callback: Callable | None, bar: Any,
+              apply: Callable | None = None, n: int = 1) -> StepRecord:
     """The loop. Ctrl-C ends it cleanly; every finished step's scores are kept."""
     rows: list[Tensor] = []
     snapshots: dict[int, Tensor] = {}
@@ -162,7 +171,7 @@ def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Te
             elif not bool(ok):
                 if on_nonfinite == "raise":
                     culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else \
-                        nonfinite_grad_terms(plan, eager, leaves, tparams)
+                        nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n)
                     raise NonFiniteError(nonfinite_message(step, plan.term_names, step_rows, loss, culprits))
                 skipped.append(step)
                 optim.zero_grad(set_to_none=True)
