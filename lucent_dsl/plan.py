@@ -76,7 +76,7 @@ def history_keys(names: Sequence[str]) -> tuple[tuple[str, tuple[int, ...]], ...
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         groups.setdefault(name, []).append(i)
-    return tuple((name if len(ix) == 1 else " + ".join([name] * len(ix)).replace("+ -", "- "), tuple(ix))
+    return tuple((name if len(ix) == 1 else " + ".join([name] * len(ix)), tuple(ix))
                  for name, ix in groups.items())
 
 
