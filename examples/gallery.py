@@ -9,11 +9,14 @@ plain `render` at 224 px, 512 steps, Adam at lr 0.05, with two settings changed 
   instead of Lucid's 1 / f (`param.fft(..., decay_power=...)`). On MobileNetV2 this trades a fine
   grain of high-frequency texture for whole objects (flamingos with legs and necks, goldfish with
   eyes); `--decay-power 1` gives the default for every panel;
-- EfficientNet-Lite0 uses stronger random transforms (`robust()` below) than
+- EfficientNet-Lite0 uses stronger random transforms (`transforms.robust()`) than
   `transforms.standard()`, without which its class renders are a muddy texture.
 
-The tiles are shrunk for the PNGs. The recipe (objectives, model, steps, size, seed, settings,
-versions) is stored in each PNG's metadata under `lucent_dsl.io.RECIPE_KEY`.
+Each panel is ONE batched render (image i maximizes item i), so each PNG carries one ordinary
+`replay.Recipe` (what `RenderResult.recipe` records, the schema the CLI writes) under
+`lucent_dsl.io.RECIPE_KEY`, and the captions under `lucent_dsl.gallery`. The tiles are shrunk for the
+PNGs; `lucent-dsl render --recipe docs/gallery/mobilenet_v2_classes.png --out again.png` renders the
+same images again at full size (a plain grid, without captions).
 
     python examples/gallery.py                         # all panels, 512 steps (about 40 min on one CPU thread)
     python examples/gallery.py --only mobilenet_v2_classes --steps 256
@@ -53,19 +56,12 @@ from lucent_dsl import render
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "gallery"
 DECAY_POWER = 1.5
-
-
-def robust() -> tf_lib.Transform:
-    """Stronger random transforms than `transforms.standard()` (twice the jitter, zoom 0.7-1.3,
-    +-20 degrees): EfficientNet-Lite0's class renders show whole goldfish and daisies with them,
-    and a muddy texture with the standard ones."""
-    return tf_lib.chain(tf_lib.pad(16, mode="constant", value=0.5), tf_lib.jitter(16), tf_lib.random_scale((0.7, 1.3)),
-                        tf_lib.random_rotate((-20.0, 20.0)), tf_lib.jitter(8))
+GALLERY_KEY = "lucent_dsl.gallery"  # the panel's captions and tile size; the render itself is under RECIPE_KEY
 
 
 @dc.dataclass(frozen=True)
 class Row:
-    """Objectives rendered together, in one batch (one image each)."""
+    """One row of a panel's grid (a whole panel is one batched render, one image per item)."""
 
     items: tuple[str, ...]  # "layer:index" or a class name
 
@@ -78,7 +74,7 @@ class Panel:
     ncol: int
     tile: int = 160  # tile size in the PNG (15 tiles of 160 px would pass 1 MB)
     decay_power: float = DECAY_POWER
-    robust: bool = False  # ROBUST transforms instead of transforms.standard()
+    robust: bool = False  # transforms.robust() instead of transforms.standard()
 
 
 def _channels(layers: Sequence[str], indices: Sequence[int]) -> tuple[Row, ...]:
@@ -119,46 +115,43 @@ def tiles(images: Tensor, size: int) -> list[Image.Image]:
     return [im.resize((size, size), Image.Resampling.LANCZOS) for im in io.to_pil(images)]
 
 
-def render_row(row: Row, model: nn.Module, *, steps: int, size: int, seed: int, decay_power: float,
-               robust_transforms: bool, cache: Path | None) -> Tensor:
-    """The row's images (B, 3, size, size); with `cache`, kept there as a .pt file and reused."""
-    key = "_".join([info_of(model).name or "model", *row.items, f"s{steps}", f"px{size}", f"seed{seed}",
-                    f"d{decay_power}", "robust" if robust_transforms else "standard"])
+def render_panel(panel: Panel, model: nn.Module, *, steps: int, size: int, seed: int, decay_power: float,
+                 cache: Path | None) -> ld.RenderResult | Tensor:
+    """All of the panel's images in one batched render (image i maximizes item i): one recipe replays the panel.
+    With `cache`, the images are kept there as a .pt file and reused (the result is then the images only)."""
+    items = [it for row in panel.rows for it in row.items]
+    key = "_".join([panel.name, f"s{steps}", f"px{size}", f"seed{seed}", f"d{decay_power}",
+                    "robust" if panel.robust else "standard"])
     path = None if cache is None else cache / (key.replace(":", "-").replace(" ", "-") + ".pt")
     if path is not None and path.is_file():
         return torch.load(path)
-    param = param_lib.fft(size, batch=len(row.items), decay_power=decay_power)
-    transforms = robust() if robust_transforms else None  # None: transforms.standard()
-    images = render([objective(it) for it in row.items], model, param=param, transforms=transforms, steps=steps,
-                    seed=seed, progress=False).images
+    param = param_lib.fft(size, batch=len(items), decay_power=decay_power)
+    transforms = tf_lib.robust() if panel.robust else None  # None: transforms.standard()
+    result = render([objective(it) for it in items], model, param=param, transforms=transforms, steps=steps,
+                    seed=seed, progress=False)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(images, path)
-    return images
+        torch.save(result.images, path)
+    return result
 
 
 def make_panel(panel: Panel, *, steps: int, size: int, tile: int | None, seed: int, decay_power: float,
                out: Path, cache: Path | None = None) -> Path:
     model = zoo.load(panel.model)
-    pictures: list[Image.Image] = []
-    captions: list[str] = []
-    for row in panel.rows:
-        start = time.perf_counter()
-        images = render_row(row, model, steps=steps, size=size, seed=seed, decay_power=decay_power,
-                            robust_transforms=panel.robust, cache=cache)
-        pictures += tiles(images, tile or panel.tile)
-        captions += [label(it, model, images, i) for i, it in enumerate(row.items)]
-        print(f"  {', '.join(captions[-len(row.items):])}  ({time.perf_counter() - start:.0f} s)", flush=True)
-    recipe = {
-        "model": panel.model,
-        "objectives": [repr(objective(it)) for row in panel.rows for it in row.items],
-        "steps": steps, "size": size, "seed": seed, "param": f"fft(decay_power={decay_power})",
-        "transforms": "gallery.robust()" if panel.robust else "standard()", "optimizer": "Adam lr 0.05",
-        "torch": torch.__version__, "python": platform.python_version(),
-    }
+    items = [it for row in panel.rows for it in row.items]
+    start = time.perf_counter()
+    result = render_panel(panel, model, steps=steps, size=size, seed=seed, decay_power=decay_power, cache=cache)
+    images = result if isinstance(result, Tensor) else result.images
+    captions = [label(it, model, images, i) for i, it in enumerate(items)]
+    print(f"  {', '.join(captions)}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    meta = {GALLERY_KEY: json.dumps({"panel": panel.name, "captions": captions, "tile": tile or panel.tile,
+                                     "python": platform.python_version()})}
+    if isinstance(result, ld.RenderResult):
+        if result.recipe is None:
+            raise RuntimeError(f"the gallery's render has no recipe: {result.unreplayable}")
+        meta[io.RECIPE_KEY] = result.recipe.to_json()  # `lucent-dsl render --recipe` renders these images again
     path = out / f"{panel.name}.png"
-    io.save_png(path, io.make_grid(pictures, ncol=panel.ncol, labels=captions),
-                metadata={io.RECIPE_KEY: json.dumps(recipe)})
+    io.save_png(path, io.make_grid(tiles(images, tile or panel.tile), ncol=panel.ncol, labels=captions), metadata=meta)
     return path
 
 

@@ -33,6 +33,7 @@ from typing import NoReturn
 from . import commands
 from .commands import EXIT_INTERRUPTED, EXIT_OK, UsageError as _UsageError
 from .errors import LucentError
+from .explore.command import positive as _positive
 
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -58,16 +59,6 @@ def _size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"expected N or HxW (height x width), e.g. 224 or 160x224, got {text!r}")
     return parts[0], parts[1]
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--steps", type=_positive, help="optimization steps (default: 512)")
     optim.add_argument("--seed", type=int, help="random seed (default: 0)")
     optim.add_argument("--lr", type=float, help="Adam learning rate (default: 0.05)")
-    optim.add_argument("--transforms", choices=("standard", "none"),
-                       help="random jitter/scale/rotate: transforms.standard() (render's default) or none "
+    optim.add_argument("--transforms", choices=("standard", "robust", "none"),
+                       help="random jitter/scale/rotate: transforms.standard() (render's default), "
+                            "transforms.robust() (twice the jitter, zoom 0.7-1.3, +-20 degrees), or none "
                             "(caricature's and accentuate's default)")
     optim.add_argument("--no-transforms", dest="transforms", action="store_const", const="none", help="--transforms none")
     optim.add_argument("--precision", choices=("auto", "fp32", "bf16"),
@@ -179,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     examples_command.add_parser(sub, [common, models])
     explore_command.add_parser(sub, [common, optim])
+    from .toolbox import command as toolbox_command
+
+    toolbox_command.add_parser(sub, [common, models, optim])
     return parser
 
 

@@ -268,13 +268,13 @@ def layers(args: argparse.Namespace) -> int:
     for name, rows in report.items():
         if name is not None:
             print(f"model {name}:")
-        table = [("name", "type", "output shape", "channels")]
+        table = [("name", "type", "output shape", "layout", "channels")]
         for r in rows:
             kind = r.type + (f" (called {r.calls}x)" if r.calls > 1 else "")
-            table.append((r.name, kind, r.shape, "-" if r.channels is None else str(r.channels)))
-        widths = [max(len(row[i]) for row in table) for i in range(3)]
+            table.append((r.name, kind, r.shape, r.layout, "-" if r.channels is None else str(r.channels)))
+        widths = [max(len(row[i]) for row in table) for i in range(4)]
         for row in table:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3].rjust(8))
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4].rjust(8))
     return EXIT_OK
 
 

@@ -10,7 +10,9 @@ positive amount that users *subtract*.
 
 Canonical forms keep equality useful: `k * (j * a)` is `Scale(k*j, a)`, `1 * a` is `a`, sums are
 flat and carry all their numbers in one trailing `Const`, and `a + 0` is `a`. With these rules
-`repr(e)` is DSL text that `parse` (and Python itself) turns back into an equal expression.
+`repr(e)` is DSL text that `parse` (and Python itself) turns back into an equal expression. Sums
+may be of any length; nesting (scales of sums, products, masks) is refused past `MAX_DEPTH` levels
+when a node is built, so printing, parsing and evaluating never run out of stack.
 
 Example:
     >>> from lucent_dsl import channel, neuron, parse
@@ -23,6 +25,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses as dc
+import functools as ft
+import keyword
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,12 +35,15 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
+from .arrays import Array
 from .errors import InvalidArgumentError
 
 INPUT = "@input"  # a model's input, after that model's preprocessing
 OUTPUT = "@output"  # a model's output (dict/tuple outputs: "@output/out", "@output/0")
 IMAGE = "@image"  # the rendered image, before random transforms (read by the image penalties)
-RESERVED = (INPUT, OUTPUT, IMAGE)
+# How deeply an objective may nest (scales of sums, products, masks inside masks): deeper trees could
+# not be printed, parsed back or evaluated without running out of stack, so they are refused when built.
+MAX_DEPTH = 64
 
 
 @dc.dataclass(frozen=True, slots=True)
@@ -117,12 +124,9 @@ class Expr:
         return scale(1.0 / k, self)
 
     def __repr__(self) -> str:
-        return to_text(self)
+        from .printing import to_text
 
-    @staticmethod
-    def sum(items: Iterable[Expr | float]) -> Expr:
-        """Alias of `sum_of`."""
-        return sum_of(items)
+        return to_text(self)
 
 
 @dc.dataclass(frozen=True, slots=True, repr=False)
@@ -139,6 +143,9 @@ class Scale(Expr):
     k: float
     expr: Expr
 
+    def __post_init__(self) -> None:
+        check_depth(self)
+
 
 @dc.dataclass(frozen=True, slots=True, repr=False)
 class Sum(Expr):
@@ -154,6 +161,9 @@ class Product(Expr):
     a: Expr
     b: Expr
 
+    def __post_init__(self) -> None:
+        check_depth(self)
+
 
 class Term(Expr):
     """A vocabulary leaf: reads activations at `sites()` and scores each image.
@@ -165,6 +175,10 @@ class Term(Expr):
     __slots__ = ()
     name: ClassVar[str]
     positional: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:  # run by every term dataclass's __init__
+        if hasattr(self, "map_inner"):  # a term that holds objectives (masks.masked) nests them
+            check_depth(self)
 
     def sites(self) -> tuple[Site, ...]:
         raise NotImplementedError
@@ -200,65 +214,28 @@ class Term(Expr):
 VOCABULARY: dict[str, Callable[..., Expr]] = {}
 
 
+# Names that DSL text reads as something else (`range(...)`, `tensor(...)`, constants): no objective may take them.
+PARSER_NAMES = frozenset({"range", "tensor"})
+
+
+def check_name(name: Any) -> str:
+    """`name` if DSL text can call it as an objective (`name(...)`), else InvalidArgumentError."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name in PARSER_NAMES:
+        raise InvalidArgumentError(
+            f"objective name {name!r} cannot be called from objective text: use a Python identifier that is not "
+            f"a keyword nor one of {sorted(PARSER_NAMES)}, e.g. 'my_energy'"
+        )
+    return name
+
+
 def register(name: str, factory: Callable[..., Expr], *, replace: bool = False) -> None:
-    """Make `factory` callable from DSL text as `name(...)`."""
-    if not name.isidentifier():
-        raise InvalidArgumentError(f"objective name {name!r} is not a Python identifier")
+    """Make `factory` callable from DSL text as `name(...)` (`replace`: over another factory of that name)."""
+    check_name(name)
     if name in VOCABULARY and not replace and VOCABULARY[name] is not factory:
-        raise InvalidArgumentError(f"an objective named {name!r} is already registered; pick another name")
+        raise InvalidArgumentError(
+            f"an objective named {name!r} is already registered; pick another name or pass replace=True"
+        )
     VOCABULARY[name] = factory
-
-
-@dc.dataclass(frozen=True, slots=True, eq=False, repr=False)
-class Array:
-    """A constant tensor inside an expression (a direction, target activations), compared by value.
-
-    Equality and hashing use the shape and the exact float32 bytes, so expressions that hold
-    arrays stay hashable values. Prints as `tensor([...], shape=(...))`, which `parse` reads.
-
-    Example:
-        >>> import torch
-        >>> Array.of(torch.ones(2, 2)) == Array.of([[1.0, 1.0], [1.0, 1.0]])
-        True
-    """
-
-    tensor: Tensor
-    key: bytes
-
-    @staticmethod
-    def of(value: Any, *, shape: tuple[int, ...] | None = None) -> Array:
-        import torch
-
-        if isinstance(value, Array):
-            return value
-        try:
-            t = torch.as_tensor(value, dtype=torch.float32).detach().cpu().contiguous()
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise InvalidArgumentError(f"expected numbers or a tensor, got {type(value).__name__}: {err}") from None
-        if shape is not None:
-            if math.prod(shape) != t.numel():
-                raise InvalidArgumentError(f"tensor data has {t.numel()} values but shape={tuple(shape)} needs {math.prod(shape)}")
-            try:
-                t = t.reshape(shape)
-            except RuntimeError as err:
-                raise InvalidArgumentError(f"bad tensor shape {tuple(shape)}: {err}") from None
-        if not bool(torch.isfinite(t).all()):
-            raise InvalidArgumentError("a tensor in an objective contains NaN or infinite values")
-        return Array(t, repr(tuple(t.shape)).encode() + t.numpy().tobytes())
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.tensor.shape)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Array) and self.key == other.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        data = ", ".join(repr(float(v)) for v in self.tensor.flatten().tolist())
-        return f"tensor([{data}], shape={format_value(self.shape)})"
 
 
 # --- numbers -------------------------------------------------------------------------------
@@ -370,6 +347,67 @@ def top_terms(e: Expr) -> tuple[Expr, ...]:
     return e.terms if isinstance(e, Sum) else (e,)
 
 
+@ft.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dc.fields(cls))
+
+
+def _inner_exprs(t: Term) -> tuple[Expr, ...]:
+    """The objectives a term holds as arguments (`masked(expr, ...)`): only terms with a `map_inner` hold any."""
+    if not hasattr(t, "map_inner"):
+        return ()
+    return tuple(v for v in (getattr(t, n) for n in _field_names(type(t))) if isinstance(v, Expr))
+
+
+def _children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, Scale):
+        return (e.expr,)
+    if isinstance(e, Sum):
+        return e.terms
+    if isinstance(e, Product):
+        return (e.a, e.b)
+    return _inner_exprs(e) if isinstance(e, Term) else ()
+
+
+def depth(e: Expr) -> int:
+    """How deeply `e` nests, as its text does: a term is 1, a product, a scale or a term holding objectives adds 1
+    (a scale by -1 of a sum or a product adds 2: `-(...)` is a sign around parentheses), a flat sum adds 0.
+
+    Example:
+        >>> from lucent_dsl import channel
+        >>> a = channel("c", 0)
+        >>> depth(a), depth(a + a), depth(2 * (a + 3 * a)), depth(a * (a * a)), depth(a * -(a * a))
+        (1, 1, 3, 3, 5)
+    """
+    found: dict[int, int] = {}
+    stack: list[tuple[Expr, bool]] = [(e, False)]
+    while stack:  # iterative: deep or wide trees need no recursion
+        node, ready = stack.pop()
+        kids = _children(node)
+        if not ready and kids:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in found)
+            continue
+        inner = max((found[id(k)] for k in kids), default=0)
+        if isinstance(node, (Sum, Const)):
+            found[id(node)] = inner
+        else:
+            sign = isinstance(node, Scale) and node.k == -1.0 and isinstance(node.expr, (Sum, Product))
+            found[id(node)] = inner + 1 + sign
+    return found[id(e)]
+
+
+def check_depth(e: Expr) -> None:
+    """InvalidArgumentError if `e` nests deeper than `MAX_DEPTH` (checked when nodes are built)."""
+    d = depth(e)
+    if d > MAX_DEPTH:
+        raise InvalidArgumentError(
+            f"the objective nests {d} levels deep (scales of sums, products of products, masks inside masks); at most "
+            f"{MAX_DEPTH} levels can be printed, parsed back and evaluated. Build it flatter: a sum_of(...) of weighted "
+            "terms, with the weights multiplied out"
+        )
+
+
 def map_terms(e: Expr, fn: Callable[[Term], Expr]) -> Expr:
     """Rebuild `e` with every leaf replaced by `fn(leaf)`."""
     if isinstance(e, Term):
@@ -384,7 +422,7 @@ def map_terms(e: Expr, fn: Callable[[Term], Expr]) -> Expr:
     return e
 
 
-# --- printing -----------------------------------------------------------------------------------
+# --- evaluation ---------------------------------------------------------------------------------
 
 
 def evaluate(e: Expr, acts: Acts, n: int) -> Tensor:
@@ -412,92 +450,3 @@ def _constant(value: float, acts: Acts, n: int) -> Tensor:
     if like is None:
         return torch.full((n,), value)
     return torch.full((n,), value, device=like.device, dtype=like.dtype)
-
-
-def format_value(v: Any, *, short: bool = False) -> str:
-    """DSL text of one argument value (`short`: large tensors abbreviated, for display only)."""
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, tuple):
-        inner = ", ".join(format_value(x, short=short) for x in v)
-        return f"({inner},)" if len(v) == 1 else f"({inner})"
-    if short and isinstance(v, Array) and v.tensor.numel() > 8:
-        import hashlib
-
-        return f"tensor(<{hashlib.sha1(v.key).hexdigest()[:8]}>, shape={format_value(v.shape)})"
-    return repr(v)
-
-
-def _term_text(t: Term, *, short: bool = False) -> str:
-    pos, kw = t.dsl_args()
-    args = [format_value(v, short=short) for v in pos] + [f"{k}={format_value(v, short=short)}" for k, v in kw.items()]
-    return f"{t.name}({', '.join(args)})"
-
-
-def short_text(e: Expr) -> str:
-    """Like `repr(e)`, with large tensors abbreviated to a digest and a shape: for labels and histories.
-
-    Example:
-        >>> import torch
-        >>> from lucent_dsl import activation_match
-        >>> short_text(activation_match("conv", torch.zeros(4, 3, 3)))  # doctest: +ELLIPSIS
-        "activation_match('conv', tensor(<...>, shape=(4, 3, 3)))"
-    """
-    return _print_with(e, lambda t: _term_text(t, short=True))
-
-
-def to_text(e: Expr) -> str:
-    """The DSL text of `e` (what `repr` prints)."""
-    return _print_with(e, _term_text)
-
-
-def format_tree(e: Expr, names: Mapping[Site, str]) -> str:
-    """Like `to_text`, with each site printed as its short name from `names` (for `Plan.__str__`)."""
-
-    def leaf(t: Term) -> str:
-        pos, kw = t.dsl_args()
-        shown = {s.layer: names[s] for s in t.sites() if s in names}
-        args = [shown.pop(v) if isinstance(v, str) and v in shown else format_value(v, short=True) for v in pos]
-        for k, v in kw.items():
-            if isinstance(v, str) and v in shown:
-                args.append(f"{k}={shown.pop(v)}")
-            elif k != "model" or not t.sites():
-                args.append(f"{k}={format_value(v, short=True)}")
-        return f"{t.name}({', '.join(list(shown.values()) + args)})"
-
-    text_of: dict[int, str] = {}
-    for node in reversed(list(walk(e))):
-        if isinstance(node, Term):
-            text_of[id(node)] = leaf(node)
-    # Reuse the printer's layout rules by printing a twin tree whose leaves print as given.
-    return _print_with(e, lambda t: text_of[id(t)])
-
-
-def _print_with(e: Expr, leaf: Callable[[Term], str]) -> str:
-    if isinstance(e, Term):
-        return leaf(e)
-    if isinstance(e, Const):
-        return repr(e.value)
-    if isinstance(e, Scale):
-        inner = _print_with(e.expr, leaf)
-        if isinstance(e.expr, (Sum, Product)):
-            inner = f"({inner})"
-        return f"-{inner}" if e.k == -1.0 else f"{e.k!r} * {inner}"
-    if isinstance(e, Product):
-        left, right = _print_with(e.a, leaf), _print_with(e.b, leaf)
-        left = f"({left})" if isinstance(e.a, Sum) else left
-        right = f"({right})" if isinstance(e.b, (Sum, Scale, Product)) else right
-        return f"{left} * {right}"
-    if not isinstance(e, Sum):
-        raise TypeError(f"not an objective node: {type(e).__name__}")
-    out = []
-    for i, t in enumerate(e.terms):
-        negative = (isinstance(t, Scale) and t.k < 0) or (isinstance(t, Const) and math.copysign(1, t.value) < 0)
-        if i and negative:
-            neg = -t
-            text = _print_with(neg, leaf)
-            # -(-1 * (a + b)) is the bare sum a + b: without parentheses `x - a + b` would read back wrong.
-            out.append(f" - ({text})" if isinstance(neg, Sum) else " - " + text)
-        else:
-            out.append((" + " if i else "") + _print_with(t, leaf))
-    return "".join(out)

@@ -1,8 +1,9 @@
-"""What a model needs around it: preprocessing, input size, colour channels, class labels.
+"""What a model needs around it: preprocessing, input geometry, colour channels, class labels, layouts.
 
-A plain `nn.Module` works as it is (no normalization, any input size). Models from `lucent_dsl.zoo`,
-or any module passed through `with_info`, carry a `ModelInfo` that the plan applies before that
-model's forward, so each model of an ensemble gets its own preprocessing.
+A plain `nn.Module` works as it is (no normalization; its input geometry found by a probe when a
+plan is compiled, see `lucent_dsl.geometry`). Models from `lucent_dsl.zoo`, or any module passed
+through `with_info`, carry a `ModelInfo` that the plan applies before that model's forward, so
+each model of an ensemble gets its own preprocessing and its own input size from one image.
 
 Example:
     >>> import torch.nn as nn
@@ -15,10 +16,11 @@ from __future__ import annotations
 import dataclasses as dc
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError
+from .geometry import Geometry, fit
+from .layouts import parse_layout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,13 +35,24 @@ class ModelInfo:
     Args:
         mean, std: per-channel normalization applied to images in [0, 1] (None: no normalization).
         input_size: (H, W) the model expects (also the default render size).
-        resize: resize images of another size to `input_size` before the model. False for fully
-            convolutional classifiers (adaptive pooling), which then see the padded, jittered image at
-            full resolution as in Lucid; resizing it shrinks features and measurably lowers the
-            activations reached (benchmarks/bench_quality.py).
+        resize: resize images of another size to `input_size` before the model (the model takes that
+            size only). False for fully convolutional classifiers (adaptive pooling), which then see
+            the padded, jittered image at full resolution as in Lucid; resizing it shrinks features and
+            measurably lowers the activations reached (benchmarks/bench_quality.py).
         channels: colour channels the model reads (1 for grayscale: RGB images are averaged).
         labels: class names of the output logits, so `class_logit("flamingo")` can be resolved.
         name: a short name for messages and file names.
+        geometry: the input sizes the model accepts (`Geometry`: one size, multiples of k, any), when
+            `input_size`/`resize` do not say it; None: `input_size` with `resize` means that size only,
+            `resize=False` any size, and without `input_size` the plan probes the model.
+        layouts: {layer: einops pattern} for sites whose layout the plan should not detect, e.g.
+            {"features.3": "b h w c"} (see `lucent_dsl.layouts`); stored as sorted pairs.
+
+    Example:
+        >>> ModelInfo(input_size=(224, 224)).input_geometry
+        Geometry(size=(224, 224), multiple=1, source='stated')
+        >>> ModelInfo(layouts={"blocks.0": "b (cls + h w) c"}).layouts
+        (('blocks.0', 'b (cls + h w) c'),)
     """
 
     mean: tuple[float, ...] | None = None
@@ -49,12 +62,33 @@ class ModelInfo:
     labels: tuple[str, ...] | None = None
     name: str | None = None
     resize: bool = True
+    geometry: Geometry | None = None
+    layouts: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.geometry is not None and not isinstance(self.geometry, Geometry):
+            raise InvalidArgumentError(f"ModelInfo geometry must be a Geometry, got {self.geometry!r}")
+        pairs = tuple(sorted(dict(self.layouts).items())) if self.layouts else ()
+        for layer, pattern in pairs:
+            if not isinstance(layer, str) or not layer:
+                raise InvalidArgumentError(f"ModelInfo layouts: keys are layer names, got {layer!r}")
+            parse_layout(pattern)  # InvalidArgumentError now, not at the first forward
+        object.__setattr__(self, "layouts", pairs)
+
+    @property
+    def input_geometry(self) -> Geometry | None:
+        """The stated input geometry: `geometry`, else what `input_size` and `resize` say (None: not stated)."""
+        if self.geometry is not None:
+            return self.geometry
+        if self.input_size is None:
+            return None
+        return Geometry(tuple(self.input_size), 1, "stated") if self.resize else Geometry(None, 1, "stated")
 
     def preprocess(self, image: Tensor) -> Tensor:
-        """Map an image batch in [0, 1] to this model's input.
+        """Map an image batch in [0, 1] to this model's input: channels, geometry (`geometry.fit`), normalization.
 
         Shape:
-            image: (B, C, H, W) -> (B, self.channels, *self.input_size)
+            image: (B, C, H, W) -> (B, self.channels, H', W') with (H', W') a size the model accepts
         """
         x = image
         if x.shape[1] != self.channels:
@@ -67,8 +101,7 @@ class ModelInfo:
                     f"the model {self.name or ''} reads {self.channels} channels but the image has "
                     f"{x.shape[1]}; render with channels={self.channels}"
                 )
-        if self.resize and self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=False)
+        x = fit(x, self.input_geometry)
         if self.mean is not None:
             mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
             std = torch.tensor(self.std or (1.0,) * len(self.mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -91,6 +124,30 @@ def info_of(module: nn.Module) -> ModelInfo:
     from .known_models import inferred_info
 
     return inferred_info(module)
+
+
+SPEC_ATTR = "_lucent_dsl_spec"  # (spec, fingerprint) of a module `specs.build_model` or `zoo.load` built
+
+
+def stamp_spec(model: nn.Module, spec: str) -> None:
+    """Record the spec `model` was built from (how a Python render's recipe names it; see `spec_of`)."""
+    object.__setattr__(model, SPEC_ATTR, (spec, fingerprint(model)))
+
+
+def spec_of(model: nn.Module) -> str | None:
+    """The spec `specs.build_model` (or `zoo.load`) built `model` from (unnamed, normalized); None for a module made elsewhere, or one
+    whose weights or structure changed since (a recipe naming the spec would then replay another model)."""
+    stamp = getattr(model, SPEC_ATTR, None)
+    if not (isinstance(stamp, tuple) and len(stamp) == 2 and isinstance(stamp[0], str)):
+        return None
+    return stamp[0] if fingerprint(model) == stamp[1] else None
+
+
+def fingerprint(model: nn.Module) -> tuple:
+    """Each parameter's and buffer's name, storage and version counter: changes when weights are loaded, edited
+    in place, replaced or moved (O(1) per tensor; a false "changed" only costs a recipe, never a wrong one)."""
+    return tuple((name, t.data_ptr(), t._version, tuple(t.shape))
+                 for name, t in [*model.named_parameters(), *model.named_buffers()])
 
 
 def non_inplace(model: nn.Module) -> nn.Module:

@@ -6,7 +6,12 @@ and keyword arguments, numbers, strings, `None`, `True`/`False`, tuples/lists of
 subscripts, lambdas, comprehensions, `**`, ...) raises `ParseError` pointing at the column.
 
 The value of the text is what Python would compute with the vocabulary in scope, so
-`parse(repr(e)) == e` for every expression `e`.
+`parse(repr(e)) == e` for every expression `e`. The reader is a small tokenizer and a
+precedence parser of its own: chains of `+ - * /` are read in a loop, so a sum of 100,000 terms,
+inside parentheses or not, needs no deep recursion; brackets and signs may nest `MAX_NESTING`
+levels (the objectives the API builds nest at most `expr.MAX_DEPTH`). Python's own parser is
+consulted only to explain a rejection: its syntax errors, then the first construct outside the
+allow-list, come before the reader's own complaint.
 
 Example:
     >>> parse("channel('layer4', 12) - 1e-3 * total_variation()")
@@ -17,33 +22,30 @@ Example:
     lucent_dsl.errors.ParseError: '__import__' is not an objective name; known names: activation_match, ...
       __import__('os')
       ^
+    >>> parse("channel(features.14, 10)")
+    Traceback (most recent call last):
+    ...
+    lucent_dsl.errors.ParseError: layer names are strings in quotes: write 'features.14', not features.14
+      channel(features.14, 10)
+              ^
 """
 from __future__ import annotations
 
 import ast
-import io
+import functools as ft
 import keyword
 import numbers
-import tokenize
+import unicodedata
+import warnings
 from typing import Any
 
 from .errors import LucentError, ParseError
 from .expr import VOCABULARY, Array, Expr, as_expr, sum_of
+from .lexer import Rejected, Tokens, tokens
+from .parse_errors import explain
 
 _MAX_TEXT = 2_000_000
-
-
-def _source_line(text: str, line: int) -> str:
-    # Python numbers lines at \n only (parse() turns \r\n and \r into \n); str.splitlines would also
-    # split at \f, \x1c, \u2028, ... and quote the wrong line.
-    lines = text.split("\n")
-    return lines[min(max(line, 1), len(lines)) - 1]
-
-
-def _fail(text: str, col: int | None, message: str, line: int = 1) -> ParseError:
-    src = _source_line(text, line)
-    col = 0 if col is None else max(0, min(col, len(src)))
-    return ParseError(f"{message}\n  {src}\n  {' ' * col}^")
+MAX_NESTING = 100  # brackets and unary signs inside each other (the API's objectives print fewer than 70)
 
 
 def parse(text: str) -> Expr:
@@ -55,26 +57,11 @@ def parse(text: str) -> Expr:
     if not text.strip():
         raise ParseError("empty objective text; try for example: channel('features.14', 10)")
     text = text.strip().replace("\r\n", "\n").replace("\r", "\n")  # what Python's tokenizer does
-    signs = None
     try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError as err:
-        raise _fail(text, (err.offset or 1) - 1, f"invalid syntax: {err.msg}", err.lineno or 1) from None
-    except RecursionError:
-        # A long flat sum is a deep left-nested BinOp that CPython cannot turn into ast objects.
-        split = _split_long_sum(text)
-        if split is None:
-            raise ParseError("objective text is nested too deeply") from None
-        tree, signs = split
-    except (ValueError, MemoryError, OverflowError) as err:
-        raise ParseError(f"cannot parse objective text: {type(err).__name__}: {err}") from None
-    try:
-        reader = _Reader(text)
-        if signs is None:
-            value = reader.read(tree.body)
-        else:
-            value = reader.combine(tree.body, list(zip(tree.body.elts, signs)))  # type: ignore[attr-defined]
-    except RecursionError:
+        value = _Reader(tokens(text)).read()
+    except Rejected as err:
+        raise explain(text, err) from None
+    except RecursionError:  # the nesting limit keeps far below the stack; a last guard
         raise ParseError("objective text is nested too deeply") from None
     if isinstance(value, Expr):
         return value
@@ -86,119 +73,261 @@ def parse(text: str) -> Expr:
     raise ParseError(f"the text is a {type(value).__name__}, not an objective\n  {text}")
 
 
+@ft.lru_cache(maxsize=4096)
+def _string_value(token: str) -> str:
+    if token[0] in "'\"" and "\\" not in token and token[:3] not in ("'''", '"""'):
+        return token[1:-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an invalid escape warns in Python and reads the same here
+        value = ast.literal_eval(token)  # one string literal: nothing but a literal can be read
+    if not isinstance(value, str):
+        raise ValueError(f"literal {value!r} is not a string")
+    return value
+
+
+def _string(token: str, pos: int) -> str:
+    try:
+        return _string_value(token)
+    except (SyntaxError, ValueError) as err:
+        raise Rejected(pos, f"bad string literal {token[:40]}: {err}") from None
+
+
+def _number(token: str, pos: int) -> int | float:
+    if token[-1] in "jJ":
+        raise Rejected(pos, f"literal {token} is not allowed (complex numbers are not objective weights)")
+    try:
+        if token.isdigit() and (token[0] != "0" or not token.strip("0")):  # 0123 is no Python number
+            return int(token)
+        if token[:2].lower() not in ("0x", "0o", "0b") and ("." in token or "e" in token or "E" in token):
+            return float(token)
+        return int(token, 0)
+    except ValueError as err:
+        raise Rejected(pos, f"bad number {token[:40]}: {err}") from None
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
 class _Reader:
-    def __init__(self, text: str):
-        self.text = text
+    """Reads and evaluates the token list at once; any step outside the allow-list raises `Rejected`."""
 
-    def fail(self, node: ast.AST, message: str) -> ParseError:
-        line = getattr(node, "lineno", 1)
-        # ast columns count UTF-8 bytes; the caret is placed in characters.
-        col = len(_source_line(self.text, line).encode()[: getattr(node, "col_offset", 0)].decode(errors="ignore"))
-        return _fail(self.text, col, message, line)
+    def __init__(self, toks: Tokens):
+        self.kinds, self.texts, self.starts = toks
+        self.i = 0
 
-    def read(self, node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, (int, float, str, bool)) or node.value is None:
-                return node.value
-            raise self.fail(node, f"literal {node.value!r} is not allowed")
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
-            return self.read_sum(node)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
-            left, right = self.read(node.left), self.read(node.right)
-            return self.apply(node, left, right)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            value = self.read(node.operand)
-            if isinstance(value, bool) or not isinstance(value, (numbers.Real, Expr)):
-                raise self.fail(node, f"unary {'-' if isinstance(node.op, ast.USub) else '+'} needs a number or an objective")
-            return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, (ast.Tuple, ast.List)):
-            return tuple(self.read(e) for e in node.elts)
-        if isinstance(node, ast.Call):
-            return self.call(node)
-        if isinstance(node, ast.Name):
-            raise self.fail(node, f"name {node.id!r} is not allowed here; call an objective such as channel(...)")
-        kind = type(node).__name__
-        raise self.fail(node, f"{kind} is not allowed in objective text (only objective calls, literals and + - * /)")
+    def at(self, s: str, ahead: int = 0) -> bool:
+        """Whether the next token (or the one `ahead` after it) is operator `s` (no other token reads as one)."""
+        return self.texts[self.i + ahead] == s
 
-    def read_sum(self, node: ast.BinOp) -> Any:
-        # Left-nested chains of + and - are read iteratively, so long sums need no deep recursion.
-        chain: list[tuple[ast.AST, bool]] = []
-        cur: ast.AST = node
-        while isinstance(cur, ast.BinOp) and isinstance(cur.op, (ast.Add, ast.Sub)):
-            chain.append((cur.right, isinstance(cur.op, ast.Sub)))
-            cur = cur.left
-        return self.combine(node, [(cur, False)] + chain[::-1])
+    def pos(self) -> int:
+        return self.starts[self.i]
 
-    def combine(self, node: ast.AST, parts: list[tuple[ast.AST, bool]]) -> Any:
-        """The sum of `parts` (node, negated?), in order."""
+    def read(self) -> Any:
+        value = self.expression(0)
+        if self.at(","):  # a tuple at the top level (Python's reading; never an objective)
+            items = [value]
+            while self.at(","):
+                self.i += 1
+                if self.kinds[self.i] in ("newline", "end"):
+                    break
+                items.append(self.expression(0))
+            value = tuple(items)
+        while self.kinds[self.i] == "newline":
+            self.i += 1
+        if self.kinds[self.i] != "end":
+            raise Rejected(self.pos(), f"unexpected {self.texts[self.i]!r} after the objective")
+        return value
+
+    def expression(self, depth: int) -> Any:
+        """A chain `a + b - c ...` of products, read in a loop."""
+        start = self.pos()
+        parts: list[tuple[Any, bool, int]] = []
+        negative = False
+        while True:
+            at = self.starts[self.i]
+            parts.append((self.product(depth), negative, at))
+            s = self.texts[self.i]
+            if s != "+" and s != "-":
+                break
+            negative = s == "-"
+            self.i += 1
+        return parts[0][0] if len(parts) == 1 else self.combine(start, parts)
+
+    def combine(self, start: int, parts: list[tuple[Any, bool, int]]) -> Any:
         items = []
-        for sub, negative in parts:
-            value = self.read(sub)
+        for value, negative, at in parts:
             if isinstance(value, bool) or not isinstance(value, (numbers.Real, Expr)):
-                raise self.fail(sub, f"cannot add or subtract a {type(value).__name__}")
+                raise Rejected(at, f"cannot add or subtract a {_kind(value)}")
             items.append(-value if negative else value)
-        if all(not isinstance(v, Expr) for v in items):
-            total = 0.0 if any(isinstance(v, float) for v in items) else 0
-            try:
-                for v in items:
-                    total = total + v
-            except OverflowError as err:
-                raise self.fail(node, f"number out of range: {err}") from None
+        # Numbers before the first objective add up as Python adds them (ints exactly, left to right); from
+        # there on Python's `+` is sum_of's, which folds the constants left to right in one pass.
+        lead = next((i for i, v in enumerate(items) if isinstance(v, Expr)), len(items))
+        total = items[0]
+        try:
+            for v in items[1:lead]:
+                total = total + v
+        except OverflowError as err:
+            raise Rejected(start, f"number out of range: {err}") from None
+        if lead == len(items):
             return total
         try:
-            return sum_of(items)
+            return sum_of(items if lead == 0 else [total, *items[lead:]])
         except LucentError as err:
-            raise self.fail(node, str(err)) from None
+            raise Rejected(start, str(err)) from None
 
-    def apply(self, node: ast.BinOp, left: Any, right: Any) -> Any:
-        for value, side in ((left, node.left), (right, node.right)):
+    def product(self, depth: int) -> Any:
+        """A chain `a * b / c ...` of signed operands, read in a loop."""
+        start = self.pos()
+        value = self.signed(depth)
+        while True:
+            op = self.texts[self.i]
+            if op != "*" and op != "/":
+                return value
+            self.i += 1
+            at = self.pos()
+            value = self.apply(op, value, self.signed(depth), start, at)
+
+    def apply(self, op: str, left: Any, right: Any, start: int, at: int) -> Any:
+        for value, where in ((left, start), (right, at)):
             if isinstance(value, bool) or not isinstance(value, (numbers.Real, Expr)):
-                raise self.fail(side, f"cannot multiply or divide a {type(value).__name__}")
+                raise Rejected(where, f"cannot multiply or divide a {_kind(value)}")
         try:
-            if isinstance(node.op, ast.Mult):
+            if op == "*":
                 return left * right
             if isinstance(right, Expr):
-                raise self.fail(node.right, "can only divide by a number, not by an objective")
+                raise Rejected(at, "can only divide by a number, not by an objective")
             if not isinstance(left, Expr) and right == 0:
-                raise self.fail(node.right, "division by zero")
+                raise Rejected(at, "division by zero")
             return left / right
         except LucentError as err:
-            if isinstance(err, ParseError):
-                raise
-            raise self.fail(node, str(err)) from None
+            raise Rejected(start, str(err)) from None
         except OverflowError as err:  # int * float, int / int past the float range
-            raise self.fail(node, f"number out of range: {err}") from None
+            raise Rejected(start, f"number out of range: {err}") from None
 
-    def call(self, node: ast.Call) -> Any:
-        if not isinstance(node.func, ast.Name):
-            raise self.fail(node.func, "only objective names can be called (no attributes or expressions)")
-        fname = node.func.id
-        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
-            raise self.fail(node, "* and ** arguments are not allowed")
-        args = [self.read(a) for a in node.args]
-        kwargs = {k.arg: self.read(k.value) for k in node.keywords}
-        if fname == "range":
-            if kwargs or not 1 <= len(args) <= 3 or any(isinstance(a, bool) or not isinstance(a, int) for a in args):
-                raise self.fail(node, "range(...) takes 1 to 3 integers")
-            if len(args) == 3 and args[2] == 0:
-                raise self.fail(node, "range(...) step must not be zero")
-            return range(*args)
-        if fname == "tensor":
-            if len(args) != 1 or set(kwargs) - {"shape"}:
-                raise self.fail(node, "tensor(...) takes a list of numbers and an optional shape=(...)")
-            try:
-                shape = kwargs.get("shape")
-                return Array.of(_numbers(args[0]), shape=tuple(shape) if shape is not None else None)
-            except (LucentError, TypeError, OverflowError) as err:
-                raise self.fail(node, f"bad tensor(...): {err}") from None
-        factory = VOCABULARY.get(fname)
-        if factory is None:
-            known = ", ".join(sorted(VOCABULARY))
-            raise self.fail(node.func, f"{fname!r} is not an objective name; known names: {known}")
+    def signed(self, depth: int) -> Any:
+        signs = []
+        while self.texts[self.i] in ("+", "-"):
+            signs.append((self.texts[self.i], self.starts[self.i]))
+            self.i += 1
+        if depth + len(signs) > MAX_NESTING:
+            raise Rejected(self.pos(), f"objective text is nested too deeply (more than {MAX_NESTING} levels)")
+        value = self.primary(depth + len(signs))
+        if self.texts[self.i] == "**":
+            raise Rejected(self.pos(), "'**' is not allowed")
+        for sign, at in reversed(signs):
+            if isinstance(value, bool) or not isinstance(value, (numbers.Real, Expr)):
+                raise Rejected(at, f"unary {sign} needs a number or an objective")
+            value = -value if sign == "-" else +value
+        return value
+
+    def primary(self, depth: int) -> Any:
+        kind, s, at = self.kinds[self.i], self.texts[self.i], self.starts[self.i]
+        self.i += 1
+        if kind == "number":
+            value: Any = _number(s, at)
+        elif kind == "string":
+            value = self.strings(s, at)
+        elif kind == "name":
+            value = self.name(s, at, depth)
+        elif kind == "op" and s in ("(", "["):
+            value = self.bracket(s, at, depth)
+        else:
+            raise Rejected(at, f"expected a number, a string, an objective call or '(', got {s or 'the end'!r}")
+        if self.texts[self.i] in (".", "[", "("):
+            raise Rejected(at, "only objective names can be called, and nothing can be indexed or have attributes")
+        return value
+
+    def strings(self, first: str, at: int) -> str:
+        parts = [(first, at)]
+        while self.kinds[self.i] == "string":  # 'a' 'b' is 'ab', as in Python
+            parts.append((self.texts[self.i], self.starts[self.i]))
+            self.i += 1
+        out = []
+        for token, where in parts:
+            prefix = token[: len(token) - len(token.lstrip("rRuUbBfF"))].lower()
+            if "b" in prefix or "f" in prefix:
+                raise Rejected(where, f"{'bytes' if 'b' in prefix else 'f-string'} literals are not allowed")
+            out.append(_string(token, where))
+        return "".join(out)
+
+    def name(self, s: str, at: int, depth: int) -> Any:
+        constants = {"True": True, "False": False, "None": None}
+        if s in constants:
+            return constants[s]
+        ident = s if s.isascii() else unicodedata.normalize("NFKC", s)  # Python's reading of identifiers
+        if keyword.iskeyword(s) or keyword.iskeyword(ident) or not ident.isidentifier():
+            raise Rejected(at, f"{s!r} is not allowed in objective text")
+        if self.at("("):
+            return self.call(ident, at, depth)
+        raise Rejected(at, f"name {ident!r} is not allowed here; call an objective such as channel(...)")
+
+    def bracket(self, open_: str, at: int, depth: int) -> Any:
+        if depth + 1 > MAX_NESTING:
+            raise Rejected(at, f"objective text is nested too deeply (more than {MAX_NESTING} levels)")
+        close = ")" if open_ == "(" else "]"
+        items, commas = [], 0
+        while not self.at(close):
+            items.append(self.expression(depth + 1))
+            if self.at(","):
+                self.i, commas = self.i + 1, commas + 1
+            elif not self.at(close):
+                raise Rejected(self.pos(), f"expected ',' or {close!r}")
+        self.i += 1
+        if open_ == "(" and len(items) == 1 and not commas:
+            return items[0]  # parentheses around one value
+        return tuple(items)  # a tuple or a list (both read as tuples)
+
+    def call(self, fname: str, at: int, depth: int) -> Any:
+        self.i += 1  # the "("
+        if depth + 1 > MAX_NESTING:
+            raise Rejected(at, f"objective text is nested too deeply (more than {MAX_NESTING} levels)")
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        while not self.at(")"):
+            kind, s, where = self.kinds[self.i], self.texts[self.i], self.starts[self.i]
+            if s in ("*", "**"):
+                raise Rejected(at, "* and ** arguments are not allowed")
+            if kind == "name" and self.at("=", 1) and not keyword.iskeyword(s):
+                key = s if s.isascii() else unicodedata.normalize("NFKC", s)
+                if key in kwargs:
+                    raise Rejected(where, f"keyword argument repeated: {key}")
+                self.i += 2
+                kwargs[key] = self.expression(depth + 1)
+            elif kwargs:
+                raise Rejected(where, "positional argument follows keyword argument")
+            else:
+                args.append(self.expression(depth + 1))
+            if self.at(","):
+                self.i += 1
+            elif not self.at(")"):
+                raise Rejected(self.pos(), "expected ',' or ')'")
+        self.i += 1
+        return _call(fname, at, args, kwargs)
+
+
+def _call(fname: str, at: int, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if fname == "range":
+        if kwargs or not 1 <= len(args) <= 3 or any(isinstance(a, bool) or not isinstance(a, int) for a in args):
+            raise Rejected(at, "range(...) takes 1 to 3 integers")
+        if len(args) == 3 and args[2] == 0:
+            raise Rejected(at, "range(...) step must not be zero")
+        return range(*args)
+    if fname == "tensor":
+        if len(args) != 1 or set(kwargs) - {"shape"}:
+            raise Rejected(at, "tensor(...) takes a list of numbers and an optional shape=(...)")
         try:
-            return factory(*args, **kwargs)
-        except Exception as err:  # factories only validate: any failure is a bad argument
-            raise self.fail(node, f"{fname}(...): {err}") from None
+            shape = kwargs.get("shape")
+            return Array.of(_numbers(args[0]), shape=tuple(shape) if shape is not None else None)
+        except (LucentError, TypeError, OverflowError) as err:
+            raise Rejected(at, f"bad tensor(...): {err}") from None
+    factory = VOCABULARY.get(fname)
+    if factory is None:
+        raise Rejected(at, f"{fname!r} is not an objective name; known names: {', '.join(sorted(VOCABULARY))}")
+    try:
+        return factory(*args, **kwargs)
+    except Exception as err:  # factories only validate: any failure is a bad argument
+        raise Rejected(at, f"{fname}(...): {err}") from None
 
 
 def _numbers(value: Any) -> Any:
@@ -207,51 +336,3 @@ def _numbers(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"expected numbers, got {value!r}")
     return value
-
-
-def _split_long_sum(text: str) -> tuple[ast.Expression, list[bool]] | None:
-    """`a + b - c ...` read as the tuple `a, b, c ...` plus the signs, or None if `text` is not a flat sum.
-
-    Every top-level binary `+`/`-` becomes a `,` of the same width, so the column of each node
-    (and so each error caret) stays where it is in `text`.
-    """
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    except (tokenize.TokenError, SyntaxError, ValueError):
-        return None
-    line_starts = [0]
-    for line in io.StringIO(text).readlines():
-        line_starts.append(line_starts[-1] + len(line))
-    operand_types = {tokenize.NAME, tokenize.NUMBER, tokenize.STRING}
-    skip = {tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
-    chars, signs = list(text), [False]
-    depth, prev = 0, None
-    for tok in tokens:
-        if tok.type in skip:
-            continue
-        if tok.type == tokenize.OP:
-            if tok.string in "([{":
-                depth += 1
-            elif tok.string in ")]}":
-                depth -= 1
-            elif depth == 0 and tok.string == ",":
-                return None  # a tuple, not a sum
-            elif depth == 0 and tok.string in "+-" and prev is not None and (
-                (prev.type == tokenize.OP and prev.string in ")]}")
-                or (prev.type in operand_types and not (keyword.iskeyword(prev.string) and prev.string not in ("True", "False", "None")))
-            ):
-                at = line_starts[tok.start[0] - 1] + tok.start[1]
-                if chars[at] != tok.string:
-                    return None
-                chars[at] = ","
-                signs.append(tok.string == "-")
-        prev = tok
-    if len(signs) < 2:
-        return None
-    try:
-        tree = ast.parse("".join(chars), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return None
-    if not isinstance(tree.body, ast.Tuple) or len(tree.body.elts) != len(signs):
-        return None
-    return tree, signs

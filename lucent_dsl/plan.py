@@ -5,6 +5,13 @@ layer name before anything runs, resolves class names to indices, runs only the 
 objective reads, each truncated after its deepest needed layer, and evaluates the objective with
 a single structural interpreter (`evaluate`).
 
+At compile time a probe (`lucent_dsl.sitemap`) finds each model's input geometry (the image is
+mapped to it, per model, as the last preprocessing step) and each site's layout; `forward` hands
+terms every activation in canonical form ((B, C, H, W), (B, T, C), (B, C)), so a channels-last map
+or a token grid with prefix tokens is never read on the wrong axis. A module called more than once
+is read at its last call, by every runner; what a term reads is what the module returned, even if
+a later op writes to it in place (`lucent_dsl.truncate`).
+
 Example:
     >>> import torch.nn as nn
     >>> from lucent_dsl import channel, neuron
@@ -37,11 +44,15 @@ from .errors import (
     ObjectiveShapeError,
 )
 from .expr import (
-    IMAGE, INPUT, OUTPUT, Acts, Expr, Site, Term, evaluate, format_tree, map_terms, short_text,
+    IMAGE, INPUT, OUTPUT, Acts, Expr, Site, Term, evaluate, map_terms,
     sum_of, terms_of, top_terms,
 )
+from . import sitemap
+from .geometry import Geometry
+from .layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
 from .models import ModelInfo, info_of
 from .parser import parse
+from .printing import format_tree, short_text, to_text
 from .truncate import Runner, make_runner
 
 DEFAULT_MODEL_NAME = "model"
@@ -224,9 +235,11 @@ class Plan:
         infos: each model's preprocessing and labels.
         sites: every site read, sorted.
         runners: each model's truncated forward.
-        term_names: the user's DSL text of each top-level summand (for per-term histories).
+        term_names: the DSL text of each top-level summand (`to_text`: parses back; for per-term histories).
+        term_labels: the same with large tensors abbreviated (`short_text`): for messages and plots, not keys.
         n_images: the batch size a batched objective needs (None: any).
-        options: how the runners were built (`truncate`, `fuse`); part of the plan's identity.
+        options: how the runners were built (`truncate`, `fuse`, stated `layouts`); part of the plan's identity.
+        layouts: each site's `Layout` (or `Refusal`), stated or found by the compile-time probe.
         steps: compiled render steps of this plan (see `lucent_dsl.steps`); they live and die with it.
     """
 
@@ -238,6 +251,8 @@ class Plan:
     term_names: tuple[str, ...]
     n_images: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    layouts: dict[Site, Layout | Refusal] = dc.field(default_factory=dict, repr=False)
+    term_labels: tuple[str, ...] = dc.field(default=(), repr=False)
     steps: collections.OrderedDict = dc.field(default_factory=collections.OrderedDict, repr=False)
 
     @property
@@ -260,14 +275,26 @@ class Plan:
         Args:
             image: (R, C, H, W) in [0, 1], after random transforms (R = crops x images).
             raw: the rendered image before transforms, for `@image` penalties (default: `image`).
+
+        Returns:
+            site -> activation, in canonical layout; the keys are `LaidSite`s (equal to the plain sites)
+            that tell the terms each site's layout.
         """
         acts: dict[Site, Any] = {}
         for name, runner in self.runners.items():
             x = self.infos[name].preprocess(image)
             mine = [s for s in self.sites if s.model == name]
             outs = runner(x) if any(s.module_path != INPUT for s in mine) else {}
+            hw = (int(x.shape[-2]), int(x.shape[-1]))
             for s in mine:
-                acts[s] = _select(x if s.module_path == INPUT else outs[s.module_path], s)
+                value = _select(x if s.module_path == INPUT else outs[s.module_path], s)
+                lay = self.layouts.get(s)
+                if lay is None:
+                    acts[s] = value
+                    continue
+                if isinstance(lay, Layout) and isinstance(value, Tensor) and value.dim() == lay.rank:
+                    value = canonical(value, lay)
+                acts[LaidSite(s, layout_at(lay, hw))] = value
         if IMAGE_SITE in self.sites:
             acts[IMAGE_SITE] = image if raw is None else raw
         return acts
@@ -276,6 +303,12 @@ class Plan:
     def history_keys(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """(history key, indices into `term_names`): see `history_keys`."""
         return history_keys(self.term_names)
+
+    @property
+    def history_labels(self) -> dict[str, str]:
+        """History key -> its display label (`term_labels` of its summands)."""
+        short = self.term_labels
+        return {key: " + ".join([short[ix[0]]] * len(ix)) for key, ix in self.history_keys}
 
     def scores(self, acts: Acts, n: int) -> Scores:
         """Per-summand, per-image and total scores for a render of `n` images."""
@@ -291,14 +324,50 @@ class Plan:
         short = {s: f"t{i}" for i, s in enumerate(self.sites)}
         lines = [f"Plan  models=({', '.join(self.models)})"]
         lines += [f"  {short[s]} = {s}" for s in self.sites]
-        lines += [f"  {name}: {r.describe()}" for name, r in self.runners.items()]
+        unusual = {s: lay for s, lay in self.layouts.items() if isinstance(lay, Refusal) or not lay.canonical}
+        if unusual:
+            lines.append("  layouts: " + ", ".join(f"{short[s]} = {lay}" for s, lay in unusual.items()))
+        for name, r in self.runners.items():
+            g = self.infos[name].input_geometry
+            lines.append(f"  {name}: {r.describe()}" + (f"; input {g}" if g is not None and g != _ANY else ""))
         lines.append(f"  score = {format_tree(self.objective, short)}")
         lines.append("  loss  = -score")
         return "\n".join(lines)
 
 
+def _stated_layouts(bound: Expr, models: Mapping[str, nn.Module], layouts: Mapping[str, str] | None,
+                    sites: Sequence[Site]) -> dict[Site, Layout]:
+    """Layouts the user gave: `ModelInfo.layouts`, then `compile_plan(layouts=)`, then a term's own `layout=`."""
+    by_text: dict[Site, str] = {}
+    for s in sites:
+        if s.model in models:
+            by_text.update({s: p for layer, p in info_of(models[s.model]).layouts if layer == s.layer})
+    for key, pattern in (layouts or {}).items():
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            raise InvalidArgumentError(f"layouts= maps layer names to einops patterns, got {key!r}: {pattern!r}")
+        model, _, layer = key.rpartition(":") if ":" in key else (None, "", key)
+        hits = [s for s in sites if s.layer == layer and (model is None or s.model == model)]
+        if not hits:
+            raise InvalidArgumentError(f"layouts= names {key!r}, which the objective does not read "
+                                       f"(it reads {', '.join(str(s) for s in sites) or 'nothing'})")
+        by_text.update({s: pattern for s in hits})
+    leaves: list[Term] = []
+    map_terms(bound, lambda t: leaves.append(t) or t)
+    own: dict[Site, str] = {}
+    for t in leaves:
+        pattern = getattr(t, "layout", None)
+        for s in t.sites() if pattern is not None else ():
+            if own.setdefault(s, pattern) != pattern:
+                raise InvalidArgumentError(f"two terms read {s} with different layouts: {own[s]!r} and {pattern!r}")
+    by_text.update(own)
+    return {s: parse_layout(p) for s, p in by_text.items()}
+
+
+_ANY = Geometry()
+
+
 def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, truncate: str = "auto",
-                 fuse: bool = True) -> Plan:
+                 fuse: bool = True, layouts: Mapping[str, str] | None = None) -> Plan:
     """Compile `objective` for `models` (one nn.Module, or a mapping name -> module for an ensemble).
 
     Args:
@@ -308,6 +377,8 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         fuse: on fx graphs, fold eval-mode BatchNorms into the preceding convolutions and run them
             channels-last (`lucent_dsl.fold`: same activations up to float rounding, ~1.7x faster on
             MobileNetV2 on a CPU). False runs the model's own modules one by one.
+        layouts: {layer or "model:layer": einops pattern} for sites whose layout should not be detected,
+            e.g. {"features.3": "b h w c"} (see `lucent_dsl.layouts`).
 
     Raises:
         LayerNotFoundError, ModelNotFoundError, AmbiguousModelError, InvalidArgumentError: before any forward.
@@ -331,13 +402,27 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         name: make_runner(m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate, fuse=fuse)
         for name, m in used.items()
     }
+    stated = _stated_layouts(bound, used, layouts, sites)
+    infos: dict[str, ModelInfo] = {}
+    found: dict[Site, Layout | Refusal] = {}
+    for name, m in used.items():
+        info = info_of(m)
+        resolved = sitemap.resolve(m, info, runners[name], [s for s in sites if s.model == name], stated)
+        infos[name] = info if info.input_geometry is not None or resolved.geometry is None else \
+            dc.replace(info, geometry=resolved.geometry)
+        found.update(resolved.layouts)
+    options = (("truncate", truncate), ("fuse", bool(fuse)))
+    if layouts:
+        options += (("layouts", tuple(sorted(layouts.items()))),)
     return Plan(
         objective=bound,
         models=used,
-        infos={name: info_of(m) for name, m in used.items()},
+        infos=infos,
         sites=sites,
         runners=runners,
-        term_names=tuple(short_text(t) for t in top_terms(objective)),
+        term_names=tuple(to_text(t) for t in top_terms(objective)),
+        term_labels=tuple(short_text(t) for t in top_terms(objective)),
         n_images=n_images,
-        options=(("truncate", truncate), ("fuse", bool(fuse))),
+        options=options,
+        layouts=found,
     )

@@ -42,7 +42,7 @@ from .errors import InvalidArgumentError
 from .expr import Expr, Term, map_terms, sum_of
 from .models import device_of, info_of
 from .objectives import SourceL2, SourceMatch, activation_match, l2
-from .objectives._term import check_layer
+from .objectives import check_layer
 from .objectives import layer as whole_layer
 from .parser import parse
 from .plan import compile_plan
@@ -74,7 +74,8 @@ def _image(model: nn.Module, image: ImageLike, size: Any) -> Tensor:
     return x
 
 
-def _layers(layers: Any) -> tuple[str, ...]:
+def layer_names(layers: Any) -> tuple[str, ...]:
+    """One layer name or a non-empty list of them, checked, as a tuple."""
     if isinstance(layers, str):
         return (check_layer(layers),)
     if not isinstance(layers, Sequence) or not layers:
@@ -102,7 +103,7 @@ def activations(model: nn.Module, image: Tensor, layers: str | Sequence[str]) ->
         >>> activations(net, torch.rand(2, 3, 8, 8), ["0"])["0"].shape
         torch.Size([2, 4, 6, 6])
     """
-    names = _layers(layers)
+    names = layer_names(layers)
     if not isinstance(image, Tensor) or image.dim() != 4:
         raise InvalidArgumentError(f"image must be a (B, C, H, W) tensor in [0, 1], got {getattr(image, 'shape', image)!r}")
     plan = compile_plan(sum_of(whole_layer(n) for n in names), model)
@@ -238,8 +239,10 @@ def caricature(
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
         >>> r = caricature(net, torch.rand(1, 3, 12, 12), ["0", "2"], steps=3, progress=False)
-        >>> list(r.history)[1][:30]  # history labels abbreviate large tensors to a digest
+        >>> list(r.plan.history_labels.values())[1][:30]  # display labels abbreviate large tensors to a digest
         "activation_match('2', tensor(<"
+        >>> list(r.history)[1][:30]  # history keys are full DSL text: parse(key) gives the summand back
+        "activation_match('2', tensor(["
 
     See also:
         `feature_inversion`, `activations`, `objectives.activation_match`.
@@ -249,7 +252,7 @@ def caricature(
     if isinstance(cossim_pow, bool) or not isinstance(cossim_pow, numbers.Real):
         raise InvalidArgumentError(f"cossim_pow must be a number, got {cossim_pow!r}")
     _check_kw(render_kw)
-    names = _layers(layers)
+    names = layer_names(layers)
     source = _image(model, image, size).to(device_of(model))
     n = len(names)
     init = source.cpu() if start == "image" else None

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses as dc
 import functools as ft
 import numbers
 import warnings
@@ -33,6 +34,7 @@ from .checks import normalize_device
 from .errors import InvalidArgumentError
 from .expr import Expr
 from .plan import Plan, compile_plan, history_rows
+from .provenance import recipe_of
 from .fold import frozen_models
 from .relu import redirected_relu
 from .result import RenderResult
@@ -337,6 +339,13 @@ def render(
         if bar is not None:
             bar.close()
     result = build_result(setup, s, record)
+    recipe, why = recipe_of(plan, size=tuple(result.images.shape[-2:]), n=setup.n, channels=int(result.images.shape[1]),
+                            steps=result.steps if result.interrupted else s.steps, seed=s.seed, lr=s.lr,
+                            precision=setup.precision, param=param, transforms=transforms, optimizer=optimizer,
+                            redirect_relu=s.redirect_relu)
+    if result.skipped_steps:
+        recipe, why = None, (*why, "steps were skipped (on_nonfinite='skip'); a replay would raise there")
+    result = dc.replace(result, recipe=recipe, unreplayable=why)
     if bar is not None and progress != "bar":
         _summary(result)
     return result

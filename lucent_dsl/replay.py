@@ -45,7 +45,7 @@ FORMAT = 1
 
 COMMANDS = ("render", "caricature", "accentuate")
 PARAMS = ("fft", "pixel")
-TRANSFORMS = ("standard", "none")
+TRANSFORMS = ("standard", "robust", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCORE_KEY = "lucent_dsl.score"
 """PNG metadata key of an image's final score (written next to `io.RECIPE_KEY`)."""
@@ -81,7 +81,7 @@ class Recipe:
         steps, seed, lr, batch: as in `render`.
         param: "fft" or "pixel" (see `lucent_dsl.param`).
         transforms: "standard" (`transforms.standard()`; for caricature/accentuate, applied paired
-            to the source image too) or "none".
+            to the source image too), "robust" (`transforms.robust()`) or "none".
         precision: "fp32" or "bf16".
         command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.recipes`).
         image: the input image of caricature/accentuate (an absolute path).
@@ -298,10 +298,10 @@ class Recipe:
         from . import recipes
 
         kwargs = dict(common, size=size, param_kind=self.param, precision=self.precision)
-        if self.transforms == "standard":
+        if self.transforms != "none":
             from . import transforms as tf_lib
 
-            kwargs["transforms"] = tf_lib.standard()  # paired: the source image gets the same draw
+            kwargs["transforms"] = getattr(tf_lib, self.transforms)()  # paired: the source image gets the same draw
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if self.command == "caricature":
             return recipes.caricature(models, self.image, list(self.layers), **kwargs)
@@ -333,5 +333,7 @@ def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, deca
 
 
 def make_transforms(kind: str) -> Any:
-    """The transforms a recipe names: None (render's `standard()`), or [] for none."""
-    return None if kind == "standard" else []
+    """The transforms a recipe names: None (render's `standard()`), `transforms.robust()`, or [] for none."""
+    from . import transforms as tf_lib
+
+    return {"standard": None, "robust": tf_lib.robust(), "none": []}[kind]

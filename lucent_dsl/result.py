@@ -19,6 +19,10 @@ from torch import Tensor
 from .plan import Plan
 
 
+UNREPLAYABLE_KEY = "lucent_dsl.unreplayable"
+"""PNG metadata key that says why a saved render carries no recipe."""
+
+
 @dc.dataclass(frozen=True)
 class RenderResult:
     """What a render produced.
@@ -34,6 +38,9 @@ class RenderResult:
         interrupted: True when Ctrl-C stopped the run early.
         skipped_steps: steps dropped by `on_nonfinite="skip"`.
         precision: what the models ran in ("fp32" or "bf16"; `precision="auto"` resolved).
+        recipe: the `replay.Recipe` that makes these pixels again (`lucent_dsl.provenance`), or None;
+            `save` writes it into the PNG, so `lucent-dsl render --recipe out.png` replays it.
+        unreplayable: why there is no recipe (a module of your own, a custom parameterization...).
     """
 
     images: Tensor
@@ -45,6 +52,8 @@ class RenderResult:
     interrupted: bool = False
     skipped_steps: tuple[int, ...] = ()
     precision: str = "fp32"
+    recipe: Any = None
+    unreplayable: tuple[str, ...] = ()
 
     @property
     def pil(self) -> list:
@@ -58,14 +67,24 @@ class RenderResult:
         return sum(h[-1] for h in self.history.values()) if self.steps else torch.zeros(len(self.images))
 
     def save(self, path: Any, *, metadata: Mapping[str, str] | None = None) -> None:
-        """Write the images as one PNG (a grid for a batch), atomically."""
-        from .io import save_png
+        """Write the images as one PNG (a grid for a batch), atomically, with the render's recipe and final score
+        in its metadata as the CLI writes them (or, without a recipe, `UNREPLAYABLE_KEY`: why not)."""
+        from .io import RECIPE_KEY, save_png
+        from .replay import SCORE_KEY
 
-        save_png(path, self.images, metadata=metadata)
+        meta: dict[str, str] = {}
+        if self.recipe is not None:
+            meta[RECIPE_KEY] = self.recipe.to_json()
+            if self.steps:
+                meta[SCORE_KEY] = repr(float(self.scores().sum()))
+        elif self.unreplayable:
+            meta[UNREPLAYABLE_KEY] = "; ".join(self.unreplayable)
+        save_png(path, self.images, metadata={**meta, **(metadata or {})})
 
     def __repr__(self) -> str:
         """A short summary (shape, steps, final per-term scores averaged over images), not the tensors."""
-        final = ", ".join(f"{k}: {float(v[-1].mean()):.4g}" for k, v in self.history.items()) if self.steps else ""
+        label = self.plan.history_labels
+        final = ", ".join(f"{label.get(k, k)}: {float(v[-1].mean()):.4g}" for k, v in self.history.items()) if self.steps else ""
         flags = (" interrupted" if self.interrupted else "") + (f" skipped={len(self.skipped_steps)}" if self.skipped_steps else "")
         return f"RenderResult(images={tuple(self.images.shape)}, steps={self.steps}{flags}, seed={self.seed}, final={{{final}}})"
 
@@ -92,8 +111,9 @@ class RenderResult:
             raise LucentError("RenderResult.plot needs matplotlib: pip install matplotlib") from None
         ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
         steps = torch.arange(1, self.steps + 1)
+        label = self.plan.history_labels
         for key, series in self.history.items():
-            ax.plot(steps, series.mean(1), label=key)
+            ax.plot(steps, series.mean(1), label=label.get(key, key))
         if self.history:
             ax.plot(steps, sum(self.history.values()).mean(1), "k--", label="total")
         ax.set_xlabel("step")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LucentError, ParseError
-from .expr import VOCABULARY, Array, Const, as_expr, Expr, Product, Scale, Sum, Term, product, scale, sum_of
+from .expr import MAX_DEPTH, VOCABULARY, Array, Const, Expr, Product, Scale, Sum, Term, as_expr, product, scale, sum_of
 
 
 def _value(v: Any) -> Any:
@@ -55,12 +55,17 @@ def to_json(e: Expr, **dumps_kwargs: Any) -> str:
     return json.dumps(_node(e), allow_nan=False, **dumps_kwargs)
 
 
-def _read_value(v: Any) -> Any:
+_MAX_JSON_DEPTH = 4 * MAX_DEPTH  # JSON nodes and values inside each other (a term's arguments count too)
+
+
+def _read_value(v: Any, depth: int) -> Any:
+    if depth > _MAX_JSON_DEPTH:
+        raise ParseError("objective JSON is nested too deeply")
     if isinstance(v, dict):
         if set(v) == {"expr"}:
-            return _read(v["expr"])
+            return _read(v["expr"], depth + 1)
         if set(v) == {"tuple"} and isinstance(v["tuple"], list):
-            return tuple(_read_value(x) for x in v["tuple"])
+            return tuple(_read_value(x, depth + 1) for x in v["tuple"])
         if set(v) == {"range"} and isinstance(v["range"], list) and len(v["range"]) == 3:
             if not all(isinstance(x, int) and not isinstance(x, bool) for x in v["range"]) or v["range"][2] == 0:
                 raise ParseError(f"bad range in JSON: {v!r}")
@@ -77,7 +82,7 @@ def _read_value(v: Any) -> Any:
 
 
 def _read(node: Any, depth: int = 0) -> Expr:
-    if depth > 200:
+    if depth > _MAX_JSON_DEPTH:
         raise ParseError("objective JSON is nested too deeply")
     if not isinstance(node, dict):
         raise ParseError(f"expected a JSON object for an objective node, got {type(node).__name__}")
@@ -94,17 +99,37 @@ def _read(node: Any, depth: int = 0) -> Expr:
         factory = VOCABULARY.get(node["term"]) if isinstance(node["term"], str) else None
         if factory is None:
             raise ParseError(f"unknown objective {node['term']!r} in JSON; known: {', '.join(sorted(VOCABULARY))}")
-        return factory(*[_read_value(a) for a in node["args"]], **{k: _read_value(v) for k, v in node["kwargs"].items()})
+        args = [_read_value(a, depth + 1) for a in node["args"]]
+        return factory(*args, **{k: _read_value(v, depth + 1) for k, v in node["kwargs"].items()})
     raise ParseError(f"not an objective node: {json.dumps(node)[:200]}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique (json.loads would silently keep the last of `{"batch": 0, "batch": 1}`)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ParseError(f"objective JSON repeats the key {key!r} in one object; each key may appear once")
+        out[key] = value
+    return out
+
+
 def from_json(text: str | bytes) -> Expr:
-    """Rebuild an expression from `to_json` output. Malformed input raises `ParseError`."""
+    """Rebuild an expression from `to_json` output. Malformed input raises `ParseError`.
+
+    Example:
+        >>> from_json('{"term": "channel", "args": ["c", 1], "kwargs": {"batch": 0, "batch": 1}}')
+        Traceback (most recent call last):
+        ...
+        lucent_dsl.errors.ParseError: objective JSON repeats the key 'batch' in one object; each key may appear once
+    """
     try:
-        return _read(json.loads(text))
+        return _read(json.loads(text, object_pairs_hook=_unique_keys))
     except ParseError:
         raise
     except LucentError as err:
         raise ParseError(f"invalid objective JSON: {err}") from None
-    except (ValueError, TypeError, RecursionError, OverflowError, KeyError, RuntimeError) as err:
+    except RecursionError:  # json.loads itself, before any depth check of ours
+        raise ParseError("objective JSON is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError, KeyError, RuntimeError) as err:
         raise ParseError(f"invalid objective JSON: {type(err).__name__}: {err}"[:500]) from None

@@ -32,7 +32,7 @@ from torch import nn
 
 from . import zoo
 from .errors import InvalidArgumentError
-from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, info_of, non_inplace, with_info
+from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, info_of, non_inplace, stamp_spec, with_info
 
 
 MODEL_SEED = 0
@@ -140,7 +140,12 @@ def _torchvision(spec: ModelSpec, text: str) -> nn.Module:
         raise InvalidArgumentError(f"cannot get the weights of {text!r}: {e}") from e
     labels = tuple(weights.meta["categories"]) if weights is not None and "categories" in weights.meta else None
     non_inplace(model)
-    return with_info(model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, None, 3, labels, spec.target))
+    # A fixed-size architecture (ViT: its image_size, MaxViT) renders at that size; others are probed by the plan.
+    from .architectures import geometry_of
+
+    geometry = geometry_of(model)
+    size = geometry.size if geometry is not None else None
+    return with_info(model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, size, 3, labels, spec.target, geometry=geometry))
 
 
 def _timm(spec: ModelSpec, text: str) -> nn.Module:
@@ -156,9 +161,15 @@ def _timm(spec: ModelSpec, text: str) -> nn.Module:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = cfg.get("input_size")
     non_inplace(model)
+    # What the model says (fixed img_size, dynamic_img_size multiples); convnets of any size (or multiples of k,
+    # like HRNet) are left to the plan's probe, and see the image at the render size.
+    from .architectures import geometry_of
+
+    geometry = geometry_of(model)
     info = ModelInfo(
         tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
-        tuple(size[1:]) if size else None, int(size[0]) if size else 3, None, spec.target,
+        geometry.size if geometry is not None else None, int(size[0]) if size else 3, None, spec.target,
+        geometry=geometry,
     )
     return with_info(model, info)
 
@@ -214,6 +225,7 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)
+    stamp_spec(model, normalize_spec(str(s._replace(name=None))))
     return model
 
 

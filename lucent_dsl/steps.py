@@ -94,7 +94,7 @@ def nonfinite_grad_terms(plan: Plan, to_image: Callable, apply: Callable, leaves
     img = to_image(leaves)
     acts = plan.forward(apply(img, tparams), raw=img)
     out = []
-    for name, term in zip(plan.term_names, top_terms(plan.objective)):
+    for name, term in zip(plan.term_labels, top_terms(plan.objective)):
         value = evaluate(term, acts, n)
         if not value.requires_grad:
             continue
@@ -172,7 +172,7 @@ def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Te
                 if on_nonfinite == "raise":
                     culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else \
                         nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n)
-                    raise NonFiniteError(nonfinite_message(step, plan.term_names, step_rows, loss, culprits))
+                    raise NonFiniteError(nonfinite_message(step, plan.term_labels, step_rows, loss, culprits))
                 skipped.append(step)
                 optim.zero_grad(set_to_none=True)
             else:

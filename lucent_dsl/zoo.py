@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, WeightsNotFoundError
-from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, with_info
+from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, stamp_spec, with_info
 
 DEFAULT = "mobilenet_v2"
 
@@ -313,6 +313,7 @@ def load(name: str = DEFAULT, *, device: torch.device | str | None = None) -> nn
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)
+    stamp_spec(model, name)  # so a Python render's recipe can name it
     return with_info(model, info)
 
 

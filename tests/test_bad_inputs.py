@@ -241,7 +241,7 @@ ROWS = [
     Row("token_on_a_feature_map", lambda p: p.render(ld.neuron("features.3", 1, token=0)),
         ld.ObjectiveShapeError, ("token=0", "(B, tokens, C) sequences", "feature map"), forwards=1),
     Row("five_dimensional_activation", lambda p: p.render(ch("groups", 0)),
-        ld.ObjectiveShapeError, (f"(1, 2, 3, {SIZE}, {SIZE})", "(B, C, H, W) feature maps", "(B, tokens, C)", "(B, C) vectors"), forwards=1),
+        ld.ObjectiveShapeError, ("channel('groups', 0", "shape (1, 2, 3, ", "(B, C, H, W) feature maps", "(B, tokens, C)", "(B, C) vectors"), forwards=1),
     Row("integer_activation", lambda p: p.render(ch("ids", 0)),
         ld.ObjectiveShapeError, ("channel('ids', 0", "torch.int64", "floating-point"), forwards=1),
     Row("dict_output_without_a_key", lambda p: p.render(ld.class_logit(0), p.watch(DictNet(), "conv")),

@@ -24,7 +24,7 @@ def test_example_is_canonical_dsl_of_its_own_term(name):
 
 
 def test_signature_matches_the_factory():
-    assert signature("channel") == "channel(layer, index, *, batch=None, model=None)"
+    assert signature("channel") == "channel(layer, index, *, batch=None, model=None, layout=None)"
     assert all(signature(n).startswith(n + "(") for n in VOCABULARY if n in ROWS)
 
 

@@ -239,6 +239,18 @@ def test_layers_lists_every_site_and_render_accepts_them(capsys, spec, tmp_path)
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
 
 
+def test_layers_reads_channels_on_the_axis_of_each_layout(capsys):
+    """Swin's stages are (B, H, W, C): `layers` says so and counts channels on the last axis (not 28 rows)."""
+    code, out, _ = run(capsys, "layers", "--model", "torchvision:swin_t", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["features.3"]["layout"] == "b h w c" and rows["features.3"]["channels"] == 192
+    assert rows["features.0.0"]["layout"] == "b c h w" and rows["features.0.0"]["channels"] == 96
+    code, table, _ = run(capsys, "layers", "--model", "torchvision:swin_t")
+    assert table.splitlines()[0].split() == ["name", "type", "output", "shape", "layout", "channels"]
+    assert any(line.split()[0] == "features.3" and "b h w c" in line for line in table.splitlines())
+
+
 def test_layers_probe_removes_hooks_and_restores_modes(spec):
     model = build_model(spec.rsplit(":", 1)[0] + ":Twice")
     model.train()

@@ -62,8 +62,6 @@ def test_the_lenet5_site_has_every_page_and_image(lenet_site):
     assert [r["layer"] for r in sanity["rows"]][-1] == "@output" and all(-1 <= r["pos_pos"] <= 1 for r in sanity["rows"])
 
 
-@pytest.mark.xfail(strict=False, reason="at the final commit a replayed LeNet5 conv2 PNG differed by up to 0.041 (tolerance "
-                   "2/255); it passed (0.0) in the working tree it was written in; not yet explained (see the #17 note)")
 def test_every_image_carries_the_recipe_that_makes_it(lenet_site):
     site, model, _ = lenet_site
     img = site / "img"

@@ -333,3 +333,39 @@ def test_numpy_numbers_are_numbers():
 def test_operators_return_exprs(a, b):
     for value in (a + b, a - b, a * b, -a, 2 * a, a / 2, 1 - a, sum_of([a, b])):
         assert isinstance(value, Expr)
+
+
+# --- nesting depth: bounded when built, so that printing, parsing and evaluating never recurse too deep --------
+
+
+@given(S.exprs(), S.exprs(), nonzero.filter(lambda k: k != 1.0))
+def test_depth_follows_the_nodes(a, b, k):
+    from lucent_dsl.expr import depth
+
+    assert depth(a + b) == max(depth(a), depth(b))  # a flat sum adds no level
+    if not isinstance(a, (Const, Scale)):
+        assert depth(k * a) == depth(a) + 1 + (k == -1 and isinstance(a, (Sum, Product)))  # -(...): sign and parentheses
+    if not isinstance(a, Const) and not isinstance(b, Const):
+        assert depth(a * b) == max(depth(a), depth(b)) + 1
+    assert depth(-(-a)) == depth(a)
+
+
+def test_building_past_the_depth_limit_is_refused_with_a_clear_error():
+    from lucent_dsl.expr import MAX_DEPTH
+
+    a = ld.channel("c", 1)
+    e: Expr = a
+    for _ in range(MAX_DEPTH - 1):
+        e = a * e
+    assert ld.parse(repr(e)) == e
+    with pytest.raises(InvalidArgumentError, match=f"nests {MAX_DEPTH + 1} levels deep.*at most {MAX_DEPTH}"):
+        a * e
+    with pytest.raises(InvalidArgumentError, match="nests"):
+        2.0 * (e + a)
+    assert (e + a) - a * a == sum_of([e, a, -(a * a)])  # flat sums of deep summands stay within the limit
+
+
+def test_dead_names_are_gone():
+    import lucent_dsl.expr as expr
+
+    assert not hasattr(expr, "RESERVED") and not hasattr(Expr, "sum")

@@ -5,6 +5,7 @@ import builtins
 import contextlib
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -236,7 +237,7 @@ def test_sentinels_catch_what_they_guard(tmp_path):
 # --- error messages: the text, and a caret under the offending column -------------------------------
 
 BAD_PIECES = [  # (text, column of the offending node inside it)
-    ("foo", 0), ("x.y", 0), ("a[0]", 0), ("(lambda: 1)", 1), ("[i for i in ()]", 0), ("(2 ** 3)", 1),
+    ("foo", 0), ("x.y", 0), ("a[0]", 0), ("(lambda: 1)", 1), ("[i for i in ()]", 0), ("(2 ** 3)", 3),
     ("f'{1}'", 0), ("(y := 1)", 1), ("{1: 2}", 0), ("(a if b else c)", 1), ("nope(1)", 0), ("1j", 0),
     ("channel('c', -1)", 0), ("range(1.5)", 0), ("tensor([1], shape=(2,))", 0), ("(1, 'a')", 0),
     ("b'x'", 0), ("channel.x(1)", 0), ("~channel('c', 1)", 0),
@@ -361,3 +362,193 @@ def test_mutated_json_gives_an_expression_or_a_parse_error(e, data):
 def test_malformed_json_raises_parse_error(text):
     with pytest.raises(ParseError):
         from_json(text)
+
+
+# --- edge cases of issue 12: Python's rules, nesting limits, long sums anywhere --------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["channel('0', 0, batch=0, batch=1)", "channel('0', 0, batch=0, model='m', batch=1)",
+     "masked(channel('c', 1, batch=0, batch=0), (0, 0, 1, 1))", "tst_energy('c', power=1.0, mode='abs', power=2.0)"],
+)
+def test_duplicate_keywords_are_refused_like_python_does(text):
+    with pytest.raises(SyntaxError, match="keyword argument repeated"):
+        compile(text, "<objective>", "eval")  # Python itself rejects the text
+    with pytest.raises(ParseError, match="keyword argument repeated") as info:
+        ld.parse(text)
+    src, col = caret_column(info.value)
+    repeated = str(info.value).splitlines()[0].rsplit(" ", 1)[-1]
+    assert src == text and text[col:].startswith(repeated + "=") and text.index(repeated + "=") < col
+
+
+@given(S.exprs(max_leaves=3))
+def test_repeating_any_keyword_is_refused(e):
+    text = repr(e)
+    for m in re.finditer(r"([a-z_]+)=", text):  # each keyword of the text, written twice
+        twice = text[: m.start()] + m.group() + "0, " + text[m.start():]
+        with pytest.raises(ParseError, match=f"keyword argument repeated: {m.group(1)}"):
+            ld.parse(twice)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("channel(features.14, 10)", "features.14"), ("neuron(layer4.0.conv1, 3, x=1)", "layer4.0.conv1"),
+     ("channel('c', 1) + channel(blocks.3, 2)", "blocks.3"), ("channel(features.denseblock1, 1)", "features.denseblock1"),
+     ("channel(conv, 1)", "conv")],
+)
+def test_unquoted_layer_names_are_explained(text, name):
+    with pytest.raises(ParseError, match="strings in quotes") as info:
+        ld.parse(text)
+    assert "forgot a comma" not in str(info.value)
+    assert repr(name) in str(info.value)
+    src, col = caret_column(info.value)
+    assert text[col:].startswith(name)
+
+
+@given(st.sampled_from(["", " ", "  ", "\n"]), st.sampled_from(["", " ", "\t"]), st.sampled_from(["2", "channel('c', 2)"]))
+def test_power_is_refused_at_the_operator(before, after, right):
+    text = f"(channel('c', 1){before}**{after}{right})"
+    with pytest.raises(ParseError, match=r"'\*\*' \(a power\) is not allowed") as info:
+        ld.parse(text)
+    *_, src, caret = str(info.value).split("\n")
+    line = text.split("\n")[-1] if "\n" in before else text
+    assert src[2:] == line and src[2:][caret.index("^") - 2:].startswith("**")
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda s: 0.5 * s, lambda s: -s, lambda s: ld.channel("c", 0) - s, lambda s: s * (2 * s),
+    lambda s: ld.masked(s, (0.0, 0.0, 0.5, 1.0)), lambda s: ld.channel("c", 0) * (1 - 0.25 * s),
+])
+def test_long_sums_parse_back_anywhere(wrap):
+    e = wrap(ld.sum_of(ld.channel("c", i % 7, batch=i % 3) for i in range(5000)))
+    assert ld.parse(repr(e)) == e
+    assert from_json(to_json(e)) == e
+
+
+def deep(kind: str, levels: int) -> Expr:
+    """An objective nested `levels` times by one kind of node."""
+    a, b = ld.channel("c", 1), ld.neuron("d", 2)
+    step = {
+        "scale_of_sum": lambda e: 2.0 * (e + a),  # 2.0 * (... + a): a scale and a flat sum per level
+        "negated_sum": lambda e: b - (e + a),  # b - (...): a scale by -1 inside a sum
+        "right_products": lambda e: a * e,  # a * (a * (...)): parentheses on the right
+        "left_products": lambda e: e * b,  # ((...) * b) * b: no parentheses at all
+        "masks": lambda e: ld.masked(e, (0.0, 0.0, 1.0, 1.0)),
+        "mixed": lambda e: ld.masked(0.5 * (e - b), (0.0, 0.0, 1.0, 0.5)) * a,
+    }[kind]
+    e: Expr = a
+    for _ in range(levels):
+        e = step(e)
+    return e
+
+
+KINDS_OF_NESTING = ["scale_of_sum", "negated_sum", "right_products", "left_products", "masks", "mixed"]
+
+
+@pytest.mark.parametrize("kind", KINDS_OF_NESTING)
+def test_the_deepest_objectives_round_trip_and_deeper_ones_are_refused_when_built(kind):
+    from lucent_dsl.expr import MAX_DEPTH, depth
+
+    levels = 0
+    e = deep(kind, 0)
+    while True:  # grow until the API refuses
+        try:
+            bigger = deep(kind, levels + 1)
+        except ld.InvalidArgumentError as err:
+            assert f"at most {MAX_DEPTH} levels" in str(err)
+            break
+        e, levels = bigger, levels + 1
+        assert levels <= MAX_DEPTH
+    assert depth(e) <= MAX_DEPTH < depth(e) + (3 if kind == "mixed" else 2)  # refused at the first level too deep
+    assert ld.parse(repr(e)) == e and from_json(to_json(e)) == e
+    table = {None: {"c": (3, 4, 4), "d": (4, 4, 4)}}
+    assert ld.evaluate(e, S.full_acts(table, 1, crops=1), 1).shape == (1,)  # and it evaluates without recursion trouble
+
+
+@pytest.mark.parametrize("levels", [70, 150, 1000])
+def test_deeply_nested_masks_are_refused_as_text_and_json_not_with_a_recursion_error(levels):
+    inner = '{"term": "channel", "args": ["c", 1], "kwargs": {}}'
+    text = "channel('c', 1)"
+    for _ in range(levels):
+        inner = f'{{"term": "masked", "args": [{{"expr": {inner}}}, {{"tuple": [0, 0, 1, 1]}}], "kwargs": {{}}}}'
+        text = f"masked({text}, (0, 0, 1, 1))"
+    with pytest.raises(ParseError, match="nest"):
+        from_json(inner)
+    with pytest.raises(ParseError, match="nest"):
+        ld.parse(text)
+
+
+def test_json_objects_with_repeated_keys_are_refused():
+    good = '{"term": "channel", "args": ["c", 1], "kwargs": {"batch": 0}}'
+    assert from_json(good) == ld.channel("c", 1, batch=0)
+    for text in ['{"term": "channel", "args": ["c", 1], "kwargs": {"batch": 0, "batch": 1}}',
+                 '{"term": "channel", "term": "neuron", "args": ["c", 1], "kwargs": {}}',
+                 '{"scale": 2, "scale": 3, "of": {"const": 1}}']:
+        with pytest.raises(ParseError, match="repeats the key"):
+            from_json(text)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.sampled_from(KINDS_OF_NESTING), min_size=1, max_size=80))
+def test_any_nesting_round_trips_or_is_refused_when_built(kinds):
+    """The law: parse(repr(e)) == e for every expression the API builds, or the API refuses to build it."""
+    a = ld.channel("c", 1)
+    steps = {
+        "scale_of_sum": lambda e: 2.0 * (e + a), "negated_sum": lambda e: a - (e + a),
+        "right_products": lambda e: a * e, "left_products": lambda e: e * a,
+        "masks": lambda e: ld.masked(e, (0.0, 0.0, 1.0, 1.0)), "mixed": lambda e: ld.masked(0.5 * (e - a), (0, 0, 1, 1)),
+    }
+    e: Expr = a
+    try:
+        for kind in kinds:
+            e = steps[kind](e)
+    except ld.InvalidArgumentError:
+        return
+    assert ld.parse(repr(e)) == e
+    assert from_json(to_json(e)) == e
+
+
+def test_a_sum_of_100k_terms_parses_in_bounded_time():
+    import time
+
+    e = ld.sum_of(ld.channel("c", i % 6) for i in range(100_000))
+    start = time.perf_counter()
+    assert ld.parse(repr(e)) == e
+    assert time.perf_counter() - start < 60  # linear: ~5 s on a loaded 2-core machine
+
+
+def python_reading(text: str) -> object:
+    """What Python computes for `text` with only the vocabulary, `range` and `tensor` in scope."""
+    def tensor(data, shape=None):
+        return Array.of(data, shape=tuple(shape) if shape is not None else None)
+
+    scope = {"__builtins__": {}, "range": range, "tensor": tensor, **VOCABULARY}
+    return eval(text, scope)  # noqa: S307 - only text that parse accepted, whose names are the vocabulary
+
+
+def same_reading(text: str) -> None:
+    try:
+        mine = ld.parse(text)
+    except ParseError:
+        return
+    theirs = python_reading(text)
+    assert mine == (theirs if isinstance(theirs, Expr) else ld.sum_of([theirs])), text
+
+
+NUMBER_SOUP = ["1", "0", "2.5", "1e308", "9007199254740993", "0x1F", "1_000", ".5", "1.", "0e0", "00", "-", "+", "*",
+               "/", "(", ")", " ", "channel('c', 1)", "tst_energy('c', power=2)", ",", "0.1", "3"]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(NUMBER_SOUP), min_size=1, max_size=12).map("".join))
+def test_what_parse_accepts_python_reads_the_same(text):
+    same_reading(text)
+
+
+@given(S.exprs(max_leaves=4), st.data())
+def test_mutated_text_that_parses_reads_as_python_reads_it(e, data):
+    text = repr(e)
+    i = data.draw(st.integers(0, len(text)))
+    j = data.draw(st.integers(i, min(len(text), i + 3)))
+    same_reading(text[:i] + data.draw(st.sampled_from(NUMBER_SOUP)) + text[j:])

@@ -246,11 +246,7 @@ def test_untraceable_models_fall_back_to_hooks():
     assert M.hook_count(model) == 0
 
 
-@pytest.mark.parametrize(
-    "truncate",
-    ["auto", "fx", pytest.param("hooks", marks=pytest.mark.xfail(
-        strict=True, reason="HookRunner stops at the FIRST call of a module called twice; fx and lucent read the last"))],
-)
+@pytest.mark.parametrize("truncate", MODES)
 def test_module_called_twice_reads_its_last_call(truncate):
     model = M.Branchy()
     plan = compile_plan(ld.channel("act", 1), model, truncate=truncate)
@@ -497,3 +493,55 @@ def test_input_sites_are_each_models_preprocessed_image():
     torch.testing.assert_close(acts[Site("vit", INPUT)], (x - mean) / std)
     assert torch.equal(acts[Site("conv", INPUT)], x)
     assert vit is plan.models["vit"]
+
+
+# --- input geometry and layouts (issue 15) ----------------------------------------------------------------------
+
+
+class _Multiple(torch.nn.Module):
+    """Takes sizes divisible by 8 only (PixelUnshuffle), and puts its maps channels-last at `tap`."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.unshuffle = torch.nn.PixelUnshuffle(8)
+        self.conv = torch.nn.Conv2d(192, 6, 1)
+        self.tap = torch.nn.Identity()
+
+    def forward(self, x):
+        return self.tap(self.conv(self.unshuffle(x)).permute(0, 2, 3, 1)).mean((1, 2))
+
+
+def test_the_probe_finds_geometry_and_layout_and_the_plan_maps_each_image_to_it():
+    model = _Multiple().eval()
+    plan = compile_plan(ld.channel("tap", 5) + ld.channel("@input", 0), model)
+    assert str(plan.infos[DEFAULT_MODEL_NAME].input_geometry) == "multiples of 8"
+    assert str(plan.layouts[Site(DEFAULT_MODEL_NAME, "tap")]) == "b h w c"
+    text = str(plan)
+    assert "layouts: t1 = b h w c" in text and "; input multiples of 8" in text
+    x = torch.rand(2, 3, 30, 43)
+    acts = plan.forward(x)
+    assert tuple(acts[Site(DEFAULT_MODEL_NAME, "@input")].shape[-2:]) == (32, 40)  # the nearest multiples of 8
+    raw = model.tap(model.conv(model.unshuffle(torch.nn.functional.interpolate(
+        x, size=(32, 40), mode="bilinear", align_corners=False))).permute(0, 2, 3, 1))
+    torch.testing.assert_close(evaluate(plan.objective, acts, 2)[0], raw[0, ..., 5].mean() + acts[Site(
+        DEFAULT_MODEL_NAME, "@input")][0, 0].mean())
+
+
+def test_stated_layouts_are_part_of_the_plan_and_of_its_identity():
+    model = _Multiple().eval()
+    a = compile_plan(ld.channel("tap", 1), model)
+    b = compile_plan(ld.channel("tap", 1), model, layouts={"tap": "b h w c"})
+    c = compile_plan(ld.channel("tap", 1), model, layouts={"tap": "b h w c"})
+    assert a != b and b == c and hash(b) == hash(c)
+    assert b.layouts[Site(DEFAULT_MODEL_NAME, "tap")].source == "stated"
+    with pytest.raises(InvalidArgumentError, match="does not read"):
+        compile_plan(ld.channel("tap", 1), model, layouts={"conv": "b c h w"})
+
+
+def test_a_model_that_runs_at_no_probe_size_keeps_the_rank_rule():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 10 * 14, 5)).eval()  # 10x14 images only
+    plan = compile_plan(ld.channel("1", 2), net)
+    assert plan.infos[DEFAULT_MODEL_NAME].input_geometry is None and Site(DEFAULT_MODEL_NAME, "1") not in plan.layouts
+    x = image(3)
+    torch.testing.assert_close(evaluate(plan.objective, plan.forward(x), N), net(x)[:, 2].view(CROPS, N).mean(0))

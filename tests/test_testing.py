@@ -156,7 +156,7 @@ def test_a_batch_level_score_is_not_per_image_but_can_claim_scope_batch():
 
 def test_claims_are_checked_before_anything_runs():
     with pytest.raises(InvalidArgumentError, match="told its layout"):
-        check_objective(ld.channel, layouts=("nchw", "nhwc"))
+        check_objective(ld.diversity, layouts=("nchw", "nhwc"))  # no layout= keyword: NHWC cannot be told
     with pytest.raises(InvalidArgumentError, match="scope"):
         check_objective(ld.channel, scope="images")
     with pytest.raises(InvalidArgumentError, match="layouts"):
@@ -166,6 +166,12 @@ def test_claims_are_checked_before_anything_runs():
 
 
 # --- layout-aware terms: NHWC maps and prefix tokens, told by a keyword ---------------------------------------
+
+
+@pytest.mark.parametrize("term", [ld.channel, ld.neuron, ld.direction])
+def test_built_in_terms_obey_the_laws_on_nhwc_maps_told_by_layout(term):
+    """`layout=` on a built-in term: the same laws hold on channels-last maps as on NCHW ones."""
+    check_objective(term, layouts=("nchw", "nhwc", "tokens"), max_examples=4)
 
 
 def channel_mean(term, acts, n, axes: str, prefix: int):

@@ -173,3 +173,91 @@ def test_torchvision_vit_b_16_one_truncated_probe():
 
 def _trip(module: nn.Module, args: object) -> None:
     raise TripwireError("ran past the deepest needed layer")
+
+
+# --- prefix tokens, fixed sizes, token grids that follow the input (issue 15) ---------------------------------
+
+
+class PrefixViT(nn.Module):
+    """A fixed-size ViT (its position embedding fits 24x24 images only) with `prefix` tokens before an 8x8 grid:
+    CLS, a distillation token, registers."""
+
+    def __init__(self, prefix: int, dim: int = 12, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.patch = nn.Conv2d(3, dim, 3, stride=3)
+        self.prefix = nn.Parameter(torch.randn(1, prefix, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 64, dim) * 0.1)
+        self.blocks = nn.Sequential(Block(dim), Block(dim))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2) + self.pos  # 24x24 only
+        t = torch.cat([self.prefix.expand(t.shape[0], -1, -1), t], dim=1)
+        return self.head(self.blocks(t)[:, 0])
+
+
+@pytest.mark.parametrize("prefix", [0, 1, 2, 5])
+def test_any_number_of_prefix_tokens_is_found_and_x_y_index_the_grid_after_them(prefix):
+    vit = ld.with_info(PrefixViT(prefix).eval(), ld.ModelInfo(input_size=(24, 24)))
+    plan = ld.compile_plan(ld.neuron("blocks.0", 4, x=3, y=1) + ld.channel("blocks.0", 4), vit)
+    lay = plan.layouts[Site("model", "blocks.0")]
+    assert (lay.prefix, lay.grid) == (prefix, (8, 8)), lay
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        acts = plan.forward(x)
+        ref = vit.blocks[0](torch.cat([vit.prefix.expand(2, -1, -1),
+                                       vit.patch(x).flatten(2).transpose(1, 2) + vit.pos], 1))
+    xy, ch = (evaluate(t, acts, 2) for t in ld.expr.top_terms(plan.objective))
+    torch.testing.assert_close(xy, ref[:, prefix:].reshape(2, 8, 8, 12)[:, 1, 3, 4])
+    torch.testing.assert_close(ch, ref[..., 4].mean(1))
+
+
+def test_timm_prefix_tokens_come_from_the_model():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    for name, prefix in (("deit_tiny_distilled_patch16_224", 2), ("vit_small_patch14_reg4_dinov2", 5)):
+        model = timm.create_model(name, pretrained=False, img_size=56 if "dinov2" in name else 64).eval()
+        plan = ld.compile_plan(ld.neuron("blocks.1", 3, x=0, y=1), model)
+        lay = plan.layouts[Site("model", "blocks.1")]
+        g = model.patch_embed.grid_size
+        assert (lay.prefix, lay.grid, lay.source) == (prefix, tuple(g), "model")
+        x = torch.rand(1, 3, *model.patch_embed.img_size)
+        with torch.no_grad():
+            got = evaluate(plan.objective, plan.forward(x), 1)
+        seen = []
+        h = model.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o))
+        with torch.no_grad():
+            model(ld.info_of(model).preprocess(x))  # timm's pretrained_cfg normalization, as the plan applies it
+        h.remove()
+        torch.testing.assert_close(got, seen[0][:, prefix:].reshape(1, g[0], g[1], -1)[:, 1, 0, 3])
+
+
+def test_a_dynamic_size_vit_finds_its_grid_at_every_render_size():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, dynamic_img_size=True, img_size=64).eval()
+    plan = ld.compile_plan(ld.neuron("blocks.0", 2, x=4, y=1), model)
+    assert str(plan.infos["model"].input_geometry) == "multiples of 16"
+    x = torch.rand(1, 3, 48, 96)  # 3 x 6 patches: not the probe's grid, not square
+    with torch.no_grad():
+        got = evaluate(plan.objective, plan.forward(x), 1)
+    seen = []
+    h = model.blocks[0].register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(ld.info_of(model).preprocess(x))  # timm's pretrained_cfg normalization, as the plan applies it
+    h.remove()
+    torch.testing.assert_close(got, seen[0][:, 1:].reshape(1, 3, 6, -1)[:, 1, 4, 2])
+
+
+def test_a_vit_and_a_convnet_render_one_image_each_at_its_own_size():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    vit = torchvision.models.vit_b_32(image_size=64).eval()  # 64 px only
+    conv = torchvision.models.resnet18().eval()
+    seen: dict[str, tuple] = {}
+    vit.conv_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("vit", tuple(a[0].shape[-2:])))
+    conv.conv1.register_forward_pre_hook(lambda m, a: seen.__setitem__("conv", tuple(a[0].shape[-2:])))
+    e = ld.channel("encoder.layers.encoder_layer_2", 5, model="vit") + ld.channel("layer2", 3, model="conv")
+    r = render(e, {"vit": vit, "conv": conv}, size=80, steps=2, progress=False)  # standard transforms: 104 px
+    assert r.steps == 2 and seen == {"vit": (64, 64), "conv": (104, 104)}

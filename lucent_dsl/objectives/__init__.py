@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..expr import Expr, register
-from ._term import Batch, LayerTerm
+from ._term import Batch, LayerTerm, check_layer
 from .activation import (
     Channel, ChannelInterpolate, ClassLogit, Layer, Neuron, channel, channel_interpolate, class_logit, deepdream, layer,
     neuron,
@@ -48,7 +48,7 @@ for _name, _factory in BUILTINS.items():
     register(_name, _factory)
 
 __all__ = [
-    "ActivationMatch", "Alignment", "BUILTINS", "Batch", "Blur", "Channel", "ChannelInterpolate", "ChannelWeight",
+    "ActivationMatch", "Alignment", "BUILTINS", "Batch", "Blur", "Channel", "ChannelInterpolate", "ChannelWeight", "check_layer",
     "ClassLogit", "Custom", "Direction", "DirectionNeuron", "Diversity", "ImageTerm", "L1", "L2", "Layer",
     "LayerTerm", "Masked", "Neuron", "NeuronWeight", "Opacity", "SourceL2", "SourceMatch", "TotalVariation",
     "VOCABULARY_FACTORIES", "activation_match", "alignment", "blur", "box_mask", "channel", "channel_interpolate",

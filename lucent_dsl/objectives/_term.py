@@ -1,11 +1,17 @@
 """The shared toolkit of every term: argument checks, layouts, positions, per-image reduction.
 
 Private to the vocabulary package; terms in other rooms import it from here, never `_` names.
+
+Layouts: a plan hands every term its activations in canonical form ((B, C, H, W) maps, (B, T, C)
+tokens, (B, C) vectors), keyed by a `LaidSite` that carries the site's `Layout` (prefix tokens and
+patch grid included; see `lucent_dsl.layouts`). `LayerTerm.read` returns that site, so the helpers
+below know the layout instead of guessing it from the rank. A site the plan could not lay out
+raises `ObjectiveShapeError` here, naming its shape and asking for `layout=`. Activations passed
+outside a plan (a plain dict) fall back to the rank rule, or to the term's own `layout=` if it has one.
 """
 from __future__ import annotations
 
 import dataclasses as dc
-import math
 import numbers
 import operator
 from typing import Any
@@ -15,6 +21,7 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..expr import Acts, Array, Site, Term, finite
+from ..layouts import LaidSite, Layout, Refusal, canonical, parse_layout, token_grid
 
 
 Batch = int | range | None
@@ -72,6 +79,16 @@ def check_vector(v: Any, what: str) -> tuple[float, ...]:
     return out
 
 
+def check_layout(v: Any) -> str | None:
+    """A term's `layout=`: None, or an einops pattern of the activation (see `lucent_dsl.layouts`), normalized.
+
+    Example:
+        >>> check_layout("b  h w c"), check_layout(None)
+        ('b h w c', None)
+    """
+    return None if v is None else parse_layout(v).pattern
+
+
 def check_target(v: Any) -> Array | float:
     if isinstance(v, Array) or isinstance(v, Tensor) or isinstance(v, (list, tuple)):
         return Array.of(v)
@@ -91,7 +108,21 @@ def tensor_at(term: Term, acts: Acts, site: Site) -> Tensor:
     return a
 
 
+def site_layout(site: Site) -> Layout | None:
+    """The layout a plan attached to `site` (None outside a plan)."""
+    lay = getattr(site, "layout", None)
+    return lay if isinstance(lay, Layout) else None
+
+
 def layout_of(term: Term, site: Site, a: Tensor) -> str:
+    """"maps", "tokens" or "vectors": the site's known layout, else the rank of a canonical activation."""
+    lay = getattr(site, "layout", None)
+    if isinstance(lay, Refusal):
+        how = (f" (state it as an einops pattern: layout= on the term, compile_plan(..., layouts={{{site.layer!r}: "
+               "'b h w c'}) or ModelInfo(layouts=...))") if lay.stateable else ""
+        raise ObjectiveShapeError(f"{term!r} reads {site}: {lay.why}{how}")
+    if isinstance(lay, Layout) and a.dim() == lay.rank:
+        return lay.kind
     layouts = {4: "maps", 3: "tokens", 2: "vectors"}
     if a.dim() not in layouts:
         raise ObjectiveShapeError(
@@ -102,7 +133,7 @@ def layout_of(term: Term, site: Site, a: Tensor) -> str:
 
 
 def rows_channels_positions(term: Term, site: Site, a: Tensor) -> Tensor:
-    """Activations as (rows, channels, positions), whatever the layout."""
+    """Activations as (rows, channels, positions), whatever the layout (`a` is canonical, see the module docstring)."""
     kind = layout_of(term, site, a)
     if kind == "maps":
         return a.flatten(2)
@@ -150,15 +181,13 @@ def check_rows_of(term: Term, site: Site, a: Tensor, n: int) -> None:
 
 
 def patch_grid(term: Term, site: Site, tokens: int) -> tuple[int, int, int]:
-    """(offset, rows, cols) of the square patch grid inside a token sequence (CLS tokens first)."""
-    for offset in (0, 1):
-        side = math.isqrt(tokens - offset)
-        if side * side == tokens - offset and side > 0:
-            return offset, side, side
-    raise ObjectiveShapeError(
-        f"{term!r}: {site} has {tokens} tokens, which is not a square patch grid (with or without one "
-        "CLS token); give token= to pick a token directly"
-    )
+    """(offset, rows, cols) of the patch grid inside a token sequence: the site's layout says how many prefix
+    tokens come first (CLS, distillation, registers) and the grid's shape; without one, a square grid after
+    0 or 1 CLS token."""
+    found = token_grid(site_layout(site), tokens)
+    if isinstance(found, str):
+        raise ObjectiveShapeError(f"{term!r}: {site} has {found}")
+    return found
 
 
 def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | None, token: int | None) -> tuple:
@@ -209,8 +238,10 @@ class LayerTerm(Term):
         return (Site(self.model, self.layer),)  # type: ignore[attr-defined]
 
     def read(self, acts: Acts) -> tuple[Site, Tensor]:
+        """(the site, with its layout when a plan gave one; the activation in canonical form)."""
         site = self.sites()[0]
         a = tensor_at(self, acts, site)
+        site, a = laid_out(self, acts, site, a)
         # Without these checks, integer maps fail deep inside torch's mean() and empty ones score NaN.
         if not a.is_floating_point() or a.layout != torch.strided:
             raise ObjectiveShapeError(
@@ -221,3 +252,25 @@ class LayerTerm(Term):
         if a.numel() == 0:
             raise ObjectiveShapeError(f"{self!r} reads {site}, whose output is empty (shape {tuple(a.shape)})")
         return site, a
+
+
+def laid_out(term: Term, acts: Acts, site: Site, a: Tensor) -> tuple[Site, Tensor]:
+    """The key a plan stored `site` under (it carries the layout), or the term's own `layout=` applied to a raw
+    activation given outside a plan."""
+    stated = getattr(term, "layout", None)
+    for key in acts:
+        if isinstance(key, LaidSite) and key == site:
+            return key, a  # the plan already rearranged `a` (it also applied this term's layout=, see compile_plan)
+    if stated is None:
+        return site, a
+    lay = _parsed(stated)
+    return LaidSite(site, lay), canonical(a, lay)
+
+
+def _parsed(pattern: str) -> Layout:
+    if torch.compiler.is_compiling():
+        return parse_layout(pattern)
+    return _PARSED.get(pattern) or _PARSED.setdefault(pattern, parse_layout(pattern))
+
+
+_PARSED: dict[str, Layout] = {}

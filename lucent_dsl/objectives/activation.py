@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..expr import OUTPUT, Acts, Expr, Site, Term
-from ._term import Batch, LayerTerm, check_batch, check_channel, check_index, check_layer, check_model, check_opt_index, frozen, layout_of, per_image, position_index, rows_channels_positions, tensor_at
+from ._term import Batch, LayerTerm, check_batch, check_channel, check_index, check_layer, check_layout, check_model, check_opt_index, frozen, layout_of, per_image, position_index, rows_channels_positions, tensor_at
 
 
 @frozen
@@ -29,6 +29,7 @@ class Channel(LayerTerm):
     index: int
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -37,14 +38,14 @@ class Channel(LayerTerm):
         return per_image(self, cp[:, self.index].mean(-1), n, self.batch)
 
 
-def channel(layer: str, index: int, *, batch: Batch = None, model: str | None = None) -> Expr:
+def channel(layer: str, index: int, *, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Mean activation of channel `index` of `layer` (over positions or tokens).
 
     Example:
         >>> channel("features.14", 10, batch=0)
         channel('features.14', 10, batch=0)
     """
-    return Channel(check_layer(layer), check_index(index, "channel index"), check_batch(batch), check_model(model))
+    return Channel(check_layer(layer), check_index(index, "channel index"), check_batch(batch), check_model(model), check_layout(layout))
 
 
 @frozen
@@ -60,6 +61,7 @@ class Neuron(LayerTerm):
     token: int | None = None
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -70,7 +72,7 @@ class Neuron(LayerTerm):
 
 
 def neuron(layer: str, index: int, *, x: int | None = None, y: int | None = None, token: int | None = None,
-           batch: Batch = None, model: str | None = None) -> Expr:
+           batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Activation of channel `index` at column `x`, row `y` (default: the centre, W//2 and H//2).
 
     On (B, tokens, C) sequences x/y index the square patch grid (after a CLS token if there is one)
@@ -81,7 +83,7 @@ def neuron(layer: str, index: int, *, x: int | None = None, y: int | None = None
         neuron('layer3', 5, x=2)
     """
     return Neuron(check_layer(layer), check_index(index, "channel index"), check_opt_index(x, "x"), check_opt_index(y, "y"),
-                  check_opt_index(token, "token"), check_batch(batch), check_model(model))
+                  check_opt_index(token, "token"), check_batch(batch), check_model(model), check_layout(layout))
 
 
 @frozen
@@ -93,6 +95,7 @@ class Layer(LayerTerm):
     layer: str
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -100,14 +103,14 @@ class Layer(LayerTerm):
         return per_image(self, a.pow(2).flatten(1).mean(1), n, self.batch)
 
 
-def layer(layer: str, *, batch: Batch = None, model: str | None = None) -> Expr:
+def layer(layer: str, *, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Mean of squared activations of `layer` (`deepdream` is the same objective).
 
     Example:
         >>> deepdream("layer3") == layer("layer3")
         True
     """
-    return Layer(check_layer(layer), check_batch(batch), check_model(model))
+    return Layer(check_layer(layer), check_batch(batch), check_model(model), check_layout(layout))
 
 
 deepdream = layer
@@ -159,6 +162,7 @@ class ClassLogit(LayerTerm):
     layer: str = OUTPUT
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -189,7 +193,7 @@ class ClassLogit(LayerTerm):
         raise InvalidArgumentError(f"{self!r}: the model has no class named {self.label!r}.{hint}")
 
 
-def class_logit(label: int | str, *, layer: str = OUTPUT, batch: Batch = None, model: str | None = None) -> Expr:
+def class_logit(label: int | str, *, layer: str = OUTPUT, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """The logit of class `label` (an index, or a name when the model carries labels).
 
     Example:
@@ -201,4 +205,4 @@ def class_logit(label: int | str, *, layer: str = OUTPUT, batch: Batch = None, m
             raise InvalidArgumentError("class label must be a non-empty name or an index")
     else:
         label = check_index(label, "class index")
-    return ClassLogit(label, check_layer(layer), check_batch(batch), check_model(model))
+    return ClassLogit(label, check_layer(layer), check_batch(batch), check_model(model), check_layout(layout))

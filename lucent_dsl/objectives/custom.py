@@ -14,6 +14,20 @@ Example:
     center_energy('layer3', power=3.0) - total_variation()
     >>> ld.parse(repr(e)) == e
     True
+
+Names are not silently reused. Registering another function under a live name raises
+`InvalidArgumentError` unless `replace=True` is passed; re-running the same definition (a notebook
+cell executed again: same qualified name, same code, same default and closure values) keeps the
+first registration, so the expressions built before stay equal to the new ones. A term holds the
+function it was built with: after `replace=True`, expressions built before keep computing the old
+function (and no longer equal their parsed text, which now means the new one).
+
+    >>> @ld.objective(name="center_energy")
+    ... def other(a):
+    ...     return a.mean((1, 2, 3))
+    Traceback (most recent call last):
+    ...
+    lucent_dsl.errors.InvalidArgumentError: an objective named 'center_energy' is already registered ...
 """
 from __future__ import annotations
 
@@ -25,21 +39,22 @@ from typing import Any, Callable
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import VOCABULARY, Acts, Array, Expr, Site, Term, finite, register
+from ..expr import VOCABULARY, Acts, Array, Expr, Site, Term, check_name, finite, register
 from ._term import Batch, check_batch, check_layer, check_model, per_image, tensor_at
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}  # name -> the function registered under it now
 
 
 @dc.dataclass(frozen=True, slots=True, repr=False)
 class Custom(Term):
-    """A registered user objective: `fn_name(*layers, **params)`."""
+    """A registered user objective: `fn_name(*layers, **params)`, computed by `fn` (compared by identity)."""
 
     fn_name: str
     layers: tuple[str, ...]
     params: tuple[tuple[str, Any], ...] = ()
     batch: Batch = None
     model: str | None = None
+    fn: Callable[..., Any] | None = None  # None: the function registered under fn_name when scored
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -57,7 +72,7 @@ class Custom(Term):
         return self.layers, kw
 
     def score(self, acts: Acts, n: int) -> Tensor:
-        fn = _FUNCTIONS[self.fn_name]
+        fn = self.fn if self.fn is not None else _FUNCTIONS[self.fn_name]
         args = [tensor_at(self, acts, s) for s in self.sites()]
         like = args[0] if args else None
         # Tensor parameters are stored as `Array` values (hashable); the function gets a tensor back.
@@ -86,6 +101,9 @@ def _number(name: str, value: numbers.Real) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
+        if abs(int(value)) >= 2**63:  # Python cannot print ints of more than 4300 digits, JSON readers lose them
+            raise InvalidArgumentError(f"parameter {name} of a custom objective is an integer of {int(value).bit_length()} "
+                                       "bits: integers must fit in 64 bits (pass a float)")
         return int(value)
     return finite(value, f"parameter {name}")  # NaN would break equality, inf printing and JSON
 
@@ -107,29 +125,112 @@ def _param(name: str, value: Any) -> Any:
     )
 
 
-def objective(fn: Callable[..., Tensor] | None = None, *, name: str | None = None):
+def _same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    return isinstance(a, (int, float, str, bytes, bool)) and a == b  # anything else: only itself
+
+
+def _cells(f: Any) -> tuple[Any, ...]:
+    out = []
+    for cell in getattr(f, "__closure__", None) or ():
+        try:
+            out.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            out.append(_cells)
+    return tuple(out)
+
+
+def same_definition(f: Any, g: Any) -> bool:
+    """Whether `g` is `f` defined again: same qualified name, equal code, the same default and closure values.
+
+    Example:
+        >>> def make():
+        ...     def energy(a, *, power=2.0):
+        ...         return a.pow(power).mean(1)
+        ...     return energy
+        >>> same_definition(make(), make()), same_definition(make(), lambda a: a)
+        (True, False)
+    """
+    if f is g:
+        return True
+    code_f, code_g = getattr(f, "__code__", None), getattr(g, "__code__", None)
+    if code_f is None or code_g is None or code_f != code_g:  # code equality: body, names, constants, lines
+        return False
+    where_f = (getattr(f, "__module__", None), code_f.co_filename)
+    where_g = (getattr(g, "__module__", None), code_g.co_filename)
+    return (
+        getattr(f, "__qualname__", None) == getattr(g, "__qualname__", None)
+        and (where_f[0] == where_g[0] or where_f[1] == where_g[1])  # one file imported under two names counts
+        and _same_value(f.__defaults__, g.__defaults__)
+        and _same_value(f.__kwdefaults__, g.__kwdefaults__)
+        and _same_value(_cells(f), _cells(g))
+    )
+
+
+def _hashable(f: Any) -> bool:
+    try:
+        hash(f)
+    except TypeError:
+        return False
+    return True
+
+
+def _describe(f: Any) -> str:
+    code = getattr(f, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}{where}"
+
+
+def objective(fn: Callable[..., Tensor] | None = None, *, name: str | None = None, replace: bool = False):
     """Register `fn(*activations, **params) -> Tensor` as a vocabulary term named `name` (default: fn's name).
 
     The returned factory is called with layer names: `factory("layer3", "layer4", power=2, batch=0, model="m")`.
+    A name held by another function is refused unless `replace=True` (see the module docstring).
     """
+    if not isinstance(replace, bool):
+        raise InvalidArgumentError(f"replace must be True or False, got {replace!r}")
 
     def wrap(f: Callable[..., Tensor]) -> Callable[..., Expr]:
-        term_name = name or f.__name__
+        if not callable(f):
+            raise InvalidArgumentError(f"@objective decorates a function of activations, got {f!r}")
+        term_name = name if name is not None else getattr(f, "__name__", None)
+        if name is None and not (isinstance(term_name, str) and term_name.isidentifier()):
+            raise InvalidArgumentError(f"{f!r} has no usable name; pass one: objective(fn, name='my_energy')")
+        check_name(term_name)
+        existing = VOCABULARY.get(term_name)
+        if existing is not None and not getattr(existing, "is_custom_objective", False):
+            raise InvalidArgumentError(f"{term_name!r} is a built-in objective; register yours under another name")
+        if existing is not None and same_definition(_FUNCTIONS[term_name], f):
+            return existing  # the same definition run again: keep the first, so equal expressions stay equal
+        if existing is not None and not replace:
+            raise InvalidArgumentError(
+                f"an objective named {term_name!r} is already registered by {_describe(_FUNCTIONS[term_name])}; "
+                f"registering {_describe(f)} under the same name would change what {term_name}(...) computes. "
+                f"Pick another name, or pass @objective(name={term_name!r}, replace=True) to replace it "
+                "(expressions built before keep the old function)"
+            )
+
+        impl = f if _hashable(f) else (lambda *args, **kwargs: f(*args, **kwargs))  # terms hash their function
 
         def factory(*layers: str, batch: Batch = None, model: str | None = None, **params: Any) -> Expr:
             if not layers:
                 raise InvalidArgumentError(f"{term_name}(...) needs at least one layer name")
             ps = tuple(sorted((k, _param(k, v)) for k, v in params.items()))
-            return Custom(term_name, tuple(check_layer(lay) for lay in layers), ps, check_batch(batch), check_model(model))
+            layer_names = tuple(check_layer(lay) for lay in layers)
+            return Custom(term_name, layer_names, ps, check_batch(batch), check_model(model), impl)
 
         factory.__name__ = factory.__qualname__ = term_name
         factory.__doc__ = f.__doc__
-        existing = VOCABULARY.get(term_name)
-        if existing is not None and not getattr(existing, "is_custom_objective", False):
-            raise InvalidArgumentError(f"{term_name!r} is a built-in objective; register yours under another name")
         factory.is_custom_objective = True  # type: ignore[attr-defined]
-        _FUNCTIONS[term_name] = f
         register(term_name, factory, replace=True)
+        _FUNCTIONS[term_name] = f
         return factory
 
     return wrap(fn) if fn is not None else wrap

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import ObjectiveShapeError
 from ..expr import Acts, Array, Expr, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_len, check_model, check_opt_index, check_vector, dot_cos, frozen, per_image, position_index, rows_channels_positions
+from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_len, check_model, check_opt_index, check_vector, dot_cos, frozen, per_image, position_index, rows_channels_positions
 
 
 @frozen
@@ -29,6 +29,7 @@ class Direction(LayerTerm):
     cossim_pow: float = 0.0
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -39,7 +40,7 @@ class Direction(LayerTerm):
 
 
 def direction(layer: str, vector: Sequence[float] | Tensor, *, cossim_pow: float = 0.0, batch: Batch = None,
-              model: str | None = None) -> Expr:
+              model: str | None = None, layout: str | None = None) -> Expr:
     """Activation along `vector` in channel space: dot * max(cos, 0.1)**cossim_pow, mean over positions.
 
     Example:
@@ -47,7 +48,7 @@ def direction(layer: str, vector: Sequence[float] | Tensor, *, cossim_pow: float
         direction('layer2', (1.0, 0.0, -1.0), cossim_pow=1.0)
     """
     return Direction(check_layer(layer), check_vector(vector, "the direction vector"), finite(cossim_pow, "cossim_pow"),
-                     check_batch(batch), check_model(model))
+                     check_batch(batch), check_model(model), check_layout(layout))
 
 
 @frozen
@@ -64,6 +65,7 @@ class DirectionNeuron(LayerTerm):
     cossim_pow: float = 0.0
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -76,7 +78,7 @@ class DirectionNeuron(LayerTerm):
 
 def direction_neuron(layer: str, vector: Sequence[float] | Tensor, *, x: int | None = None, y: int | None = None,
                      token: int | None = None, cossim_pow: float = 0.0, batch: Batch = None,
-                     model: str | None = None) -> Expr:
+                     model: str | None = None, layout: str | None = None) -> Expr:
     """`direction` at one position (default: the centre).
 
     Example:
@@ -85,7 +87,7 @@ def direction_neuron(layer: str, vector: Sequence[float] | Tensor, *, x: int | N
     """
     return DirectionNeuron(check_layer(layer), check_vector(vector, "the direction vector"), check_opt_index(x, "x"),
                            check_opt_index(y, "y"), check_opt_index(token, "token"), finite(cossim_pow, "cossim_pow"),
-                           check_batch(batch), check_model(model))
+                           check_batch(batch), check_model(model), check_layout(layout))
 
 
 @frozen
@@ -98,6 +100,7 @@ class ChannelWeight(LayerTerm):
     weights: tuple[float, ...]
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -108,14 +111,14 @@ class ChannelWeight(LayerTerm):
 
 
 def channel_weight(layer: str, weights: Sequence[float] | Tensor, *, batch: Batch = None,
-                   model: str | None = None) -> Expr:
+                   model: str | None = None, layout: str | None = None) -> Expr:
     """Weighted channels: mean of activation * weight[channel].
 
     Example:
         >>> channel_weight("conv", [0.5, -1.0])
         channel_weight('conv', (0.5, -1.0))
     """
-    return ChannelWeight(check_layer(layer), check_vector(weights, "the weights"), check_batch(batch), check_model(model))
+    return ChannelWeight(check_layer(layer), check_vector(weights, "the weights"), check_batch(batch), check_model(model), check_layout(layout))
 
 
 @frozen
@@ -131,6 +134,7 @@ class NeuronWeight(LayerTerm):
     token: int | None = None
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -142,7 +146,7 @@ class NeuronWeight(LayerTerm):
 
 
 def neuron_weight(layer: str, weights: Sequence[float] | Tensor, *, x: int | None = None, y: int | None = None,
-                  token: int | None = None, batch: Batch = None, model: str | None = None) -> Expr:
+                  token: int | None = None, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Weighted channels at one position (default: the centre).
 
     Example:
@@ -150,7 +154,7 @@ def neuron_weight(layer: str, weights: Sequence[float] | Tensor, *, x: int | Non
         neuron_weight('conv', (1.0, 0.0), y=1)
     """
     return NeuronWeight(check_layer(layer), check_vector(weights, "the weights"), check_opt_index(x, "x"), check_opt_index(y, "y"),
-                        check_opt_index(token, "token"), check_batch(batch), check_model(model))
+                        check_opt_index(token, "token"), check_batch(batch), check_model(model), check_layout(layout))
 
 
 
@@ -165,6 +169,7 @@ class ActivationMatch(LayerTerm):
     cossim_pow: float = 1.0
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -184,7 +189,7 @@ class ActivationMatch(LayerTerm):
 
 
 def activation_match(layer: str, target: Any, *, cossim_pow: float = 1.0, batch: Batch = None,
-                     model: str | None = None) -> Expr:
+                     model: str | None = None, layout: str | None = None) -> Expr:
     """Match `target` activations at `layer`: dot * max(cos, 0.1)**cossim_pow over channels, mean over positions.
 
     `target` is one image's activations (without the batch axis) or one per image.
@@ -195,4 +200,4 @@ def activation_match(layer: str, target: Any, *, cossim_pow: float = 1.0, batch:
         activation_match('fc', tensor([1.0, 2.0], shape=(2,)))
     """
     return ActivationMatch(check_layer(layer), Array.of(target), finite(cossim_pow, "cossim_pow"), check_batch(batch),
-                           check_model(model))
+                           check_model(model), check_layout(layout))

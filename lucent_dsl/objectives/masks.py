@@ -87,10 +87,11 @@ class Masked(Term):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         inner = dict(acts)
+        laid = {k: k for k in acts}  # the plan's keys carry each site's layout (`LaidSite`); plain sites do not
         for site in self.sites():
             a = acts.get(site)
             if isinstance(a, Tensor):
-                inner[site] = a * self.weights(site, a)
+                inner[site] = a * self.weights(laid.get(site, site), a)
         return evaluate(self.expr, inner, n)
 
     def weights(self, site: Site, a: Tensor) -> Tensor:

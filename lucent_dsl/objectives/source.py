@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..errors import ObjectiveShapeError
 from ..expr import Acts, Expr, Term, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_model, dot_cos, frozen, layout_of, per_image, rows_channels_positions
+from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_model, dot_cos, frozen, layout_of, per_image, rows_channels_positions
 
 
 def source_rows(term: Term, a: Tensor, n: int) -> Tensor:
@@ -35,6 +35,7 @@ class SourceMatch(LayerTerm):
     cossim_pow: float = 1.0
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -51,6 +52,7 @@ class SourceL2(LayerTerm):
     layer: str
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -58,21 +60,21 @@ class SourceL2(LayerTerm):
         return per_image(self, (a - source_rows(self, a, n)).pow(2).flatten(1).mean(1), n, self.batch)
 
 
-def source_match(layer: str, *, cossim_pow: float = 1.0, batch: Batch = None, model: str | None = None) -> Expr:
+def source_match(layer: str, *, cossim_pow: float = 1.0, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Match image 0's activations of `layer` (dot x cos^power, Lucid's activation match).
 
     Example:
         >>> source_match("layer3", cossim_pow=2.0)
         source_match('layer3', cossim_pow=2.0)
     """
-    return SourceMatch(check_layer(layer), finite(cossim_pow, "cossim_pow"), check_batch(batch), check_model(model))
+    return SourceMatch(check_layer(layer), finite(cossim_pow, "cossim_pow"), check_batch(batch), check_model(model), check_layout(layout))
 
 
-def source_l2(layer: str, *, batch: Batch = None, model: str | None = None) -> Expr:
+def source_l2(layer: str, *, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Penalty (subtract it): mean squared distance to image 0's activations of `layer`.
 
     Example:
         >>> source_l2("layer3")
         source_l2('layer3')
     """
-    return SourceL2(check_layer(layer), check_batch(batch), check_model(model))
+    return SourceL2(check_layer(layer), check_batch(batch), check_model(model), check_layout(layout))

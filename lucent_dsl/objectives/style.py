@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..expr import Acts, Array, Expr
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_model, frozen, per_image, rows_channels_positions
+from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_model, frozen, per_image, rows_channels_positions
 
 # How far a 2-D target may be from symmetric (relative) and still be read as a Gram matrix.
 SYMMETRY_TOLERANCE = 1e-4
@@ -62,6 +62,7 @@ class Style(LayerTerm):
     gram: Array
     batch: Batch = None
     model: str | None = None
+    layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -127,7 +128,7 @@ def image_gram(net: nn.Module, image: Any, layer: str) -> Tensor:
     return gram(cp.double()).mean(0).float().cpu()
 
 
-def style(layer: str, image: Any, *, net: nn.Module | None = None, batch: Batch = None, model: str | None = None) -> Expr:
+def style(layer: str, image: Any, *, net: nn.Module | None = None, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
     """Match the style (Gram matrix) of `image` at `layer`: `-|G - G_image|^2 / |G_image|^2`, at most 0.
 
     Args:
@@ -162,4 +163,4 @@ def style(layer: str, image: Any, *, net: nn.Module | None = None, batch: Batch 
                 f"style({layer!r}, image, net=model), or pass a Gram matrix from objectives.style.image_gram"
             )
         target = _check_gram(image_gram(net, image, layer))
-    return Style(layer, target, check_batch(batch), check_model(model))
+    return Style(layer, target, check_batch(batch), check_model(model), check_layout(layout))

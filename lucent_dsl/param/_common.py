@@ -43,6 +43,8 @@ class ImageParam(NamedTuple):
         init: `init(generator) -> leaves`; fresh float32 leaves (requires_grad=True) created on
             `generator.device` (`None` means the global CPU generator).
         to_image: `to_image(leaves) -> image`; the image batch (B, C, H, W) in [0, 1].
+        recipe: what a `replay.Recipe` needs to build it again ((key, value) pairs: param, size, batch,
+            channels, decay_power), set by `fft` and `pixel` at settings a recipe can name; () otherwise.
 
     Example:
         >>> import torch
@@ -54,6 +56,7 @@ class ImageParam(NamedTuple):
 
     init: Callable[[torch.Generator], dict[str, Tensor]]
     to_image: Callable[[Mapping[str, Tensor]], Tensor]
+    recipe: tuple[tuple[str, Any], ...] = ()
 
 
 # --------------------------------------------------------------------------- argument checks

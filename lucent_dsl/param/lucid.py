@@ -114,7 +114,7 @@ def pixel(
     def to_image(leaves: Mapping[str, Tensor]) -> Tensor:
         return finish_image(leaves["pixels"], m32, squash_fn, offset)
 
-    return ImageParam(init_fn, to_image)
+    return ImageParam(init_fn, to_image, _recipe("pixel", (h, w), batch, channels, 1.0, sd, decorrelate, squash, init))
 
 
 def fft(
@@ -203,7 +203,15 @@ def fft(
             x = torch.fft.irfft2(torch.view_as_complex(s.contiguous()), s=(h, w)) / FFT_MAGIC
         return finish_image(x, m32, squash_fn, offset)
 
-    return ImageParam(init_fn, to_image)
+    return ImageParam(init_fn, to_image, _recipe("fft", (h, w), batch, channels, decay_power, sd, decorrelate, squash, init))
+
+
+def _recipe(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float, sd: float,
+            decorrelate: Any, squash: str, init: Any) -> tuple[tuple[str, Any], ...]:
+    """`ImageParam.recipe`: the settings a `Recipe` can name, or () when another one was changed."""
+    if sd != 0.01 or decorrelate is not True or squash != "sigmoid" or init is not None:
+        return ()
+    return (("param", kind), ("size", size), ("batch", batch), ("channels", channels), ("decay_power", float(decay_power)))
 
 
 def image(size: int | tuple[int, int], *, kind: str = "fft", **kw: Any) -> ImageParam:

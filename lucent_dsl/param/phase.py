@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 from ._common import float32_irfft2_tables
-from ._common import ImageParam, NATURAL_MAGNITUDE_PATH, apply_color, check_int, check_size, color_matrix, colour, even_part, generator_device, irfft2_ortho, odd_part, squash_linear, to_float32
+from ._common import ImageParam, NATURAL_MAGNITUDE_PATH, apply_color, clamp_straight_through, check_int, check_size, color_matrix, colour, even_part, generator_device, irfft2_ortho, odd_part, squash_linear, to_float32
 
 
 # --------------------------------------------------------------------------- MACO
@@ -161,6 +161,7 @@ def maco(
     channels: int = 3,
     decorrelate: bool | Tensor | tuple = True,
     squash: str = "sigmoid",
+    standardize: bool = False,
 ) -> ImageParam:
     """MACO: optimize the phase of the Fourier spectrum under a fixed (natural) magnitude.
 
@@ -178,6 +179,11 @@ def maco(
         channels: colour channels.
         decorrelate: the colour matrix (True: Lucid's); the magnitude must be computed with the same.
         squash: "sigmoid" (sigmoid(4 y): slope 1 at grey) or "clamp" (0.5 + y, straight-through).
+        standardize: as xplique's MACO: each image's phase is standardized (zero mean, unit std)
+            before use, and each pre-colour image is standardized too, then coloured and squashed
+            with a plain `sigmoid` (no gain), so the contrast is the same whatever the magnitude's
+            scale and the phase's size (Adam's or NAdam's steps are then relative to it). Off: the
+            phase is in radians and the image has the magnitude's own (natural) contrast.
 
     Returns:
         an `ImageParam` whose leaves are `{"phase": (B, C, H, W)}`, drawn uniformly in [-pi, pi).
@@ -210,4 +216,17 @@ def maco(
     def to_image(leaves: Mapping[str, Tensor]) -> Tensor:
         return finish(colour(_maco_image(leaves["phase"], half, tables), m32))
 
-    return ImageParam(init, to_image)
+    def to_image_standardized(leaves: Mapping[str, Tensor]) -> Tensor:
+        phase = leaves["phase"]
+        x = _maco_image(_standardized(phase), half, tables)
+        y = colour(_standardized(x), m32)
+        return torch.sigmoid(y) if squash == "sigmoid" else clamp_straight_through(y + 0.5)
+
+    return ImageParam(init, to_image_standardized if standardize else to_image)
+
+
+def _standardized(x: Tensor) -> Tensor:
+    """Each image of a batch with zero mean and unit standard deviation over its channels and pixels."""
+    flat = x.flatten(1)
+    mean, std = flat.mean(1), flat.std(1)
+    return (x - mean.view(-1, 1, 1, 1)) / (std.view(-1, 1, 1, 1) + 1e-5)

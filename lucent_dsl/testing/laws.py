@@ -160,7 +160,10 @@ def _term_source(target: Any, args: Mapping[str, Any] | None, builder: Builder |
     def strategy(lay: ActivationSpec, n: int) -> st.SearchStrategy[Expr]:
         b = builder or (BUILDERS[name] if name else
                         custom_builder(target, args={**(args or {}), **claims.tell(lay)}, kinds=LAYOUTS))
-        layers, image = {"L": lay}, lay if lay.kind == "nchw" else None
+        told = bool(claims.tell(lay))
+        # A built-in term told its layout reads an NHWC map as the NCHW map it is rearranged to: draw it as one.
+        seen = dc.replace(lay, kind="nchw") if told and name and lay.kind == "nhwc" else lay
+        layers, image = {"L": seen}, lay if lay.kind == "nchw" else None
         if not b.available(layers, image):
             raise InvalidArgumentError(f"{target!r} claims {lay.kind} layouts but no term of it fits {lay}")
         drawn = b.draw(None, b.layers(layers), n, image if b.reads_image(image) else None)

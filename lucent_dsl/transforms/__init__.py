@@ -7,7 +7,7 @@ never on the draws, so a render compiles its step once.
 
 Rooms: `geometry` (pad, jitter, random_scale, random_rotate, affine, crops: per-image 3x3 matrices
 that `chain` fuses into one `grid_sample`; the matrix convention is stated there), `pixelwise`
-(gaussian_blur, noise, composite), `compose` (identity, as_transform, chain, standard). `_common` is
+(gaussian_blur, noise, composite), `compose` (identity, as_transform, chain, standard, robust). `_common` is
 the toolkit they share. A new transform goes in the room of its kind and is listed below.
 
 Example:
@@ -19,12 +19,12 @@ Example:
     ((2, 3, 3), (2, 3, 12, 14))
 """
 from ._common import PAD_MODES, Transform, TransformParams
-from .compose import STANDARD_SCALES, as_transform, as_transform_arg, chain, identity, is_compilable, standard
+from .compose import STANDARD_SCALES, as_transform, as_transform_arg, chain, identity, is_compilable, robust, standard
 from .geometry import affine, crops, jitter, pad, random_rotate, random_scale
 from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise
 
 __all__ = [
     "BACKGROUNDS", "PAD_MODES", "STANDARD_SCALES", "Transform", "TransformParams", "affine", "as_transform",
     "as_transform_arg", "chain", "composite", "crops", "gaussian_blur", "identity", "is_compilable", "jitter",
-    "noise", "pad", "random_rotate", "random_scale", "standard",
+    "noise", "pad", "random_rotate", "random_scale", "robust", "standard",
 ]

@@ -53,6 +53,7 @@ class Transform(NamedTuple):
 
     sample: Callable[[torch.Generator | None, Shape], TransformParams]
     apply: Callable[[Tensor, TransformParams], Tensor]
+    name: str = ""  # a recipe's name for it ("standard", "robust"; see `replay.Recipe.transforms`), "" if none
 
 
 # --------------------------------------------------------------------------------------------

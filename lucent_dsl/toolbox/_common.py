@@ -1,0 +1,241 @@
+"""The toolbox's shared pieces: optional extras, activations over a dataset, batched direction renders.
+
+Private to `lucent_dsl.toolbox`; its modules import these names, users import the modules.
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import html
+import importlib
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
+from ..fold import frozen_models
+from ..models import device_of, info_of
+from ..objectives import layer as whole_layer
+from ..objectives import check_layer
+from ..plan import compile_plan
+
+EXTRA = "research"
+POSITIONS = ("random", "center", "mean")
+
+
+class MissingExtraError(LucentError, ImportError):
+    """An optional dependency of the research toolbox is not installed; the message names the extra."""
+
+
+def require(module: str, *, package: str | None = None, extra: str = EXTRA, what: str = "this method") -> Any:
+    """Import an optional dependency, or raise `MissingExtraError` naming the pip extra that installs it.
+
+    Example:
+        >>> require("math").sqrt(4.0)
+        2.0
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pip = package or module.split(".")[0]
+        raise MissingExtraError(
+            f"{what} needs {pip!r}, which is not installed: pip install 'lucent_dsl[{extra}]' (or pip install {pip})"
+        ) from None
+
+
+def check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def model_size(model: nn.Module, size: Any) -> tuple[int, int]:
+    """`size` as (H, W); None: the model's input size, else 224."""
+    if size is None:
+        s = info_of(model).input_size
+        return (int(s[0]), int(s[1])) if s else (224, 224)
+    if isinstance(size, Sequence) and len(size) == 2:
+        return check_positive("size[0]", size[0]), check_positive("size[1]", size[1])
+    n = check_positive("size", size)
+    return n, n
+
+
+def has_input_size(model: nn.Module) -> bool:
+    return info_of(model).input_size is not None
+
+
+def image_channels(model: nn.Module) -> int:
+    """Colour channels a render (or a loaded image) has for `model`: 1 for grey models, else 3."""
+    return 1 if info_of(model).channels == 1 else 3
+
+
+# --- activations --------------------------------------------------------------------------------------
+
+
+def batches(images: Any, batch: int) -> Iterable[Tensor]:
+    """(N, C, H, W) tensors in [0, 1] from a tensor (cut into `batch`-sized pieces) or an iterable of batches."""
+    if isinstance(images, Tensor):
+        if images.dim() != 4:
+            raise InvalidArgumentError(f"images must be (N, C, H, W) in [0, 1], got shape {tuple(images.shape)}")
+        return (images[i:i + batch] for i in range(0, images.shape[0], batch))
+    if isinstance(images, Iterable) and not isinstance(images, (str, bytes)):
+        return images
+    raise InvalidArgumentError(
+        f"images must be an (N, C, H, W) tensor or an iterable of such batches, got {type(images).__name__}")
+
+
+def as_rows(a: Any, layer: str) -> Tensor:
+    """An activation as (B, C, positions) whatever its layout: maps, (B, tokens, C) or (B, C)."""
+    if not isinstance(a, Tensor) or not a.is_floating_point() or a.dim() not in (2, 3, 4):
+        shape = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+        raise ObjectiveShapeError(
+            f"layer {layer!r} gives {shape}; the toolbox reads (B, C, H, W) maps, (B, tokens, C) sequences and "
+            "(B, C) vectors of floats"
+        )
+    return {4: lambda t: t.flatten(2), 3: lambda t: t.transpose(1, 2), 2: lambda t: t.unsqueeze(-1)}[a.dim()](a)
+
+
+def layer_outputs(model: nn.Module, images: Any, layer: str, *, batch: int = 128) -> Iterable[Tensor]:
+    """Stream `layer`'s activations over `images`, one batch at a time (frozen model, no gradients, truncated)."""
+    layer = check_layer(layer)
+    batch = check_positive("batch", batch)
+    plan = compile_plan(whole_layer(layer), model)
+    site = next(s for s in plan.sites if s.layer == layer)
+    dev = device_of(model)
+    with frozen_models([model]), torch.no_grad():
+        for x in batches(images, batch):
+            if not isinstance(x, Tensor) or x.dim() != 4:
+                got = getattr(x, "shape", x)
+                raise InvalidArgumentError(f"each batch of images must be (B, C, H, W) in [0, 1], got {got!r}")
+            yield plan.forward(x.to(dev, torch.float32))[site]
+
+
+def collect(model: nn.Module, images: Any, layer: str, *, position: str = "random", batch: int = 128,
+            seed: int = 0) -> Tensor:
+    """One activation vector per image at `layer`, as an (N, C) float32 tensor on the CPU.
+
+    Args:
+        position: on maps and token sequences, which position gives an image's vector: "random"
+            (one random position per image, as in Carter et al.'s atlases), "center", or "mean".
+            Vectors (B, C) are taken as they are.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> collect(net, torch.rand(5, 3, 8, 8), "1").shape
+        torch.Size([5, 4])
+    """
+    if position not in POSITIONS:
+        raise InvalidArgumentError(f"position must be one of {POSITIONS}, got {position!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    for a in layer_outputs(model, images, layer, batch=batch):
+        cp = as_rows(a, layer).float().cpu()
+        p = cp.shape[-1]
+        if position == "mean":
+            out.append(cp.mean(-1))
+        elif position == "center" or p == 1:
+            out.append(cp[:, :, _centre(a, p)])
+        else:
+            idx = torch.randint(p, (cp.shape[0],), generator=gen)
+            out.append(cp[torch.arange(cp.shape[0]), :, idx])
+    if not out:
+        raise InvalidArgumentError("collect: no images were given")
+    return torch.cat(out)
+
+
+def _centre(a: Tensor, p: int) -> int:
+    if a.dim() == 4:
+        return (a.shape[2] // 2) * a.shape[3] + a.shape[3] // 2
+    return p // 2
+
+
+# --- batched renders of directions --------------------------------------------------------------------
+
+
+@dc.dataclass(frozen=True)
+class Settings:
+    """Render settings that a `Recipe` can record (so every PNG replays with `lucent-dsl render --recipe`)."""
+
+    size: tuple[int, int]
+    steps: int = 256
+    lr: float = 0.05
+    param: str = "fft"
+    transforms: str = "standard"
+    precision: str = "fp32"
+    spec: str | None = None  # the model's spec when `zoo.load`/`build_model` made it (`models.spec_of`)
+
+    def __post_init__(self) -> None:
+        if self.param not in ("fft", "pixel"):
+            raise InvalidArgumentError(f"param must be 'fft' or 'pixel', got {self.param!r}")
+        if self.transforms not in ("standard", "none"):
+            raise InvalidArgumentError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
+        check_positive("steps", self.steps)
+
+    def recipe(self, objective: str, seed: int, spec: str | None) -> Any:
+        """The one-image `Recipe` of `objective` rendered with these settings (None without a model spec)."""
+        spec = spec if spec is not None else self.spec
+        if spec is None:
+            return None
+        from ..replay import Recipe
+
+        return Recipe(objective=objective, models=(spec,), size=self.size, steps=self.steps, seed=seed,
+                      param=self.param, transforms=self.transforms, lr=self.lr, precision=self.precision)
+
+
+def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Module, settings: Settings, *,
+                batch: int = 16, device: Any = None, compile: bool | str = False,
+                progress: bool = True) -> tuple[Tensor, Tensor]:
+    """Render one image per objective, `batch` per run; image i equals the one-image render seeded `seeds[i]`.
+
+    `compile` is off by default: each batch's objectives carry their own vectors as constants, so a
+    compiled step would compile again for every batch.
+
+    Returns:
+        (images (N, C, H, W) on the CPU, final scores (N,)).
+    """
+    from ..atlas import seeded_param, seeded_transforms
+    from ..renderer import render
+    from ..replay import plan_channels
+
+    batch = check_positive("batch", batch)
+    if len(objectives) != len(seeds) or not objectives:
+        raise InvalidArgumentError(f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)")
+    dev = torch.device(device) if device is not None else device_of(model)
+    images, scores = [], []
+    for start in range(0, len(objectives), batch):
+        chunk = list(objectives[start:start + batch])
+        plan = compile_plan(chunk, model)
+        gens = [torch.Generator(dev).manual_seed(int(s)) for s in seeds[start:start + batch]]
+        result = render(plan, steps=settings.steps, lr=settings.lr, seed=int(seeds[start]),
+                        param=seeded_param(settings.param, settings.size, gens, plan_channels(plan)),
+                        transforms=seeded_transforms(settings.transforms, gens), precision=settings.precision,
+                        device=device, compile=compile, progress=progress)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        images.append(result.images)
+        scores.append(result.scores().detach().cpu())
+    return torch.cat(images), torch.cat(scores)
+
+
+def direction_scores(model: nn.Module, images: Tensor, layer: str, vectors: Tensor, *, batch: int = 32) -> Tensor:
+    """Mean over positions of dot(activation, unit vector), for every image and vector: (N, K).
+
+    The yardstick of the toolbox's tests and summaries: how strongly each image drives each
+    direction, with the vectors scaled to unit length so that directions compare fairly.
+    """
+    v = vectors.detach().to(torch.float32)
+    v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    rows = []
+    for a in layer_outputs(model, images, layer, batch=batch):
+        cp = as_rows(a, layer).float()
+        if cp.shape[1] != v.shape[1]:
+            raise ObjectiveShapeError(f"layer {layer!r} has {cp.shape[1]} channels but the vectors have {v.shape[1]}")
+        rows.append(torch.einsum("bcp,kc->bk", cp, v.to(cp.device)).div(cp.shape[-1]).cpu())
+    return torch.cat(rows)
+
+
+def escape(text: Any) -> str:
+    return html.escape(str(text), quote=True)

@@ -1,0 +1,96 @@
+"""A Python render's recipe (`lucent_dsl.provenance`): it replays to the same pixels, or says why it cannot."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import lucent_dsl as ld
+from lucent_dsl import cli, zoo
+from lucent_dsl.io import RECIPE_KEY, load_image, read_metadata
+from lucent_dsl.replay import SCORE_KEY, Recipe
+from lucent_dsl.result import UNREPLAYABLE_KEY
+from lucent_dsl.specs import build_model
+
+FAST = dict(size=28, steps=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return zoo.load("lenet5_mnist")
+
+
+@settings(max_examples=12, deadline=None)
+@given(kind=st.sampled_from(["fft", "pixel"]), decay=st.sampled_from([1.0, 1.5]), standard=st.booleans(),
+       seed=st.integers(0, 2**31), lr=st.sampled_from([0.05, 0.2]), batch=st.integers(1, 2),
+       objective=st.sampled_from(["channel('conv2', 3)", "class_logit('7') - 0.01 * total_variation()",
+                                  "neuron('conv1', 2, x=3, y=4) + layer('relu2')"]))
+def test_the_recipe_of_a_python_render_replays_its_pixels(lenet, kind, decay, standard, seed, lr, batch, objective):
+    decay = decay if kind == "fft" else 1.0
+    param = ld.param.image(28, kind=kind, batch=batch, channels=1, **({"decay_power": decay} if kind == "fft" else {}))
+    r = ld.render(objective, lenet, param=param, transforms=None if standard else [], seed=seed, lr=lr,
+                  batch=batch, **FAST)
+    assert r.unreplayable == () and isinstance(r.recipe, Recipe)
+    assert (r.recipe.param, r.recipe.decay_power, r.recipe.transforms) == (kind, decay, "standard" if standard else "none")
+    assert Recipe.from_json(r.recipe.to_json()) == r.recipe
+    again = r.recipe.run(progress=False)
+    assert torch.equal(again.images, r.images)
+
+
+def test_a_saved_python_render_replays_from_the_command_line(lenet, tmp_path, capsys):
+    r = ld.render(ld.channel("conv2", 5), lenet, **FAST)
+    r.save(tmp_path / "py.png")
+    meta = read_metadata(tmp_path / "py.png")
+    assert Recipe.from_json(meta[RECIPE_KEY]) == r.recipe and float(meta[SCORE_KEY]) == pytest.approx(float(r.scores()))
+    assert cli.main(["render", "--recipe", str(tmp_path / "py.png"), "--out", str(tmp_path / "cli.png"), "-q"]) == 0
+    a, b = (load_image(tmp_path / f, channels=1) for f in ("py.png", "cli.png"))
+    assert torch.equal(a, b)
+
+
+def test_the_parameterization_decides_the_recorded_size(lenet):
+    r = ld.render("channel('conv1', 1)", lenet, **dict(FAST, param=ld.param.fft(20, channels=1)))
+    assert r.recipe.size == (20, 20) and torch.equal(r.recipe.run(progress=False).images, r.images)
+
+
+def test_ensembles_and_specs_are_named_as_a_recipe_reads_them():
+    nets = {"a": build_model("torchvision:alexnet"), "b": zoo.load("lenet5_mnist")}
+    r = ld.render(ld.channel("features.0", 1, model="a"), nets, size=32, steps=2, progress=False)
+    assert r.recipe.models == ("a=torchvision:alexnet",)  # only the model read is run, and recorded
+    assert torch.equal(r.recipe.run(progress=False).images, r.images)
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda net: dict(models=nn.Sequential(nn.Conv2d(3, 4, 3))), "module of your own"),
+    (lambda net: dict(param=ld.param.fft(28, channels=1, sd=0.1)), "parameterization"),
+    (lambda net: dict(transforms=[ld.transforms.jitter(2)]), "transforms"),
+    (lambda net: dict(optimizer=torch.optim.SGD), "optimizer"),
+    (lambda net: dict(redirect_relu=2), "redirect_relu"),
+])
+def test_what_a_recipe_cannot_name_is_said_and_saved_instead(lenet, tmp_path, change, why):
+    kwargs = dict(FAST, **change(lenet))
+    models = kwargs.pop("models", lenet)
+    objective = "channel('0', 1)" if models is not lenet else "channel('conv1', 1)"
+    r = ld.render(objective, models, **kwargs)
+    assert r.recipe is None and any(why in reason for reason in r.unreplayable), r.unreplayable
+    r.save(tmp_path / "x.png")
+    meta = read_metadata(tmp_path / "x.png")
+    assert RECIPE_KEY not in meta and why in meta[UNREPLAYABLE_KEY]
+
+
+def test_a_model_changed_after_it_was_built_is_not_named_by_its_spec():
+    net = build_model("torchvision:alexnet")
+    assert ld.render("channel('features.0', 0)", net, size=32, steps=1, progress=False).recipe is not None
+    net.load_state_dict(net.state_dict())  # same values, but loaded: the spec no longer proves what the weights are
+    r = ld.render("channel('features.0', 0)", net, size=32, steps=1, progress=False)
+    assert r.recipe is None and "changed after it was built" in r.unreplayable[0]
+
+
+def test_an_objective_of_your_own_is_not_written_as_a_recipe(lenet):
+    @ld.objective(name="provenance_mean")
+    def provenance_mean(acts):
+        return acts.mean()
+
+    r = ld.render(provenance_mean("conv1"), lenet, **FAST)
+    assert r.recipe is None and "provenance_mean" in r.unreplayable[0]
