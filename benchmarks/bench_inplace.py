@@ -15,8 +15,15 @@ import copy
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import torch
 import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header  # noqa: E402
 
 import lucent_dsl as ld
 from lucent_dsl.fold import frozen_models
@@ -45,6 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    print(header("what in-place safety costs: a plan step on stock models vs their inplace flags off"))
     x = torch.rand(1, 3, 224, 224)
     for name, sites in SITES.items():
         stock = torchvision.models.get_model(name, weights=None).eval()

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import header  # noqa: E402
 from bench_quality import DEFAULT_OBJECTIVES, LR, _fmt, judge, parse_target  # noqa: E402
 
 from lucent_dsl import render, zoo  # noqa: E402
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = zoo.load("mobilenet_v2")
     labels = info_of(model).labels or ()
+    print(header("transforms.standard() with Lucid's jitter vs the old one"))
     print(f"MobileNetV2, size {args.size}, {args.steps} steps, batch {args.batch}, seed {args.seed}, "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
     print("value: channel mean or class logit (our evaluator, no transforms); mean over the batch (worst image)\n")

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import header  # noqa: E402
 from bench_quality import LR, _fmt, judge, parse_target  # noqa: E402
 
 from lucent_dsl import render, zoo  # noqa: E402
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(header("the MACO method vs our FFT render"))
     print(f"size {args.size}, {args.steps} steps, MACO {args.crops} crops/step, {args.seeds} seed(s), "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
     print("value: channel mean or class logit read by bench_quality's evaluator (whole image, no transforms); "
