@@ -44,7 +44,7 @@ from .expr import VOCABULARY, Array, Expr, as_expr, sum_of
 from .lexer import Rejected, Tokens, tokens
 from .parse_errors import explain
 
-_MAX_TEXT = 2_000_000
+MAX_TEXT = 2_000_000
 MAX_NESTING = 100  # brackets and unary signs inside each other (the API's objectives print fewer than 70)
 
 
@@ -52,8 +52,8 @@ def parse(text: str) -> Expr:
     """Parse DSL text into an objective expression (never evaluates code)."""
     if not isinstance(text, str):
         raise ParseError(f"expected objective text (a str), got {type(text).__name__}")
-    if len(text) > _MAX_TEXT:
-        raise ParseError(f"objective text is {len(text)} characters long; at most {_MAX_TEXT} are accepted")
+    if len(text) > MAX_TEXT:
+        raise ParseError(f"objective text is {len(text)} characters long; at most {MAX_TEXT} are accepted")
     if not text.strip():
         raise ParseError("empty objective text; try for example: channel('features.14', 10)")
     text = text.strip().replace("\r\n", "\n").replace("\r", "\n")  # what Python's tokenizer does
