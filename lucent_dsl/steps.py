@@ -23,8 +23,11 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
+import signal
+import threading
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -139,6 +142,24 @@ class _NonFiniteFlag:
         return step % self.every == 0 or step == last
 
 
+@contextlib.contextmanager
+def ctrl_c_between_steps() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (SIGINT) is noted while a step runs and acted on before the next one, so an interrupted render's
+    images are exactly `done` steps' worth (a KeyboardInterrupt between the optimizer's update and the step count
+    would save an image one step ahead of its recipe). Only where Python's default handler is in place, in the
+    main thread; elsewhere the interrupt arrives as usual. Yields `pressed() -> bool`."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False
+        return
+    pressed: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(True))
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Tensor], optim: torch.optim.Optimizer,
               sample: Callable[[], Any], to_image: Callable, steps: int, on_nonfinite: str, relus: Any,
               snaps_at: Sequence[int], callback: Callable | None, bar: Any,
@@ -152,46 +173,49 @@ def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Te
     flag = _NonFiniteFlag(device, CUDA_CHECK_EVERY) if lazy else None
     done, score = 0, None
     try:
-        for step in range(1, steps + 1):
-            tparams = sample()
-            optim.zero_grad(set_to_none=True)
-            loss, step_rows = (eager if relus.active else fn)(leaves, tparams)
-            if not loss.requires_grad:
-                raise InvalidArgumentError(no_gradient_message(step, plan))
-            loss.backward()
-            ok = torch.isfinite(loss) & torch.stack([torch.isfinite(v.grad).all() for v in leaves.values()
-                                                     if v.grad is not None]).all()
-            if flag is not None:
-                flag.note(step, ok)
-                optim.step()
-                if flag.due(step, steps) and int(flag.first):
-                    raise NonFiniteError(f"step {int(flag.first)}: the loss or its gradient became non-finite "
-                                         "(checked on the GPU every few steps). Lower lr, add penalties, or pass "
-                                         "on_nonfinite='skip'.")
-            elif not bool(ok):
-                if on_nonfinite == "raise":
-                    culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else \
-                        nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n)
-                    raise NonFiniteError(nonfinite_message(step, plan.term_labels, step_rows, loss, culprits))
-                skipped.append(step)
+        with ctrl_c_between_steps() as pressed:
+            for step in range(1, steps + 1):
+                if pressed():
+                    raise KeyboardInterrupt
+                tparams = sample()
                 optim.zero_grad(set_to_none=True)
-            else:
-                optim.step()
-            rows.append(step_rows.detach())
-            done = step
-            relus.step()
-            if step in snaps_at or callback is not None:
-                with torch.no_grad():
-                    current = to_image(leaves).detach()
-                if step in snaps_at:
-                    snapshots[step] = current.cpu()
-                if callback is not None:
-                    callback(step, current)
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0 or step == steps:
-                    score = -float(loss.detach())
-                    bar.set_postfix(score=f"{score:.4g}")
+                loss, step_rows = (eager if relus.active else fn)(leaves, tparams)
+                if not loss.requires_grad:
+                    raise InvalidArgumentError(no_gradient_message(step, plan))
+                loss.backward()
+                ok = torch.isfinite(loss) & torch.stack([torch.isfinite(v.grad).all() for v in leaves.values()
+                                                         if v.grad is not None]).all()
+                if flag is not None:
+                    flag.note(step, ok)
+                    optim.step()
+                    if flag.due(step, steps) and int(flag.first):
+                        raise NonFiniteError(f"step {int(flag.first)}: the loss or its gradient became non-finite "
+                                             "(checked on the GPU every few steps). Lower lr, add penalties, or pass "
+                                             "on_nonfinite='skip'.")
+                elif not bool(ok):
+                    if on_nonfinite == "raise":
+                        culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else \
+                            nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n)
+                        raise NonFiniteError(nonfinite_message(step, plan.term_labels, step_rows, loss, culprits))
+                    skipped.append(step)
+                    optim.zero_grad(set_to_none=True)
+                else:
+                    optim.step()
+                rows.append(step_rows.detach())
+                done = step
+                relus.step()
+                if step in snaps_at or callback is not None:
+                    with torch.no_grad():
+                        current = to_image(leaves).detach()
+                    if step in snaps_at:
+                        snapshots[step] = current.cpu()
+                    if callback is not None:
+                        callback(step, current)
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0 or step == steps:
+                        score = -float(loss.detach())
+                        bar.set_postfix(score=f"{score:.4g}")
     except KeyboardInterrupt:
         return StepRecord(rows, snapshots, skipped, done, True, score)
     return StepRecord(rows, snapshots, skipped, done, False, score)
