@@ -98,8 +98,9 @@ class ModelInfo:
                 x = x.expand(-1, self.channels, -1, -1)
             else:
                 raise InvalidArgumentError(
-                    f"the model {self.name or ''} reads {self.channels} channels but the image has "
-                    f"{x.shape[1]}; render with channels={self.channels}"
+                    f"the model{' ' + self.name if self.name else ''} reads {self.channels} channels but the image "
+                    f"has {x.shape[1]}; render a {self.channels}-channel image, e.g. "
+                    f"param=lucent_dsl.param.fft(size, channels={self.channels})"
                 )
         x = fit(x, self.input_geometry)
         if self.mean is not None:

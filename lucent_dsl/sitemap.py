@@ -30,6 +30,7 @@ import collections
 import contextlib
 import dataclasses as dc
 import io
+import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -108,6 +109,7 @@ class _Prober:
         self.model, self.info, self.runner, self.sites = model, info, runner, sites
         self.device = device_of(model)
         self.shapes: dict[tuple[int, int], dict[Site, tuple[int, ...] | None]] = {}
+        self.first_error: Exception | None = None
 
     def __call__(self, size: tuple[int, int]) -> bool:
         try:
@@ -116,7 +118,8 @@ class _Prober:
                 outs = self.runner(_input(self.info, size, self.device))
         except LucentError:
             raise  # the plan's own error (a layer that never runs): not a size the model refuses
-        except Exception:  # noqa: BLE001 - any failure of the model's forward means "not this size"
+        except Exception as e:  # noqa: BLE001 - any failure of the model's forward means "not this size"
+            self.first_error = self.first_error or e
             return False
         shapes = {}
         for s in self.sites:
@@ -151,6 +154,7 @@ def _probe_frozen(model: nn.Module, info: ModelInfo, runner: Any, sites: Sequenc
     bases = [base] + ([b for b in FALLBACK_BASES if b != base] if geometry is None else [])
     base = next((b for b in bases if probe(b)), None)
     if base is None:
+        _refuse_channel_mismatch(model, info, probe.first_error)
         return geometry, {}
     if geometry is None:
         geometry = geo.search(probe, base)
@@ -160,6 +164,22 @@ def _probe_frozen(model: nn.Module, info: ModelInfo, runner: Any, sites: Sequenc
             if second is not None and probe(second):
                 break
     return geometry, probe.shapes
+
+
+_CHANNELS = re.compile(r"expected input\[[^\]]*\] to have (\d+) channels, but got (\d+) channels")
+
+
+def _refuse_channel_mismatch(model: nn.Module, info: ModelInfo, error: Exception | None) -> None:
+    """A model that ran at no probe size because its first convolution wants other colour channels than the image
+    has (a grayscale model given no `ModelInfo`): say so now, with the fix, not at the render's first step."""
+    found = _CHANNELS.search(str(error)) if error is not None else None
+    if found is None or int(found.group(2)) != info.channels:
+        return
+    want = int(found.group(1))
+    raise InvalidArgumentError(
+        f"the model {info.name or type(model).__name__} reads {want} colour channel{'s' * (want != 1)} but would be "
+        f"given {info.channels} (its first convolution refused the probe image: {found.group(0)}); attach its input: "
+        f"lucent_dsl.with_info(model, lucent_dsl.ModelInfo(channels={want}))")
 
 
 def _module(model: nn.Module, path: str) -> nn.Module | None:

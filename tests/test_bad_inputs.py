@@ -891,3 +891,14 @@ def test_bad_command_line_is_refused_before_any_step(row: CliRow, models_file: P
         files.pop("atl/.lucent_dsl.lock", None)  # held by the row's own setup
     assert after == before  # nothing written, nothing changed
     assert not models_file.with_name("PWNED").exists(), "a recipe ran code"
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_a_model_that_reads_other_colour_channels_is_refused_at_compile_time_with_the_fix(channels):
+    """A grayscale (or RGBA) model given no ModelInfo: refused before any step, naming ModelInfo(channels=...)."""
+    net = nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU())
+    with pytest.raises(ld.InvalidArgumentError, match=rf"reads {channels} colour channel.*ModelInfo\(channels={channels}\)"):
+        ld.compile_plan(ld.channel("0", 1), net)
+    r = ld.render(ld.channel("0", 1), ld.with_info(net, ld.ModelInfo(channels=channels)),
+                  param=ld.param.fft(12, channels=channels), steps=1, progress=False)
+    assert r.images.shape[1] == channels
