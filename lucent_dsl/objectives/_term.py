@@ -254,13 +254,18 @@ class LayerTerm(Term):
         return site, a
 
 
+def laid_key(acts: Acts, site: Site) -> Site:
+    """The key `site` is stored under in `acts`: the plan's `LaidSite` (it carries the layout), else `site`."""
+    return next((key for key in acts if isinstance(key, LaidSite) and key == site), site)
+
+
 def laid_out(term: Term, acts: Acts, site: Site, a: Tensor) -> tuple[Site, Tensor]:
     """The key a plan stored `site` under (it carries the layout), or the term's own `layout=` applied to a raw
     activation given outside a plan."""
     stated = getattr(term, "layout", None)
-    for key in acts:
-        if isinstance(key, LaidSite) and key == site:
-            return key, a  # the plan already rearranged `a` (it also applied this term's layout=, see compile_plan)
+    key = laid_key(acts, site)
+    if isinstance(key, LaidSite):
+        return key, a  # the plan already rearranged `a` (it also applied this term's layout=, see compile_plan)
     if stated is None:
         return site, a
     lay = _parsed(stated)

@@ -55,7 +55,7 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
-from ._term import layout_of, patch_grid
+from ._term import laid_key, layout_of, patch_grid
 
 __all__ = ["Masked", "box_mask", "masked"]
 
@@ -87,11 +87,10 @@ class Masked(Term):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         inner = dict(acts)
-        laid = {k: k for k in acts}  # the plan's keys carry each site's layout (`LaidSite`); plain sites do not
         for site in self.sites():
             a = acts.get(site)
             if isinstance(a, Tensor):
-                inner[site] = a * self.weights(laid.get(site, site), a)
+                inner[site] = a * self.weights(laid_key(acts, site), a)  # the plan's key knows the layout
         return evaluate(self.expr, inner, n)
 
     def weights(self, site: Site, a: Tensor) -> Tensor:
