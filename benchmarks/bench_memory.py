@@ -3,9 +3,10 @@
 Each measurement is a child process that builds the model (resnet18 random weights by default, with
 ImageNet preprocessing, 224 px), records its peak RSS (`ru_maxrss`; on CUDA `max_memory_allocated`),
 runs `--steps` steps of one contender, and prints the increase of the peak. The contenders are the
-ones of `bench_step.py`: "floor" (the plan's truncated forward on a raw pixel leaf, input-only
-backward, Adam), "ours" (`render` with its defaults: FFT, decorrelated colour, standard transforms)
-and "lucent" (`render_vis` with its standard settings). Processes alternate floor, ours, lucent.
+ones of `bench_step.py`: "floor" (the model's own modules, truncated, on a raw pixel leaf, input-only
+backward, Adam: what a hand-written loop costs), "floor-f" (the same on our folded runner), "ours"
+(`render` with its defaults: FFT, decorrelated colour, standard transforms) and "lucent" (`render_vis`
+with its standard settings). Processes alternate floor, floor-f, ours, lucent.
 
     python benchmarks/bench_memory.py                                   # resnet18 layer3, batch 1 and 16
     python benchmarks/bench_memory.py --model mobilenet_v2 --layer features.14 --batches 1 16 64
@@ -27,7 +28,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CONTENDERS = ("floor", "ours", "lucent")
+CONTENDERS = ("floor", "floor-f", "ours", "lucent")
 
 
 def _peak_mb(device: str) -> float:
@@ -48,14 +49,14 @@ def child(contender: str, model_name: str, layer: str, batch: int, steps: int, d
 
     torch.set_num_threads(1)
     model = common.build_model(model_name).to(device)
-    plan = common.make_plan(model, layer)
+    plan = common.make_plan(model, layer, fuse=contender != "floor")
     with torch.no_grad():  # one forward first, so lazy allocations of the model itself are not counted
         model(torch.zeros(1, 3, 224, 224, device=device))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     before = _peak_mb(device)
-    if contender == "floor":
+    if contender in ("floor", "floor-f"):
         common.run_floor(plan, batch, steps, 0)
     elif contender == "ours":
         from lucent_dsl import param as param_lib, transforms as tf_lib
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.device}, fresh process each"))
     what = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS (ru_maxrss)"
     print(f"{what} increase in MB over the built model\n")
-    print(f"{'batch':>6s}" + "".join(f" {c:>9s}" for c in contenders) + f" {'ours/floor':>11s}"
+    print(f"{'batch':>6s}" + "".join(f" {c:>9s}" for c in contenders) + f" {'ours/floor':>11s} {'ours/floor-f':>13s}"
           + (f" {'lucent/ours':>12s}" if "lucent" in contenders else ""))
     for batch in args.batches:
         row = {}
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 raise SystemExit(f"{c} at batch {batch} failed:\n{done.stderr[-2000:]}")
             row[c] = json.loads(done.stdout.strip().splitlines()[-1])["increase_mb"]
-        line = f"{batch:>6d}" + "".join(f" {row[c]:>9.0f}" for c in contenders) + f" {row['ours'] / row['floor']:>11.2f}"
+        line = f"{batch:>6d}" + "".join(f" {row[c]:>9.0f}" for c in contenders) + f" {row['ours'] / row['floor']:>11.2f}" \
+            + f" {row['ours'] / row['floor-f']:>13.2f}"
         if "lucent" in row:
             line += f" {row['lucent'] / row['ours']:>12.2f}"
         print(line, flush=True)

@@ -36,6 +36,7 @@ from .expr import Expr
 from .plan import Plan, compile_plan, history_rows
 from .provenance import recipe_of
 from .fold import frozen_models
+from .geometry import shared_target
 from .relu import redirected_relu
 from .result import RenderResult
 
@@ -205,6 +206,24 @@ def _plan_of(objective: Any, models: Any) -> Plan:
     return _LIVE_PLANS.setdefault(plan.key, plan)
 
 
+def sampled_at_model_size(plan: Plan, transform: tf_lib.Transform, shape: Sequence[int]) -> tf_lib.Transform:
+    """`transform`, sampled straight at the size every model resizes its output to (`transforms.sampled_at`),
+    when there is one such size and the transform ends in a geometric run; else `transform` itself.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from lucent_dsl.models import ModelInfo, with_info
+        >>> net = with_info(nn.Sequential(nn.Conv2d(3, 4, 3)), ModelInfo(input_size=(32, 32)))
+        >>> t = sampled_at_model_size(compile_plan(channel("0", 1), net), tf_lib.standard(), (1, 3, 32, 32))
+        >>> t.apply.size
+        (32, 32)
+    """
+    b, c, h, w = tf_lib.compose.out_shape(transform, torch.Size(shape))
+    size = shared_target((plan.infos[name].input_geometry for name in plan.runners), int(h), int(w))
+    sized = tf_lib.sampled_at(transform, size) if size is not None else None
+    return sized if sized is not None else transform
+
+
 def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
            compile: Any, compile_mode: str | None) -> Setup:
     """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step."""
@@ -230,6 +249,7 @@ def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, 
         n = first.shape[0]  # a given parameterization sets the batch size
     elif first.shape[0] != n:
         raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
+    transform = sampled_at_model_size(plan, transform, first.shape)
     optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
     eager = steps_lib.loss_fn(plan, image_param.to_image, transform.apply, n, s.precision)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see

@@ -250,3 +250,39 @@ def test_precision_auto_follows_the_measured_rule(monkeypatch):
     assert renderer.resolve_precision("fp32", plain, cpu, big, 1) == "fp32"
     r = render(ld.channel("3", 0), tiny_net(), size=16, steps=1, progress=False)
     assert r.precision == "fp32"
+
+
+def _sized_net(size: tuple[int, int] | None, seed: int = 0) -> nn.Module:
+    from lucent_dsl.models import ModelInfo, with_info
+
+    return with_info(tiny_net(seed), ModelInfo(input_size=size, resize=size is not None))
+
+
+def test_transforms_are_sampled_at_the_size_every_model_resizes_to():
+    plan = ld.compile_plan(ld.channel("5", 1, model="a") + ld.channel("5", 2, model="b"),
+                           {"a": _sized_net((20, 20)), "b": _sized_net((20, 20), 1)})
+    t = render_mod.sampled_at_model_size(plan, transforms.standard(), (1, 3, 16, 16))
+    assert t.apply.size == (20, 20)
+    # two sizes, or a model that takes any size: the transform stays as it is, each model resizes its own
+    for other in (_sized_net((24, 24), 1), _sized_net(None, 1)):
+        plan = ld.compile_plan(ld.channel("5", 1, model="a") + ld.channel("5", 2, model="b"), {"a": _sized_net((20, 20)), "b": other})
+        assert render_mod.sampled_at_model_size(plan, transforms.standard(), (1, 3, 16, 16)).apply.size is None
+
+
+def test_a_render_sampled_at_the_model_size_scores_as_the_resized_image(monkeypatch):
+    # the first step's scores (before any update) with the fused sampling agree with those of the transform's own
+    # output resized by the preprocessing, to within the second interpolation: the same draws, the same sites
+    plan = ld.compile_plan(ld.neuron("5", 1), _sized_net((40, 40)))
+    start = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(0)),
+                                            size=(32, 32), mode="bicubic", align_corners=False).clamp(0.05, 0.95)
+
+    def first_score() -> float:
+        res = render(plan, steps=1, seed=3, param=param.fft(32, init=start), transforms=transforms.standard(),
+                     progress=False)
+        return float(res.history["neuron('5', 1)"][0])
+
+    fused = first_score()
+    monkeypatch.setattr(render_mod, "sampled_at_model_size", lambda plan, t, shape: t)
+    two_step = first_score()
+    assert fused != two_step  # the paths differ (else this test would compare a path with itself)
+    assert abs(fused - two_step) <= 0.02 * abs(two_step), (fused, two_step)

@@ -449,3 +449,52 @@ def test_params_for_another_shape_are_refused():
         t.apply(torch.rand(2, 3, 8, 8), params)
     with pytest.raises(InvalidArgumentError, match=r"\(B, C, H, W\)"):
         t.sample(gen(0), (3, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling straight at the model's size (the warp and the preprocessing resize in one sampling)
+
+SIZED = {
+    "standard": T.standard,
+    "robust": T.robust,
+    "reflect-rotate": lambda: T.chain(T.pad(5), T.jitter(2), T.random_scale((0.9, 1.1)), T.random_rotate(8.0)),
+    "crops-jitter": lambda: T.chain(T.crops(3), T.jitter(2)),
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(sorted(SIZED)), b=st.integers(1, 2), h=st.integers(24, 48), w=st.integers(24, 48),
+       th=st.integers(16, 40), tw=st.integers(16, 40), seed=st.integers(0, 2**31))
+def test_sampled_at_is_the_transform_then_a_bilinear_resize(name, b, h, w, th, tw, seed):
+    # the law: one sampling at (th, tw) == the transform's own output resized to (th, tw), up to the
+    # second interpolation (which a smooth image barely feels), from the same params and draws
+    t = SIZED[name]()
+    sized = T.sampled_at(t, (th, tw))
+    image = smooth(b, 3, h, w) * 0.25 + 0.5
+    p, q = t.sample(gen(seed), image.shape), sized.sample(gen(seed), image.shape)
+    for a, c in zip(leaves(p), leaves(q), strict=True):
+        assert torch.equal(a, c)
+    fused = sized.apply(image, q)
+    two_step = F.interpolate(t.apply(image, p), size=(th, tw), mode="bilinear", align_corners=False)
+    assert fused.shape == two_step.shape == T.compose.out_shape(sized, image.shape)
+    inside = (slice(None), slice(None), slice(3, -3), slice(3, -3))  # a grey border's edge is a step: skip it
+    assert float((fused - two_step)[inside].abs().median()) < 0.01
+    # a wrong sampling geometry (a shift of one output pixel) would be far off
+    shifted = torch.roll(two_step, 1, dims=-1)
+    assert float((fused - shifted)[inside].abs().mean()) > 1.5 * float((fused - two_step)[inside].abs().mean())
+
+
+def test_sampled_at_needs_a_geometric_run_at_the_end():
+    assert T.sampled_at(T.chain(T.standard(), T.noise(0.1)), (8, 8)) is None
+    assert T.sampled_at(T.identity(), (8, 8)) is None
+    assert T.sampled_at(T.standard(), (8, 8)).name == "standard"
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 3), h=st.integers(1, 20), w=st.integers(1, 20), seed=st.integers(0, 2**31))
+def test_broadcast_affine_grid_equals_torch(b, h, w, seed):
+    from lucent_dsl.transforms.geometry import affine_grid
+
+    theta = torch.randn(b, 2, 3, generator=gen(seed))
+    ref = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+    torch.testing.assert_close(affine_grid(theta, h, w), ref, atol=1e-5, rtol=1e-5)

@@ -180,7 +180,8 @@ def fft(
     cos_h, sin_h, a = (to_float32(t) for t in irfft2_tables(h, w))
     # The magic divisor is folded into the DFT table: one multiply fewer per step.
     a = a / FFT_MAGIC
-    scale = to_float32(scale64[..., None])
+    # (H, W', 2), not (H, W', 1): a multiply broadcast over the last axis of 2 is ~8x slower on a CPU
+    scale = to_float32(scale64[..., None].expand(*scale64.shape, 2).contiguous())
     start = None
     if init is not None:
         x = pre_squash(init_image(init, batch, channels, h, w), m, squash)
@@ -193,14 +194,15 @@ def fft(
             return {"spectrum": leaf(start, generator_device(generator))}
         return {"spectrum": randn((batch, channels, h, w // 2 + 1, 2), generator, sd)}
 
+    scale_fft = scale / FFT_MAGIC  # torch.fft's path: the divisor folded into the spectrum's scale
+
     def to_image(leaves: Mapping[str, Tensor]) -> Tensor:
         s = leaves["spectrum"]
         dev, dt = s.device, s.dtype
-        s = s * scale.to(dev, dt)
         if torch.compiler.is_compiling() or dt not in (torch.float32, torch.float64):
-            x = irfft2(s, cos_h.to(dev, dt), sin_h.to(dev, dt), a.to(dev, dt))
+            x = irfft2(s * scale.to(dev, dt), cos_h.to(dev, dt), sin_h.to(dev, dt), a.to(dev, dt))
         else:
-            x = torch.fft.irfft2(torch.view_as_complex(s.contiguous()), s=(h, w)) / FFT_MAGIC
+            x = torch.fft.irfft2(torch.view_as_complex((s * scale_fft.to(dev, dt)).contiguous()), s=(h, w))
         return finish_image(x, m32, squash_fn, offset)
 
     return ImageParam(init_fn, to_image, _recipe("fft", (h, w), batch, channels, decay_power, sd, decorrelate, squash, init))

@@ -19,12 +19,12 @@ Example:
     ((2, 3, 3), (2, 3, 12, 14))
 """
 from ._common import PAD_MODES, Transform, TransformParams
-from .compose import STANDARD_SCALES, as_transform, as_transform_arg, chain, identity, is_compilable, robust, standard
+from .compose import STANDARD_SCALES, as_transform, as_transform_arg, chain, identity, is_compilable, robust, sampled_at, standard
 from .geometry import affine, crops, jitter, pad, random_rotate, random_scale
 from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise
 
 __all__ = [
     "BACKGROUNDS", "PAD_MODES", "STANDARD_SCALES", "Transform", "TransformParams", "affine", "as_transform",
     "as_transform_arg", "chain", "composite", "crops", "gaussian_blur", "identity", "is_compilable", "jitter",
-    "noise", "pad", "random_rotate", "random_scale", "robust", "standard",
+    "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]

@@ -187,6 +187,34 @@ def chain(*transforms: Transform | Callable[[Tensor], Tensor]) -> Transform:
     return Transform(c.sample, c)
 
 
+def sampled_at(t: Transform, size: tuple[int, int]) -> Transform | None:
+    """`t` with its output sampled at `size` (H, W) by its last `grid_sample`, or None when `t` does not
+    end in a geometric run (then resize after it).
+
+    `sampled_at(t, s).apply(x, p)` is `t.apply(x, p)` bilinearly resized to `s`, done in one sampling:
+    the fused geometry reads the source at the resized output's pixel centres, so the double
+    interpolation (and the resize's forward and backward) is skipped. The params, and the random
+    draws that make them, are the same as `t`'s. A render uses it when every model resizes the
+    transformed image to one size.
+
+    Example:
+        >>> t = chain(pad(4), jitter(2))
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> p = t.sample(torch.Generator().manual_seed(0), x.shape)
+        >>> tuple(sampled_at(t, (16, 16)).apply(x, p).shape), tuple(t.apply(x, p).shape)
+        ((1, 3, 16, 16), (1, 3, 24, 24))
+    """
+    size = (int(size[0]), int(size[1]))
+    if isinstance(t.apply, Warp):
+        w = dc.replace(t.apply, size=size)
+        return t._replace(sample=w.sample, apply=w)
+    if isinstance(t.apply, _Chained) and isinstance(t.apply.parts[-1].apply, Warp):
+        last = sampled_at(t.apply.parts[-1], size)
+        c = _Chained((*t.apply.parts[:-1], cast(Transform, last)))
+        return t._replace(sample=c.sample, apply=c)
+    return None
+
+
 def is_compilable(t: Transform) -> bool:
     """False when `t` contains an `as_transform`-wrapped callable that fullgraph compiling may reject.
 
