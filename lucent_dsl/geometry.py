@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses as dc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -94,24 +94,18 @@ def fit(image: Tensor, geometry: Geometry | None) -> Tensor:
     return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
-def shared_target(geometries: Iterable[Geometry | None], h: int, w: int) -> tuple[int, int] | None:
-    """The one size every model's `fit` resizes an h x w image to, or None when some model takes h x w as
-    it is, or they want different sizes (a render then samples its transforms at this size directly).
+def resize_target(geometry: Geometry | None, h: int, w: int) -> tuple[int, int] | None:
+    """The size `fit` resizes an h x w image to under `geometry`, or None when it keeps the image as it is
+    (a render then samples its transforms at that size directly: `steps.model_inputs`).
 
     Example:
-        >>> shared_target([Geometry((224, 224), 1, "stated"), Geometry(None, 32, "probed")], 248, 248)
-        >>> shared_target([Geometry((224, 224), 1, "stated")] * 2, 248, 248)
-        (224, 224)
+        >>> resize_target(Geometry((224, 224), 1, "stated"), 248, 248), resize_target(None, 248, 248)
+        ((224, 224), None)
     """
-    targets = set()
-    for g in geometries:
-        if g is None:
-            return None
-        size = g.target(h, w)
-        if size == (h, w) or g.target(*size) != size:
-            return None
-        targets.add(size)
-    return targets.pop() if len(targets) == 1 else None
+    if geometry is None:
+        return None
+    size = geometry.target(h, w)
+    return None if size == (h, w) or geometry.target(*size) != size else size
 
 
 def _odd_multiples(base: int, k: int, steps: int, above: bool) -> list[int]:

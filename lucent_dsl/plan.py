@@ -269,20 +269,24 @@ class Plan:
     def device(self) -> torch.device:
         return _device_of(self.models)
 
-    def forward(self, image: Tensor, *, raw: Tensor | None = None) -> dict[Site, Any]:
+    def forward(self, image: Tensor | Mapping[str, Tensor], *, raw: Tensor | None = None) -> dict[Site, Any]:
         """Run every needed model (each with its own preprocessing, truncated) on `image`.
 
         Args:
-            image: (R, C, H, W) in [0, 1], after random transforms (R = crops x images).
-            raw: the rendered image before transforms, for `@image` penalties (default: `image`).
+            image: (R, C, H, W) in [0, 1], after random transforms (R = crops x images); or a mapping
+                model name -> its own such image (`steps.model_inputs`), for every model the plan runs.
+            raw: the rendered image before transforms, for `@image` penalties (default: `image`; needed
+                with a mapping).
 
         Returns:
             site -> activation, in canonical layout; the keys are `LaidSite`s (equal to the plain sites)
             that tell the terms each site's layout.
         """
         acts: dict[Site, Any] = {}
+        if isinstance(image, Mapping) and IMAGE_SITE in self.sites and raw is None:
+            raise InvalidArgumentError("Plan.forward: pass raw= (the image before transforms) with per-model images")
         for name, runner in self.runners.items():
-            x = self.infos[name].preprocess(image)
+            x = self.infos[name].preprocess(image[name] if isinstance(image, Mapping) else image)
             mine = [s for s in self.sites if s.model == name]
             outs = runner(x) if any(s.module_path != INPUT for s in mine) else {}
             hw = (int(x.shape[-2]), int(x.shape[-1]))

@@ -36,7 +36,6 @@ from .expr import Expr
 from .plan import Plan, compile_plan, history_rows
 from .provenance import recipe_of
 from .fold import frozen_models
-from .geometry import shared_target
 from .relu import redirected_relu
 from .result import RenderResult
 
@@ -166,6 +165,7 @@ class Setup(NamedTuple):
     n: int
     image_param: param_lib.ImageParam
     transform: tf_lib.Transform
+    apply: Callable  # (image, params) -> what plan.forward reads: `transform.apply`, or `steps.model_inputs`'
     generator: torch.Generator
     leaves: dict[str, Tensor]
     shape: torch.Size
@@ -206,24 +206,6 @@ def _plan_of(objective: Any, models: Any) -> Plan:
     return _LIVE_PLANS.setdefault(plan.key, plan)
 
 
-def sampled_at_model_size(plan: Plan, transform: tf_lib.Transform, shape: Sequence[int]) -> tf_lib.Transform:
-    """`transform`, sampled straight at the size every model resizes its output to (`transforms.sampled_at`),
-    when there is one such size and the transform ends in a geometric run; else `transform` itself.
-
-    Example:
-        >>> import torch.nn as nn
-        >>> from lucent_dsl.models import ModelInfo, with_info
-        >>> net = with_info(nn.Sequential(nn.Conv2d(3, 4, 3)), ModelInfo(input_size=(32, 32)))
-        >>> t = sampled_at_model_size(compile_plan(channel("0", 1), net), tf_lib.standard(), (1, 3, 32, 32))
-        >>> t.apply.size
-        (32, 32)
-    """
-    b, c, h, w = tf_lib.compose.out_shape(transform, torch.Size(shape))
-    size = shared_target((plan.infos[name].input_geometry for name in plan.runners), int(h), int(w))
-    sized = tf_lib.sampled_at(transform, size) if size is not None else None
-    return sized if sized is not None else transform
-
-
 def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
            compile: Any, compile_mode: str | None) -> Setup:
     """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step."""
@@ -249,15 +231,15 @@ def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, 
         n = first.shape[0]  # a given parameterization sets the batch size
     elif first.shape[0] != n:
         raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
-    transform = sampled_at_model_size(plan, transform, first.shape)
+    apply = steps_lib.model_inputs(plan, transform, first.shape)
     optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
-    eager = steps_lib.loss_fn(plan, image_param.to_image, transform.apply, n, s.precision)
+    eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
     if _should_compile(compile, dev, s.steps):
         # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
-        key = (image_param.to_image, transform.apply, tuple(first.shape), str(dev), s.precision, compile_mode)
+        key = (image_param.to_image, apply, tuple(first.shape), str(dev), s.precision, compile_mode)
         step = steps_lib.compiled_step(plan, key, eager, compile_mode)
-    return Setup(plan, n, image_param, transform, generator, leaves, first.shape, optim, step, eager, s.precision)
+    return Setup(plan, n, image_param, transform, apply, generator, leaves, first.shape, optim, step, eager, s.precision)
 
 
 def build_result(setup: Setup, s: Settings, record: steps_lib.StepRecord) -> RenderResult:
@@ -354,7 +336,7 @@ def render(
             record = steps_lib.run_steps(plan, setup.step, setup.eager, leaves=setup.leaves, optim=setup.optim,
                                          sample=sample, to_image=setup.image_param.to_image, steps=s.steps,
                                          on_nonfinite=s.on_nonfinite, relus=relus, snaps_at=s.snaps_at,
-                                         callback=callback, bar=bar, apply=setup.transform.apply, n=setup.n)
+                                         callback=callback, bar=bar, apply=setup.apply, n=setup.n)
     finally:
         if bar is not None:
             bar.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses as dc
 import signal
 import threading
 import types
@@ -35,7 +36,10 @@ from torch import Tensor
 
 from .errors import InvalidArgumentError, NonFiniteError
 from .expr import evaluate, top_terms
+from .geometry import resize_target
 from .plan import Plan
+from .transforms import Transform, sampled_at
+from .transforms.compose import out_shape
 
 CUDA_CHECK_EVERY = 32  # steps between device-to-host reads of the non-finite flag on CUDA
 STEPS_PER_PLAN = 8  # compiled steps kept per plan (distinct parameterization / transform / shape)
@@ -56,6 +60,48 @@ def loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: 
         return -s.total, s.rows
 
     return forward
+
+
+@dc.dataclass(frozen=True)
+class ModelInputs:
+    """`(image, params) -> {model name: its transformed image}`: the transform applied once per distinct
+    `apply`, each model reading the one sampled at the size its preprocessing resizes to (`model_inputs`)."""
+
+    groups: tuple[tuple[Callable, tuple[str, ...]], ...]  # (apply, the models that read its output)
+
+    def __call__(self, image: Tensor, params: Any) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for apply, names in self.groups:
+            x = apply(image, params)
+            out.update(dict.fromkeys(names, x))
+        return out
+
+
+def model_inputs(plan: Plan, transform: Transform, shape: Sequence[int]) -> Callable:
+    """What a step applies to the rendered image: `transform.apply`, or, when some model resizes the
+    transformed image and the transform ends in a geometric run, a `ModelInputs` that samples that
+    model's input straight at its size (`transforms.sampled_at`: one interpolation instead of two, and
+    no resize to run forward and backward). Each model gets the same image whichever other models
+    the plan reads, so a term scores the same alone or in an ensemble.
+
+    Example:
+        >>> import torch.nn as nn, lucent_dsl as ld
+        >>> from lucent_dsl.models import ModelInfo, with_info
+        >>> from lucent_dsl.transforms import standard
+        >>> net = with_info(nn.Sequential(nn.Conv2d(3, 4, 3)), ModelInfo(input_size=(32, 32)))
+        >>> apply = model_inputs(ld.compile_plan(ld.channel("0", 1), net), standard(), (1, 3, 32, 32))
+        >>> [(a.size, names) for a, names in apply.groups]
+        [((32, 32), ('model',))]
+    """
+    _, _, h, w = out_shape(transform, torch.Size(shape))
+    by_apply: dict[Any, list[str]] = {}
+    for name in plan.runners:
+        size = resize_target(plan.infos[name].input_geometry, int(h), int(w))
+        sized = sampled_at(transform, size) if size is not None else None
+        by_apply.setdefault((sized or transform).apply, []).append(name)
+    if list(by_apply) == [transform.apply]:
+        return transform.apply
+    return ModelInputs(tuple((apply, tuple(names)) for apply, names in by_apply.items()))
 
 
 def _own_code(fn: Callable) -> Callable:

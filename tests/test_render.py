@@ -13,6 +13,7 @@ from lucent_dsl import param, transforms
 from lucent_dsl import render
 
 render_mod = importlib.import_module("lucent_dsl.renderer")  # the package's `render` is the function
+steps_mod = importlib.import_module("lucent_dsl.steps")
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
@@ -261,12 +262,20 @@ def _sized_net(size: tuple[int, int] | None, seed: int = 0) -> nn.Module:
 def test_transforms_are_sampled_at_the_size_every_model_resizes_to():
     plan = ld.compile_plan(ld.channel("5", 1, model="a") + ld.channel("5", 2, model="b"),
                            {"a": _sized_net((20, 20)), "b": _sized_net((20, 20), 1)})
-    t = render_mod.sampled_at_model_size(plan, transforms.standard(), (1, 3, 16, 16))
-    assert t.apply.size == (20, 20)
-    # two sizes, or a model that takes any size: the transform stays as it is, each model resizes its own
-    for other in (_sized_net((24, 24), 1), _sized_net(None, 1)):
-        plan = ld.compile_plan(ld.channel("5", 1, model="a") + ld.channel("5", 2, model="b"), {"a": _sized_net((20, 20)), "b": other})
-        assert render_mod.sampled_at_model_size(plan, transforms.standard(), (1, 3, 16, 16)).apply.size is None
+    apply = steps_mod.model_inputs(plan, transforms.standard(), (1, 3, 16, 16))
+    assert [(a.size, names) for a, names in apply.groups] == [((20, 20), ("a", "b"))]
+    # two sizes, or a model that takes any size: each model reads the image sampled at its own size
+    for other, size in ((_sized_net((24, 24), 1), (24, 24)), (_sized_net(None, 1), None)):
+        plan = ld.compile_plan(ld.channel("5", 1, model="a") + ld.channel("5", 2, model="b"),
+                               {"a": _sized_net((20, 20)), "b": other})
+        apply = steps_mod.model_inputs(plan, transforms.standard(), (1, 3, 16, 16))
+        assert [(a.size, names) for a, names in apply.groups] == [((20, 20), ("a",)), (size, ("b",))]
+        images = apply(torch.rand(1, 3, 16, 16), transforms.standard().sample(None, (1, 3, 16, 16)))
+        assert images["a"].shape[-2:] == (20, 20) and images["b"].shape[-2:] == (size or (40, 40))
+    # nothing resized: the transform's own apply, unchanged
+    plan = ld.compile_plan(ld.channel("5", 1), _sized_net(None))
+    t = transforms.standard()
+    assert steps_mod.model_inputs(plan, t, (1, 3, 16, 16)) is t.apply
 
 
 def test_a_render_sampled_at_the_model_size_scores_as_the_resized_image(monkeypatch):
@@ -282,7 +291,7 @@ def test_a_render_sampled_at_the_model_size_scores_as_the_resized_image(monkeypa
         return float(res.history["neuron('5', 1)"][0])
 
     fused = first_score()
-    monkeypatch.setattr(render_mod, "sampled_at_model_size", lambda plan, t, shape: t)
+    monkeypatch.setattr(steps_mod, "model_inputs", lambda plan, t, shape: t.apply)
     two_step = first_score()
     assert fused != two_step  # the paths differ (else this test would compare a path with itself)
     assert abs(fused - two_step) <= 0.02 * abs(two_step), (fused, two_step)
