@@ -33,7 +33,7 @@ from typing import NoReturn
 from . import commands
 from .commands import EXIT_INTERRUPTED, EXIT_OK, UsageError as _UsageError
 from .errors import LucentError
-from .explore.command import positive as _positive
+from .commands import positive as _positive
 
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2

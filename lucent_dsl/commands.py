@@ -22,6 +22,27 @@ EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
 
+def size_arg(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        parts = []
+    parts = parts * 2 if len(parts) == 1 else parts
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, e.g. 128 or 96x128, got {text!r}")
+    return parts[0], parts[1]
+
+
+def positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return n
+
+
 class UsageError(LucentError):
     """A command line that argparse rejects, or options that do not go together."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError
-from .explore.command import positive, size_arg
+from .commands import positive, size_arg
 
 TILE = 64
 

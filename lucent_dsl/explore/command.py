@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..commands import positive, size_arg
 from ..errors import InvalidArgumentError
 
 
@@ -36,27 +37,6 @@ def layer_list(text: str) -> list[str]:
     if not all(layers):
         raise argparse.ArgumentTypeError(f"expected LAYER[,LAYER...] (names from `lucent-dsl layers`), got {text!r}")
     return layers
-
-
-def size_arg(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
-    except ValueError:
-        parts = []
-    parts = parts * 2 if len(parts) == 1 else parts
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, e.g. 128 or 96x128, got {text!r}")
-    return parts[0], parts[1]
-
-
-def positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return n
 
 
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageError, InvalidArgumentError
-from ..explore.command import positive as _positive
+from ..commands import positive as _positive
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco")
