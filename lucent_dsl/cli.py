@@ -205,12 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         debug = getattr(args, "debug", False)
-        if getattr(args, "threads", None):
-            import torch
+        from .resources import torch_threads
 
-            torch.set_num_threads(args.threads)
-            args.threads = torch.get_num_threads()
-        return args.run(args)
+        with torch_threads(getattr(args, "threads", None)) as threads:  # the caller's count restored after
+            if getattr(args, "threads", None):
+                args.threads = threads
+            return args.run(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -36,6 +36,7 @@ from . import trust
 from .checks import check_models, check_seed
 from .errors import InvalidArgumentError
 from .models import info_of
+from .resources import torch_threads
 from .specs import build_models, default_size, first_model, normalize_spec, parse_spec
 from .parser import parse
 
@@ -263,15 +264,17 @@ class Recipe:
             UntrustedRecipeError: the recipe asks for what `allow` does not name.
             LucentError: a bad objective, layer or setting; `recipes` missing for caricature/accentuate.
         """
-        from .plan import compile_plan
-        from .renderer import render
-
         self.check_trusted(allow, models=models is None)
         if models is None:
             models = build_models(self.models, device=device)
         check_models(models)
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)  # the pixels depend on it (reductions split per thread)
+        with torch_threads(self.threads):  # the pixels depend on it (reductions split per thread); restored after
+            return self._replay(models, device, compile, progress, thresholds, callback)
+
+    def _replay(self, models: Any, device: Any, compile: Any, progress: bool, thresholds: Any, callback: Any) -> Any:
+        from .plan import compile_plan
+        from .renderer import render
+
         size = self.size or default_size(models)
         common: dict[str, Any] = {"steps": self.steps, "seed": self.seed, "lr": self.lr, "progress": progress,
                                   "thresholds": thresholds, "callback": callback}

@@ -18,12 +18,13 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses as dc
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,25 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False, need_b
             f"cannot write {what} {str(p)!r}: it needs about {_gb(need_bytes)} but {str(base)!r} has {_gb(free)} free"
         )
     return p
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """`torch.set_num_threads(n)` for the body, the caller's count restored after (None: leave it). A command run
+    in-process (`cli.main`, `Recipe.replay`) must not change the threads of everything that runs after it.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1) as now:
+        ...     now
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

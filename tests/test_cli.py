@@ -507,3 +507,16 @@ def test_out_names_the_format_and_the_recipe_travels_inside(capsys, spec, tmp_pa
     assert read_metadata(again)[RECIPE_KEY] == read_metadata(out)[RECIPE_KEY]
     if suffix == ".webp":  # lossless: the same pixels
         assert np.array_equal(pixels(out), pixels(again))
+
+
+def test_threads_apply_to_the_command_only(monkeypatch):
+    # run in-process (a notebook, a test), `--threads` sets the command's torch threads and not the caller's after
+    import torch
+
+    before = torch.get_num_threads()
+    other = 2 if before != 2 else 1
+    seen: list[int] = []
+    monkeypatch.setattr(cli, "_cmd_objectives", lambda args: seen.append(torch.get_num_threads()) or 0)
+    assert cli.main(["objectives", "--threads", str(other)]) == 0
+    assert seen == [other]
+    assert torch.get_num_threads() == before
