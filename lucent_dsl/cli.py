@@ -207,9 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = getattr(args, "debug", False)
         from .resources import torch_threads
 
-        with torch_threads(getattr(args, "threads", None)) as threads:  # the caller's count restored after
-            if getattr(args, "threads", None):
-                args.threads = threads
+        wanted = getattr(args, "threads", None)
+        with torch_threads(wanted) as threads:  # the caller's count restored after
+            if wanted:
+                args.threads = threads  # what torch granted
             return args.run(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

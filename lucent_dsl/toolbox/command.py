@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ImageError, InvalidArgumentError
 from ..commands import positive as _positive
+from ..resources import torch_threads
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco")
@@ -131,13 +132,10 @@ def run(args: argparse.Namespace) -> int:
     _precision(args)
     if getattr(args, "decay_power", None) is not None:
         raise InvalidArgumentError(f"{args.toolbox} renders with the default spectrum; drop --decay-power")
-    if getattr(args, "threads", None):  # main() has set them already; kept for direct callers
-        import torch
-
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    wrote = {"groups": _groups, "activation-atlas": _atlas, "dictionary": _dictionary, "texture": _texture,
-             "maco": _maco}[args.toolbox](args)
+    with torch_threads(getattr(args, "threads", None)):  # main() sets them too; this serves direct callers
+        wrote = {"groups": _groups, "activation-atlas": _atlas, "dictionary": _dictionary, "texture": _texture,
+                 "maco": _maco}[args.toolbox](args)
     _say(args, f"wrote {wrote} in {time.perf_counter() - start:.1f} s")
     return 0
 

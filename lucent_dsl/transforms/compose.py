@@ -194,8 +194,8 @@ def sampled_at(t: Transform, size: tuple[int, int]) -> Transform | None:
     `sampled_at(t, s).apply(x, p)` is `t.apply(x, p)` bilinearly resized to `s`, done in one sampling:
     the fused geometry reads the source at the resized output's pixel centres, so the double
     interpolation (and the resize's forward and backward) is skipped. The params, and the random
-    draws that make them, are the same as `t`'s. A render uses it when every model resizes the
-    transformed image to one size.
+    draws that make them, are the same as `t`'s. A render gives each model that resizes the
+    transformed image its input sampled this way (`steps.model_inputs`).
 
     Example:
         >>> t = chain(pad(4), jitter(2))

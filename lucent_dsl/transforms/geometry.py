@@ -84,7 +84,7 @@ class Warp:
         rows = torch.tensor([2.0 / w_in, 2.0 / h_in, 1.0], dtype=image.dtype, device=image.device)
         cols = torch.tensor([w / 2.0, h / 2.0, 1.0], dtype=image.dtype, device=image.device)
         theta = (m * rows[:, None] * cols[None, :])[:, :2]
-        h, w = self.size or (h, w)
+        h, w = self.size or (h, w)  # from here on: the sampled output's size
         grid = affine_grid(theta, h, w)
         if k > 1:
             # stack an image's k crops along the grid's height, so the source is not copied k times
