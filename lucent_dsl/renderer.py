@@ -336,7 +336,8 @@ def render(
             record = steps_lib.run_steps(plan, setup.step, setup.eager, leaves=setup.leaves, optim=setup.optim,
                                          sample=sample, to_image=setup.image_param.to_image, steps=s.steps,
                                          on_nonfinite=s.on_nonfinite, relus=relus, snaps_at=s.snaps_at,
-                                         callback=callback, bar=bar, apply=setup.apply, n=setup.n)
+                                         callback=callback, bar=bar, apply=setup.apply, n=setup.n,
+                                         precision=setup.precision)
     finally:
         if bar is not None:
             bar.close()

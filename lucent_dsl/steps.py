@@ -28,7 +28,7 @@ import dataclasses as dc
 import signal
 import threading
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -45,18 +45,35 @@ CUDA_CHECK_EVERY = 32  # steps between device-to-host reads of the non-finite fl
 STEPS_PER_PLAN = 8  # compiled steps kept per plan (distinct parameterization / transform / shape)
 
 
+def forward_at(plan: Plan, x: Tensor | Mapping[str, Tensor], image: Tensor, precision: str) -> dict:
+    """`plan.forward(x, raw=image)` in `precision`: the one place a render's models run under bf16 autocast.
+
+    `x` is whatever the step's `apply` made: one tensor, a per-model mapping (`model_inputs`), or an empty
+    mapping for a plan that reads only the image. The autocast device is the rendered image's, which every
+    shape of `x` shares; floating activations come back as float32, so the terms always score in fp32.
+
+    Example:
+        >>> import torch, torch.nn as nn, lucent_dsl as ld
+        >>> plan = ld.compile_plan(ld.channel("0", 1), nn.Sequential(nn.Conv2d(3, 4, 3)))
+        >>> img = torch.rand(1, 3, 8, 8)
+        >>> [v.dtype for v in forward_at(plan, {"model": img}, img, "bf16").values()]
+        [torch.float32]
+    """
+    if precision != "bf16":
+        return plan.forward(x, raw=image)
+    with torch.autocast(image.device.type, dtype=torch.bfloat16):
+        acts = plan.forward(x, raw=image)
+    return {k: v.float() if isinstance(v, Tensor) and v.dtype in _LOW else v for k, v in acts.items()}
+
+
+_LOW = (torch.bfloat16, torch.float16)
+
+
 def loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: str) -> Callable:
     """The differentiable part of one step: (leaves, transform params) -> (loss, (T, n) per-summand scores)."""
     def forward(leaves: dict[str, Tensor], tparams: Any) -> tuple[Tensor, Tensor]:
         img = to_image(leaves)
-        x = apply(img, tparams)
-        if precision == "bf16":
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                acts = plan.forward(x, raw=img)
-            acts = {k: v.float() if isinstance(v, Tensor) else v for k, v in acts.items()}
-        else:
-            acts = plan.forward(x, raw=img)
-        s = plan.scores(acts, n)
+        s = plan.scores(forward_at(plan, apply(img, tparams), img, precision), n)
         return -s.total, s.rows
 
     return forward
@@ -134,14 +151,14 @@ def nonfinite_message(step: int, names: Sequence[str], rows: Tensor, loss: Tenso
 
 
 def nonfinite_grad_terms(plan: Plan, to_image: Callable, apply: Callable, leaves: dict[str, Tensor],
-                         tparams: Any, n: int) -> list[str]:
+                         tparams: Any, n: int, precision: str = "fp32") -> list[str]:
     """The summands whose own gradient is not finite (the step is redone eagerly: error path only).
 
     Each summand is evaluated and differentiated on its own: through the stacked rows, a zero gradient
     times an infinite local derivative of another summand would read as NaN and blame every one.
     """
     img = to_image(leaves)
-    acts = plan.forward(apply(img, tparams), raw=img)
+    acts = forward_at(plan, apply(img, tparams), img, precision)
     out = []
     for name, term in zip(plan.term_labels, top_terms(plan.objective)):
         value = evaluate(term, acts, n)
@@ -209,7 +226,7 @@ def ctrl_c_between_steps() -> Iterator[Callable[[], bool]]:
 def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Tensor], optim: torch.optim.Optimizer,
               sample: Callable[[], Any], to_image: Callable, steps: int, on_nonfinite: str, relus: Any,
               snaps_at: Sequence[int], callback: Callable | None, bar: Any,
-              apply: Callable | None = None, n: int = 1) -> StepRecord:
+              apply: Callable | None = None, n: int = 1, precision: str = "fp32") -> StepRecord:
     """The loop. Ctrl-C ends it cleanly; every finished step's scores are kept."""
     rows: list[Tensor] = []
     snapshots: dict[int, Tensor] = {}
@@ -240,8 +257,9 @@ def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Te
                                              "on_nonfinite='skip'.")
                 elif not bool(ok):
                     if on_nonfinite == "raise":
-                        culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else \
-                            nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n)
+                        culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else (
+                            nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n,
+                                                 precision))
                         raise NonFiniteError(nonfinite_message(step, plan.term_labels, step_rows, loss, culprits))
                     skipped.append(step)
                     optim.zero_grad(set_to_none=True)
