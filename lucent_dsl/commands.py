@@ -85,6 +85,14 @@ def overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def fresh_recipe(args: argparse.Namespace, **extra: Any) -> Any:
+    """The recipe of a command given on the command line (not read from a file): the flags over `Recipe`'s
+    defaults, with `precision="auto"` when `--precision` is absent, as in Python's `render`."""
+    from .replay import Recipe
+
+    return Recipe(**{"precision": "auto", **overrides(args, **extra)})
+
+
 def image_path(text: str) -> str:
     from .io import image_size
 
@@ -184,6 +192,8 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
     start = time.perf_counter()
     result = recipe.run(models, device=device, compile=_compile_flag(args), progress=False if getattr(args, "quiet", False) else "bar",
                         thresholds=thresholds, allow="all")
+    if result.precision != recipe.precision:  # the file records what ran (resolved() decided it by render's rule)
+        recipe = recipe.replace(precision=result.precision)
     scores = [float(s) for s in result.scores()]
     score = scores[0] if len(scores) == 1 else None
     if result.interrupted:
@@ -240,14 +250,13 @@ def render(args: argparse.Namespace) -> int:
     elif args.objective is None:
         raise UsageError("render needs an OBJECTIVE (DSL text) or --recipe FILE")
     else:
-        recipe = Recipe(**overrides(args, objective=args.objective))
+        recipe = fresh_recipe(args, objective=args.objective)
         check_caps(steps=recipe.steps, size=recipe.size, batch=recipe.batch, allow="large" in allowed)
     return run_and_save(args, recipe, out, args.gif, args.every)
 
 
 def caricature(args: argparse.Namespace) -> int:
     from .atlas import default_layers
-    from .replay import Recipe
     from .specs import build_models
 
     check_outputs(args.out, None)
@@ -256,17 +265,14 @@ def caricature(args: argparse.Namespace) -> int:
     if isinstance(models, dict):
         raise InvalidArgumentError(f"caricature takes one model, got {len(models)}; give one --model")
     layers = tuple(args.layers or default_layers(models, args.size))
-    recipe = Recipe(**overrides(args, command="caricature", image=image, layers=layers,
-                                transforms=args.transforms or "none"))
+    recipe = fresh_recipe(args, command="caricature", image=image, layers=layers, transforms=args.transforms or "none")
     return run_and_save(args, recipe, args.out, models=models)
 
 
 def accentuate(args: argparse.Namespace) -> int:
-    from .replay import Recipe
-
     check_outputs(args.out, None)
-    recipe = Recipe(**overrides(args, command="accentuate", image=image_path(args.image), objective=args.objective,
-                                transforms=args.transforms or "none"))
+    recipe = fresh_recipe(args, command="accentuate", image=image_path(args.image), objective=args.objective,
+                          transforms=args.transforms or "none")
     return run_and_save(args, recipe, args.out)
 
 
@@ -311,7 +317,6 @@ def atlas(args: argparse.Namespace) -> int:
     from .atlas import distributed
     from .atlas.lock import check_unlocked
     from .checks import check_models, resolve_device
-    from .replay import Recipe
     from .resources import check_caps, check_memory, check_writable
     from .specs import build_models
 
@@ -331,8 +336,8 @@ def atlas(args: argparse.Namespace) -> int:
     if isinstance(models, dict):
         raise InvalidArgumentError(f"an atlas renders one model's channels, got {len(models)} models; give one --model")
     check_models(models)
-    base = Recipe(**overrides(args, objective=atlas_lib.AtlasJob(layers[0], 0, 0).objective, batch=None,
-                              seed=None)).resolved(models)
+    base = fresh_recipe(args, objective=atlas_lib.AtlasJob(layers[0], 0, 0).objective, batch=None,
+                        seed=None).resolved(models)
     check_caps(size=base.size, allow="large" in allowed)
     counts = atlas_lib.channel_counts(models, layers, base.size)
     jobs = atlas_lib.layers_jobs({layer: atlas_lib.parse_channels(args.channels, counts[layer]) for layer in layers},

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import param as param_lib
+from . import hardware as hw_lib
 from . import steps as steps_lib
 from . import transforms as tf_lib
 from .checks import normalize_device
@@ -38,23 +39,9 @@ from .provenance import recipe_of
 from .fold import frozen_models
 from .relu import redirected_relu
 from .result import RenderResult
+from .steps import Setup
 
-# compile="auto" on the CPU compiles renders of at least this many steps; None: never. Measured with
-# benchmarks/bench_compile.py (2-core AMD EPYC, 1 thread, torch 2.14; see benchmarks/README.md): a cold compile
-# costs 75-130 s (minutes under load), and the compiled step is ~8-11% faster for resnet18 (break-even ~5,500
-# steps at batch 1, ~300 at batch 16) but 7% to 2x slower for mobilenet_v2, so it never pays there. Since the eager
-# runner folds BatchNorms and runs channels-last (lucent_dsl.fold), the compiled step is 1.2-2.7x slower than the
-# eager one for both models (benchmarks/bench_step.py). Auto stays off.
-CPU_COMPILE_MIN_STEPS: int | None = None
 _LIVE_PLANS: weakref.WeakValueDictionary[tuple, Plan] = weakref.WeakValueDictionary()  # key -> a plan still in use
-
-
-def _cpu_has_bf16(strict: bool = False) -> bool:
-    """Whether oneDNN has native bf16 kernels on this CPU (when torch cannot tell: not `strict`)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return not strict
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -101,43 +88,27 @@ def _make_optimizer(optimizer: Any, leaves: list[Tensor], lr: float) -> torch.op
 
 
 
-def _should_compile(compile: Any, device: torch.device, steps: int) -> bool:
+def _should_compile(compile: Any, hw: hw_lib.Hardware, steps: int) -> bool:
     if compile == "auto":
-        return device.type == "cuda" or (CPU_COMPILE_MIN_STEPS is not None and steps >= CPU_COMPILE_MIN_STEPS)
+        return hw_lib.auto_compiles(hw, steps)
     if isinstance(compile, bool):
         return compile
     raise InvalidArgumentError(f"compile must be True, False or 'auto', got {compile!r}")
 
 
-# precision="auto" picks bf16 only where it was measured to pay (issue 18, AVX-512 BF16 CPU, 1 thread, 224 px,
-# batch 1: resnet18 layer3 0.029 s/step in bf16 vs 0.044 in fp32; mobilenet_v2 features.14 0.038 vs 0.031, slower,
-# because oneDNN's bf16 depthwise convolutions are slow) and only on work large enough for it to matter.
-AUTO_BF16_MIN_PIXELS = 128 * 128  # per step (images x crops x H x W at the model input is larger still)
-
-
-def _has_depthwise(plan: Plan) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-               for model in plan.models.values() for m in model.modules())
-
-
-def resolve_precision(precision: str, plan: Plan, device: torch.device, size: tuple[int, int], n: int) -> str:
-    """"auto" -> "bf16" on CUDA GPUs with bf16, and on CPUs with native bf16 for plans without depthwise
-    convolutions and at least `AUTO_BF16_MIN_PIXELS` pixels per step; "fp32" everywhere else.
+def resolve_precision(precision: str, plan: Plan, device: torch.device, size: tuple[int, int], n: int,
+                      hw: hw_lib.Hardware | None = None) -> str:
+    """`hardware.resolve_precision` for the models `plan` runs.
 
     Example:
         >>> import torch.nn as nn
         >>> plan = compile_plan(channel("0", 1), nn.Sequential(nn.Conv2d(3, 4, 3)))
         >>> resolve_precision("auto", plan, torch.device("cpu"), (16, 16), 1)
         'fp32'
+        >>> resolve_precision("auto", plan, torch.device("cpu"), (16, 16), 1, hw_lib.Hardware("cuda", bf16=True))
+        'bf16'
     """
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and _cpu_has_bf16(strict=True) and n * size[0] * size[1] >= AUTO_BF16_MIN_PIXELS \
-            and not _has_depthwise(plan):
-        return "bf16"
-    return "fp32"
+    return hw_lib.resolve_precision(precision, plan.models.values(), device, size, n, hw)
 
 
 def image_channels(plan: Plan) -> int:
@@ -156,23 +127,6 @@ class Settings(NamedTuple):
     on_nonfinite: str
     snaps_at: tuple[int, ...]
     redirect_relu: int
-
-
-class Setup(NamedTuple):
-    """Everything the loop needs (phase 2)."""
-
-    plan: Plan
-    n: int
-    image_param: param_lib.ImageParam
-    transform: tf_lib.Transform
-    apply: Callable  # (image, params) -> what plan.forward reads: `transform.apply`, or `steps.model_inputs`'
-    generator: torch.Generator
-    leaves: dict[str, Tensor]
-    shape: torch.Size
-    optim: torch.optim.Optimizer
-    step: Callable
-    eager: Callable
-    precision: str  # "fp32" or "bf16": "auto" resolved
 
 
 def check_settings(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any, on_nonfinite: Any,
@@ -207,20 +161,17 @@ def _plan_of(objective: Any, models: Any) -> Plan:
 
 
 def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
-           compile: Any, compile_mode: str | None) -> Setup:
-    """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step."""
+           compile: Any, compile_mode: str | None, hardware: hw_lib.Hardware | None = None) -> Setup:
+    """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step.
+
+    Every machine-dependent decision reads `hardware` (default: `Hardware.of(device)`)."""
     dev = normalize_device(device) if device is not None else plan.device
     if dev != plan.device and any(True for m in plan.models.values() for _ in m.parameters()):
         raise InvalidArgumentError(f"device={dev} but the models are on {plan.device}; move the models or drop device=")
     if plan.n_images and batch is not None and batch != plan.n_images:
         raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
     n = _check_int("batch", plan.n_images or batch or 1)
-    s = s._replace(precision=resolve_precision(s.precision, plan, dev, s.size, n))
-    if s.precision == "bf16" and dev.type == "cpu" and not _cpu_has_bf16():
-        warnings.warn(
-            "precision='bf16' on a CPU without bf16 units (AVX-512 BF16 or AMX): bf16 is emulated there and was "
-            "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
-            UserWarning, stacklevel=3)
+    hw = hardware or hw_lib.Hardware.of(dev)
     image_param = param if param is not None else _default_param(s.size, n, image_channels(plan))
     transform = _as_transform(transforms)
     generator = torch.Generator(dev).manual_seed(s.seed)
@@ -231,15 +182,23 @@ def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, 
         n = first.shape[0]  # a given parameterization sets the batch size
     elif first.shape[0] != n:
         raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
+    # "auto" decided on the image the parameterization makes (a given param's size, not `size=`'s default)
+    s = s._replace(precision=resolve_precision(s.precision, plan, dev, tuple(first.shape[-2:]), n, hw))
+    if hw_lib.bf16_is_emulated(hw, s.precision):
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 units (AVX-512 BF16 or AMX): bf16 is emulated there and was "
+            "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
+            UserWarning, stacklevel=3)
     apply = steps_lib.model_inputs(plan, transform, first.shape)
     optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
     eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
-    if _should_compile(compile, dev, s.steps):
+    if _should_compile(compile, hw, s.steps):
         # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
         key = (image_param.to_image, apply, tuple(first.shape), str(dev), s.precision, compile_mode)
         step = steps_lib.compiled_step(plan, key, eager, compile_mode)
-    return Setup(plan, n, image_param, transform, apply, generator, leaves, first.shape, optim, step, eager, s.precision)
+    return Setup(plan, n, image_param, transform, apply, generator, leaves, first.shape, optim, step, eager, s.precision,
+                 hw_lib.defers_nonfinite_check(hw, s.on_nonfinite))
 
 
 def build_result(setup: Setup, s: Settings, record: steps_lib.StepRecord) -> RenderResult:
@@ -326,18 +285,10 @@ def render(
                    compile=compile, compile_mode=compile_mode)
     bar = _progress(s.steps, progress)
     models_run = list(plan.models.values())
-
-    def sample() -> Any:
-        with torch.no_grad():
-            return setup.transform.sample(setup.generator, setup.shape)
-
     try:
         with frozen_models(models_run), redirected_relu(models_run, s.redirect_relu) as relus:
-            record = steps_lib.run_steps(plan, setup.step, setup.eager, leaves=setup.leaves, optim=setup.optim,
-                                         sample=sample, to_image=setup.image_param.to_image, steps=s.steps,
-                                         on_nonfinite=s.on_nonfinite, relus=relus, snaps_at=s.snaps_at,
-                                         callback=callback, bar=bar, apply=setup.apply, n=setup.n,
-                                         precision=setup.precision)
+            record = steps_lib.run_steps(setup, steps=s.steps, on_nonfinite=s.on_nonfinite, snaps_at=s.snaps_at,
+                                         relus=relus, callback=callback, bar=bar)
     finally:
         if bar is not None:
             bar.close()

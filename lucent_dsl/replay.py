@@ -83,7 +83,7 @@ class Recipe:
         param: "fft" or "pixel" (see `lucent_dsl.param`).
         transforms: "standard" (`transforms.standard()`; for caricature/accentuate, applied paired
             to the source image too), "robust" (`transforms.robust()`) or "none".
-        precision: "fp32" or "bf16".
+        precision: "fp32" or "bf16" (what ran); "auto" until `resolved` (the render's rule decides).
         command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.recipes`).
         image: the input image of caricature/accentuate (an absolute path).
         layers: the layers of a caricature.
@@ -234,14 +234,25 @@ class Recipe:
         return build_models(self.models, device=device)
 
     def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
-        """The recipe with `size` and `models` filled in, as it is stored next to an image."""
+        """The recipe with `size`, `models` and `precision` filled in, as it is stored next to an image.
+
+        `precision="auto"` becomes what a render of these models on their device runs (`hardware.resolve_precision`,
+        the render's own rule), so the file records what ran and replays the same on any machine.
+        """
+        from .hardware import resolve_precision
+
         size = self.size
         if size is None and self.command != "render" and info_of(first_model(models)).input_size is None:
             size = _image_size(self.image)  # the recipes' own default: the image's size
+        size = size or default_size(models)
+        mods = list(models.values()) if isinstance(models, Mapping) else [models]
+        device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
+        images = len(self.layers) if self.command == "caricature" else 1 if self.command == "accentuate" else self.batch
         return dc.replace(
             self,
-            size=size or default_size(models),
+            size=size,
             models=tuple(normalize_spec(m) for m in (self.models or (zoo.DEFAULT,))),
+            precision=resolve_precision(self.precision, mods, device, size, images),
         )
 
     def run(

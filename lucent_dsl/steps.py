@@ -11,6 +11,8 @@ Non-finite values: on the CPU the check runs every step (a host sync costs nothi
 a per-step `bool(...)` would stall the GPU, so with `on_nonfinite="raise"` the check is folded into
 a device-side flag that is read every `CUDA_CHECK_EVERY` steps and at the end (the error still
 names the first bad step); `"skip"` must decide before each optimizer step, so it syncs every step.
+Which one runs is `Setup.deferred_check` (`hardware.defers_nonfinite_check`), so the CPU tests can
+run the deferred path too.
 
 Example:
     >>> import torch, torch.nn as nn, lucent_dsl as ld
@@ -180,6 +182,29 @@ def no_gradient_message(step: int, plan: Plan) -> str:
     )
 
 
+class Setup(NamedTuple):
+    """Everything the loop needs, made by `renderer.set_up`."""
+
+    plan: Plan
+    n: int
+    image_param: Any  # an ImageParam: init(generator) -> leaves, to_image(leaves) -> images
+    transform: Transform
+    apply: Callable  # (image, params) -> what plan.forward reads: `transform.apply`, or `model_inputs`'
+    generator: torch.Generator
+    leaves: dict[str, Tensor]
+    shape: torch.Size
+    optim: torch.optim.Optimizer
+    step: Callable  # the (compiled) `loss_fn`
+    eager: Callable  # the same, never compiled (redirected-ReLU steps)
+    precision: str  # "fp32" or "bf16": "auto" resolved
+    deferred_check: bool  # the non-finite check is a device-side flag (`hardware.defers_nonfinite_check`)
+
+    def sample(self) -> Any:
+        """This step's random transform parameters (drawn outside the compiled step: static shapes)."""
+        with torch.no_grad():
+            return self.transform.sample(self.generator, self.shape)
+
+
 class StepRecord(NamedTuple):
     """What the loop produced: index-aligned per-summand rows of every step, snapshots, skipped steps."""
 
@@ -223,26 +248,24 @@ def ctrl_c_between_steps() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Tensor], optim: torch.optim.Optimizer,
-              sample: Callable[[], Any], to_image: Callable, steps: int, on_nonfinite: str, relus: Any,
-              snaps_at: Sequence[int], callback: Callable | None, bar: Any,
-              apply: Callable | None = None, n: int = 1, precision: str = "fp32") -> StepRecord:
+def run_steps(setup: Setup, *, steps: int, on_nonfinite: str, snaps_at: Sequence[int], relus: Any,
+              callback: Callable | None, bar: Any) -> StepRecord:
     """The loop. Ctrl-C ends it cleanly; every finished step's scores are kept."""
+    plan, leaves, optim, to_image = setup.plan, setup.leaves, setup.optim, setup.image_param.to_image
     rows: list[Tensor] = []
     snapshots: dict[int, Tensor] = {}
     skipped: list[int] = []
     device = next(iter(leaves.values())).device
-    lazy = on_nonfinite == "raise" and device.type == "cuda"
-    flag = _NonFiniteFlag(device, CUDA_CHECK_EVERY) if lazy else None
+    flag = _NonFiniteFlag(device, CUDA_CHECK_EVERY) if setup.deferred_check and on_nonfinite == "raise" else None
     done, score = 0, None
     try:
         with ctrl_c_between_steps() as pressed:
             for step in range(1, steps + 1):
                 if pressed():
                     raise KeyboardInterrupt
-                tparams = sample()
+                tparams = setup.sample()
                 optim.zero_grad(set_to_none=True)
-                loss, step_rows = (eager if relus.active else fn)(leaves, tparams)
+                loss, step_rows = (setup.eager if relus.active else setup.step)(leaves, tparams)
                 if not loss.requires_grad:
                     raise InvalidArgumentError(no_gradient_message(step, plan))
                 loss.backward()
@@ -258,8 +281,8 @@ def run_steps(plan: Plan, fn: Callable, eager: Callable, *, leaves: dict[str, Te
                 elif not bool(ok):
                     if on_nonfinite == "raise":
                         culprits = () if not bool(torch.isfinite(step_rows.detach()).all()) else (
-                            nonfinite_grad_terms(plan, to_image, apply or (lambda x, p: x), leaves, tparams, n,
-                                                 precision))
+                            nonfinite_grad_terms(plan, to_image, setup.apply, leaves, tparams, setup.n,
+                                                 setup.precision))
                         raise NonFiniteError(nonfinite_message(step, plan.term_labels, step_rows, loss, culprits))
                     skipped.append(step)
                     optim.zero_grad(set_to_none=True)

@@ -203,8 +203,20 @@ class HookRunner:
 
     The first call runs the whole forward and counts each needed module's calls; later calls stop
     right after the last call of every needed module (a module called twice is read at its second
-    call, as by fx). Outputs that something later writes to in place (seen by their version counters)
-    are cloned from then on; that first call is repeated with clones.
+    call, as by fx). Layers past the deepest needed one never decide whether a render works: if that
+    counting forward raises after every needed module has been seen, the error ends it quietly, the
+    counts stand, and `describe()` says so. Outputs that something later writes to in place (seen by
+    their version counters) are cloned from then on; that first call is repeated with clones.
+
+    Example:
+        >>> class Boom(nn.Module):
+        ...     def forward(self, x):
+        ...         raise ValueError("a head that wants another size")
+        >>> run = HookRunner(nn.Sequential(nn.Conv2d(3, 4, 3), Boom()), ("0",))
+        >>> sorted(run(torch.rand(1, 3, 8, 8)))
+        ['0']
+        >>> run.raised_past, "raised ValueError past it" in run.describe()
+        ('ValueError', True)
     """
 
     def __init__(self, model: nn.Module, paths: tuple[str, ...]):
@@ -213,6 +225,7 @@ class HookRunner:
         self.modules = {p: model.get_submodule(p) for p in paths if p != OUTPUT}
         self.calls: dict[str, int] | None = None  # each needed module's calls per forward (None: not yet counted)
         self.cloning = False
+        self.raised_past: str | None = None  # the error that ended the counting forward past the deepest site
 
     def __call__(self, x: Tensor) -> dict[str, Any]:
         cloning = self.cloning or torch.compiler.is_compiling()
@@ -244,6 +257,12 @@ class HookRunner:
                 out[OUTPUT] = result
         except _StopForward:
             pass
+        except Exception as err:
+            # Only the counting forward may end this way, and only once every needed module has been seen:
+            # what came after them is not part of the plan (a module read twice may be cut at its first call).
+            if expected is not None or OUTPUT in self.paths or not all(seen.values()):
+                raise
+            self.raised_past = type(err).__name__
         finally:
             for h in handles:
                 h.remove()
@@ -259,7 +278,8 @@ class HookRunner:
     def describe(self) -> str:
         if OUTPUT in self.paths:
             return "hooks, full forward"
-        return "hooks, forward stopped after the last call of the last needed layer"
+        counted = f" (calls counted on a forward that raised {self.raised_past} past it)" if self.raised_past else ""
+        return f"hooks, forward stopped after the last call of the last needed layer{counted}"
 
 
 class _NoForward:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools as ft
 import os
+import warnings
 
 import einops
 import pytest
@@ -238,6 +239,13 @@ def conformance(model: nn.Module, family: str, monkeypatch, *, out: str = OUTPUT
     mapped = geometry is not None and (geometry.size is not None or geometry.multiple > 1)
     r = ld.render(plan, size=(size, size), steps=2, progress=False, transforms=None if mapped else [])
     assert r.steps == 2 and all(bool(torch.isfinite(h).all()) for h in r.history.values())
+    # bf16 forced, whatever this machine's "auto" picks (on CUDA and native-bf16 CPUs it picks bf16 for most of
+    # these models); emulated, so slow, on an AVX2 CPU: one step.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="precision='bf16' on a CPU without bf16 units")
+        r16 = ld.render(plan, size=(size, size), steps=1, progress=False, transforms=None if mapped else [],
+                        precision="bf16")
+    assert r16.precision == "bf16" and all(bool(torch.isfinite(h).all()) for h in r16.history.values())
     assert [getattr(m, "inplace", None) for m in model.modules()] == flags  # the model keeps its in-place ops
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 

@@ -25,6 +25,7 @@ from lucent_dsl.io import RECIPE_KEY, read_metadata, read_png_metadata
 from lucent_dsl.plan import compile_plan
 from lucent_dsl.replay import SCORE_KEY, Recipe
 from lucent_dsl.specs import build_model, build_models, normalize_spec, parse_spec
+from procs import END_TIMEOUT, START_TIMEOUT, reaped
 
 HAS_RECIPES = importlib.util.find_spec("lucent_dsl.recipes") is not None
 needs_recipes = pytest.mark.skipif(
@@ -472,20 +473,16 @@ def test_a_real_sigint_saves_the_render_so_far_and_exits_130(tmp_path, capsys):
     (tmp_path / "slow.py").write_text(STEPPING)
     out = tmp_path / "long.png"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lucent_dsl", "render", "channel('2', 0)", "--model",
-                             f"{tmp_path}/slow.py:factory", "--size", "16", "--steps", "100000", "--out", str(out), "-q"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
+    argv = [sys.executable, "-m", "lucent_dsl", "render", "channel('2', 0)", "--model", f"{tmp_path}/slow.py:factory",
+            "--size", "16", "--steps", "100000", "--out", str(out), "-q"]
+    with reaped(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:
+        deadline = time.monotonic() + START_TIMEOUT
         while not (tmp_path / "STEPPING").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None and (tmp_path / "STEPPING").exists(), proc.communicate()
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        _, err = proc.communicate(timeout=END_TIMEOUT)
     assert proc.returncode == 130, err
     assert "interrupted after" in err and "of 100000 steps" in err and str(out) in err, err
     d = json.loads(read_metadata(out)[RECIPE_KEY])

@@ -23,6 +23,7 @@ from lucent_dsl import atlas, cli
 from lucent_dsl.atlas import distributed
 from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.io import read_png_metadata
+from procs import END_TIMEOUT, START_TIMEOUT, reaped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,10 +231,9 @@ def test_a_second_atlas_run_on_the_same_folder_is_refused_naming_the_first(tmp_p
     argv = ["atlas", "0", "--model", f"{tmp_path}/block.py:factory", "--channels", "0:2", "--size", "16", "--steps", "2",
             "--out", str(out), "-q"]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    first = subprocess.Popen([sys.executable, "-m", "lucent_dsl", *argv], env={**env, "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
+    with reaped(subprocess.Popen([sys.executable, "-m", "lucent_dsl", *argv], env={**env, "OMP_NUM_THREADS": "1"},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as first:
+        deadline = time.monotonic() + START_TIMEOUT
         while not (tmp_path / "STARTED").exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)  # until the first run renders, its lock held
         assert (tmp_path / "STARTED").exists() and first.poll() is None
@@ -241,10 +241,7 @@ def test_a_second_atlas_run_on_the_same_folder_is_refused_naming_the_first(tmp_p
         err = capsys.readouterr().err
         assert code == 2 and f"pid {first.pid}" in err and "is being written by another lucent-dsl atlas run" in err, err
         (tmp_path / "RELEASE").write_text("x")
-        _, first_err = first.communicate(timeout=240)
-    finally:
-        if first.poll() is None:
-            first.kill()
+        _, first_err = first.communicate(timeout=END_TIMEOUT)
     assert first.returncode == 0, first_err
     assert sorted(p.name for p in out.glob("0_*.png")) == ["0_0000.png", "0_0001.png"]
     assert not (out / ".lucent_dsl.lock").exists()

@@ -6,6 +6,7 @@ import contextlib
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -186,6 +187,31 @@ def test_truncation_never_calls_later_layers_and_keeps_values(e, truncate, seed)
     assert M.hook_count(model) == 0
     if plan.models:
         assert "full forward" not in plan.runners[DEFAULT_MODEL_NAME].describe()
+
+
+class Boom(nn.Module):
+    """A head that fails on the rendered image (another size, detection post-processing): it counts its calls."""
+
+    calls = 0
+
+    def forward(self, x):
+        Boom.calls += 1
+        raise ValueError("this head wants another input")
+
+
+@pytest.mark.parametrize("truncate", ["auto", "hooks"])
+def test_layers_past_the_deepest_site_never_decide_whether_a_render_works(truncate):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), Boom())
+    plan = compile_plan(ld.channel("2", 3), net, truncate=truncate)  # Boom fails fx's trace: auto runs hooks too
+    Boom.calls = 0
+    r = ld.render(plan, size=16, steps=3, progress=False)
+    assert r.steps == 3 and Boom.calls <= 1  # at most the counting forward reached it; the cut holds after
+    assert "raised ValueError past it" in repr(plan) or Boom.calls == 0  # the printout says what was run
+    x = image(3)
+    torch.testing.assert_close(plan.forward(x)[Site(DEFAULT_MODEL_NAME, "2")], net[:3](x))
+    with pytest.raises(ValueError, match="another input"):  # a site past it still fails, with the model's error
+        compile_plan(ld.channel("2", 3) + ld.class_logit(0), net, truncate=truncate).forward(x)
 
 
 def test_fx_cannot_read_a_module_and_its_child_but_auto_can():

@@ -224,7 +224,7 @@ def test_compiled_step_matches_eager_and_does_not_recompile():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_emulated(native, monkeypatch):
-    monkeypatch.setattr(render_mod, "_cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)  # the probe, as on such a CPU
     obj = ld.channel("3", 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -237,14 +237,15 @@ def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_em
 
 
 def test_precision_auto_follows_the_measured_rule(monkeypatch):
+    # Every machine class is in tests/test_hardware_matrix.py; here, through the probe a CPU answers.
     renderer = importlib.import_module("lucent_dsl.renderer")
     plain = ld.compile_plan(ld.channel("3", 0), tiny_net())
     depthwise = ld.compile_plan(ld.channel("1", 0), nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8)))
     cpu = torch.device("cpu")
     big, small = (224, 224), (16, 16)
-    monkeypatch.setattr(renderer, "_cpu_has_bf16", lambda strict=False: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert renderer.resolve_precision("auto", plain, cpu, big, 1) == "fp32"  # no bf16 units: never
-    monkeypatch.setattr(renderer, "_cpu_has_bf16", lambda strict=False: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert renderer.resolve_precision("auto", plain, cpu, big, 1) == "bf16"
     assert renderer.resolve_precision("auto", plain, cpu, small, 1) == "fp32"  # too little work to pay
     assert renderer.resolve_precision("auto", depthwise, cpu, big, 1) == "fp32"  # bf16 depthwise was slower

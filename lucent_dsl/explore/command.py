@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     done = explore(model, args.model, args.layers, args.out, channels=args.channels, images=args.images, k=args.k,
                    size=getattr(args, "size", None), steps=getattr(args, "steps", None) or 256, seed=getattr(args, "seed", None) or 0,
                    lr=getattr(args, "lr", None) or 0.05, param=args.param, transforms=getattr(args, "transforms", None) or "standard",
-                   batch=args.batch, device=device, progress=not quiet, timeout=float(args.timeout), ranks=ranks, sanity=args.sanity)
+                   batch=args.batch, device=device, progress=not quiet, timeout=float(args.timeout), ranks=ranks, sanity=args.sanity,
+                   precision=getattr(args, "precision", None) or "auto")
     if done["rank"] == 0 and not quiet:
         print(f"wrote {done['units']} units of {', '.join(args.layers)} to {args.out} ({done['images_rendered']} of "
               f"{done['images']} images and {done['sets_rendered']} of {done['sets']} diversity sets rendered, "

@@ -143,7 +143,7 @@ def render_command(recipe: dict[str, Any] | None, out: str) -> str:
 
     Example:
         >>> print(render_command(Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28)).to_dict(), "x.png"))
-        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 --steps 512 --seed 0 --lr 0.05 --param fft --transforms standard --out x.png
+        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 --steps 512 --seed 0 --lr 0.05 --param fft --transforms standard --precision fp32 --out x.png
     """
     if not recipe:
         return "(no recipe stored)"
@@ -156,8 +156,7 @@ def render_command(recipe: dict[str, Any] | None, out: str) -> str:
               "--param", recipe["param"], "--transforms", recipe["transforms"]]
     if recipe.get("batch", 1) != 1:
         parts += ["--batch", str(recipe["batch"])]
-    if recipe.get("precision", "fp32") != "fp32":
-        parts += ["--precision", recipe["precision"]]
+    parts += ["--precision", recipe.get("precision", "fp32")]  # always: the CLI's own default is "auto"
     return " ".join(parts + ["--out", shell_quote(out)])
 
 

@@ -62,8 +62,12 @@ def _path_layers(unit_layer: str, maps: Sequence[str], order: Sequence[str]) -> 
 def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path, *, channels: str | None = None,
             images: Any = None, k: int = 9, size: tuple[int, int] | None = None, steps: int = 256, seed: int = 0,
             lr: float = 0.05, param: str = "fft", transforms: str = "standard", batch: int = 16, device: Any = None,
-            progress: bool = True, timeout: float = 3600.0, ranks: Any = None, sanity: bool = True) -> dict[str, Any]:
+            progress: bool = True, timeout: float = 3600.0, ranks: Any = None, sanity: bool = True,
+            precision: str = "auto") -> dict[str, Any]:
     """Write the site of `model` (built from model spec `spec`, which the recipes name) into `out`.
+
+    `precision` is render's; "auto" is resolved once for the whole site (`Recipe.resolved`), so every image's
+    recipe records what ran.
 
     Returns:
         what was done: images and diversity sets rendered, units, and (rank 0) the pages written.
@@ -74,7 +78,7 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     out = Path(out)
     units = model_units(model, layers, channels, size or _size(model))
     base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed, lr=lr, param=param,
-                  transforms=transforms).resolved(model)
+                  transforms=transforms, precision=precision).resolved(model)
     rows = probe(model, base.size)
     shapes = {r.name: r.shape for r in rows}
     maps = default_layers(model, base.size)
