@@ -1,0 +1,98 @@
+"""The README's main job on a busy machine: which thread count and OpenMP wait policy should be the default?
+
+Runs `lucent-dsl render 'channel("features.14", 10)' --steps N --out ...` (the README's main job, on the zoo's
+MobileNetV2) as a fresh process per run, in each configuration below, alternating the configurations round by
+round, first on an idle machine and then while `--load` other processes spin on the CPU (a user's other work: by
+default one busy process per core). Prints wall seconds per run (median over rounds) and each configuration's
+ratio to the fastest one.
+
+    python benchmarks/bench_threads_under_load.py --steps 64 --rounds 2
+
+Configurations: threads (torch's default = the core count, or 1) x OMP_WAIT_POLICY (unset: libgomp spins a
+while before sleeping; PASSIVE: it sleeps at once). "lucent default" is what the CLI does when given nothing
+(today's default, whatever it is), so its row tracks any change of the default.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (sets OMP_WAIT_POLICY/OMP_NUM_THREADS for this process only; the runs get their own)
+
+ROOT = Path(__file__).resolve().parents[1]
+SPIN = "while True:\n    pass\n"
+
+# name -> (extra CLI args, environment changes; None removes the variable)
+CONFIGS: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = {
+    "lucent default": ((), {"OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None}),
+    "threads=cores, wait unset": (("--threads", str(os.cpu_count() or 1)), {"OMP_WAIT_POLICY": None,
+                                                                            "OMP_NUM_THREADS": None}),
+    "threads=cores, PASSIVE": (("--threads", str(os.cpu_count() or 1)), {"OMP_WAIT_POLICY": "PASSIVE",
+                                                                         "OMP_NUM_THREADS": None}),
+    "threads=1, wait unset": (("--threads", "1"), {"OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None}),
+    "threads=1, PASSIVE": (("--threads", "1"), {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": None}),
+}
+
+
+def env_for(changes: dict[str, str | None]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in changes}
+    env.update({k: v for k, v in changes.items() if v is not None})
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
+    return env
+
+
+def run_once(args: tuple[str, ...], changes: dict[str, str | None], steps: int, out: Path) -> float:
+    cmd = [sys.executable, "-m", "lucent_dsl", "render", 'channel("features.14", 10)', "--steps", str(steps),
+           "--out", str(out), "-q", *args]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env_for(changes), capture_output=True, text=True, check=False)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return took
+
+
+def measure(steps: int, rounds: int, out: Path) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    for _ in range(rounds):
+        for name, (args, changes) in CONFIGS.items():
+            times[name].append(run_once(args, changes, steps, out))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def table(title: str, medians: dict[str, float]) -> str:
+    best = min(medians.values())
+    rows = [f"| {name} | {t:.1f} | {t / best:.2f}x |" for name, t in medians.items()]
+    return "\n".join([f"\n{title}", "| configuration | wall s (median) | vs fastest |", "|---|---|---|", *rows])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--load", type=int, default=os.cpu_count() or 1, help="busy processes during the loaded runs")
+    a = p.parse_args()
+    print(common.header(f"bench_threads_under_load: the README's main job at {a.steps} steps, {a.rounds} rounds"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "channel.png"
+        run_once(("--threads", "1"), {}, 1, out)  # warm the file cache (torch, the weights)
+        print(table("idle machine", measure(a.steps, a.rounds, out)), flush=True)
+        load = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(a.load)]
+        try:
+            print(table(f"busy machine ({a.load} spinning processes)", measure(a.steps, a.rounds, out)), flush=True)
+        finally:
+            for proc in load:
+                proc.kill()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    main()
