@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from lucent_dsl import param as param_lib  # noqa: E402
 from lucent_dsl import transforms as tf_lib  # noqa: E402
 
-render_mod = sys.modules["lucent_dsl.renderer"]  # the package's `render` attribute is the function
+render_mod = sys.modules["lucent_dsl.renderer.phases"]  # the package's `render` attribute is the function
 
 
 def _compile_once(plan, p, t, steps: int) -> tuple[float, float, float]:

@@ -24,7 +24,7 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
-from lucent_dsl.fold import frozen_models  # noqa: E402
+from lucent_dsl.plan.fold import frozen_models  # noqa: E402
 
 
 def _sync(device: str) -> None:

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from lucent_dsl import param as param_lib, transforms as tf_lib  # noqa: E402
-from lucent_dsl.fold import frozen_models  # noqa: E402
+from lucent_dsl.plan.fold import frozen_models  # noqa: E402
 from lucent_dsl.param import _common as pc  # noqa: E402
 from lucent_dsl.transforms import geometry  # noqa: E402
 

@@ -32,7 +32,7 @@ from bench_quality import DEFAULT_OBJECTIVES, LR, _fmt, judge, parse_target  # n
 
 from lucent_dsl import render, zoo  # noqa: E402
 from lucent_dsl import transforms as T  # noqa: E402
-from lucent_dsl.models import info_of  # noqa: E402
+from lucent_dsl.models.info import info_of  # noqa: E402
 
 
 def old_standard() -> T.Transform:

@@ -32,7 +32,7 @@ from common import header  # noqa: E402
 from bench_quality import LR, _fmt, judge, parse_target  # noqa: E402
 
 from lucent_dsl import render, zoo  # noqa: E402
-from lucent_dsl.models import info_of  # noqa: E402
+from lucent_dsl.models.info import info_of  # noqa: E402
 from lucent_dsl.toolbox import maco_method  # noqa: E402
 
 DEFAULT_OBJECTIVES = ("features.7:10", "features.14:10", "flamingo", "goldfish")

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import lucent_dsl as ld
 from lucent_dsl import zoo
-from lucent_dsl.models import info_of, with_info
+from lucent_dsl.models.info import info_of, with_info
 from lucent_dsl import render
 
 DEFAULT_OBJECTIVES = ("features.7:10", "features.10:0", "features.14:10", "features.16:0", "flamingo", "goldfish")

@@ -25,7 +25,7 @@ import common  # noqa: E402  (sets OMP_WAIT_POLICY before torch starts)
 import torch  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
-from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
+from lucent_dsl.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
 
 
 def ours(model, layer: str, channels: list[int], size: int, steps: int, batch: int) -> None:

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import lucent_dsl as ld  # noqa: E402
 from lucent_dsl import param as param_lib  # noqa: E402
 from lucent_dsl import transforms as tf_lib  # noqa: E402
-from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
-from lucent_dsl.plan import Plan, compile_plan
-from lucent_dsl.fold import frozen_models  # noqa: E402
+from lucent_dsl.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
+from lucent_dsl.plan.compiler import Plan, compile_plan
+from lucent_dsl.plan.fold import frozen_models  # noqa: E402
 from lucent_dsl import render  # noqa: E402
 
 SIZE = 224

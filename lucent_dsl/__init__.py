@@ -10,11 +10,8 @@ Example:
     >>> ld.channel("layer4", 12) - 1e-3 * ld.total_variation()
     channel('layer4', 12) - 0.001 * total_variation()
 """
-from . import adversarial as adversarial
 from . import io as io
 from . import param as param
-from . import recipes as recipes
-from . import relu as relu
 from . import transforms as transforms
 from .errors import (
     AmbiguousModelError as AmbiguousModelError,
@@ -28,9 +25,9 @@ from .errors import (
     ParseError as ParseError,
     WeightsNotFoundError as WeightsNotFoundError,
 )
-from .expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, evaluate as evaluate
-from .expr import sum_of as sum_of
-from .models import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
+from .dsl.expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, evaluate as evaluate
+from .dsl.expr import sum_of as sum_of
+from .models.info import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
 from .objectives import (
     activation_match as activation_match,
     alignment as alignment,
@@ -57,11 +54,14 @@ from .objectives import (
     total_variation as total_variation,
 )
 from .param import transparency_map as transparency_map
-from .parser import parse as parse
-from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
-from .renderer import render as render
-from .result import RenderResult as RenderResult
-from .serialize import from_json as from_json, to_json as to_json
+from .dsl.parser import parse as parse
+from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
+from .renderer.phases import render as render
+from .renderer.result import RenderResult as RenderResult
+from .dsl.serialize import from_json as from_json, to_json as to_json
+from .renderer import relu as relu
+from .toolbox import adversarial as adversarial
+from .toolbox import inversion as recipes  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at
 
 param_extra = param  # the old name of the parameterization package (maco, cppn, shared, alpha live in `param` now)
 

@@ -43,13 +43,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ImageError, InvalidArgumentError
-from .expr import Expr, Scale, Site, evaluate, sum_of, terms_of
-from .fold import frozen_models
-from .io import atomic_write, load_image
-from .models import device_of, info_of
+from .dsl.expr import Expr, Scale, Site, evaluate, sum_of, terms_of
+from .plan.fold import frozen_models
+from .io.files import atomic_write, load_image
+from .models.info import device_of, info_of
 from .objectives.activation import Channel, ClassLogit, Neuron
-from .parser import parse
-from .plan import as_models, bind, compile_plan
+from .dsl.parser import parse
+from .plan.compiler import as_models, bind, compile_plan
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 STATE_FORMAT = 1

@@ -32,13 +32,13 @@ import torch
 from torch import Tensor, nn
 
 from . import zoo
-from . import trust
-from .checks import check_models, check_seed
+from .record import trust
+from .models.checks import check_models, check_seed
 from .errors import InvalidArgumentError
-from .models import info_of
-from .resources import torch_threads
-from .specs import build_models, default_size, first_model, normalize_spec, parse_spec
-from .parser import parse
+from .models.info import info_of
+from .record.resources import torch_threads
+from .models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
+from .dsl.parser import parse
 
 
 FORMAT = 1
@@ -190,8 +190,8 @@ class Recipe:
     def load(cls, path: str | Path) -> Recipe:
         """Read a recipe from a JSON file, or from the metadata of a PNG, JPEG or WebP that lucent-dsl
         wrote (pixels are not decoded). Nothing is built: see `check_trusted` and `run`."""
-        from .io import RECIPE_KEY, read_metadata
-        from .metadata import sniff
+        from .io.files import RECIPE_KEY, read_metadata
+        from .io.metadata import sniff
 
         p = Path(path)
         if not p.is_file():
@@ -272,8 +272,8 @@ class Recipe:
             return self._replay(models, device, compile, progress, thresholds, callback)
 
     def _replay(self, models: Any, device: Any, compile: Any, progress: bool, thresholds: Any, callback: Any) -> Any:
-        from .plan import compile_plan
-        from .renderer import render
+        from .plan.compiler import compile_plan
+        from .renderer.phases import render
 
         size = self.size or default_size(models)
         common: dict[str, Any] = {"steps": self.steps, "seed": self.seed, "lr": self.lr, "progress": progress,
@@ -298,7 +298,7 @@ class Recipe:
     def _run_recipe(self, models: Any, size: tuple[int, int], common: dict[str, Any]) -> Any:
         if not isinstance(models, nn.Module):
             raise InvalidArgumentError(f"{self.command} takes one model, got an ensemble of {len(models)}")
-        from . import recipes
+        from .toolbox import inversion as recipes
 
         kwargs = dict(common, size=size, param_kind=self.param, precision=self.precision)
         if self.transforms != "none":
@@ -312,14 +312,14 @@ class Recipe:
 
 
 def _image_size(path: Any) -> tuple[int, int]:
-    from .io import image_size
+    from .io.files import image_size
 
     return image_size(path)  # from the header: ImageError for unreadable or too large images
 
 
 def plan_channels(plan: Any) -> int:
     """Colour channels of the rendered image: render's own rule (`renderer.image_channels`)."""
-    from .renderer import image_channels
+    from .renderer.phases import image_channels
 
     return image_channels(plan)
 

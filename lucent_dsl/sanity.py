@@ -46,11 +46,11 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, ObjectiveShapeError
-from .expr import sum_of
-from .fold import frozen_models
-from .models import device_of
+from .dsl.expr import sum_of
+from .plan.fold import frozen_models
+from .models.info import device_of
 from .objectives.activation import Channel
-from .plan import compile_plan
+from .plan.compiler import compile_plan
 
 
 @dc.dataclass(frozen=True)

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, WeightsNotFoundError
-from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, stamp_spec, with_info
+from .models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, stamp_spec, with_info
 
 DEFAULT = "mobilenet_v2"
 
@@ -141,7 +141,7 @@ def _pip_install(packages: Sequence[str]) -> None:
 
 
 def _write_atomic(dst: Path, data: bytes) -> None:
-    from .io import atomic_write  # the package's one atomic write: plain open() permissions, fsync, os.replace
+    from .io.files import atomic_write  # the package's one atomic write: plain open() permissions, fsync, os.replace
 
     with atomic_write(dst) as f:  # concurrent loaders never see a half-written file
         f.write(data)

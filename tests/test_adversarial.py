@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import lucent_dsl as ld
-from lucent_dsl.adversarial import fgsm, pgd
+from lucent_dsl.toolbox.adversarial import fgsm, pgd
 from lucent_dsl.errors import InvalidArgumentError
 
 from models import zoo_model

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl import io, param
+from lucent_dsl.io import files as io
+from lucent_dsl import param
 from lucent_dsl.param import ImageParam
 from lucent_dsl import render
 
@@ -577,9 +578,9 @@ import zlib  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lucent_dsl import cli  # noqa: E402
+from lucent_dsl.cli import app as cli  # noqa: E402
 from lucent_dsl.atlas import folder_lock  # noqa: E402
-from lucent_dsl.io import RECIPE_KEY, save_image  # noqa: E402
+from lucent_dsl.io.files import RECIPE_KEY, save_image  # noqa: E402
 
 MODELS = '''
 from pathlib import Path

@@ -14,7 +14,7 @@ from models import zoo_model
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl import examples_command
+from lucent_dsl.cli import examples as examples_command
 from lucent_dsl.dataset_examples import (
     Examples,
     ImageSource,
@@ -24,7 +24,7 @@ from lucent_dsl.dataset_examples import (
     receptive_field,
 )
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import load_image, save_png
+from lucent_dsl.io.files import load_image, save_png
 
 
 def _net(seed: int = 0) -> nn.Module:

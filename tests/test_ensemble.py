@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch import Tensor
 
 import lucent_dsl as ld
-from lucent_dsl.expr import Site
+from lucent_dsl.dsl.expr import Site
 from lucent_dsl import render
 
 from models import zoo_model

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.expr import (
-    VOCABULARY, Array, Const, Expr, Product, Scale, Sum, Term, as_expr, map_terms, scale, sum_of, terms_of, top_terms, walk,
+from lucent_dsl.dsl.expr import (
+    VOCABULARY, Array, Const, Expr, Product, Scale, Sum, Term, as_expr, map_terms, scale, sum_of, terms_of, top_terms,
+    walk,
 )
-from lucent_dsl.expr import evaluate
-from lucent_dsl.serialize import from_json, to_json
+from lucent_dsl.dsl.expr import evaluate
+from lucent_dsl.dsl.serialize import from_json, to_json
 
 import strategies as S
 
@@ -340,7 +341,7 @@ def test_operators_return_exprs(a, b):
 
 @given(S.exprs(), S.exprs(), nonzero.filter(lambda k: k != 1.0))
 def test_depth_follows_the_nodes(a, b, k):
-    from lucent_dsl.expr import depth
+    from lucent_dsl.dsl.expr import depth
 
     assert depth(a + b) == max(depth(a), depth(b))  # a flat sum adds no level
     if not isinstance(a, (Const, Scale)):
@@ -351,7 +352,7 @@ def test_depth_follows_the_nodes(a, b, k):
 
 
 def test_building_past_the_depth_limit_is_refused_with_a_clear_error():
-    from lucent_dsl.expr import MAX_DEPTH
+    from lucent_dsl.dsl.expr import MAX_DEPTH
 
     a = ld.channel("c", 1)
     e: Expr = a
@@ -366,6 +367,6 @@ def test_building_past_the_depth_limit_is_refused_with_a_clear_error():
 
 
 def test_dead_names_are_gone():
-    import lucent_dsl.expr as expr
+    import lucent_dsl.dsl.expr as expr
 
     assert not hasattr(expr, "RESERVED") and not hasattr(Expr, "sum")

@@ -13,15 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lucent_dsl.errors import ImageError, InvalidArgumentError
-from lucent_dsl.io import (
-    RECIPE_KEY,
-    atomic_write,
-    load_image,
-    make_grid,
-    read_png_metadata,
-    save_gif,
-    save_png,
-    to_pil,
+from lucent_dsl.io.files import (
+    RECIPE_KEY, atomic_write, load_image, make_grid, read_png_metadata, save_gif, save_png, to_pil,
 )
 
 
@@ -330,9 +323,9 @@ def test_load_resizes(size, hw):
 import zlib  # noqa: E402
 from unittest import mock  # noqa: E402
 
-from lucent_dsl import io as lio  # noqa: E402
-from lucent_dsl import metadata as meta_lib  # noqa: E402
-from lucent_dsl.io import image_format, read_metadata, save_image  # noqa: E402
+from lucent_dsl.io import files as lio  # noqa: E402
+from lucent_dsl.io import metadata as meta_lib  # noqa: E402
+from lucent_dsl.io.files import image_format, read_metadata, save_image  # noqa: E402
 
 
 def test_atomic_write_never_touches_the_umask_and_honours_it(tmp_path):

@@ -11,8 +11,8 @@ import torchvision
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl.known_models import PreprocessingWarning, inferred_info
-from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD
+from lucent_dsl.models.info import PreprocessingWarning, inferred_info
+from lucent_dsl.models.info import IMAGENET_MEAN, IMAGENET_STD
 
 
 def big_net() -> nn.Module:

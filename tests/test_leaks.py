@@ -24,8 +24,8 @@ import lucent_dsl as ld
 from lucent_dsl import param, transforms
 from lucent_dsl import render
 
-render_module = sys.modules["lucent_dsl.renderer"]
-steps_module = sys.modules["lucent_dsl.steps"]
+render_module = sys.modules["lucent_dsl.renderer.phases"]
+steps_module = sys.modules["lucent_dsl.renderer.steps"]
 
 WARMUP = 20
 RENDERS = 200

@@ -11,12 +11,12 @@ from torch import Tensor, nn
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Array, Site
+from lucent_dsl.dsl.expr import Array, Site
 from lucent_dsl.objectives.masks import Masked, box_mask, masked
-from lucent_dsl.models import ModelInfo, with_info
-from lucent_dsl.expr import evaluate
+from lucent_dsl.models.info import ModelInfo, with_info
+from lucent_dsl.dsl.expr import evaluate
 from lucent_dsl import render
-from lucent_dsl.serialize import from_json, to_json
+from lucent_dsl.dsl.serialize import from_json, to_json
 
 N_SEG = 4  # classes of the tiny segmentation model
 

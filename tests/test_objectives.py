@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import IMAGE, VOCABULARY, Site
+from lucent_dsl.dsl.expr import IMAGE, VOCABULARY, Site
 from lucent_dsl.objectives import VOCABULARY_FACTORIES
 
 import strategies as S

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl.expr import evaluate, top_terms
+from lucent_dsl.dsl.expr import evaluate, top_terms
 from lucent_dsl.param import ImageParam
-from lucent_dsl.plan import batched, bind
+from lucent_dsl.plan.compiler import batched, bind
 
 import models as M
 import strategies as S

@@ -13,11 +13,11 @@ import lucent_dsl as ld
 from lucent_dsl.errors import (
     AmbiguousModelError, InvalidArgumentError, LayerNotFoundError, ModelNotFoundError, ObjectiveShapeError,
 )
-from lucent_dsl.expr import IMAGE, INPUT, OUTPUT, Site, terms_of
-from lucent_dsl.models import ModelInfo, with_info
-from lucent_dsl.expr import evaluate
-from lucent_dsl.fold import frozen_models
-from lucent_dsl.plan import DEFAULT_MODEL_NAME, batched, compile_plan
+from lucent_dsl.dsl.expr import IMAGE, INPUT, OUTPUT, Site, terms_of
+from lucent_dsl.models.info import ModelInfo, with_info
+from lucent_dsl.dsl.expr import evaluate
+from lucent_dsl.plan.fold import frozen_models
+from lucent_dsl.plan.compiler import DEFAULT_MODEL_NAME, batched, compile_plan
 
 import models as M
 import strategies as S

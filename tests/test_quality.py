@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 import lucent_dsl as ld
 from lucent_dsl import transforms as tf_lib
-from lucent_dsl.models import info_of
+from lucent_dsl.models.info import info_of
 from lucent_dsl import render
 
 from models import zoo_model

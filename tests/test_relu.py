@@ -7,7 +7,7 @@ from torch import nn
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.relu import RedirectedReLU, redirected_relu, redirected_relu_grad
+from lucent_dsl.renderer.relu import RedirectedReLU, redirected_relu, redirected_relu_grad
 from lucent_dsl import render
 
 

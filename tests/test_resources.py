@@ -20,9 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from lucent_dsl import resources
+from lucent_dsl.record import resources
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.resources import CAPS, activation_elements, check_caps, check_memory, check_writable, estimate_bytes
+from lucent_dsl.record.resources import (
+    CAPS, activation_elements, check_caps, check_memory, check_writable, estimate_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = '''
@@ -177,7 +179,7 @@ def read_only_dir(tmp_path):
 
 
 def test_a_read_only_folder_is_refused_before_any_step(read_only_dir):
-    from lucent_dsl import cli
+    from lucent_dsl.cli import app as cli
 
     steps = []
     real = torch.optim.Adam.step

@@ -12,7 +12,7 @@ from models import DictOut, zoo_model
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.io import load_image
+from lucent_dsl.io.files import load_image
 from lucent_dsl.sanity import (
     LayerSimilarity,
     detectability,

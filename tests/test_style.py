@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site
+from lucent_dsl.dsl.expr import Site
 from lucent_dsl.toolbox import gram, gram_distances, image_gram, style, style_transfer, texture
 
 from models import conv_net, zoo_model

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site, Term, evaluate, register
+from lucent_dsl.dsl.expr import Site, Term, evaluate, register
 from lucent_dsl.objectives import LayerTerm
 from lucent_dsl.objectives._term import frozen, per_image, rows_channels_positions, tensor_at
 from lucent_dsl.testing import (

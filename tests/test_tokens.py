@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 import lucent_dsl as ld
 from lucent_dsl.errors import ObjectiveShapeError
-from lucent_dsl.expr import Site
-from lucent_dsl.expr import evaluate
+from lucent_dsl.dsl.expr import Site
+from lucent_dsl.dsl.expr import evaluate
 from lucent_dsl import render
 
 

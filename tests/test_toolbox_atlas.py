@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
+from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
 from lucent_dsl.replay import Recipe
 from lucent_dsl.toolbox import activation_atlas, bin_layout, collect, layout_2d
-from lucent_dsl.toolbox.atlases import normalize_layout
+from lucent_dsl.toolbox.activation_atlases import normalize_layout
 
 from models import zoo_model
 

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from lucent_dsl.errors import ImageError, InvalidArgumentError
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
+from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
 from lucent_dsl.replay import Recipe
-from lucent_dsl.toolbox import command
+from lucent_dsl.cli import toolbox as command
 
 from models import zoo_model
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
-from lucent_dsl.recipes import activations
+from lucent_dsl.dsl.expr import Site
+from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
+from lucent_dsl.toolbox.inversion import activations
 from lucent_dsl.replay import Recipe
 from lucent_dsl.toolbox import direction_scores, load_dictionary, nmf_dictionary, orient, render_dictionary, top_examples
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import read_png_metadata
+from lucent_dsl.io.files import read_png_metadata
 from lucent_dsl.toolbox import direction_scores, factorize, neuron_groups
 
 from models import zoo_model

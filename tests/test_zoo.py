@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lucent_dsl import zoo
 from lucent_dsl.errors import InvalidArgumentError, LucentError, WeightsNotFoundError
-from lucent_dsl.models import info_of
+from lucent_dsl.models.info import info_of
 
 from models import zoo_model
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import lucent_dsl as ld
-from lucent_dsl.expr import Site
-from lucent_dsl.io import load_image
+from lucent_dsl.dsl.expr import Site
+from lucent_dsl.io.files import load_image
 
 from models import zoo_model
 

@@ -37,7 +37,7 @@ Example:
 from __future__ import annotations
 from __future__ import annotations
 
-from ..probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
+from ..plan.probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
 from .distributed import AtlasRun, RankLostError, Ranks, process_group, rank_device, ranks_from_env, render_atlas, shard
 from .files import by_layer, finish_atlas, grid_filename, index_html, layer_grid, write_manifest
 from .jobs import (

@@ -60,11 +60,11 @@ from torch import nn
 from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
 from .jobs import AtlasJob, pending, run_atlas
 from .lock import folder_lock
-from ..checks import weights_fingerprint
+from ..models.checks import weights_fingerprint
 from ..errors import InvalidArgumentError, LucentError
-from ..io import atomic_write, read_png_metadata
+from ..io.files import atomic_write, read_png_metadata
 from ..replay import SCORE_KEY, Recipe
-from ..specs import default_size
+from ..models.specs import default_size
 
 RANK_MANIFEST = "manifest.rank{rank}.json"
 DEFAULT_TIMEOUT_S = 3600.0

@@ -9,7 +9,7 @@ from typing import Any
 
 
 from ..errors import InvalidArgumentError
-from ..io import RECIPE_KEY, atomic_write, make_grid, save_png
+from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
 from ..replay import SCORE_KEY
 
 from .jobs import safe_name

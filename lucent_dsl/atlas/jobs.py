@@ -19,15 +19,15 @@ from torch import Tensor, nn
 
 from .. import param as param_lib
 from .. import transforms as tf_lib
-from ..checks import weights_fingerprint
+from ..models.checks import weights_fingerprint
 from ..errors import ImageError, InvalidArgumentError
-from ..io import RECIPE_KEY, read_png_metadata, save_png
-from ..models import device_of
+from ..io.files import RECIPE_KEY, read_png_metadata, save_png
+from ..models.info import device_of
 from ..objectives import channel as channel_term
-from ..plan import compile_plan
+from ..plan.compiler import compile_plan
 from ..replay import SCORE_KEY, Recipe, plan_channels
-from ..specs import default_size
-from ..renderer import render
+from ..models.specs import default_size
+from ..renderer.phases import render
 
 
 MANIFEST = "manifest.json"

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..atlas import distributed, job_recipe, shard
-from ..io import RECIPE_KEY, read_png_metadata, save_png
+from ..io.files import RECIPE_KEY, read_png_metadata, save_png
 from ..replay import SCORE_KEY, Recipe
 from .units import (
     DIVERSITY_SET,
@@ -133,7 +133,7 @@ def read_image_info(path: Path) -> dict[str, Any]:
 
 def load_images(paths: Sequence[Path], channels: int) -> torch.Tensor:
     """Site PNGs as one (N, channels, H, W) batch in [0, 1]."""
-    from ..io import load_image
+    from ..io.files import load_image
 
     return torch.cat([load_image(p, channels=channels) for p in paths])
 

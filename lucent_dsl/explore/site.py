@@ -26,9 +26,9 @@ from torch import nn
 
 from ..atlas import default_layers, probe
 from ..dataset_examples import Examples, crops, dataset_examples, image_source
-from ..expr import OUTPUT
-from ..io import atomic_write, make_grid, save_png
-from ..models import info_of
+from ..dsl.expr import OUTPUT
+from ..io.files import atomic_write, make_grid, save_png
+from ..models.info import info_of
 from ..replay import Recipe
 from ..sanity import pooled_activations, probe_accuracy, similarity_report
 from . import pages

@@ -30,8 +30,8 @@ from torch import nn
 
 from ..atlas import channel_seed, parse_channels, probe, safe_name
 from ..errors import InvalidArgumentError
-from ..expr import OUTPUT
-from ..models import info_of
+from ..dsl.expr import OUTPUT
+from ..models.info import info_of
 from ..objectives import channel, class_logit, diversity, masked
 
 CENTRAL_BOX = (0.25, 0.25, 0.75, 0.75)
@@ -123,7 +123,7 @@ def diversity_seed(unit: Unit, seed: int = 0) -> int:
 
 
 def _parse(text: str) -> Any:
-    from ..parser import parse
+    from ..dsl.parser import parse
 
     return parse(text)
 
@@ -139,7 +139,7 @@ def layer_units(model: nn.Module, layer: str, channels: str | None, size: tuple[
     Raises:
         LayerNotFoundError / InvalidArgumentError: an unknown layer, or one without a channel axis.
     """
-    from ..plan import compile_plan
+    from ..plan.compiler import compile_plan
 
     rows = rows if rows is not None else _rows(model, size)
     base = layer.split("/", 1)[0]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..expr import Expr, register
+from ..dsl.expr import Expr, register
 from ._term import Batch, LayerTerm, check_layer
 from .activation import (
     Channel, ChannelInterpolate, ClassLogit, Layer, Neuron, channel, channel_interpolate, class_logit, deepdream, layer,
@@ -33,7 +33,7 @@ from .masks import Masked, box_mask, masked
 from .penalty import L1, L2, Alignment, Blur, Diversity, ImageTerm, Opacity, TotalVariation, alignment, blur, \
     diversity, l1, l2, opacity, total_variation
 from .source import SourceL2, SourceMatch, source_l2, source_match
-from .style import style
+from .gram import style
 
 BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel": channel, "neuron": neuron, "layer": layer, "deepdream": deepdream, "direction": direction,

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import Acts, Array, Site, Term, finite
-from ..layouts import LaidSite, Layout, Refusal, canonical, parse_layout, token_grid
+from ..dsl.expr import Acts, Array, Site, Term, finite
+from ..models.layouts import LaidSite, Layout, Refusal, canonical, parse_layout, token_grid
 
 
 Batch = int | range | None

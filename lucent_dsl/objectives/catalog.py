@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from typing import NamedTuple
 
-from ..expr import VOCABULARY
+from ..dsl.expr import VOCABULARY
 
 ALL = "maps, tokens, vectors"
 

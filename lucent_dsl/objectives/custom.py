@@ -39,7 +39,7 @@ from typing import Any, Callable
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import VOCABULARY, Acts, Array, Expr, Site, Term, check_name, finite, register
+from ..dsl.expr import VOCABULARY, Acts, Array, Expr, Site, Term, check_name, finite, register
 from ._term import Batch, check_batch, check_layer, check_model, per_image, tensor_at
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}  # name -> the function registered under it now

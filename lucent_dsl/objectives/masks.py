@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
+from ..dsl.expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
 from ._term import laid_key, layout_of, patch_grid
 
 __all__ = ["Masked", "box_mask", "masked"]

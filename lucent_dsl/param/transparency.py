@@ -104,8 +104,8 @@ def transparency_map(
         (n, 1, H, W) float32 on the CPU; `rgba(images, map)` makes a PNG-ready RGBA image.
     """
     from .. import transforms as tf_lib
-    from ..plan import Plan
-    from ..fold import frozen_models
+    from ..plan.compiler import Plan
+    from ..plan.fold import frozen_models
 
     plan = result if isinstance(result, Plan) else getattr(result, "plan", None)
     if not isinstance(plan, Plan):

@@ -40,11 +40,11 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from ..errors import InvalidArgumentError, ObjectiveShapeError, ParseError
-from ..expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
+from ..dsl.expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
 from ..objectives.custom import Custom
-from ..parser import parse
-from ..plan import batched
-from ..serialize import from_json, to_json
+from ..dsl.parser import parse
+from ..plan.compiler import batched
+from ..dsl.serialize import from_json, to_json
 from .shapes import (
     LAYOUTS, RANK_LAYOUTS, ActivationSpec, activation_specs, batch_selectors, seeded, selected, unsupported_shapes,
 )

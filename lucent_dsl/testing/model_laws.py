@@ -22,9 +22,9 @@ import torch
 
 from .. import param as param_lib
 from ..errors import ObjectiveShapeError
-from ..expr import IMAGE
-from ..plan import compile_plan
-from ..renderer import render
+from ..dsl.expr import IMAGE
+from ..plan.compiler import compile_plan
+from ..renderer.phases import render
 from .laws import Case, check_gradient, fail_unless_close, failure, sites_read
 from .models import layout_model, shaped_model
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from ..expr import Array
+from ..dsl.expr import Array
 
 __all__ = [
     "LAYOUTS", "RANK_LAYOUTS", "ActivationSpec", "activation_specs", "activations", "arrays", "batch_selectors",

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from ..expr import IMAGE, Const, Expr, Site, Term, map_terms, sum_of
+from ..dsl.expr import IMAGE, Const, Expr, Site, Term, map_terms, sum_of
 from .shapes import RANK_LAYOUTS, ActivationSpec
 from .vocabulary import BUILDERS, Builder
 

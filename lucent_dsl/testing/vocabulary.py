@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .. import objectives as ob
 from ..errors import InvalidArgumentError
-from ..expr import OUTPUT, Array, Expr, Term
+from ..dsl.expr import OUTPUT, Array, Expr, Term
 from .shapes import RANK_LAYOUTS, ActivationSpec, arrays, batch_selectors
 
 __all__ = ["BUILDERS", "MASKABLE", "Builder", "custom_builder", "maker", "takes_keyword"]

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
-from ..fold import frozen_models
-from ..models import device_of, info_of
+from ..plan.fold import frozen_models
+from ..models.info import device_of, info_of
 from ..objectives import layer as whole_layer
 from ..objectives import check_layer
-from ..plan import compile_plan
+from ..plan.compiler import compile_plan
 
 EXTRA = "research"
 POSITIONS = ("random", "center", "mean")
@@ -197,7 +197,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         (images (N, C, H, W) on the CPU, final scores (N,)).
     """
     from ..atlas import seeded_param, seeded_transforms
-    from ..renderer import render
+    from ..renderer.phases import render
     from ..replay import plan_channels
 
     batch = check_positive("batch", batch)

@@ -23,14 +23,14 @@ from torch import Tensor, nn
 
 from .. import param as param_lib
 from ..errors import InvalidArgumentError
-from ..expr import Expr, sum_of
-from ..io import load_image
-from ..models import device_of
+from ..dsl.expr import Expr, sum_of
+from ..io.files import load_image
+from ..models.info import device_of
 from ..objectives import l2
 from ..objectives import check_layer
-from ..objectives.style import gram, gram_distance, image_gram, style
-from ..recipes import activations, layer_names
-from ..renderer import RenderResult, render
+from ..objectives.gram import gram, gram_distance, image_gram, style
+from .inversion import activations, layer_names
+from ..renderer.phases import RenderResult, render
 from ._common import as_rows, has_input_size, image_channels, model_size
 
 STARTS = ("content", "noise")

@@ -33,11 +33,11 @@ from torch import Tensor, nn
 
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError
-from ..io import load_image, make_grid, save_png
-from ..models import device_of
+from ..io.files import load_image, make_grid, save_png
+from ..models.info import device_of
 from ..objectives import direction
 from ..objectives import check_layer
-from ..models import spec_of
+from ..models.info import spec_of
 from ._common import (Settings, as_rows, check_positive, has_input_size, image_channels, layer_outputs, model_size,
                       render_each, require)
 

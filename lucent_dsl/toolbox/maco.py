@@ -38,9 +38,9 @@ from torch import Tensor
 
 from .. import param as param_lib
 from ..errors import InvalidArgumentError, NonFiniteError
-from ..expr import Expr
-from ..fold import frozen_models
-from ..plan import Plan, compile_plan
+from ..dsl.expr import Expr
+from ..plan.fold import frozen_models
+from ..plan.compiler import Plan, compile_plan
 from ._common import check_positive, model_size
 
 CENTRE_STD = 0.15  # xplique: crop centres at 0.5 + N(0, 0.15) of the image side
@@ -170,7 +170,7 @@ def maco_method(
     Raises:
         InvalidArgumentError, LayerNotFoundError: before any step. NonFiniteError: a NaN or inf loss.
     """
-    from ..specs import default_size
+    from ..models.specs import default_size
 
     steps, crops = check_positive("steps", steps), check_positive("crops", crops)
     if not _real(lr) or lr <= 0:
