@@ -59,6 +59,7 @@ from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, c
 from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
 from .dsl.serialize import from_json as from_json, to_json as to_json
+from . import replay as replay  # attaches `Recipe.run` (running a recipe sits above the renderer)
 from .renderer import relu as relu
 from .toolbox import adversarial as adversarial
 from .toolbox import inversion as recipes  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at

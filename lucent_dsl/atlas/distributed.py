@@ -63,7 +63,7 @@ from .lock import folder_lock
 from ..models.checks import weights_fingerprint
 from ..errors import InvalidArgumentError, LucentError
 from ..io.files import atomic_write, read_png_metadata
-from ..replay import SCORE_KEY, Recipe
+from ..record.recipe import SCORE_KEY, Recipe
 from ..models.specs import default_size
 
 RANK_MANIFEST = "manifest.rank{rank}.json"

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
-from ..replay import SCORE_KEY
+from ..record.recipe import SCORE_KEY
 
 from .jobs import safe_name
 from .jobs import FORMAT, GRID, INDEX, MANIFEST, AtlasJob, STYLE, GRID_MAX_WIDTH

@@ -25,9 +25,9 @@ from ..io.files import RECIPE_KEY, read_png_metadata, save_png
 from ..models.info import device_of
 from ..objectives import channel as channel_term
 from ..plan.compiler import compile_plan
-from ..replay import SCORE_KEY, Recipe, plan_channels
+from ..record.recipe import SCORE_KEY, Recipe
 from ..models.specs import default_size
-from ..renderer.phases import render
+from ..renderer.phases import image_channels, render
 
 
 MANIFEST = "manifest.json"
@@ -308,7 +308,7 @@ def run_atlas(
                 steps=base.steps,
                 lr=base.lr,
                 seed=chunk[0].seed,
-                param=seeded_param(base.param, size, gens, plan_channels(plan)),
+                param=seeded_param(base.param, size, gens, image_channels(plan)),
                 transforms=seeded_transforms(base.transforms, gens),
                 precision=base.precision,
                 device=device,

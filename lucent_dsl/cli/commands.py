@@ -121,7 +121,7 @@ def _output_bytes(size: tuple[int, int], batch: int, frames: int) -> tuple[int, 
 
 def save(path: str, images: Any, recipe: Any, score: float | None, interrupted: tuple[int, int] | None = None) -> None:
     from ..io.files import RECIPE_KEY, save_image
-    from ..replay import SCORE_KEY
+    from ..record.recipe import SCORE_KEY
 
     d = recipe.to_dict()
     if interrupted is not None:
@@ -222,7 +222,7 @@ def _save_interrupted(args: argparse.Namespace, recipe: Any, result: Any, out: s
 
 
 def render(args: argparse.Namespace) -> int:
-    from ..replay import Recipe
+    from ..record.recipe import Recipe
     from ..record.resources import check_caps
 
     if args.every and not args.gif:
@@ -247,7 +247,7 @@ def render(args: argparse.Namespace) -> int:
 
 def caricature(args: argparse.Namespace) -> int:
     from ..atlas import default_layers
-    from ..replay import Recipe
+    from ..record.recipe import Recipe
     from ..models.specs import build_models
 
     check_outputs(args.out, None)
@@ -262,7 +262,7 @@ def caricature(args: argparse.Namespace) -> int:
 
 
 def accentuate(args: argparse.Namespace) -> int:
-    from ..replay import Recipe
+    from ..record.recipe import Recipe
 
     check_outputs(args.out, None)
     recipe = Recipe(**overrides(args, command="accentuate", image=image_path(args.image), objective=args.objective,
@@ -311,7 +311,7 @@ def atlas(args: argparse.Namespace) -> int:
     from ..atlas import distributed
     from ..atlas.lock import check_unlocked
     from ..models.checks import check_models, resolve_device
-    from ..replay import Recipe
+    from ..record.recipe import Recipe
     from ..record.resources import check_caps, check_memory, check_writable
     from ..models.specs import build_models
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..atlas import distributed, job_recipe, shard
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
-from ..replay import SCORE_KEY, Recipe
+from ..record.recipe import SCORE_KEY, Recipe
 from .units import (
     DIVERSITY_SET,
     ImageJob,

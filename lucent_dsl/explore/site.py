@@ -29,7 +29,7 @@ from ..dataset_examples import Examples, crops, dataset_examples, image_source
 from ..dsl.expr import OUTPUT
 from ..io.files import atomic_write, make_grid, save_png
 from ..models.info import info_of
-from ..replay import Recipe
+from ..record.recipe import Recipe
 from ..sanity import pooled_activations, probe_accuracy, similarity_report
 from . import pages
 from .render import (

@@ -1,4 +1,4 @@
-"""The recipe of a Python render: the `replay.Recipe` that makes the same pixels, when it can be known.
+"""The recipe of a Python render: the `record.Recipe` that makes the same pixels, when it can be known.
 
 `render` calls `recipe_of` with what it was given; `RenderResult.recipe` holds the answer and
 `RenderResult.save` writes it into the PNG (as the CLI does), so `lucent-dsl render --recipe out.png`
@@ -100,7 +100,7 @@ def _param(param: Any, size: tuple[int, int], n: int, channels: int) -> tuple[di
 
 
 def _transforms(transforms: Any) -> tuple[str | None, list[str]]:
-    from ..replay import TRANSFORMS
+    from ..record.recipe import TRANSFORMS
     from ..transforms import Transform
 
     if transforms is None:
@@ -115,7 +115,7 @@ def _transforms(transforms: Any) -> tuple[str | None, list[str]]:
 def recipe_of(plan: Any, *, size: tuple[int, int], n: int, channels: int, steps: int, seed: int, lr: float,
               precision: str, param: Any, transforms: Any, optimizer: Any, redirect_relu: int) -> tuple[Any, tuple[str, ...]]:
     """(the `Recipe` that replays this render, or None; why not, as short sentences)."""
-    from ..replay import Recipe
+    from ..record.recipe import Recipe
 
     models, why = _models(plan)
     objective, more = _objective(plan)

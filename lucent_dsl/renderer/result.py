@@ -38,7 +38,7 @@ class RenderResult:
         interrupted: True when Ctrl-C stopped the run early.
         skipped_steps: steps dropped by `on_nonfinite="skip"`.
         precision: what the models ran in ("fp32" or "bf16"; `precision="auto"` resolved).
-        recipe: the `replay.Recipe` that makes these pixels again (`lucent_dsl.provenance`), or None;
+        recipe: the `record.Recipe` that makes these pixels again (`renderer.provenance`), or None;
             `save` writes it into the PNG, so `lucent-dsl render --recipe out.png` replays it.
         unreplayable: why there is no recipe (a module of your own, a custom parameterization...).
     """
@@ -70,7 +70,7 @@ class RenderResult:
         """Write the images as one PNG (a grid for a batch), atomically, with the render's recipe and final score
         in its metadata as the CLI writes them (or, without a recipe, `UNREPLAYABLE_KEY`: why not)."""
         from ..io.files import RECIPE_KEY, save_png
-        from ..replay import SCORE_KEY
+        from ..record.recipe import SCORE_KEY
 
         meta: dict[str, str] = {}
         if self.recipe is not None:

@@ -179,7 +179,7 @@ class Settings:
         spec = spec if spec is not None else self.spec
         if spec is None:
             return None
-        from ..replay import Recipe
+        from ..record.recipe import Recipe
 
         return Recipe(objective=objective, models=(spec,), size=self.size, steps=self.steps, seed=seed,
                       param=self.param, transforms=self.transforms, lr=self.lr, precision=self.precision)
@@ -198,7 +198,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
     """
     from ..atlas import seeded_param, seeded_transforms
     from ..renderer.phases import render
-    from ..replay import plan_channels
+    from ..renderer.phases import image_channels
 
     batch = check_positive("batch", batch)
     if len(objectives) != len(seeds) or not objectives:
@@ -210,7 +210,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         plan = compile_plan(chunk, model)
         gens = [torch.Generator(dev).manual_seed(int(s)) for s in seeds[start:start + batch]]
         result = render(plan, steps=settings.steps, lr=settings.lr, seed=int(seeds[start]),
-                        param=seeded_param(settings.param, settings.size, gens, plan_channels(plan)),
+                        param=seeded_param(settings.param, settings.size, gens, image_channels(plan)),
                         transforms=seeded_transforms(settings.transforms, gens), precision=settings.precision,
                         device=device, compile=compile, progress=progress)
         if result.interrupted:

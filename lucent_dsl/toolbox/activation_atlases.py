@@ -38,7 +38,7 @@ from ..errors import InvalidArgumentError
 from ..io.files import RECIPE_KEY, atomic_write, save_png
 from ..objectives import direction, direction_neuron
 from ..objectives import check_layer
-from ..replay import SCORE_KEY
+from ..record.recipe import SCORE_KEY
 from ..models.info import spec_of
 from ._common import Settings, check_positive, collect, escape, model_size, render_each, require
 

@@ -38,7 +38,7 @@ from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
 from ..objectives import direction, direction_neuron
 from ..objectives import check_layer
-from ..replay import SCORE_KEY
+from ..record.recipe import SCORE_KEY
 from ..plan.probe import channel_count
 from ..models.info import spec_of
 from ._common import (Settings, as_rows, check_positive, direction_scores, layer_outputs, model_size, render_each,
