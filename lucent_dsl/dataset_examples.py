@@ -50,6 +50,7 @@ from .models.info import device_of, info_of
 from .objectives.activation import Channel, ClassLogit, Neuron
 from .dsl.parser import parse
 from .plan.compiler import as_models, bind, compile_plan
+from .plan.forward import read_layers
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 STATE_FORMAT = 1
@@ -196,15 +197,12 @@ def receptive_field(model: nn.Module, layer: str, size: tuple[int, int], *, tria
 
 
 def _grid_and_field(model: nn.Module, layer: str, size: tuple[int, int], trials: int = 4) -> tuple[tuple[int, int], tuple[int, int]]:
-    plan = compile_plan(Channel(layer, 0), model)
-    site = plan.sites[0]
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(trials, min(3, info_of(model).channels), *size, generator=gen).to(device_of(model)).requires_grad_(True)
-    with frozen_models(list(plan.models.values())):
-        a = plan.forward(x)[site]
-        if not isinstance(a, Tensor) or a.dim() != 4:
-            raise InvalidArgumentError(f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; it has no receptive field")
-        a[:, :, a.shape[2] // 2, a.shape[3] // 2].sum().backward()
+    a = read_layers(model, x, [layer], grad=True)[layer]
+    if not isinstance(a, Tensor) or a.dim() != 4:
+        raise InvalidArgumentError(f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; it has no receptive field")
+    a[:, :, a.shape[2] // 2, a.shape[3] // 2].sum().backward()
     grid = (int(a.shape[2]), int(a.shape[3]))
     touched = (x.grad.abs().sum((0, 1)) > 0).nonzero()  # type: ignore[union-attr]
     if not len(touched):

@@ -46,11 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, ObjectiveShapeError
-from .dsl.expr import sum_of
-from .plan.fold import frozen_models
-from .models.info import device_of
-from .objectives.activation import Channel
-from .plan.compiler import compile_plan
+from .plan.forward import layer_reader, read_layers
 
 
 @dc.dataclass(frozen=True)
@@ -108,14 +104,12 @@ def pooled_activations(model: nn.Module, layers: Sequence[str], images: Tensor, 
         raise InvalidArgumentError("path_similarity needs at least one layer")
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise InvalidArgumentError(f"images must be a non-empty (N, C, H, W) tensor in [0, 1], got {getattr(images, 'shape', type(images).__name__)}")
-    plan = compile_plan(sum_of([Channel(layer, 0) for layer in layers]), model)
-    by_layer = {s.layer: s for s in plan.sites}
+    reader = layer_reader(model, layers)
     out: dict[str, list[Tensor]] = {layer: [] for layer in layers}
-    with torch.no_grad(), frozen_models(list(plan.models.values())):
-        for lo in range(0, images.shape[0], batch):
-            acts = plan.forward(images[lo:lo + batch].to(device_of(model)))
-            for layer in layers:
-                out[layer].append(_pool(layer, acts[by_layer[layer]]))
+    for lo in range(0, images.shape[0], batch):
+        acts = read_layers(model, images[lo:lo + batch], layers, reader=reader)
+        for layer in layers:
+            out[layer].append(_pool(layer, acts[layer]))
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 

@@ -111,8 +111,8 @@ def image_gram(net: nn.Module, image: Any, layer: str) -> Tensor:
         torch.Size([4, 4])
     """
     from ..io.files import load_image
-    from ..models.info import device_of, info_of
-    from ..toolbox.inversion import activations
+    from ..models.info import info_of
+    from ..plan.forward import read_layers
 
     if not isinstance(net, nn.Module):
         raise InvalidArgumentError(
@@ -122,7 +122,7 @@ def image_gram(net: nn.Module, image: Any, layer: str) -> Tensor:
         x = torch.cat([load_image(im, channels=channels) for im in image])
     else:
         x = load_image(image, channels=channels)
-    a = activations(net, x.to(device_of(net)), [layer])[layer]
+    a = read_layers(net, x, [layer])[layer]
     if not isinstance(a, Tensor) or a.dim() not in (2, 3, 4) or not a.is_floating_point():
         raise ObjectiveShapeError(f"style: layer {layer!r} gives {getattr(a, 'shape', type(a).__name__)}; a Gram "
                                   "matrix needs (B, C, H, W) maps, (B, tokens, C) sequences or (B, C) vectors")

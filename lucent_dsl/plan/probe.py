@@ -25,9 +25,8 @@ from ..models import architectures, sizes as geo
 from ..errors import InvalidArgumentError, LucentError
 from ..models.layouts import Layout, Refusal, detect
 from ..models.info import device_of, info_of
-from ..objectives import channel as channel_term
-from .compiler import compile_plan
 from .fold import frozen_models
+from .forward import layer_reader
 
 
 class SiteInfo(NamedTuple):
@@ -175,8 +174,7 @@ def channel_count(model: nn.Module, layer: str, size: int | tuple[int, int] | No
 
 def channel_counts(model: nn.Module, layers: Sequence[str], size: int | tuple[int, int] | None = None) -> dict[str, int]:
     """Number of channels of each layer, from one probe forward (see `channel_count`)."""
-    for layer in layers:
-        compile_plan(channel_term(layer, 0), model)  # LayerNotFoundError with suggestions
+    layer_reader(model, layers)  # LayerNotFoundError with suggestions
     rows = {r.name: r for r in probe(model, size)}
     out = {}
     for layer in layers:

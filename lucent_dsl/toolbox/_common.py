@@ -15,11 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
-from ..plan.fold import frozen_models
 from ..models.info import device_of, info_of
-from ..objectives import layer as whole_layer
 from ..objectives import check_layer
 from ..plan.compiler import compile_plan
+from ..plan.forward import layer_reader, read_layers
 
 EXTRA = "research"
 POSITIONS = ("random", "center", "mean")
@@ -101,15 +100,12 @@ def layer_outputs(model: nn.Module, images: Any, layer: str, *, batch: int = 128
     """Stream `layer`'s activations over `images`, one batch at a time (frozen model, no gradients, truncated)."""
     layer = check_layer(layer)
     batch = check_positive("batch", batch)
-    plan = compile_plan(whole_layer(layer), model)
-    site = next(s for s in plan.sites if s.layer == layer)
-    dev = device_of(model)
-    with frozen_models([model]), torch.no_grad():
-        for x in batches(images, batch):
-            if not isinstance(x, Tensor) or x.dim() != 4:
-                got = getattr(x, "shape", x)
-                raise InvalidArgumentError(f"each batch of images must be (B, C, H, W) in [0, 1], got {got!r}")
-            yield plan.forward(x.to(dev, torch.float32))[site]
+    reader = layer_reader(model, layer)
+    for x in batches(images, batch):
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            got = getattr(x, "shape", x)
+            raise InvalidArgumentError(f"each batch of images must be (B, C, H, W) in [0, 1], got {got!r}")
+        yield read_layers(model, x.to(torch.float32), layer, reader=reader)[layer]
 
 
 def collect(model: nn.Module, images: Any, layer: str, *, position: str = "random", batch: int = 128,

@@ -43,10 +43,8 @@ from ..dsl.expr import Expr, Term, map_terms, sum_of
 from ..models.info import device_of, info_of
 from ..objectives import SourceL2, SourceMatch, activation_match, l2
 from ..objectives import check_layer
-from ..objectives import layer as whole_layer
 from ..dsl.parser import parse
-from ..plan.compiler import compile_plan
-from ..plan.fold import frozen_models
+from ..plan.forward import read_layers
 from ..renderer.phases import RenderResult, render
 
 __all__ = ["accentuate", "activations", "caricature", "feature_inversion"]
@@ -106,11 +104,7 @@ def activations(model: nn.Module, image: Tensor, layers: str | Sequence[str]) ->
     names = layer_names(layers)
     if not isinstance(image, Tensor) or image.dim() != 4:
         raise InvalidArgumentError(f"image must be a (B, C, H, W) tensor in [0, 1], got {getattr(image, 'shape', image)!r}")
-    plan = compile_plan(sum_of(whole_layer(n) for n in names), model)
-    with frozen_models([model]), torch.no_grad():
-        acts = plan.forward(image.to(plan.device))
-    by_layer = {s.layer: a for s, a in acts.items()}
-    return {n: by_layer[n] for n in names}
+    return read_layers(model, image, names)
 
 
 # --- paired transforms: the source image rides along as image 0 ------------------------------------------
