@@ -53,7 +53,6 @@ from .objectives import (
     source_match as source_match,
     total_variation as total_variation,
 )
-from .param import transparency_map as transparency_map
 from .dsl.parser import parse as parse
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
 from .renderer.phases import render as render
@@ -62,6 +61,7 @@ from .dsl.serialize import from_json as from_json, to_json as to_json
 from . import replay as replay  # attaches `Recipe.run` (running a recipe sits above the renderer)
 from .renderer import relu as relu
 from .toolbox import adversarial as adversarial
+from .toolbox.transparency import transparency_map as transparency_map
 from .toolbox import inversion as recipes  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at
 
 param_extra = param  # the old name of the parameterization package (maco, cppn, shared, alpha live in `param` now)

@@ -244,31 +244,6 @@ def random_rotate(degrees: float | Iterable[float] | tuple[float, float]) -> Tra
     return warp(Geo(ft.partial(_rotate_matrix, dist), same_shape))
 
 
-_pad, _jitter = pad, jitter  # `affine`'s keyword arguments shadow these factories
-
-
-def affine(*, pad: int = 0, jitter: int = 0, scale: Iterable[float] | tuple[float, float] = (1.0, 1.0),
-           rotate: float | Iterable[float] | tuple[float, float] = (0.0, 0.0),
-           mode: str = "reflect", value: float = 0.5) -> Transform:
-    """Pad, jitter, zoom and turn in that order, as one fused geometric transform.
-
-    Same as `chain(pad(pad, mode=mode, value=value), jitter(jitter), random_scale(scale),
-    random_rotate(rotate))`; see those for the arguments. The defaults are the identity.
-
-    Shape:
-        (B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad)
-
-    Example:
-        >>> t = affine(pad=4, jitter=2, scale=(0.9, 1.1), rotate=(-5.0, 5.0))
-        >>> t.apply(torch.rand(2, 3, 8, 8), t.sample(None, (2, 3, 8, 8))).shape
-        torch.Size([2, 3, 16, 16])
-    """
-    from .compose import chain  # chain fuses geometric steps, so it imports this module
-
-    return chain(_pad(pad, mode=mode, value=value), _jitter(jitter), random_scale(scale),
-                 random_rotate(rotate))
-
-
 def _crops_shape(n: int, size: tuple[int, int] | None, shape: Shape) -> Shape:
     b, c, h, w = shape
     return torch.Size((n * b, c, *(size or (h, w))))
