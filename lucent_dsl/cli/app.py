@@ -34,6 +34,7 @@ from . import commands
 from .commands import EXIT_INTERRUPTED, EXIT_OK, UsageError as _UsageError
 from ..errors import LucentError
 from .commands import positive as _positive
+from .commands import size_arg
 
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -47,18 +48,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- parsing ----------------------------------------------------------------------------------------
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or HxW (height x width), e.g. 224 or 160x224, got {text!r}")
-    return parts[0], parts[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
              "100000, size > 4096, batch > 256, > 1000 GIF frames), memory (a render estimated to need more memory "
              "than is free), or all",
     )
-    models.add_argument("--size", type=_size, metavar="N|HxW", help="image size (default: the model's input size, else 224)")
+    models.add_argument("--size", type=size_arg, metavar="N|HxW", help="image size (default: the model's input size, else 224)")
 
     optim = _Parser(add_help=False)
     optim.add_argument("--steps", type=_positive, help="optimization steps (default: 512)")

@@ -23,13 +23,14 @@ EXIT_INTERRUPTED = 130
 
 
 def size_arg(text: str) -> tuple[int, int]:
+    """`--size` of every subcommand: N (a square) or HxW (also H,W)."""
     try:
         parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
     except ValueError:
         parts = []
     parts = parts * 2 if len(parts) == 1 else parts
     if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, e.g. 128 or 96x128, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected N or HxW (height x width), e.g. 224 or 160x224, got {text!r}")
     return parts[0], parts[1]
 
 
@@ -73,7 +74,7 @@ def _device(args: argparse.Namespace) -> str | None:
 
 
 def overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    from ..models.checks import check_seed
+    from ..args import check_seed
 
     if getattr(args, "seed", None) is not None:
         check_seed(args.seed, "--seed")

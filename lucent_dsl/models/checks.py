@@ -1,6 +1,5 @@
-"""Checks of what a render is given, each a small pure function with a message that says what would be right.
+"""Checks of the models and devices a render is given, each a small pure function with a message that says what would be right.
 
-- `check_seed`: an int in 0 .. 2**63 - 1 (what `render` accepts).
 - `resolve_device`: `--device` text -> a usable device, refusing unknown names, `meta`, a CUDA index
   past the machine's GPUs, and CUDA without a GPU; `cpu:0` is `cpu`, `cuda` is the current GPU
   (`normalize_device` does the renaming alone, for comparisons with a model's device).
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,18 +29,6 @@ from torch import nn
 
 from ..errors import InvalidArgumentError
 from .info import info_of
-
-SEED_MAX = 2**63 - 1
-
-
-def check_seed(seed: Any, what: str = "seed") -> int:
-    """`seed` as an int in 0 .. 2**63 - 1, else InvalidArgumentError naming the value and the range."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InvalidArgumentError(f"{what} must be an integer in 0 .. 2**63 - 1, got {seed!r}")
-    if not 0 <= seed <= SEED_MAX:
-        raise InvalidArgumentError(f"{what} must be in 0 .. 2**63 - 1 = {SEED_MAX} (torch.Generator's range), got {seed}")
-    return int(seed)
-
 
 def resolve_device(text: str | torch.device | None) -> str | None:
     """A device string `render` can use; None stays None (the models' device).

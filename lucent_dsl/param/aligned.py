@@ -11,7 +11,8 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 from ._common import float32_irfft2_tables
-from ._common import CLAMP_OFFSET, ImageParam, check_int, check_real, check_size, color_matrix, colour, irfft2_ortho, randn, spectrum_scale, squash_by_name, to_float32
+from ._common import CLAMP_OFFSET, ImageParam, color_matrix, colour, irfft2_ortho, randn, spectrum_scale, squash_by_name, to_float32
+from ..args import check_int, check_real, check_size
 
 
 # --------------------------------------------------------------------------- shared / aligned

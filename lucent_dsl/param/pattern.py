@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from ._common import ImageParam, check_int, check_size, generator_device, randn
+from ._common import ImageParam, generator_device, randn
+from ..args import check_int, check_size
 
 
 # --------------------------------------------------------------------------- CPPN

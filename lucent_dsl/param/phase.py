@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 from ._common import float32_irfft2_tables
-from ._common import ImageParam, NATURAL_MAGNITUDE_PATH, apply_color, clamp_straight_through, check_int, check_size, color_matrix, colour, even_part, generator_device, irfft2_ortho, odd_part, squash_linear, to_float32
+from ._common import ImageParam, NATURAL_MAGNITUDE_PATH, apply_color, clamp_straight_through, color_matrix, colour, even_part, generator_device, irfft2_ortho, odd_part, squash_linear, to_float32
+from ..args import check_int, check_size
 
 
 # --------------------------------------------------------------------------- MACO

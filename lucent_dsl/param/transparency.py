@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from ._common import ImageParam, check_int, check_real
+from ._common import ImageParam
 from .lucid import fft, image
 
 

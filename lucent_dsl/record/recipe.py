@@ -33,8 +33,8 @@ from torch import nn
 
 from .. import zoo
 from ..dsl.parser import parse
+from ..args import check_choice, check_int, check_seed, check_size
 from ..errors import InvalidArgumentError
-from ..models.checks import check_seed
 from ..models.info import info_of
 from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
 from . import trust
@@ -56,18 +56,6 @@ MAX_RECIPE_BYTES = 16 * 2**20
 
 
 # --- the recipe value ----------------------------------------------------------------------------
-
-
-def _int(name: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-        raise InvalidArgumentError(f"recipe: {name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _choice(name: str, v: Any, choices: Sequence[str]) -> str:
-    if v not in choices:
-        raise InvalidArgumentError(f"recipe: {name} must be one of {', '.join(choices)}, got {v!r}")
-    return v
 
 
 @dc.dataclass(frozen=True)
@@ -105,7 +93,7 @@ class Recipe:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        _choice("command", self.command, COMMANDS)
+        check_choice("command", self.command, COMMANDS, where="recipe")
         if self.objective is not None:
             if not isinstance(self.objective, str):
                 raise InvalidArgumentError(f"recipe: objective must be DSL text, got {type(self.objective).__name__}")
@@ -118,25 +106,22 @@ class Recipe:
         for m in self.models:
             parse_spec(m)
         if self.size is not None:
-            size = (self.size, self.size) if isinstance(self.size, numbers.Integral) and not isinstance(self.size, bool) else self.size
-            if not isinstance(size, Sequence) or len(size) != 2:
-                raise InvalidArgumentError(f"recipe: size must be an int or [H, W], got {self.size!r}")
-            object.__setattr__(self, "size", (_int("size", size[0], 1), _int("size", size[1], 1)))
-        object.__setattr__(self, "steps", _int("steps", self.steps, 1))
+            object.__setattr__(self, "size", check_size(self.size, where="recipe"))
+        object.__setattr__(self, "steps", check_int("steps", self.steps, where="recipe"))
         object.__setattr__(self, "seed", check_seed(self.seed, "recipe: seed"))
-        _choice("param", self.param, PARAMS)
-        _choice("transforms", self.transforms, TRANSFORMS)
-        _choice("precision", self.precision, PRECISIONS)
+        check_choice("param", self.param, PARAMS, where="recipe")
+        check_choice("transforms", self.transforms, TRANSFORMS, where="recipe")
+        check_choice("precision", self.precision, PRECISIONS, where="recipe")
         if isinstance(self.decay_power, bool) or not isinstance(self.decay_power, numbers.Real) or \
                 not (math.isfinite(self.decay_power) and 0 <= self.decay_power <= 4):
             raise InvalidArgumentError(f"recipe: decay_power must be a number in [0, 4], got {self.decay_power!r}")
         object.__setattr__(self, "decay_power", float(self.decay_power))
         if self.threads is not None:
-            object.__setattr__(self, "threads", _int("threads", self.threads, 1))
+            object.__setattr__(self, "threads", check_int("threads", self.threads, where="recipe"))
         if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (math.isfinite(self.lr) and self.lr > 0):
             raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
-        object.__setattr__(self, "batch", _int("batch", self.batch, 1))
+        object.__setattr__(self, "batch", check_int("batch", self.batch, where="recipe"))
         if self.command != "render" and self.image is None:
             raise InvalidArgumentError(f"recipe: a {self.command} needs an image")
         if self.command == "caricature" and not self.layers:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses as dc
 import html
 import importlib
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..args import check_int, check_size
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
 from ..models.info import device_of, info_of
 from ..objectives import check_layer
@@ -44,21 +44,12 @@ def require(module: str, *, package: str | None = None, extra: str = EXTRA, what
         ) from None
 
 
-def check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 def model_size(model: nn.Module, size: Any) -> tuple[int, int]:
     """`size` as (H, W); None: the model's input size, else 224."""
     if size is None:
         s = info_of(model).input_size
         return (int(s[0]), int(s[1])) if s else (224, 224)
-    if isinstance(size, Sequence) and len(size) == 2:
-        return check_positive("size[0]", size[0]), check_positive("size[1]", size[1])
-    n = check_positive("size", size)
-    return n, n
+    return check_size(size)
 
 
 def has_input_size(model: nn.Module) -> bool:
@@ -99,7 +90,7 @@ def as_rows(a: Any, layer: str) -> Tensor:
 def layer_outputs(model: nn.Module, images: Any, layer: str, *, batch: int = 128) -> Iterable[Tensor]:
     """Stream `layer`'s activations over `images`, one batch at a time (frozen model, no gradients, truncated)."""
     layer = check_layer(layer)
-    batch = check_positive("batch", batch)
+    batch = check_int("batch", batch)
     reader = layer_reader(model, layer)
     for x in batches(images, batch):
         if not isinstance(x, Tensor) or x.dim() != 4:
@@ -168,7 +159,7 @@ class Settings:
             raise InvalidArgumentError(f"param must be 'fft' or 'pixel', got {self.param!r}")
         if self.transforms not in ("standard", "none"):
             raise InvalidArgumentError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
-        check_positive("steps", self.steps)
+        check_int("steps", self.steps)
 
     def recipe(self, objective: str, seed: int, spec: str | None) -> Any:
         """The one-image `Recipe` of `objective` rendered with these settings (None without a model spec)."""
@@ -196,7 +187,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
     from ..renderer.phases import render
     from ..renderer.phases import image_channels
 
-    batch = check_positive("batch", batch)
+    batch = check_int("batch", batch)
     if len(objectives) != len(seeds) or not objectives:
         raise InvalidArgumentError(f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)")
     dev = torch.device(device) if device is not None else device_of(model)

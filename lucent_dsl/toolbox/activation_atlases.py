@@ -40,7 +40,8 @@ from ..objectives import direction, direction_neuron
 from ..objectives import check_layer
 from ..record.recipe import SCORE_KEY
 from ..models.info import spec_of
-from ._common import Settings, check_positive, collect, escape, model_size, render_each, require
+from ._common import Settings, collect, escape, model_size, render_each, require
+from ..args import check_int
 
 LAYOUTS = ("tsne", "pca", "umap")
 OBJECTIVES = ("neuron", "channel")
@@ -129,7 +130,7 @@ def bin_layout(layout: Tensor, vectors: Tensor, grid: int, *, min_count: int = 5
 
     Row is the bin of the layout's second coordinate (top to bottom), column the bin of the first.
     """
-    grid, min_count = check_positive("grid", grid), check_positive("min_count", min_count)
+    grid, min_count = check_int("grid", grid), check_int("min_count", min_count)
     if layout.dim() != 2 or layout.shape[1] != 2 or layout.shape[0] != vectors.shape[0]:
         raise InvalidArgumentError(
             f"layout must be (N, 2) for (N, C) vectors, got {tuple(layout.shape)} and {tuple(vectors.shape)}")

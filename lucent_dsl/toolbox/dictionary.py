@@ -41,8 +41,8 @@ from ..objectives import check_layer
 from ..record.recipe import SCORE_KEY
 from ..plan.probe import channel_count
 from ..models.info import spec_of
-from ._common import (Settings, as_rows, check_positive, direction_scores, layer_outputs, model_size, render_each,
-                      require)
+from ._common import Settings, as_rows, direction_scores, layer_outputs, model_size, render_each, require
+from ..args import check_int
 
 ATOMS = ("rows", "columns")
 OBJECTIVES = ("channel", "neuron")
@@ -116,7 +116,7 @@ def nmf_dictionary(model: nn.Module, images: Any, layer: str, k: int, *, seed: i
     Raises:
         InvalidArgumentError: negative activations (pick a layer after a ReLU).
     """
-    k = check_positive("k", k)
+    k = check_int("k", k)
     rows = [as_rows(a, layer).float().cpu().transpose(1, 2).reshape(-1, as_rows(a, layer).shape[1])
             for a in layer_outputs(model, images, layer)]
     x = torch.cat(rows).double()
@@ -239,7 +239,7 @@ def top_examples(model: nn.Module, layer: str, vectors: Tensor, images: Any, *, 
     a render) when it is installed and `objectives` are given; otherwise the mean over positions of
     dot(activation, unit vector) (`direction_scores`).
     """
-    k = check_positive("k", k)
+    k = check_int("k", k)
     if objectives is not None and importlib.util.find_spec("lucent_dsl.dataset_examples") is not None:
         from ..dataset_examples import dataset_examples
 

@@ -38,8 +38,8 @@ from ..models.info import device_of
 from ..objectives import direction
 from ..objectives import check_layer
 from ..models.info import spec_of
-from ._common import (Settings, as_rows, check_positive, has_input_size, image_channels, layer_outputs, model_size,
-                      render_each, require)
+from ._common import Settings, as_rows, has_input_size, image_channels, layer_outputs, model_size, render_each, require
+from ..args import check_int
 
 NEGATIVE = ("error", "split")
 
@@ -56,7 +56,7 @@ def factorize(acts: Tensor, k: int, *, seed: int = 0, negative: str = "error",
             than channels or positions.
         MissingExtraError: scikit-learn is not installed.
     """
-    k = check_positive("k", k)
+    k = check_int("k", k)
     if negative not in NEGATIVE:
         raise InvalidArgumentError(f"negative must be one of {NEGATIVE}, got {negative!r}")
     if acts.dim() not in (2, 3):

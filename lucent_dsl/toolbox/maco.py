@@ -41,7 +41,8 @@ from ..errors import InvalidArgumentError, NonFiniteError
 from ..dsl.expr import Expr
 from ..plan.fold import frozen_models
 from ..plan.compiler import Plan, compile_plan
-from ._common import check_positive, model_size
+from ._common import model_size
+from ..args import check_int
 
 CENTRE_STD = 0.15  # xplique: crop centres at 0.5 + N(0, 0.15) of the image side
 BOX_STD = 0.05  # xplique: crop sides N(box, 0.05), clipped to [BOX_MIN, 1]
@@ -172,7 +173,7 @@ def maco_method(
     """
     from ..models.specs import default_size
 
-    steps, crops = check_positive("steps", steps), check_positive("crops", crops)
+    steps, crops = check_int("steps", steps), check_int("crops", crops)
     if not _real(lr) or lr <= 0:
         raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
     plan = compile_plan(objective, model)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import transforms as tf_lib
 from ..errors import InvalidArgumentError
-from ..param._common import check_int, check_real
+from ..args import check_int, check_real
 from ..plan.compiler import Plan
 from ..plan.fold import frozen_models
 from ..transforms import Transform

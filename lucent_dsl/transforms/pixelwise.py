@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from ._common import Dist, Shape, Transform, check_int, check_real, check_shape, distribution, draw, fail, generator_device, is_real
+from ._common import Dist, Shape, Transform, check_shape, distribution, draw, fail, generator_device
+from ..args import check_int, check_real, is_real
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def gaussian_blur(sigma: float | tuple[float, float], *, kernel_size: int | None
     """
     call = f"gaussian_blur(sigma={sigma!r}, kernel_size={kernel_size!r})"
     if is_real(sigma):
-        s = check_real(call, "sigma", sigma, minimum=0.0)
+        s = check_real("sigma", sigma, minimum=0.0, where=call)
         dist = Dist(s, s)
     elif isinstance(sigma, tuple) and len(sigma) == 2:
         dist = distribution(call, "sigma", sigma, minimum=0.0)
@@ -72,7 +73,7 @@ def gaussian_blur(sigma: float | tuple[float, float], *, kernel_size: int | None
         raise fail(call, f"sigma must be a number >= 0 or a (lo, hi) tuple, got {sigma!r}.")
     if kernel_size is None:
         kernel_size = 2 * math.ceil(3 * dist.hi) + 1
-    kernel_size = check_int(call, "kernel_size", kernel_size, minimum=1)
+    kernel_size = check_int("kernel_size", kernel_size, minimum=1, where=call)
     if kernel_size % 2 == 0:
         raise fail(call, f"kernel_size must be odd, got {kernel_size!r}.")
     return Transform(ft.partial(_blur_sample, dist), ft.partial(_blur_apply, dist.lo, kernel_size))
@@ -104,7 +105,7 @@ def noise(std: float | tuple[float, float]) -> Transform:
     """
     call = f"noise(std={std!r})"
     if is_real(std):
-        s = check_real(call, "std", std, minimum=0.0)
+        s = check_real("std", std, minimum=0.0, where=call)
         dist = Dist(s, s)
     elif isinstance(std, tuple) and len(std) == 2:
         dist = distribution(call, "std", std, minimum=0.0)
@@ -177,5 +178,5 @@ def composite(background: str = "noise", *, sd: float = 0.5) -> Transform:
     """
     if background not in BACKGROUNDS:
         raise InvalidArgumentError(f"background must be one of {BACKGROUNDS}, got {background!r}")
-    c = _Composite(background, check_real("composite", "sd", sd, minimum=0.0))
+    c = _Composite(background, check_real("sd", sd, minimum=0.0, where="composite"))
     return Transform(c.sample, c)
