@@ -51,6 +51,7 @@ from .objectives import (
     opacity as opacity,
     source_l2 as source_l2,
     source_match as source_match,
+    style as style,
     total_variation as total_variation,
 )
 from .dsl.parser import parse as parse
@@ -64,8 +65,6 @@ from .toolbox import adversarial as adversarial
 from .toolbox.transparency import transparency_map as transparency_map
 from .toolbox import inversion as recipes  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at
 
-param_extra = param  # the old name of the parameterization package (maco, cppn, shared, alpha live in `param` now)
-
 __all__ = [
     "IMAGE", "INPUT", "OUTPUT", "AmbiguousModelError", "Expr", "ImageError", "InvalidArgumentError",
     "LayerNotFoundError", "LucentError", "ModelInfo", "ModelNotFoundError", "NonFiniteError", "ObjectiveShapeError",
@@ -73,7 +72,7 @@ __all__ = [
     "alignment", "batched", "blur", "box_mask", "channel", "channel_interpolate", "channel_weight", "class_logit",
     "compile_plan", "deepdream", "direction", "direction_neuron", "diversity", "evaluate", "from_json", "info_of", "io",
     "l1", "l2", "layer", "masked", "neuron", "neuron_weight", "objective", "opacity", "param", "parse", "recipes",
-    "relu", "render", "source_l2", "source_match", "sum_of", "to_json", "total_variation", "transforms",
+    "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
 

@@ -9,13 +9,14 @@
     lucent-dsl accentuate photo.jpg 'channel("features.14", 10)' --out accent.png
 
 Objectives are DSL text, read by `lucent_dsl.parse` (an allow-list; nothing is evaluated).
-Models are specs (`lucent_dsl.recipe.build_models`): zoo names, `torchvision:NAME[:weights=W]`,
+Models are specs (`lucent_dsl.models.specs.build_models`): zoo names, `torchvision:NAME[:weights=W]`,
 `timm:NAME`, `path/to/file.py:factory`, `name=SPEC` for ensembles. Every PNG written carries its
 recipe, and every file is written atomically.
 
 Exit codes: 0 success, 2 bad input (a bad objective, layer, spec, setting or file), 130 Ctrl-C
 (what was rendered is saved first), 1 anything unexpected. Errors are one line on stderr
-(`error: ...`); `--debug` adds the traceback. The command bodies are in `lucent_dsl.commands`.
+(`error: ...`); `--debug` adds the traceback. The command bodies are in `cli.commands`
+(and `cli.examples`, `cli.explore`, `cli.toolbox`).
 
 A recipe read with `--recipe` is data (`lucent_dsl.trust`): it builds only zoo models and
 torchvision/timm architectures with random weights unless `--allow file,download,image` says

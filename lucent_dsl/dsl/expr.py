@@ -210,7 +210,7 @@ class Term(Expr):
         return pos, kw
 
 
-# The vocabulary: DSL name -> factory. Filled by objectives.py and by @objective.
+# The vocabulary: DSL name -> factory. Filled by `objectives.BUILTINS` (lucent_dsl/objectives/__init__.py) and by @objective.
 VOCABULARY: dict[str, Callable[..., Expr]] = {}
 
 

@@ -26,12 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atlas import distributed, job_recipe, shard
+from ..atlas import distributed, shard
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
 from ..record.recipe import SCORE_KEY, Recipe
 from .units import (
     DIVERSITY_SET,
-    ImageJob,
     Unit,
     diversity_objective,
     diversity_seed,
@@ -53,11 +52,6 @@ def diversity_recipes(units: Sequence[Unit], base: Recipe, img: Path, layers: di
     """Every unit's diversity recipe, its weight taken from the score stored in the unit's `vis` PNG."""
     return {u: diversity_recipe(base, u, layers[u.layer], diversity_weight(read_image_info(img / u.vis)["score"]))
             for u in units}
-
-
-def image_recipe(base: Recipe, job: ImageJob) -> Recipe:
-    """The one-image recipe stored in a `vis` or `neg` PNG (the atlas's `job_recipe`)."""
-    return job_recipe(base, job)  # type: ignore[arg-type]
 
 
 def _stored_recipe(path: Path) -> Recipe | None:

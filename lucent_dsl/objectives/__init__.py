@@ -5,8 +5,8 @@ or a range) restricts a term to some images, the others score 0. `model=` names 
 ensemble (`None`: the only model).
 
 Rooms: `activation` (units of a layer), `directions` (directions in activation space), `penalty`
-(image and batch penalties), `masks` (spatial masks), `source` (paired renders), `custom` (the
-`@objective` decorator). `_term` is the toolkit they share. A new built-in term goes in the room
+(image and batch penalties), `masks` (spatial masks), `source` (paired renders), `gram` (`style`:
+Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes in the room
 of its kind and gets one line in `BUILTINS` below; `parse`, JSON and the docs table then know it.
 
 Example:
@@ -53,5 +53,5 @@ __all__ = [
     "LayerTerm", "Masked", "Neuron", "NeuronWeight", "Opacity", "SourceL2", "SourceMatch", "TotalVariation",
     "VOCABULARY_FACTORIES", "activation_match", "alignment", "blur", "box_mask", "channel", "channel_interpolate",
     "channel_weight", "class_logit", "deepdream", "direction", "direction_neuron", "diversity", "l1", "l2", "layer",
-    "masked", "neuron", "neuron_weight", "objective", "opacity", "source_l2", "source_match", "total_variation",
+    "masked", "neuron", "neuron_weight", "objective", "opacity", "source_l2", "source_match", "style", "total_variation",
 ]

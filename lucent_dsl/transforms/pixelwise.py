@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
+from ..param.transparency import noise_background  # the noise background is a parameterization's draw
 from ._common import Dist, Shape, Transform, check_shape, distribution, draw, fail, generator_device
 from ..args import check_int, check_real, is_real
 
@@ -132,8 +133,6 @@ class _Composite:
             raise InvalidArgumentError(
                 f"composite() blends RGBA images (B, 4, H, W), e.g. from lucent_dsl.param.alpha(...); got shape {tuple(shape)}"
             )
-        from ..param.transparency import noise_background  # param draws the noise; it never imports transforms
-
         b, _, h, w = shape
         dev = generator_device(g)
         with torch.no_grad():
