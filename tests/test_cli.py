@@ -27,9 +27,9 @@ from lucent_dsl.plan.compiler import compile_plan
 from lucent_dsl.replay import SCORE_KEY, Recipe
 from lucent_dsl.models.specs import build_model, build_models, normalize_spec, parse_spec
 
-HAS_RECIPES = importlib.util.find_spec("lucent_dsl.recipes") is not None
+HAS_RECIPES = importlib.util.find_spec("lucent_dsl.toolbox.inversion") is not None
 needs_recipes = pytest.mark.skipif(
-    not HAS_RECIPES, reason="lucent_dsl.recipes (caricature, accentuate) is not written yet; the CLI calls it when it exists"
+    not HAS_RECIPES, reason="lucent_dsl.toolbox.inversion (caricature, accentuate) is not written yet; the CLI calls it when it exists"
 )
 
 TINY = '''

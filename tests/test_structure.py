@@ -6,7 +6,13 @@ blocks excluded). `python tests/test_structure.py` prints the counts.
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
+import sys
+
+import pytest
+
+import lucent_dsl
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "lucent_dsl"
 
@@ -164,6 +170,46 @@ def test_nothing_imports_upward():
 
 def test_top_level_is_short():
     assert len(top_level()) <= MAX_TOP_LEVEL, top_level()
+
+
+# --- the import paths users rely on keep working ----------------------------------------------------------
+
+PUBLIC_PATHS = [
+    "lucent_dsl.zoo", "lucent_dsl.testing", "lucent_dsl.toolbox", "lucent_dsl.dataset_examples", "lucent_dsl.sanity",
+    "lucent_dsl.io", "lucent_dsl.param", "lucent_dsl.transforms", "lucent_dsl.models", "lucent_dsl.objectives.masks",
+    "lucent_dsl.explore.site", "lucent_dsl.explore.browser", "lucent_dsl.replay", "lucent_dsl.cli",
+]
+# Old path -> the module that now holds its names (the old path warns with a FutureWarning naming it).
+MOVED = {"lucent_dsl.recipes": "lucent_dsl.toolbox.inversion", "lucent_dsl.adversarial": "lucent_dsl.toolbox.adversarial"}
+
+
+@pytest.mark.parametrize("path", PUBLIC_PATHS)
+def test_public_paths_import(path):
+    importlib.import_module(path)
+
+
+def test_the_console_entry_point_and_replay_recipe_stay():
+    from lucent_dsl.cli import main
+    from lucent_dsl.record.recipe import Recipe as Value
+    from lucent_dsl.replay import Recipe, run
+
+    assert callable(main) and Recipe is Value and Recipe.run is run
+
+
+@pytest.mark.parametrize("old, new", sorted(MOVED.items()))
+def test_a_moved_module_warns_and_gives_the_same_objects(old, new, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(FutureWarning, match=new.replace(".", r"\.")):
+        shim = importlib.import_module(old)
+    target = importlib.import_module(new)
+    assert shim.__all__ and all(getattr(shim, name) is getattr(target, name) for name in target.__all__)
+    assert getattr(lucent_dsl, old.rpartition(".")[2]) in (shim, target)
+
+
+def test_param_transparency_map_warns_and_is_the_toolbox_one():
+    with pytest.warns(FutureWarning, match=r"lucent_dsl\.toolbox\.transparency_map"):
+        f = lucent_dsl.param.transparency_map
+    assert f is lucent_dsl.transparency_map
 
 
 if __name__ == "__main__":
