@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 from lucent_dsl import param as param_lib  # noqa: E402
 from lucent_dsl import transforms as tf_lib  # noqa: E402
+from lucent_dsl.renderer.phases import CPU_COMPILE_MIN_STEPS  # noqa: E402
 
 
 def _compile_once(plan, p, t, steps: int) -> tuple[float, float, float]:
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"break-even ({label}): {c:.1f} s / {saving:.4f} s = {c / saving:.0f} steps")
         else:
             print(f"break-even ({label}): never (compiled is not faster)")
-    print(f"CPU_COMPILE_MIN_STEPS = {render_mod.CPU_COMPILE_MIN_STEPS}; load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU_COMPILE_MIN_STEPS = {CPU_COMPILE_MIN_STEPS}; load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

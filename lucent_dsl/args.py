@@ -10,7 +10,7 @@ Example:
     >>> check_int("steps", 0, where="recipe")
     Traceback (most recent call last):
     ...
-    lucent_dsl.errors.InvalidArgumentError: recipe: steps must be an int >= 1, got 0
+    lucent_dsl.errors.InvalidArgumentError: recipe: steps must be an integer >= 1, got 0
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def check_int(name: str, value: Any, *, minimum: int = 1, where: str | None = No
     """`value` as an int >= `minimum` (any `operator.index` type; not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         kind = "" if isinstance(value, (bool, float, str)) else f" of type {type(value).__name__}"
-        raise _error(where, f"{name} must be an int >= {minimum}, got {value!r}{kind}")
+        raise _error(where, f"{name} must be an integer >= {minimum}, got {value!r}{kind}")
     if value < minimum:
-        raise _error(where, f"{name} must be an int >= {minimum}, got {value!r}")
+        raise _error(where, f"{name} must be an integer >= {minimum}, got {value!r}")
     return operator.index(value)
 
 
@@ -91,7 +91,7 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise InvalidArgumentError(f"{name} must be an integer in 0 .. 2**63 - 1, got {seed!r}")
-    if not 0 <= seed <= SEED_MAX:
+    if not 0 <= int(seed) <= SEED_MAX:
         raise InvalidArgumentError(f"{name} must be in 0 .. 2**63 - 1 = {SEED_MAX} (torch.Generator's range), got {seed}")
     return int(seed)
 

@@ -248,8 +248,9 @@ def _check_unit(text: str, e: Expr) -> None:
         names = {f.name for f in dc.fields(t)}  # type: ignore[arg-type]
         if "batch" not in names and t.sites():
             raise InvalidArgumentError(f"{text}: {t!r} compares the images of a batch; a unit must score each image alone")
-        if "batch" in names and t.batch is not None:  # type: ignore[attr-defined]
-            raise InvalidArgumentError(f"{text}: {t!r} selects batch={t.batch!r}; dataset examples score every image")
+        batch = getattr(t, "batch", None)
+        if "batch" in names and batch is not None:
+            raise InvalidArgumentError(f"{text}: {t!r} selects batch={batch!r}; dataset examples score every image")
 
 
 class _Running:

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -101,8 +101,8 @@ def _run_method(recipe: Recipe, models: Any, size: tuple[int, int], common: dict
         kwargs["transforms"] = getattr(tf_lib, recipe.transforms)()  # paired: the source image gets the same draw
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if recipe.command == "caricature":
-        return inversion.caricature(models, recipe.image, list(recipe.layers), **kwargs)
-    return inversion.accentuate(models, recipe.image, recipe.objective, **kwargs)
+        return inversion.caricature(models, cast(str, recipe.image), list(recipe.layers), **kwargs)
+    return inversion.accentuate(models, cast(str, recipe.image), cast(str, recipe.objective), **kwargs)
 
 
 def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float = 1.0) -> Any:

@@ -273,7 +273,7 @@ ROWS = [
     Row("negative_size_in_a_pair", lambda p: p.render(ch("features.3", 1), size=(SIZE, -3), param=None),
         ld.InvalidArgumentError, ("size[1]", "integer >= 1", "got -3")),
     Row("zero_size_parameterization", lambda p: p.render(ch("features.3", 1), param=param.fft(0)),
-        ld.InvalidArgumentError, ("size", "int >= 1", "got 0")),
+        ld.InvalidArgumentError, ("size", "integer >= 1", "got 0")),
     # --- images: init / caricature ---------------------------------------------------------------------
     Row("init_image_with_four_channels", lambda p: p.render(ch("features.3", 1), param=param.pixel(SIZE, init=torch.rand(1, 4, SIZE, SIZE))),
         ld.InvalidArgumentError, (f"got (1, 4, {SIZE}, {SIZE})", "init must have shape", f", 3, {SIZE}, {SIZE})")),

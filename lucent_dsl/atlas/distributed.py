@@ -61,6 +61,7 @@ from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
 from .jobs import AtlasJob, pending, run_atlas
 from .lock import folder_lock
 from ..models.checks import weights_fingerprint
+from ..args import check_int
 from ..errors import InvalidArgumentError, LucentError
 from ..io.files import atomic_write, read_png_metadata
 from ..record.recipe import SCORE_KEY, Recipe
@@ -229,7 +230,8 @@ def _join(ranks: Ranks, timeout: float, join_timeout: float, env: Mapping[str, s
         raise InvalidArgumentError(f"{stray} ({' and '.join(missing)} not set either)")
     try:
         port = int(env["MASTER_PORT"])
-        store = dist.TCPStore(env["MASTER_ADDR"], port, ranks.world_size, is_master=ranks.rank == 0,
+        tcp_store = dist.TCPStore  # pyright: ignore[reportPrivateImportUsage]  (exported at runtime)
+        store = tcp_store(env["MASTER_ADDR"], port, ranks.world_size, is_master=ranks.rank == 0,
                               timeout=datetime.timedelta(seconds=join_timeout), wait_for_workers=True)
     except (RuntimeError, ValueError) as e:  # DistStoreError / DistNetworkError are RuntimeErrors
         raise InvalidArgumentError(
@@ -311,8 +313,7 @@ def render_atlas(
         RankLostError: another rank died or stalled longer than `timeout`.
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
+    batch = check_int("batch", batch)
     out = Path(out_dir)
     base = _sized(base, models)
     weights = weights_fingerprint(models)

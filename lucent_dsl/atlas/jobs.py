@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .. import param as param_lib
 from .. import transforms as tf_lib
 from ..models.checks import weights_fingerprint
+from ..args import check_int
 from ..errors import ImageError, InvalidArgumentError
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
 from ..models.info import device_of
@@ -287,8 +288,7 @@ def run_atlas(
     Raises:
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
+    batch = check_int("batch", batch)
     if not isinstance(models, nn.Module):
         raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
     size = base.size or default_size(models)

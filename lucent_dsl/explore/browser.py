@@ -68,9 +68,10 @@ class Chromium:
     """A headless Chromium with one page, driven over the DevTools pipe. Use as a context manager."""
 
     def __init__(self, executable: str | None = None, *, width: int = 1000, height: int = 1200, timeout: float = 30.0) -> None:
-        self.executable = executable or find_chromium()
-        if self.executable is None:
+        found = executable or find_chromium()
+        if found is None:
             raise BrowserError(f"no Chromium found on PATH (looked for {', '.join(CANDIDATES)}); apt-get install chromium")
+        self.executable: str = found
         self.size, self.timeout = (width, height), timeout
         self.events: list[dict[str, Any]] = []
         self._id = 0

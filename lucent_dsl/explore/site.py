@@ -108,7 +108,7 @@ def _commands(u: Unit, img: Path) -> dict[str, str]:
             f"diversity set ({DIVERSITY_SET} images, one grid)": render_command(div, f"{u.slug}.div.png")}
 
 
-def _examples(units: Sequence[Unit], model: nn.Module, images: Any, k: int, size: tuple[int, int], out: Path,
+def _examples(units: Sequence[Unit], model: nn.Module, images: Any, k: int, size: tuple[int, int] | None, out: Path,
               progress: bool) -> Examples:
     found = dataset_examples([u.objective for u in units], model, images, k=k, size=size, state=out / EXAMPLES_STATE,
                              progress=progress)

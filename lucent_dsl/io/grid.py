@@ -74,7 +74,7 @@ def make_grid(
     grey = sum(fill[:3]) / len(fill[:3])
     ink = (0 if grey > 127 else 255,) * min(bands, 3) + (255,) * (bands == 4)  # opaque text
     font = ImageFont.load_default()
-    strip = 0 if labels is None else font.getbbox("Ag|")[3] + 4
+    strip = 0 if labels is None else int(font.getbbox("Ag|")[3]) + 4
     size = (ncol * w + (ncol + 1) * pad, nrow * (h + strip) + (nrow + 1) * pad)
     grid = Image.new(mode, size, fill if bands > 1 else fill[0])
     draw = ImageDraw.Draw(grid)

@@ -85,7 +85,7 @@ class ModelInfo:
             return self.geometry
         if self.input_size is None:
             return None
-        return Geometry(tuple(self.input_size), 1, "stated") if self.resize else Geometry(None, 1, "stated")
+        return Geometry((int(self.input_size[0]), int(self.input_size[1])), 1, "stated") if self.resize else Geometry(None, 1, "stated")
 
     def preprocess(self, image: Tensor) -> Tensor:
         """Map an image batch in [0, 1] to this model's input: channels, geometry (`geometry.fit`), normalization.

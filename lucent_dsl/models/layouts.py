@@ -322,8 +322,8 @@ def detect(shapes: list[tuple[int, ...]], sizes: list[tuple[int, int]], batch: i
         return Layout("b c", "vectors", ("b", "c"), source="probe" if len(shapes) > 1 else "rank")
     if rank == 4:
         by_change = {(2, 3): ("b", "c", "h", "w"), (1, 2): ("b", "h", "w", "c")}
-        if tuple(changed) in by_change:
-            axes = by_change[tuple(changed)]
+        axes = by_change.get((changed[0], changed[1])) if len(changed) == 2 else None
+        if axes is not None:
             return Layout(" ".join(axes), "maps", axes, source="probe")
         if changed:
             return Refusal(f"shape {seen}: axes {changed} change with the input size; state the layout, e.g. layout='b h w c'")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses as dc
 import numbers
 import operator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -25,7 +26,19 @@ from ..models.layouts import LaidSite, Layout, Refusal, canonical, parse_layout,
 
 
 Batch = int | range | None
-frozen = dc.dataclass(frozen=True, slots=True, repr=False)
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_: Any) -> Callable[[T], T]:
+        return lambda f: f
+
+
+@dataclass_transform(frozen_default=True)
+def frozen(cls: type[T]) -> type[T]:
+    """A term's dataclass: frozen, slotted, printed by the DSL printer (`repr=False`)."""
+    return dc.dataclass(frozen=True, slots=True, repr=False)(cls)
 
 
 # --- argument checks ------------------------------------------------------------------------
@@ -190,7 +203,7 @@ def patch_grid(term: Term, site: Site, tokens: int) -> tuple[int, int, int]:
     return found
 
 
-def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | None, token: int | None) -> tuple:
+def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | None, token: int | None) -> int:
     """An index that picks one spatial position of every row and channel: a[:, :, pos] of rows_channels_positions."""
     kind = layout_of(term, site, a)
     if kind == "vectors":

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses as dc
 import keyword
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from torch import Tensor
 
@@ -204,6 +204,7 @@ def objective(fn: Callable[..., Tensor] | None = None, *, name: str | None = Non
         if name is None and not (isinstance(term_name, str) and term_name.isidentifier()):
             raise InvalidArgumentError(f"{f!r} has no usable name; pass one: objective(fn, name='my_energy')")
         check_name(term_name)
+        term_name = cast(str, term_name)
         existing = VOCABULARY.get(term_name)
         if existing is not None and not getattr(existing, "is_custom_objective", False):
             raise InvalidArgumentError(f"{term_name!r} is a built-in objective; register yours under another name")

@@ -89,7 +89,7 @@ def history_rows(keys: Sequence[tuple[str, tuple[int, ...]]], rows: Tensor) -> d
     return {key: rows[..., list(ix), :].sum(-2) for key, ix in keys}
 
 
-def batched(objectives: Sequence[Expr]) -> Expr:
+def batched(objectives: Sequence[Expr | str]) -> Expr:
     """One objective per image: `objectives[i]` applied to image i of a batched render.
 
     Example:
@@ -337,7 +337,7 @@ def _stated_layouts(bound: Expr, models: Mapping[str, nn.Module], layouts: Mappi
     """Layouts the user gave: `ModelInfo.layouts`, then `compile_plan(layouts=)`, then a term's own `layout=`."""
     by_text: dict[Site, str] = {}
     for s in sites:
-        if s.model in models:
+        if s.model is not None and s.model in models:
             by_text.update({s: p for layer, p in info_of(models[s.model]).layouts if layer == s.layer})
     for key, pattern in (layouts or {}).items():
         if not isinstance(key, str) or not isinstance(pattern, str):
@@ -353,7 +353,9 @@ def _stated_layouts(bound: Expr, models: Mapping[str, nn.Module], layouts: Mappi
     own: dict[Site, str] = {}
     for t in leaves:
         pattern = getattr(t, "layout", None)
-        for s in t.sites() if pattern is not None else ():
+        if pattern is None:
+            continue
+        for s in t.sites():
             if own.setdefault(s, pattern) != pattern:
                 raise InvalidArgumentError(f"two terms read {s} with different layouts: {own[s]!r} and {pattern!r}")
     by_text.update(own)

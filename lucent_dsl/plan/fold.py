@@ -37,7 +37,7 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx as fx
@@ -88,11 +88,12 @@ class FoldedConvBN(nn.Module):
     def fold(self) -> tuple[Tensor, Tensor]:
         """The folded (weight, bias), differentiable with respect to the modules' tensors."""
         c, b = self.conv, self.bn
-        scale = torch.rsqrt(b.running_var + b.eps)
+        mean, var = cast(Tensor, b.running_mean), cast(Tensor, b.running_var)  # not None: see `unfoldable`
+        scale = torch.rsqrt(var + b.eps)
         if b.weight is not None:
             scale = scale * b.weight
         weight = c.weight * scale.reshape(-1, *([1] * (c.weight.dim() - 1))).to(c.weight.dtype)
-        bias = -b.running_mean * scale if c.bias is None else (c.bias - b.running_mean) * scale
+        bias = -mean * scale if c.bias is None else (c.bias - mean) * scale
         if b.bias is not None:
             bias = bias + b.bias
         return weight, bias.to(c.weight.dtype)
@@ -166,6 +167,8 @@ class FunctionalConv(nn.Module):
     through to `F.conv2d` on their parameters; this reads those parameters live from `owner`.
     """
 
+    owner: nn.Module
+
     def __init__(self, owner: nn.Module, weight: str, bias: str | None, stride: Any, padding: Any,
                  dilation: Any, groups: int):
         super().__init__()
@@ -199,9 +202,9 @@ _CONV2D_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "gro
 def _conv_of(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, fx.Node] | None:
     """(convolution, its input node) when `node` is a plain Conv2d call or an `F.conv2d` on parameters."""
     if node.op == "call_module":
-        conv = gm.get_submodule(node.target)
+        conv = gm.get_submodule(str(node.target))
         ok = type(conv) is nn.Conv2d and len(node.args) == 1 and not node.kwargs and isinstance(node.args[0], fx.Node)
-        return (conv, node.args[0]) if ok else None
+        return (conv, cast(fx.Node, node.args[0])) if ok else None
     if node.op != "call_function" or node.target not in (F.conv2d, torch.conv2d):
         return None
     args = {**_CONV2D_DEFAULTS, **dict(zip(_CONV2D_ARGS, node.args)), **node.kwargs}
@@ -211,13 +214,15 @@ def _conv_of(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, fx.Node] | N
         return None
     if any(isinstance(args[k], fx.Node) for k in ("stride", "padding", "dilation", "groups")):
         return None
+    if not isinstance(weight, fx.Node):
+        return None
     try:
-        gm.get_parameter(weight.target)
+        gm.get_parameter(str(weight.target))
         if bias is not None:
-            gm.get_parameter(bias.target)
+            gm.get_parameter(str(bias.target))
     except AttributeError:
         return None  # a buffer or a computed tensor: not a frozen weight
-    conv = FunctionalConv(gm, weight.target, None if bias is None else bias.target,
+    conv = FunctionalConv(gm, str(weight.target), None if bias is None else str(bias.target),
                           args["stride"], args["padding"], args["dilation"], args["groups"])
     return conv, args["input"]
 
@@ -237,7 +242,7 @@ def optimize(gm: fx.GraphModule, keep: frozenset[fx.Node] = frozenset()) -> int:
         if found is None or len(src.users) != 1 or src in keep or found[0].out_channels != bn.num_features:
             continue
         name = f"_folded_{folded}"
-        gm.add_submodule(name, FoldedConvBN(found[0], bn))
+        gm.add_submodule(name, FoldedConvBN(cast("nn.Conv2d | FunctionalConv", found[0]), bn))
         with gm.graph.inserting_before(node):
             fused = gm.graph.call_module(name, (found[1],))
         node.replace_all_uses_with(fused)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.fx.node import map_arg
 from torch import Tensor, nn
 
 __all__ = ["PIN", "clone_tree", "may_mutate", "mutated", "pin", "protect", "snapshot"]
@@ -160,7 +161,7 @@ def protect(gm: fx.GraphModule) -> int:
             with graph.inserting_after(node):
                 clones[node] = graph.call_method("clone", (node,))
     if clones:
-        out.args = (fx.node.map_arg(out.args[0], lambda n: clones.get(n, n)),)
+        out.args = (map_arg(out.args[0], lambda n: clones.get(n, n)),)
         graph.lint()
         gm.recompile()
     return len(clones)

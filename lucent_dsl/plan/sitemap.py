@@ -52,7 +52,7 @@ DEFAULT_BASE = (224, 224)
 FALLBACK_BASES = ((64, 64), (32, 32))  # tried when a model of unstated geometry does not run at 224
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
                "_forward_pre_hooks_with_kwargs")
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, collections.OrderedDict] = weakref.WeakKeyDictionary()
 
 
 @dc.dataclass(frozen=True)

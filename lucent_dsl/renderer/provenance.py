@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses as dc
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -63,7 +63,7 @@ def _unbound(plan: Any) -> Any:
 
     def unbind(t: Any) -> Any:
         fields = {f.name for f in dc.fields(t)} if dc.is_dataclass(t) else set()
-        return dc.replace(t, model=None) if "model" in fields and t.model == DEFAULT_MODEL_NAME else t
+        return dc.replace(t, model=None) if "model" in fields and t.model == DEFAULT_MODEL_NAME else t  # pyright: ignore[reportArgumentType, reportAttributeAccessIssue]
 
     return map_terms(plan.objective, unbind)
 
@@ -133,5 +133,5 @@ def recipe_of(plan: Any, *, size: tuple[int, int], n: int, channels: int, steps:
     if why:
         return None, tuple(why)
     recipe = Recipe(objective=objective, models=models, size=size, steps=steps, seed=seed, lr=lr, batch=n,
-                    precision=precision, transforms=transform_kind, threads=torch.get_num_threads(), **param_fields)
+                    precision=precision, transforms=cast(str, transform_kind), threads=torch.get_num_threads(), **param_fields)
     return recipe, ()

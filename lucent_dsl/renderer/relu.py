@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..errors import InvalidArgumentError
 
 __all__ = ["RedirectState", "RedirectedReLU", "RedirectedReLU6", "redirected_relu", "redirected_relu_grad"]
@@ -167,8 +168,7 @@ def redirected_relu(models: Any, steps: int = LUCID_STEPS) -> Iterator[RedirectS
         >>> bool(x.grad.abs().sum() > 0)
         True
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise InvalidArgumentError(f"steps must be an int >= 0, got {steps!r}")
+    steps = check_int("steps", steps, minimum=0)
     state = RedirectState(_modules(models), steps)
     state.redirect()
     try:

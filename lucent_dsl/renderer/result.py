@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses as dc
 import io as _io
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ class RenderResult:
 
     def scores(self) -> Tensor:
         """Per-image total scores at the last step, shape (n,)."""
-        return sum(h[-1] for h in self.history.values()) if self.steps else torch.zeros(len(self.images))
+        return cast(Tensor, sum(h[-1] for h in self.history.values())) if self.steps else torch.zeros(len(self.images))
 
     def save(self, path: Any, *, metadata: Mapping[str, str] | None = None) -> None:
         """Write the images as one PNG (a grid for a batch), atomically, with the render's recipe and final score
@@ -115,7 +115,7 @@ class RenderResult:
         for key, series in self.history.items():
             ax.plot(steps, series.mean(1), label=label.get(key, key))
         if self.history:
-            ax.plot(steps, sum(self.history.values()).mean(1), "k--", label="total")
+            ax.plot(steps, cast(Tensor, sum(self.history.values())).mean(1), "k--", label="total")
         ax.set_xlabel("step")
         ax.set_ylabel("score (mean over images)")
         ax.legend(fontsize="small")

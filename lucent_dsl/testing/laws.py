@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses as dc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import hypothesis
@@ -195,7 +195,7 @@ def run_law(name: str, examples: int, body: Callable[[st.DataObject], None],
 
     run.__name__ = run.__qualname__ = "law_" + name.replace(" ", "_")
     checks = hypothesis.settings(parent, max_examples=examples, deadline=None, report_multiple_bugs=False,
-                                 suppress_health_check=list(hypothesis.HealthCheck))
+                                 suppress_health_check=cast(Any, list(hypothesis.HealthCheck)))
     checks(hypothesis.given(st.data())(run))()
 
 
@@ -267,7 +267,7 @@ def _per_image(case: Case, data: st.DataObject, source: bool) -> None:
 
 def _batch(case: Case, data: st.DataObject) -> None:
     law, t, n = "batch", case.term, case.n
-    if not all(any(f.name == "batch" for f in dc.fields(leaf)) for leaf in leaves_of(t)):
+    if not all(any(f.name == "batch" for f in dc.fields(cast(Any, leaf))) for leaf in leaves_of(t)):
         try:
             batched([t])
         except InvalidArgumentError:
@@ -418,7 +418,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
     """
     if tell_layout is None and builder is None and takes_keyword(target, "layout", explicitly=True):
         tell_layout = _pattern  # a term with layout= is told each layout's einops pattern
-    claims = Claims(tuple(layouts), scope, min_images, tuple(channels), tuple(prefix_tokens), tuple(accepts_ranks),
+    claims = Claims(tuple(layouts), scope, min_images, cast(tuple[int, int], tuple(channels)), tuple(prefix_tokens), tuple(accepts_ranks),
                     tell_layout, wrong_shapes)
     few, terms = max(2, max_examples // 5), _term_source(target, args, builder, claims)
     for kind in claims.layouts:  # a claim that no term fits is the caller's mistake: say so before any law runs
@@ -433,7 +433,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
             steps.append(("per image", lambda: _per_image(case, data, scope == "source")))
         steps += [("batch", lambda: _batch(case, data)), ("algebra", lambda: _algebra(case, data))]
         if shapes is not None:
-            steps.append(("wrong shapes", lambda: _refuses(case, data, shapes)))
+            steps.append(("wrong shapes", lambda shapes=shapes: _refuses(case, data, shapes)))
         for law, step in steps:
             try:
                 step()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses as dc
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hypothesis import strategies as st
@@ -323,7 +323,7 @@ def maker(target: Any) -> Callable[..., Expr]:
         return make
     if not callable(target):
         raise InvalidArgumentError(f"expected an objective factory or a Term subclass, got {target!r}")
-    return target
+    return cast(Callable[..., Expr], target)
 
 
 def _resolve(v: Any, lay: ActivationSpec) -> st.SearchStrategy[Any]:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..errors import InvalidArgumentError
 from ..models.info import info_of
 from ..plan.fold import frozen_models
@@ -34,7 +35,7 @@ __all__ = ["fgsm", "pgd"]
 def _check(image: Any, eps: Any) -> tuple[Tensor, float, bool]:
     if not isinstance(image, Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
         raise InvalidArgumentError(f"image must be a float tensor (B, C, H, W) or (C, H, W) in [0, 1], got {getattr(image, 'shape', image)!r}")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < float("inf"):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= float(eps) < float("inf"):
         raise InvalidArgumentError(f"eps must be a finite number >= 0 (pixel units, e.g. 8/255), got {eps!r}")
     single = image.dim() == 3
     x = image.detach()[None] if single else image.detach()
@@ -123,8 +124,7 @@ def pgd(model: nn.Module, image: Tensor, label: Any, *, eps: float, alpha: float
     x, eps, single = _check(image, eps)
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < float("inf"):
         raise InvalidArgumentError(f"alpha must be a finite number > 0, got {alpha!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise InvalidArgumentError(f"steps must be an int >= 1, got {steps!r}")
+    steps = check_int("steps", steps)
     x = _like(model, x)
     dev = x.device
     y = _labels(model, label, x.shape[0], dev)

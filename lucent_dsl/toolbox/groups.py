@@ -183,7 +183,7 @@ def neuron_groups(
     """
     layer = check_layer(layer)
     x = load_image(image, channels=image_channels(model))
-    hw = model_size(model, size) if size is not None or has_input_size(model) else tuple(x.shape[-2:])
+    hw = model_size(model, size) if size is not None or has_input_size(model) else (x.shape[-2], x.shape[-1])
     if tuple(x.shape[-2:]) != hw:
         x = load_image(x, size=hw, channels=image_channels(model))
     (a,) = list(layer_outputs(model, x.to(device_of(model)), layer))

@@ -30,7 +30,7 @@ import dataclasses as dc
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ def schedule(spec: float | tuple[float, float] | Tensor, steps: int, what: str) 
     raise InvalidArgumentError(f"{what} must be a number, a (start, end) pair or a ({steps},) tensor, got {spec!r}")
 
 
-def _real(v: Any) -> bool:
+def _real(v: Any) -> TypeGuard[float]:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 

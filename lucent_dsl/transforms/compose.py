@@ -308,7 +308,7 @@ def as_transform_arg(transforms: Any) -> Transform:
     if isinstance(transforms, (list, tuple)):
         return chain(*transforms) if transforms else identity()
     if callable(transforms):
-        return chain(transforms)
+        return chain(cast(Callable[[Tensor], Tensor], transforms))
     raise InvalidArgumentError(
         f"transforms must be a Transform, a callable Tensor -> Tensor, or a list of them, got {type(transforms).__name__}"
     )
