@@ -31,12 +31,13 @@ if "--warm-cache" not in sys.argv:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets OMP_WAIT_POLICY before torch starts)
+import torch  # noqa: E402
 from common import alternate, build_model, make_plan, median, run_ours, set_threads  # noqa: E402
 
-import torch  # noqa: E402
-
-from lucent_dsl import param as param_lib  # noqa: E402
-from lucent_dsl import transforms as tf_lib  # noqa: E402
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    transforms as tf_lib,  # noqa: E402
+)
 from lucent_dsl.renderer.phases import CPU_COMPILE_MIN_STEPS  # noqa: E402
 
 

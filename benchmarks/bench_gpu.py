@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
 import torch  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
@@ -88,8 +87,7 @@ def ours_seconds(plan, batch: int, size: int, steps: int, warmup: int, compile_m
 def lucent_seconds(model, layer: str, batch: int, size: int, steps: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from lucent.optvis import objectives, param
-        from lucent.optvis import render as lrender
+        from lucent.optvis import objectives, param, render as lrender
         t0 = time.perf_counter()
         lrender.render_vis(model, objectives.channel(layer.replace(".", "_"), common.CHANNEL),
                            param_f=lambda: param.image(size, batch=batch), thresholds=(steps,), show_image=False,

@@ -43,9 +43,8 @@ def child(contender: str, model_name: str, layer: str, batch: int, steps: int, d
     """One measurement (runs in a fresh process): the peak's increase over the model's own footprint."""
     sys.path.insert(0, str(HERE.parent))
     sys.path.insert(0, str(HERE))
-    import torch
-
     import common
+    import torch
 
     torch.set_num_threads(1)
     model = common.build_model(model_name).to(device)
@@ -84,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.path.insert(0, str(HERE))
     import torch
-
     from common import header, lucent_available
 
     torch.set_num_threads(1)

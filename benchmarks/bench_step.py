@@ -33,15 +33,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets OMP_WAIT_POLICY before torch starts)
+import torch  # noqa: E402
 from common import (  # noqa: E402
-    DEFAULT_CONFIGS, alternate, build_model, lucent_available, make_plan, median, run_floor,
-    run_lucent, run_ours, set_threads,
+    DEFAULT_CONFIGS,
+    alternate,
+    build_model,
+    lucent_available,
+    make_plan,
+    median,
+    run_floor,
+    run_lucent,
+    run_ours,
+    set_threads,
 )
 
-import torch  # noqa: E402
-
-from lucent_dsl import param as param_lib  # noqa: E402
-from lucent_dsl import transforms as tf_lib  # noqa: E402
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    transforms as tf_lib,  # noqa: E402
+)
 
 
 def parse_models(spec: str) -> list[tuple[str, str]]:

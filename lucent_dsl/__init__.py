@@ -10,9 +10,23 @@ Example:
     >>> ld.channel("layer4", 12) - 1e-3 * ld.total_variation()
     channel('layer4', 12) - 0.001 * total_variation()
 """
-from . import io as io
-from . import param as param
-from . import transforms as transforms
+from . import (
+    io as io,
+    param as param,
+    replay as replay,  # attaches `Recipe.run` (running a recipe sits above the renderer)
+    transforms as transforms,
+)
+from .dsl.expr import (
+    IMAGE as IMAGE,
+    INPUT as INPUT,
+    OUTPUT as OUTPUT,
+    Expr as Expr,
+    Site as Site,
+    evaluate as evaluate,
+    sum_of as sum_of,
+)
+from .dsl.parser import parse as parse
+from .dsl.serialize import from_json as from_json, to_json as to_json
 from .errors import (
     AmbiguousModelError as AmbiguousModelError,
     ImageError as ImageError,
@@ -25,8 +39,6 @@ from .errors import (
     ParseError as ParseError,
     WeightsNotFoundError as WeightsNotFoundError,
 )
-from .dsl.expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, evaluate as evaluate
-from .dsl.expr import sum_of as sum_of
 from .models.info import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
 from .objectives import (
     activation_match as activation_match,
@@ -54,16 +66,15 @@ from .objectives import (
     style as style,
     total_variation as total_variation,
 )
-from .dsl.parser import parse as parse
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
+from .renderer import relu as relu
 from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
-from .dsl.serialize import from_json as from_json, to_json as to_json
-from . import replay as replay  # attaches `Recipe.run` (running a recipe sits above the renderer)
-from .renderer import relu as relu
-from .toolbox import adversarial as adversarial
+from .toolbox import (
+    adversarial as adversarial,
+    inversion as recipes,  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at
+)
 from .toolbox.transparency import transparency_map as transparency_map
-from .toolbox import inversion as recipes  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at
 
 __all__ = [
     "IMAGE", "INPUT", "OUTPUT", "AmbiguousModelError", "Expr", "ImageError", "InvalidArgumentError",

@@ -42,14 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ImageError, InvalidArgumentError
 from .dsl.expr import Expr, Scale, Site, evaluate, sum_of, terms_of
-from .plan.fold import frozen_models
+from .dsl.parser import parse
+from .errors import ImageError, InvalidArgumentError
 from .io.files import atomic_write, load_image
 from .models.info import device_of, info_of
 from .objectives.activation import Channel, ClassLogit, Neuron
-from .dsl.parser import parse
 from .plan.compiler import as_models, bind, compile_plan
+from .plan.fold import frozen_models
 from .plan.forward import read_layers
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")

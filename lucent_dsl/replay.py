@@ -19,8 +19,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from . import param as param_lib
-from . import transforms as tf_lib
+from . import param as param_lib, transforms as tf_lib
 from .errors import InvalidArgumentError
 from .models.checks import check_models
 from .models.specs import build_models, default_size

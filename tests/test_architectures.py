@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.plan import sitemap
-from lucent_dsl.models.architectures import geometry_of
 from lucent_dsl.dsl.expr import OUTPUT, Site
+from lucent_dsl.models.architectures import geometry_of
 from lucent_dsl.models.layouts import Layout
+from lucent_dsl.plan import sitemap
 
 pytestmark = pytest.mark.slow
 tvm = pytest.importorskip("torchvision.models")

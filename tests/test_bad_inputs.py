@@ -23,10 +23,9 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
+from lucent_dsl import param, render
 from lucent_dsl.io import files as io
-from lucent_dsl import param
 from lucent_dsl.param import ImageParam
-from lucent_dsl import render
 
 SIZE = 12  # the probe's image is SIZE x SIZE; "features.3" maps are 6 channels of SIZE x SIZE
 
@@ -578,8 +577,8 @@ import zlib  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lucent_dsl.cli import app as cli  # noqa: E402
 from lucent_dsl.atlas import folder_lock  # noqa: E402
+from lucent_dsl.cli import app as cli  # noqa: E402
 from lucent_dsl.io.files import RECIPE_KEY, save_image  # noqa: E402
 
 MODELS = '''

@@ -23,9 +23,9 @@ from lucent_dsl import atlas, zoo
 from lucent_dsl.cli import app as cli
 from lucent_dsl.errors import InvalidArgumentError, ParseError
 from lucent_dsl.io.files import RECIPE_KEY, read_metadata, read_png_metadata
+from lucent_dsl.models.specs import build_model, build_models, normalize_spec, parse_spec
 from lucent_dsl.plan.compiler import compile_plan
 from lucent_dsl.replay import SCORE_KEY, Recipe
-from lucent_dsl.models.specs import build_model, build_models, normalize_spec, parse_spec
 
 HAS_RECIPES = importlib.util.find_spec("lucent_dsl.toolbox.inversion") is not None
 needs_recipes = pytest.mark.skipif(

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from digits import mnist
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from models import zoo_model
 from torch import nn
 

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from lucent_dsl import atlas
-from lucent_dsl.cli import app as cli
 from lucent_dsl.atlas import distributed
+from lucent_dsl.cli import app as cli
 from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.io.files import read_png_metadata
 

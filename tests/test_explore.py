@@ -11,8 +11,8 @@ import torch
 from digits import mnist
 from models import zoo_model
 
-from lucent_dsl.errors import InvalidArgumentError, LayerNotFoundError
 from lucent_dsl.cli import explore as command
+from lucent_dsl.errors import InvalidArgumentError, LayerNotFoundError
 from lucent_dsl.explore.site import explore
 from lucent_dsl.explore.units import CENTRAL_BOX, DIVERSITY_SET, model_units
 from lucent_dsl.io.files import RECIPE_KEY, load_image, read_png_metadata, save_png

@@ -7,20 +7,31 @@ import operator
 
 import numpy as np
 import pytest
+import strategies as S
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
-from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.dsl.expr import (
-    VOCABULARY, Array, Const, Expr, Product, Scale, Sum, Term, as_expr, map_terms, scale, sum_of, terms_of, top_terms,
+    VOCABULARY,
+    Array,
+    Const,
+    Expr,
+    Product,
+    Scale,
+    Sum,
+    Term,
+    as_expr,
+    evaluate,
+    map_terms,
+    scale,
+    sum_of,
+    terms_of,
+    top_terms,
     walk,
 )
-from lucent_dsl.dsl.expr import evaluate
 from lucent_dsl.dsl.serialize import from_json, to_json
-
-import strategies as S
+from lucent_dsl.errors import InvalidArgumentError
 
 N = S.N_IMAGES
 seeds = st.integers(0, 2**16)

@@ -15,14 +15,12 @@ import contextlib
 from typing import Any
 
 import torch
-from hypothesis import Phase, find, given, settings
+from hypothesis import Phase, find, given, settings, strategies as st
 from hypothesis.errors import NoSuchExample
-from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.dsl.expr import IMAGE, OUTPUT, Const, Expr, Site, sum_of, terms_of
-from lucent_dsl.dsl.expr import evaluate
+from lucent_dsl.dsl.expr import IMAGE, OUTPUT, Const, Expr, Site, evaluate, sum_of, terms_of
 
 LAYERS = ("a", "b", "c")
 

@@ -8,13 +8,19 @@ import stat
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from PIL import Image
 
 from lucent_dsl.errors import ImageError, InvalidArgumentError
 from lucent_dsl.io.files import (
-    RECIPE_KEY, atomic_write, load_image, make_grid, read_png_metadata, save_gif, save_png, to_pil,
+    RECIPE_KEY,
+    atomic_write,
+    load_image,
+    make_grid,
+    read_png_metadata,
+    save_gif,
+    save_png,
+    to_pil,
 )
 
 
@@ -323,8 +329,10 @@ def test_load_resizes(size, hw):
 import zlib  # noqa: E402
 from unittest import mock  # noqa: E402
 
-from lucent_dsl.io import files as lio  # noqa: E402
-from lucent_dsl.io import metadata as meta_lib  # noqa: E402
+from lucent_dsl.io import (
+    files as lio,  # noqa: E402
+    metadata as meta_lib,  # noqa: E402
+)
 from lucent_dsl.io.files import image_format, read_metadata, save_image  # noqa: E402
 
 

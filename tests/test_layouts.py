@@ -9,13 +9,12 @@ from __future__ import annotations
 import einops
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.dsl.expr import Site, evaluate
+from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.models.layouts import LaidSite, Layout, Refusal, canonical, detect, parse_layout, token_grid
 from lucent_dsl.objectives._term import LayerTerm, check_layout, frozen, per_image, rows_channels_positions
 

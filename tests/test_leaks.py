@@ -21,8 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_globals
 
 import lucent_dsl as ld
-from lucent_dsl import param, transforms
-from lucent_dsl import render
+from lucent_dsl import param, render, transforms
 
 render_module = sys.modules["lucent_dsl.renderer.phases"]
 steps_module = sys.modules["lucent_dsl.renderer.steps"]

@@ -9,15 +9,11 @@ from torch import nn
 
 import lucent_dsl
 import lucent_dsl as ld
-from lucent_dsl import param as pe
-from lucent_dsl import transforms as tf_more
-from lucent_dsl.param import phase as maco_module
-from lucent_dsl import transforms as tf
+from lucent_dsl import param as pe, render, transforms as tf, transforms as tf_more
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.objectives.masks import masked
-from lucent_dsl.param import LUCID_COLOR_CORRELATION, ImageParam
+from lucent_dsl.param import LUCID_COLOR_CORRELATION, ImageParam, phase as maco_module
 from lucent_dsl.toolbox.transparency import transparency_map
-from lucent_dsl import render
 
 SIZES = [(16, 16), (15, 22), (9, 8)]
 

@@ -9,15 +9,13 @@ import re
 import subprocess
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import strategies as S
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
-from lucent_dsl.errors import ParseError
 from lucent_dsl.dsl.expr import VOCABULARY, Array, Expr
 from lucent_dsl.dsl.serialize import from_json, to_json
-
-import strategies as S
+from lucent_dsl.errors import ParseError
 
 
 def parse_or_error(text: object) -> Expr | ParseError:

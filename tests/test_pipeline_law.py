@@ -22,19 +22,17 @@ import dataclasses as dc
 import functools
 from typing import Any
 
+import models as M
 import pytest
+import strategies as S
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lucent_dsl as ld
 from lucent_dsl.dsl.expr import evaluate, top_terms
 from lucent_dsl.param import ImageParam
 from lucent_dsl.plan.compiler import batched, bind
-
-import models as M
-import strategies as S
 
 SIZE = M.IMAGE_SHAPE[1:]  # (10, 14): every table below is probed at this input size
 STEPS = 2

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import contextlib
 
+import models as M
 import pytest
+import strategies as S
 import torch
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import IMAGE, INPUT, OUTPUT, Site, evaluate, terms_of
 from lucent_dsl.errors import (
-    AmbiguousModelError, InvalidArgumentError, LayerNotFoundError, ModelNotFoundError, ObjectiveShapeError,
+    AmbiguousModelError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+    ModelNotFoundError,
+    ObjectiveShapeError,
 )
-from lucent_dsl.dsl.expr import IMAGE, INPUT, OUTPUT, Site, terms_of
 from lucent_dsl.models.info import ModelInfo, with_info
-from lucent_dsl.dsl.expr import evaluate
-from lucent_dsl.plan.fold import frozen_models
 from lucent_dsl.plan.compiler import DEFAULT_MODEL_NAME, batched, compile_plan
-
-import models as M
-import strategies as S
+from lucent_dsl.plan.fold import frozen_models
 
 N = 2  # images
 CROPS = 2

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl.cli import app as cli
 from lucent_dsl import zoo
+from lucent_dsl.cli import app as cli
 from lucent_dsl.io.files import RECIPE_KEY, load_image, read_metadata
-from lucent_dsl.replay import SCORE_KEY, Recipe
-from lucent_dsl.renderer.result import UNREPLAYABLE_KEY
 from lucent_dsl.models.specs import build_model
+from lucent_dsl.renderer.result import UNREPLAYABLE_KEY
+from lucent_dsl.replay import SCORE_KEY, Recipe
 
 FAST = dict(size=28, steps=3, progress=False)
 

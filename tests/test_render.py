@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 
 import lucent_dsl as ld
-from lucent_dsl import param, transforms
-from lucent_dsl import render
+from lucent_dsl import param, render, transforms
 
 render_mod = importlib.import_module("lucent_dsl.renderer.phases")  # the package's `render` is the function
 steps_mod = importlib.import_module("lucent_dsl.renderer.steps")

@@ -16,14 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from torch import nn
 
-from lucent_dsl.record import resources
 from lucent_dsl.errors import InvalidArgumentError
+from lucent_dsl.record import resources
 from lucent_dsl.record.resources import (
-    CAPS, activation_elements, check_caps, check_memory, check_writable, estimate_bytes,
+    CAPS,
+    activation_elements,
+    check_caps,
+    check_memory,
+    check_writable,
+    estimate_bytes,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

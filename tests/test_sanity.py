@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from digits import mnist
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from models import DictOut, zoo_model
 
 import lucent_dsl as ld

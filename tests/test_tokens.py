@@ -8,10 +8,9 @@ from models import TripwireError
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.errors import ObjectiveShapeError
-from lucent_dsl.dsl.expr import Site
-from lucent_dsl.dsl.expr import evaluate
 from lucent_dsl import render
+from lucent_dsl.dsl.expr import Site, evaluate
+from lucent_dsl.errors import ObjectiveShapeError
 
 
 class Block(nn.Module):

@@ -35,14 +35,27 @@ Example:
     True
 """
 from __future__ import annotations
-from __future__ import annotations
 
 from ..plan.probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
 from .distributed import AtlasRun, RankLostError, Ranks, process_group, rank_device, ranks_from_env, render_atlas, shard
 from .files import by_layer, finish_atlas, grid_filename, index_html, layer_grid, write_manifest
 from .jobs import (
-    FORMAT, GRID, INDEX, MANIFEST, WEIGHTS_KEY, AtlasJob, atlas_jobs, channel_seed, job_recipe, layers_jobs,
-    parse_channels, pending, run_atlas, safe_name, seeded_param, seeded_transforms,
+    FORMAT,
+    GRID,
+    INDEX,
+    MANIFEST,
+    WEIGHTS_KEY,
+    AtlasJob,
+    atlas_jobs,
+    channel_seed,
+    job_recipe,
+    layers_jobs,
+    parse_channels,
+    pending,
+    run_atlas,
+    safe_name,
+    seeded_param,
+    seeded_transforms,
 )
 from .lock import FolderLockedError, folder_lock
 

@@ -57,15 +57,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
-from .jobs import AtlasJob, pending, run_atlas
-from .lock import folder_lock
-from ..models.checks import weights_fingerprint
 from ..args import check_int
 from ..errors import InvalidArgumentError, LucentError
 from ..io.files import atomic_write, read_png_metadata
-from ..record.recipe import SCORE_KEY, Recipe
+from ..models.checks import weights_fingerprint
 from ..models.specs import default_size
+from ..record.recipe import SCORE_KEY, Recipe
+from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
+from .jobs import AtlasJob, pending, run_atlas
+from .lock import folder_lock
 
 RANK_MANIFEST = "manifest.rank{rank}.json"
 DEFAULT_TIMEOUT_S = 3600.0

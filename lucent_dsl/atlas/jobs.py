@@ -17,19 +17,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .. import param as param_lib
-from .. import transforms as tf_lib
-from ..models.checks import weights_fingerprint
+from .. import param as param_lib, transforms as tf_lib
 from ..args import check_int
 from ..errors import ImageError, InvalidArgumentError
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
+from ..models.checks import weights_fingerprint
 from ..models.info import device_of
+from ..models.specs import default_size
 from ..objectives import channel as channel_term
 from ..plan.compiler import compile_plan
 from ..record.recipe import SCORE_KEY, Recipe
-from ..models.specs import default_size
 from ..renderer.phases import image_channels, render
-
 
 MANIFEST = "manifest.json"
 GRID = "grid.png"

@@ -31,11 +31,9 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import commands
-from .commands import EXIT_INTERRUPTED, EXIT_OK, UsageError as _UsageError
 from ..errors import LucentError
-from .commands import positive as _positive
-from .commands import size_arg
+from . import commands
+from .commands import EXIT_INTERRUPTED, EXIT_OK, UsageError as _UsageError, positive as _positive, size_arg
 
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -156,8 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.accentuate)
     p = sub.add_parser("objectives", parents=[common], help="print the objective vocabulary (arguments, formula, layouts)")
     p.set_defaults(run=_cmd_objectives)
-    from . import examples as examples_command
-    from . import explore as explore_command
+    from . import examples as examples_command, explore as explore_command
 
     examples_command.add_parser(sub, [common, models])
     explore_command.add_parser(sub, [common, optim])

@@ -155,8 +155,8 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
                  every: int | None = None, models: Any = None) -> int:
     """Check, build (unless `models`), render, write the image (and GIF); Ctrl-C writes what was rendered."""
     from ..models.checks import check_models
-    from ..record.resources import check_caps, check_memory, check_writable
     from ..models.specs import build_models
+    from ..record.resources import check_caps, check_memory, check_writable
 
     allowed = _allowed(args)
     device = _device(args)
@@ -248,8 +248,8 @@ def render(args: argparse.Namespace) -> int:
 
 def caricature(args: argparse.Namespace) -> int:
     from ..atlas import default_layers
-    from ..record.recipe import Recipe
     from ..models.specs import build_models
+    from ..record.recipe import Recipe
 
     check_outputs(args.out, None)
     image = image_path(args.image)
@@ -312,9 +312,9 @@ def atlas(args: argparse.Namespace) -> int:
     from ..atlas import distributed
     from ..atlas.lock import check_unlocked
     from ..models.checks import check_models, resolve_device
+    from ..models.specs import build_models
     from ..record.recipe import Recipe
     from ..record.resources import check_caps, check_memory, check_writable
-    from ..models.specs import build_models
 
     allowed = _allowed(args)
     layers = layer_list(args.layer)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .commands import positive, size_arg
 from ..errors import InvalidArgumentError
+from .commands import positive, size_arg
 
 
 def layer_list(text: str) -> list[str]:
@@ -75,8 +75,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the model, write the site, print where it is; return 0."""
     from ..atlas import distributed
-    from ..models.specs import build_model
     from ..explore.site import explore
+    from ..models.specs import build_model
 
     ranks = distributed.ranks_from_env()
     device = distributed.rank_device(getattr(args, "device", None), ranks)

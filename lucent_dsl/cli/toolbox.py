@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImageError, InvalidArgumentError
-from .commands import positive as _positive
 from ..record.resources import torch_threads
+from .commands import positive as _positive
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco")

@@ -29,14 +29,14 @@ import functools as ft
 import keyword
 import math
 import numbers
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .arrays import Array
 from ..errors import InvalidArgumentError
+from .arrays import Array as Array  # re-exported: a term holds its constants as Arrays, next to Expr
 
 INPUT = "@input"  # a model's input, after that model's preprocessing
 OUTPUT = "@output"  # a model's output (dict/tuple outputs: "@output/out", "@output/0")
@@ -347,7 +347,7 @@ def top_terms(e: Expr) -> tuple[Expr, ...]:
     return e.terms if isinstance(e, Sum) else (e,)
 
 
-@ft.lru_cache(maxsize=None)
+@ft.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dc.fields(cls))
 

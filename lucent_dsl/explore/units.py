@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from ..atlas import channel_seed, parse_channels, probe, safe_name
-from ..errors import InvalidArgumentError
 from ..dsl.expr import OUTPUT
+from ..errors import InvalidArgumentError
 from ..models.info import info_of
 from ..objectives import channel, class_logit, diversity, masked
 

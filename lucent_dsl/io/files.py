@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from PIL import Image, PngImagePlugin
 from torch import Tensor
 
+from ..errors import ImageError, InvalidArgumentError
 from . import metadata as _meta
 from .grid import make_grid, to_pil
-from ..errors import ImageError, InvalidArgumentError
 
 RECIPE_KEY = "lucent_dsl.recipe"
 """PNG metadata key holding the JSON recipe (objective, model, seed, ...) of a render."""

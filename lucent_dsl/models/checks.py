@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import InvalidArgumentError
 from .info import info_of
 
+
 def resolve_device(text: str | torch.device | None) -> str | None:
     """A device string `render` can use; None stays None (the models' device).
 

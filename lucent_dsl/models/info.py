@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError
-from .sizes import Geometry, fit
 from .layouts import parse_layout
+from .sizes import Geometry, fit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -40,8 +40,8 @@ from typing import Any
 import einops
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import Site
+from ..errors import InvalidArgumentError, ObjectiveShapeError
 
 __all__ = ["CANONICAL", "Layout", "LaidSite", "Refusal", "canonical", "detect", "layout_at", "parse_layout",
            "token_grid"]

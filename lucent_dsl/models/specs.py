@@ -34,7 +34,6 @@ from .. import zoo
 from ..errors import InvalidArgumentError
 from .info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, info_of, non_inplace, stamp_spec, with_info
 
-
 MODEL_SEED = 0
 """Seed of the RNG state under which specs build their models (random weights replay)."""
 

@@ -21,19 +21,51 @@ from collections.abc import Callable
 from ..dsl.expr import Expr, register
 from ._term import Batch, LayerTerm, check_layer
 from .activation import (
-    Channel, ChannelInterpolate, ClassLogit, Layer, Neuron, channel, channel_interpolate, class_logit, deepdream, layer,
+    Channel,
+    ChannelInterpolate,
+    ClassLogit,
+    Layer,
+    Neuron,
+    channel,
+    channel_interpolate,
+    class_logit,
+    deepdream,
+    layer,
     neuron,
 )
 from .custom import Custom, objective
 from .directions import (
-    ActivationMatch, ChannelWeight, Direction, DirectionNeuron, NeuronWeight, activation_match, channel_weight,
-    direction, direction_neuron, neuron_weight,
+    ActivationMatch,
+    ChannelWeight,
+    Direction,
+    DirectionNeuron,
+    NeuronWeight,
+    activation_match,
+    channel_weight,
+    direction,
+    direction_neuron,
+    neuron_weight,
 )
-from .masks import Masked, box_mask, masked
-from .penalty import L1, L2, Alignment, Blur, Diversity, ImageTerm, Opacity, TotalVariation, alignment, blur, \
-    diversity, l1, l2, opacity, total_variation
-from .source import SourceL2, SourceMatch, source_l2, source_match
 from .gram import style
+from .masks import Masked, box_mask, masked
+from .penalty import (
+    L1,
+    L2,
+    Alignment,
+    Blur,
+    Diversity,
+    ImageTerm,
+    Opacity,
+    TotalVariation,
+    alignment,
+    blur,
+    diversity,
+    l1,
+    l2,
+    opacity,
+    total_variation,
+)
+from .source import SourceL2, SourceMatch, source_l2, source_match
 
 BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel": channel, "neuron": neuron, "layer": layer, "deepdream": deepdream, "direction": direction,

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import Acts, Array, Site, Term, finite
+from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..models.layouts import LaidSite, Layout, Refusal, canonical, parse_layout, token_grid
-
 
 Batch = int | range | None
 T = TypeVar("T")

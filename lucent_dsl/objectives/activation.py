@@ -14,9 +14,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import OUTPUT, Acts, Expr, Site, Term
-from ._term import Batch, LayerTerm, check_batch, check_channel, check_index, check_layer, check_layout, check_model, check_opt_index, frozen, layout_of, per_image, position_index, rows_channels_positions, tensor_at
+from ..errors import InvalidArgumentError, ObjectiveShapeError
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_channel,
+    check_index,
+    check_layer,
+    check_layout,
+    check_model,
+    check_opt_index,
+    frozen,
+    layout_of,
+    per_image,
+    position_index,
+    rows_channels_positions,
+    tensor_at,
+)
 
 
 @frozen

@@ -34,12 +34,13 @@ from __future__ import annotations
 import dataclasses as dc
 import keyword
 import numbers
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import VOCABULARY, Acts, Array, Expr, Site, Term, check_name, finite, register
+from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ._term import Batch, check_batch, check_layer, check_model, per_image, tensor_at
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}  # name -> the function registered under it now

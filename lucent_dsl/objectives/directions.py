@@ -13,9 +13,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import ObjectiveShapeError
 from ..dsl.expr import Acts, Array, Expr, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_len, check_model, check_opt_index, check_vector, dot_cos, frozen, per_image, position_index, rows_channels_positions
+from ..errors import ObjectiveShapeError
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_layout,
+    check_len,
+    check_model,
+    check_opt_index,
+    check_vector,
+    dot_cos,
+    frozen,
+    per_image,
+    position_index,
+    rows_channels_positions,
+)
 
 
 @frozen

@@ -27,10 +27,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import Acts, Array, Expr
+from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ._term import (
-    Batch, LayerTerm, check_batch, check_layer, check_layout, check_model, frozen, per_image, rows_channels_positions,
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_layout,
+    check_model,
+    frozen,
+    per_image,
+    rows_channels_positions,
 )
 
 # How far a 2-D target may be from symmetric (relative) and still be read as a Gram matrix.

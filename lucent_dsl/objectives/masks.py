@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
+from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ._term import laid_key, layout_of, patch_grid
 
 __all__ = ["Masked", "box_mask", "masked"]

@@ -14,9 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import IMAGE, Acts, Array, Expr, Site, Term, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_model, check_rows_of, check_target, frozen, layout_of, per_image, rows_channels_positions
+from ..errors import InvalidArgumentError, ObjectiveShapeError
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_model,
+    check_rows_of,
+    check_target,
+    frozen,
+    layout_of,
+    per_image,
+    rows_channels_positions,
+)
 
 
 @frozen

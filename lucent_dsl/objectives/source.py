@@ -11,9 +11,21 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..errors import ObjectiveShapeError
 from ..dsl.expr import Acts, Expr, Term, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_model, dot_cos, frozen, layout_of, per_image, rows_channels_positions
+from ..errors import ObjectiveShapeError
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_layout,
+    check_model,
+    dot_cos,
+    frozen,
+    layout_of,
+    per_image,
+    rows_channels_positions,
+)
 
 
 def source_rows(term: Term, a: Tensor, n: int) -> Tensor:

@@ -19,11 +19,11 @@ Example:
     (torch.Size([2, 3, 32, 48]), True, True)
 """
 from ._common import KINDS, LUCID_COLOR_CORRELATION, NATURAL_MAGNITUDE_PATH, SQUASHES, ImageParam
-from .transparency import alpha, rgba
-from .pattern import cppn
-from .lucid import color_correlation, fft, image, pixel
-from .phase import default_magnitude, maco, maco_image, natural_magnitude
 from .aligned import shared
+from .lucid import color_correlation, fft, image, pixel
+from .pattern import cppn
+from .phase import default_magnitude, maco, maco_image, natural_magnitude
+from .transparency import alpha, rgba
 
 __all__ = [
     "ImageParam", "KINDS", "LUCID_COLOR_CORRELATION", "NATURAL_MAGNITUDE_PATH", "SQUASHES", "alpha",

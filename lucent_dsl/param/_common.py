@@ -14,8 +14,6 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 
-
-
 # Lucid's `color_correlation_svd_sqrt`: U @ diag(sqrt(S)) of the ImageNet pixel colour covariance.
 LUCID_COLOR_CORRELATION = (
     (0.26, 0.09, 0.02),

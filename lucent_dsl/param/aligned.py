@@ -9,11 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
-from ._common import float32_irfft2_tables
-from ._common import CLAMP_OFFSET, ImageParam, color_matrix, colour, irfft2_ortho, randn, spectrum_scale, squash_by_name, to_float32
 from ..args import check_int, check_real, check_size
-
+from ..errors import InvalidArgumentError
+from ._common import (
+    CLAMP_OFFSET,
+    ImageParam,
+    color_matrix,
+    colour,
+    float32_irfft2_tables,
+    irfft2_ortho,
+    randn,
+    spectrum_scale,
+    squash_by_name,
+    to_float32,
+)
 
 # --------------------------------------------------------------------------- shared / aligned
 

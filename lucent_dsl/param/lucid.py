@@ -40,10 +40,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
-from ._common import CLAMP_OFFSET, FFT_MAGIC, ImageParam, KINDS, color_matrix, finish_image, generator_device, init_image, irfft2, irfft2_tables, leaf, pre_squash, randn, spectrum_scale, squash_by_name, to_float32
 from ..args import check_int, check_real, check_size
-
+from ..errors import InvalidArgumentError
+from ._common import (
+    CLAMP_OFFSET,
+    FFT_MAGIC,
+    KINDS,
+    ImageParam,
+    color_matrix,
+    finish_image,
+    generator_device,
+    init_image,
+    irfft2,
+    irfft2_tables,
+    leaf,
+    pre_squash,
+    randn,
+    spectrum_scale,
+    squash_by_name,
+    to_float32,
+)
 
 # --------------------------------------------------------------------------- factories
 

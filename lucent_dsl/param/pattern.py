@@ -8,10 +8,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ..args import check_int, check_size
 from ..errors import InvalidArgumentError
 from ._common import ImageParam, generator_device, randn
-from ..args import check_int, check_size
-
 
 # --------------------------------------------------------------------------- CPPN
 

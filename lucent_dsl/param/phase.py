@@ -12,11 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
-from ._common import float32_irfft2_tables
-from ._common import ImageParam, NATURAL_MAGNITUDE_PATH, apply_color, clamp_straight_through, color_matrix, colour, even_part, generator_device, irfft2_ortho, odd_part, squash_linear, to_float32
 from ..args import check_int, check_size
-
+from ..errors import InvalidArgumentError
+from ._common import (
+    NATURAL_MAGNITUDE_PATH,
+    ImageParam,
+    apply_color,
+    clamp_straight_through,
+    color_matrix,
+    colour,
+    even_part,
+    float32_irfft2_tables,
+    generator_device,
+    irfft2_ortho,
+    odd_part,
+    squash_linear,
+    to_float32,
+)
 
 # --------------------------------------------------------------------------- MACO
 

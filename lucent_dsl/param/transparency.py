@@ -12,8 +12,6 @@ from ..errors import InvalidArgumentError
 from ._common import ImageParam
 from .lucid import fft, image
 
-
-
 # --------------------------------------------------------------------------- transparency
 
 

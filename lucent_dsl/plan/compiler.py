@@ -36,16 +36,20 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import (
-    AmbiguousModelError, InvalidArgumentError, LayerNotFoundError, ModelNotFoundError, ObjectiveShapeError,
-)
 from ..dsl.expr import IMAGE, INPUT, OUTPUT, Acts, Expr, Site, Term, evaluate, map_terms, sum_of, terms_of, top_terms
-from . import sitemap
-from ..models.sizes import Geometry
-from ..models.layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
-from ..models.info import ModelInfo, info_of
 from ..dsl.parser import parse
 from ..dsl.printing import format_tree, short_text, to_text
+from ..errors import (
+    AmbiguousModelError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+    ModelNotFoundError,
+    ObjectiveShapeError,
+)
+from ..models.info import ModelInfo, info_of
+from ..models.layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
+from ..models.sizes import Geometry
+from . import sitemap
 from .truncate import Runner, make_runner
 
 DEFAULT_MODEL_NAME = "model"

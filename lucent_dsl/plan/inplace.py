@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from torch.fx.node import map_arg
 from torch import Tensor, nn
+from torch.fx.node import map_arg
 
 __all__ = ["PIN", "clone_tree", "may_mutate", "mutated", "pin", "protect", "snapshot"]
 

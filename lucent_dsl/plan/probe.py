@@ -14,17 +14,16 @@ Example:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..models import architectures, sizes as geo
 from ..errors import InvalidArgumentError, LucentError
-from ..models.layouts import Layout, Refusal, detect
+from ..models import architectures, sizes as geo
 from ..models.info import device_of, info_of
+from ..models.layouts import Layout, Refusal, detect
 from .fold import frozen_models
 from .forward import layer_reader
 

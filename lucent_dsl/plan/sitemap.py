@@ -38,13 +38,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models import architectures, sizes as geo
-from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
 from ..dsl.expr import INPUT, OUTPUT, Site
-from .fold import frozen_models
-from ..models.sizes import Geometry
-from ..models.layouts import Layout, Refusal, detect, parse_layout
+from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
+from ..models import architectures, sizes as geo
 from ..models.info import ModelInfo, device_of
+from ..models.layouts import Layout, Refusal, detect, parse_layout
+from ..models.sizes import Geometry
+from .fold import frozen_models
 
 __all__ = ["DEFAULT_BASE", "Resolved", "resolve", "select"]
 

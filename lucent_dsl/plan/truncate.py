@@ -38,9 +38,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from . import fold, inplace
-from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..dsl.expr import OUTPUT
+from ..errors import InvalidArgumentError, ObjectiveShapeError
+from . import fold, inplace
 
 
 class Runner(Protocol):

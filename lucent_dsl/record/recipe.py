@@ -32,13 +32,12 @@ import torch
 from torch import nn
 
 from .. import zoo
-from ..dsl.parser import parse
 from ..args import check_choice, check_int, check_seed, check_size
+from ..dsl.parser import parse
 from ..errors import InvalidArgumentError
 from ..models.info import info_of
 from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
 from . import trust
-
 
 FORMAT = 1
 """Version of the recipe JSON layout (the `lucent_dsl_recipe` key)."""

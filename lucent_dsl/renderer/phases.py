@@ -27,15 +27,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .. import param as param_lib
-from . import steps as steps_lib
-from .. import transforms as tf_lib
-from ..models.checks import normalize_device
-from ..errors import InvalidArgumentError
+from .. import param as param_lib, transforms as tf_lib
 from ..dsl.expr import Expr
+from ..errors import InvalidArgumentError
+from ..models.checks import normalize_device
 from ..plan.compiler import Plan, compile_plan, history_rows
-from .provenance import recipe_of
 from ..plan.fold import frozen_models
+from . import steps as steps_lib
+from .provenance import recipe_of
 from .relu import redirected_relu
 from .result import RenderResult
 
@@ -67,7 +66,7 @@ def _as_transform(transforms: Any) -> tf_lib.Transform:
     return _standard() if transforms is None else tf_lib.as_transform_arg(transforms)
 
 
-@ft.lru_cache(maxsize=None)
+@ft.cache
 def _standard() -> tf_lib.Transform:
     return tf_lib.standard()
 

@@ -32,15 +32,14 @@ from typing import Any, cast
 
 import torch
 
-
 __all__ = ["recipe_of"]
 
 _DEFAULT_OPTIONS = (("truncate", "auto"), ("fuse", True))
 
 
 def _models(plan: Any) -> tuple[tuple[str, ...], list[str]]:
-    from ..plan.compiler import DEFAULT_MODEL_NAME
     from ..models.info import SPEC_ATTR, spec_of
+    from ..plan.compiler import DEFAULT_MODEL_NAME
 
     specs, why = [], []
     for name, model in plan.models.items():

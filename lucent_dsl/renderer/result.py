@@ -18,7 +18,6 @@ from torch import Tensor
 
 from ..plan.compiler import Plan
 
-
 UNREPLAYABLE_KEY = "lucent_dsl.unreplayable"
 """PNG metadata key that says why a saved render carries no recipe."""
 

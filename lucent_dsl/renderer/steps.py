@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, NonFiniteError
 from ..dsl.expr import evaluate, top_terms
+from ..errors import InvalidArgumentError, NonFiniteError
 from ..models.sizes import resize_target
 from ..plan.compiler import Plan
 from ..transforms import Transform, sampled_at

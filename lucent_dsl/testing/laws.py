@@ -34,19 +34,26 @@ import dataclasses as dc
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-import torch
 import hypothesis
+import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-from ..errors import InvalidArgumentError, ObjectiveShapeError, ParseError
 from ..dsl.expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
-from ..objectives.custom import Custom
 from ..dsl.parser import parse
-from ..plan.compiler import batched
 from ..dsl.serialize import from_json, to_json
+from ..errors import InvalidArgumentError, ObjectiveShapeError, ParseError
+from ..objectives.custom import Custom
+from ..plan.compiler import batched
 from .shapes import (
-    LAYOUTS, RANK_LAYOUTS, ActivationSpec, activation_specs, batch_selectors, seeded, selected, unsupported_shapes,
+    LAYOUTS,
+    RANK_LAYOUTS,
+    ActivationSpec,
+    activation_specs,
+    batch_selectors,
+    seeded,
+    selected,
+    unsupported_shapes,
 )
 from .terms import leaves_of, with_batch
 from .vocabulary import BUILDERS, Builder, custom_builder, takes_keyword

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from .. import param as param_lib
-from ..errors import ObjectiveShapeError
 from ..dsl.expr import IMAGE
+from ..errors import ObjectiveShapeError
 from ..plan.compiler import compile_plan
 from ..renderer.phases import render
 from .laws import Case, check_gradient, fail_unless_close, failure, sites_read

@@ -23,8 +23,8 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 import hypothesis
+import torch
 from hypothesis import strategies as st
 from torch import Tensor
 

@@ -29,8 +29,8 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
 from ..dsl.expr import Array
+from ..errors import InvalidArgumentError
 
 __all__ = [
     "LAYOUTS", "RANK_LAYOUTS", "ActivationSpec", "activation_specs", "activations", "arrays", "batch_selectors",

@@ -28,8 +28,8 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
 from ..dsl.expr import IMAGE, Const, Expr, Site, Term, map_terms, sum_of
+from ..errors import InvalidArgumentError
 from .shapes import RANK_LAYOUTS, ActivationSpec
 from .vocabulary import BUILDERS, Builder
 

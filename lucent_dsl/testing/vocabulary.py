@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from .. import objectives as ob
-from ..errors import InvalidArgumentError
 from ..dsl.expr import OUTPUT, Array, Expr, Term
+from ..errors import InvalidArgumentError
 from .shapes import RANK_LAYOUTS, ActivationSpec, arrays, batch_selectors
 
 __all__ = ["BUILDERS", "MASKABLE", "Builder", "custom_builder", "maker", "takes_keyword"]

@@ -184,8 +184,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         (images (N, C, H, W) on the CPU, final scores (N,)).
     """
     from ..atlas import seeded_param, seeded_transforms
-    from ..renderer.phases import render
-    from ..renderer.phases import image_channels
+    from ..renderer.phases import image_channels, render
 
     batch = check_int("batch", batch)
     if len(objectives) != len(seeds) or not objectives:

@@ -33,15 +33,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError
 from ..io.files import RECIPE_KEY, atomic_write, save_png
-from ..objectives import direction, direction_neuron
-from ..objectives import check_layer
-from ..record.recipe import SCORE_KEY
 from ..models.info import spec_of
+from ..objectives import check_layer, direction, direction_neuron
+from ..record.recipe import SCORE_KEY
 from ._common import Settings, collect, escape, model_size, render_each, require
-from ..args import check_int
 
 LAYOUTS = ("tsne", "pca", "umap")
 OBJECTIVES = ("neuron", "channel")

@@ -33,16 +33,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
-from ..objectives import direction, direction_neuron
-from ..objectives import check_layer
-from ..record.recipe import SCORE_KEY
-from ..plan.probe import channel_count
 from ..models.info import spec_of
+from ..objectives import check_layer, direction, direction_neuron
+from ..plan.probe import channel_count
+from ..record.recipe import SCORE_KEY
 from ._common import Settings, as_rows, direction_scores, layer_outputs, model_size, render_each, require
-from ..args import check_int
 
 ATOMS = ("rows", "columns")
 OBJECTIVES = ("channel", "neuron")

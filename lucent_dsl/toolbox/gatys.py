@@ -22,16 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import param as param_lib
-from ..errors import InvalidArgumentError
 from ..dsl.expr import Expr, sum_of
+from ..errors import InvalidArgumentError
 from ..io.files import load_image
 from ..models.info import device_of
-from ..objectives import l2
-from ..objectives import check_layer
+from ..objectives import check_layer, l2
 from ..objectives.gram import gram, gram_distance, image_gram, style
-from .inversion import activations, layer_names
 from ..renderer.phases import RenderResult, render
 from ._common import as_rows, has_input_size, image_channels, model_size
+from .inversion import activations, layer_names
 
 STARTS = ("content", "noise")
 

@@ -31,15 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError
 from ..io.files import load_image, make_grid, save_png
-from ..models.info import device_of
-from ..objectives import direction
-from ..objectives import check_layer
-from ..models.info import spec_of
+from ..models.info import device_of, spec_of
+from ..objectives import check_layer, direction
 from ._common import Settings, as_rows, has_input_size, image_channels, layer_outputs, model_size, render_each, require
-from ..args import check_int
 
 NEGATIVE = ("error", "split")
 

@@ -36,14 +36,12 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from .. import param as param_lib
-from .. import transforms as tf_lib
-from ..errors import InvalidArgumentError
+from .. import param as param_lib, transforms as tf_lib
 from ..dsl.expr import Expr, Term, map_terms, sum_of
-from ..models.info import device_of, info_of
-from ..objectives import SourceL2, SourceMatch, activation_match, l2
-from ..objectives import check_layer
 from ..dsl.parser import parse
+from ..errors import InvalidArgumentError
+from ..models.info import device_of, info_of
+from ..objectives import SourceL2, SourceMatch, activation_match, check_layer, l2
 from ..plan.forward import read_layers
 from ..renderer.phases import RenderResult, render
 

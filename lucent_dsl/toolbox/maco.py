@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import param as param_lib
-from ..errors import InvalidArgumentError, NonFiniteError
-from ..dsl.expr import Expr
-from ..plan.fold import frozen_models
-from ..plan.compiler import Plan, compile_plan
-from ._common import model_size
 from ..args import check_int
+from ..dsl.expr import Expr
+from ..errors import InvalidArgumentError, NonFiniteError
+from ..plan.compiler import Plan, compile_plan
+from ..plan.fold import frozen_models
+from ._common import model_size
 
 CENTRE_STD = 0.15  # xplique: crop centres at 0.5 + N(0, 0.15) of the image side
 BOX_STD = 0.05  # xplique: crop sides N(box, 0.05), clipped to [BOX_MIN, 1]

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from .. import transforms as tf_lib
-from ..errors import InvalidArgumentError
 from ..args import check_int, check_real
+from ..errors import InvalidArgumentError
 from ..plan.compiler import Plan
 from ..plan.fold import frozen_models
 from ..transforms import Transform

@@ -20,7 +20,16 @@ Example:
 """
 from ._common import PAD_MODES, Transform, TransformParams
 from .compose import (
-    STANDARD_SCALES, affine, as_transform, as_transform_arg, chain, identity, is_compilable, robust, sampled_at, standard,
+    STANDARD_SCALES,
+    affine,
+    as_transform,
+    as_transform_arg,
+    chain,
+    identity,
+    is_compilable,
+    robust,
+    sampled_at,
+    standard,
 )
 from .geometry import crops, jitter, pad, random_rotate, random_scale
 from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise

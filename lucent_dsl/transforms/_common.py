@@ -11,8 +11,6 @@ from torch import Tensor
 from ..args import check_real
 from ..errors import InvalidArgumentError
 
-
-
 TransformParams = Any  # a pytree of tensors, or None
 Shape = torch.Size
 

@@ -15,7 +15,6 @@ from ..errors import InvalidArgumentError
 from ._common import MSG_AS_TRANSFORM, Shape, Transform, TransformParams
 from .geometry import Warp, jitter, pad, random_rotate, random_scale, warp
 
-
 # --------------------------------------------------------------------------------------------
 # Combinators
 

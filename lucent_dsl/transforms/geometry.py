@@ -22,9 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
-from ._common import Dist, GRID_PADDING, Geo, Mode, PAD_MODES, Shape, Transform, check_shape, distribution, draw, fail, generator_device, matrix, same_shape
 from ..args import check_int, check_real, is_real
+from ..errors import InvalidArgumentError
+from ._common import (
+    GRID_PADDING,
+    PAD_MODES,
+    Dist,
+    Geo,
+    Mode,
+    Shape,
+    Transform,
+    check_shape,
+    distribution,
+    draw,
+    fail,
+    generator_device,
+    matrix,
+    same_shape,
+)
 
 
 @dc.dataclass(frozen=True)

@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..args import check_int, check_real, is_real
 from ..errors import InvalidArgumentError
 from ..param.transparency import noise_background  # the noise background is a parameterization's draw
 from ._common import Dist, Shape, Transform, check_shape, distribution, draw, fail, generator_device
-from ..args import check_int, check_real, is_real
-
 
 # --------------------------------------------------------------------------------------------
 # Pixel-value transforms
