@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     luc_t = float("nan")
     if why is None:
         t0 = time.perf_counter()
-        for c in range(n):
+        for _ in range(n):
             lucent_seconds(mnet, "features.10", 1, 128, steps)
         luc_t = time.perf_counter() - t0
     print(f"\n{n} channels mobilenet_v2 features.10, 128 px, {steps} steps: ours {n / ours_t:.2f} channels/s, "

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 raise SystemExit(f"{c} at batch {batch} failed:\n{done.stderr[-2000:]}")
             row[c] = json.loads(done.stdout.strip().splitlines()[-1])["increase_mb"]
-        line = f"{batch:>6d}" + "".join(f" {row[c]:>9.0f}" for c in contenders) + f" {row['ours'] / row['floor']:>11.2f}" \
-            + f" {row['ours'] / row['floor-f']:>13.2f}"
+        line = (f"{batch:>6d}" + "".join(f" {row[c]:>9.0f}" for c in contenders)
+                + f" {row['ours'] / row['floor']:>11.2f}" + f" {row['ours'] / row['floor-f']:>13.2f}")
         if "lucent" in row:
             line += f" {row['lucent'] / row['ours']:>12.2f}"
         print(line, flush=True)

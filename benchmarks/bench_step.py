@@ -7,7 +7,7 @@ lucent, then again), and prints the median seconds per step of each and their ra
   folding) on a raw (B, 3, 224, 224) pixel leaf, input-only backward, Adam. No parameterization,
   transforms, preprocessing or checks.
 - floor-f: the same with our default plan (BatchNorms folded into convolutions, channels-last;
-  `lucent_dsl.fold`): the floor of our own runner, so ours/floor-f is the cost of everything else.
+  `lucent_dsl.plan.fold`): the floor of our own runner, so ours/floor-f is the cost of everything else.
 - ours: `lucent_dsl.render` with `param.fft(224, batch=B)` (decorrelated colour, sigmoid) and
   `transforms.standard()`; `compile=False`, and `compile=True` timed after a warm-up render that
   compiles (its compile time is reported apart). `--bf16` adds `precision="bf16"` (eager).

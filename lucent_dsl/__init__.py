@@ -72,7 +72,7 @@ from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
 from .toolbox import (
     adversarial as adversarial,
-    inversion as recipes,  # `ld.recipes`: the module lucent_dsl.recipes (a shim now) pointed at
+    inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
 )
 from .toolbox.transparency import transparency_map as transparency_map
 

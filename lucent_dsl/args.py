@@ -87,12 +87,14 @@ def check_seed(seed: Any, name: str = "seed") -> int:
         >>> check_seed(-1)
         Traceback (most recent call last):
         ...
-        lucent_dsl.errors.InvalidArgumentError: seed must be in 0 .. 2**63 - 1 = 9223372036854775807 (torch.Generator's range), got -1
+        lucent_dsl.errors.InvalidArgumentError: seed must be in 0 .. 2**63 - 1 = ... (torch.Generator's range), got -1
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise InvalidArgumentError(f"{name} must be an integer in 0 .. 2**63 - 1, got {seed!r}")
     if not 0 <= int(seed) <= SEED_MAX:
-        raise InvalidArgumentError(f"{name} must be in 0 .. 2**63 - 1 = {SEED_MAX} (torch.Generator's range), got {seed}")
+        raise InvalidArgumentError(
+            f"{name} must be in 0 .. 2**63 - 1 = {SEED_MAX} (torch.Generator's range), got {seed}"
+        )
     return int(seed)
 
 

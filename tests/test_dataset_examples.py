@@ -143,8 +143,8 @@ def test_terms_that_do_not_score_one_image_alone_are_refused():
     with pytest.raises(ld.ImageError, match=r"\[0, 1\]"):
         dataset_examples(["channel('2', 0)"], net, images * 255, progress=False)
     pairs = [(img, 0) for img in images]  # a dataset of (image, label) pairs reads like the stacked tensor
-    assert dataset_examples(["channel('2', 0)"], net, pairs, k=2, progress=False) == \
-        dataset_examples(["channel('2', 0)"], net, images, k=2, progress=False)
+    assert (dataset_examples(["channel('2', 0)"], net, pairs, k=2, progress=False)
+            == dataset_examples(["channel('2', 0)"], net, images, k=2, progress=False))
 
 
 def test_the_examples_command_on_a_folder_of_digit_pngs(tmp_path):

@@ -145,7 +145,7 @@ def test_canonical_identities(a, k, j):
     assert 1 * a == a and a * 1.0 == a and a / 1 == a
     assert a + 0 == a and 0 + a == a and a - 0.0 == a
     assert +a is a
-    assert -(-a) == a
+    assert -(-a) == a  # noqa: B002 - a double negation, not a decrement
     if isinstance(a, (Term, Sum, Product)):
         assert k * (j * a) == scale(k * j, a)
         assert (k * (j * a)).k == k * j  # type: ignore[attr-defined]
@@ -359,7 +359,7 @@ def test_depth_follows_the_nodes(a, b, k):
         assert depth(k * a) == depth(a) + 1 + (k == -1 and isinstance(a, (Sum, Product)))  # -(...): sign and parentheses
     if not isinstance(a, Const) and not isinstance(b, Const):
         assert depth(a * b) == max(depth(a), depth(b)) + 1
-    assert depth(-(-a)) == depth(a)
+    assert depth(-(-a)) == depth(a)  # noqa: B002 - a double negation, not a decrement
 
 
 def test_building_past_the_depth_limit_is_refused_with_a_clear_error():

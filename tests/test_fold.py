@@ -1,4 +1,4 @@
-"""BatchNorm folding and channels-last (`lucent_dsl.fold`): same activations and input gradients as the model's own modules."""
+"""BatchNorm folding and channels-last (`lucent_dsl.plan.fold`): same activations and input gradients as the model's own modules."""
 from __future__ import annotations
 
 import copy

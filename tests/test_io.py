@@ -329,10 +329,7 @@ def test_load_resizes(size, hw):
 import zlib  # noqa: E402
 from unittest import mock  # noqa: E402
 
-from lucent_dsl.io import (
-    files as lio,  # noqa: E402
-    metadata as meta_lib,  # noqa: E402
-)
+from lucent_dsl.io import files as lio, metadata as meta_lib  # noqa: E402
 from lucent_dsl.io.files import image_format, read_metadata, save_image  # noqa: E402
 
 

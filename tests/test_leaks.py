@@ -127,7 +127,7 @@ def test_compiled_step_cache_is_bounded_and_reused(fake_compile: list[Any]):
     plan = ld.compile_plan(ld.channel("out", 0), net)
     t = transforms.chain()
     params = {s: param.pixel(s) for s in range(4, 4 + 2 * steps_module.STEPS_PER_PLAN)}
-    for s, p in params.items():  # more distinct shapes than the cache holds
+    for p in params.values():  # more distinct shapes than the cache holds
         render(plan, param=p, transforms=t, steps=1, compile=True, progress=False)
         assert len(plan.steps) <= steps_module.STEPS_PER_PLAN
     assert len(fake_compile) == len(params)

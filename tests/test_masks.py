@@ -286,5 +286,5 @@ def test_segmentation_example_loads_named_weights(monkeypatch):
     model = example.load("lraspp", "DEFAULT")
     assert asked == [torchvision.models.segmentation.LRASPP_MobileNet_V3_Large_Weights.DEFAULT]
     assert ld.info_of(model).labels[16] == "pottedplant"
-    assert ld.compile_plan(ld.class_logit("pottedplant", layer="@output/out"), model).objective == \
-        ld.class_logit(16, layer="@output/out", model="model")
+    assert (ld.compile_plan(ld.class_logit("pottedplant", layer="@output/out"), model).objective
+            == ld.class_logit(16, layer="@output/out", model="model"))

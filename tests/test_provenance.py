@@ -1,4 +1,4 @@
-"""A Python render's recipe (`lucent_dsl.provenance`): it replays to the same pixels, or says why it cannot."""
+"""A Python render's recipe (`lucent_dsl.renderer.provenance`): it replays to the same pixels, or says why it cannot."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Caps, the memory estimate and the output checks (`lucent_dsl.resources`), before any step runs.
+"""Caps, the memory estimate and the output checks (`lucent_dsl.record.resources`), before any step runs.
 
 The memory test runs the real program under an address-space limit (`ulimit -v`, via `resource`):
 the render is refused with a clear message (it used to fail mid-render with an unexpected
@@ -78,7 +78,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import lucent_dsl as ld
-from lucent_dsl.resources import estimate_bytes
+from lucent_dsl.record.resources import estimate_bytes
 
 def status(key):
     return int(Path("/proc/self/status").read_text().split(key + ":")[1].split()[0]) * 1024

@@ -245,7 +245,7 @@ def test_a_layout_aware_term_told_the_wrong_layout_is_caught():
 
 @frozen
 class TstPatternMean(Term):
-    """The same term told its layout as `lucent_dsl.layouts` writes it: `layout="b h w c"`."""
+    """The same term told its layout as `lucent_dsl.models.layouts` writes it: `layout="b h w c"`."""
 
     name = "tst_pattern_mean"
     positional = ("layer", "index")

@@ -225,7 +225,7 @@ def test_timm_prefix_tokens_come_from_the_model():
         with torch.no_grad():
             got = evaluate(plan.objective, plan.forward(x), 1)
         seen = []
-        h = model.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o))
+        h = model.blocks[1].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
         with torch.no_grad():
             model(ld.info_of(model).preprocess(x))  # timm's pretrained_cfg normalization, as the plan applies it
         h.remove()

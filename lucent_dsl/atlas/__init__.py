@@ -23,7 +23,8 @@ A channel whose PNG exists (with the same recipe and the same weights fingerprin
 `checks.weights_fingerprint`, stored in each PNG and in the manifest's `"weights"`) is never rendered
 again, so an interrupted atlas resumes where it stopped; a damaged PNG stops the resume with a hint.
 While a run writes a folder it holds `DIR/.lucent_dsl.lock` (`atlas.lock`): a second run on the
-same folder is refused at once, naming the first one's pid and host. The same split makes sharding simple: `atlas.distributed`
+same folder is refused at once, naming the first one's pid and host. The same split makes sharding simple:
+`atlas.distributed`
 runs `run_atlas` on each torchrun rank's share of the missing jobs, into the shared folder, and
 rank 0 calls `finish_atlas` when all are done (`lucent-dsl atlas` does this in one process too).
 

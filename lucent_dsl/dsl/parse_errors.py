@@ -10,7 +10,7 @@ Example:
     >>> parse("channel('c', 1) ** 2")
     Traceback (most recent call last):
     ...
-    lucent_dsl.errors.ParseError: '**' (a power) is not allowed in objective text; write the number out (1e-3, not 10 ** -3): only + - * / are
+    lucent_dsl.errors.ParseError: '**' (a power) is not allowed in objective text; write the number out ...
       channel('c', 1) ** 2
                       ^
     >>> parse("channel('0', 0, batch=0, batch=1)")
@@ -78,10 +78,26 @@ def explain(text: str, rejected: Rejected) -> ParseError:
 
 _SYMBOLS = {ast.Pow: "**", ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitOr: "|", ast.BitAnd: "&",
             ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
-_WHAT = {"Lambda": "a lambda", "ListComp": "a comprehension", "SetComp": "a comprehension", "DictComp": "a comprehension",
-         "GeneratorExp": "a generator", "IfExp": "x if c else y", "NamedExpr": ":=", "Compare": "a comparison",
-         "BoolOp": "and/or", "JoinedStr": "an f-string", "Subscript": "indexing", "Dict": "a dict", "Set": "a set",
-         "Starred": "* unpacking", "Await": "await", "Yield": "yield", "YieldFrom": "yield", "Slice": "a slice"}
+_WHAT = {
+    "Lambda": "a lambda",
+    "ListComp": "a comprehension",
+    "SetComp": "a comprehension",
+    "DictComp": "a comprehension",
+    "GeneratorExp": "a generator",
+    "IfExp": "x if c else y",
+    "NamedExpr": ":=",
+    "Compare": "a comparison",
+    "BoolOp": "and/or",
+    "JoinedStr": "an f-string",
+    "Subscript": "indexing",
+    "Dict": "a dict",
+    "Set": "a set",
+    "Starred": "* unpacking",
+    "Await": "await",
+    "Yield": "yield",
+    "YieldFrom": "yield",
+    "Slice": "a slice",
+}
 _ALLOWED = " in objective text (only objective calls, literals and + - * /)"
 
 
@@ -132,7 +148,14 @@ def _outside(text: str, node: ast.AST) -> tuple[int, str] | None:
         return None
     if isinstance(node, ast.UnaryOp):
         ok = isinstance(node.op, (ast.USub, ast.UAdd))
-        return None if ok else (_at(text, node), f"unary {'~' if isinstance(node.op, ast.Invert) else 'not'} is not allowed{_ALLOWED}")
+        return (
+            None
+            if ok
+            else (
+                _at(text, node),
+                f"unary {'~' if isinstance(node.op, ast.Invert) else 'not'} is not allowed{_ALLOWED}",
+            )
+        )
     if isinstance(node, (ast.Tuple, ast.List)):
         return None
     if isinstance(node, ast.Call):

@@ -43,7 +43,8 @@ INDEX_KEY = "lucent_dsl.batch_index"
 
 
 def diversity_recipe(base: Recipe, unit: Unit, layer: str, weight: float) -> Recipe:
-    """The recipe of a unit's diversity set: the base settings, the objective minus `weight` x diversity at `layer`, batch 4."""
+    """The recipe of a unit's diversity set: the base settings, the objective minus `weight` x diversity at `layer`,
+    batch 4."""
     return dc.replace(base, objective=diversity_objective(unit, layer, weight), seed=diversity_seed(unit, base.seed),
                       batch=DIVERSITY_SET, command="render")
 
@@ -64,7 +65,9 @@ def _stored_recipe(path: Path) -> Recipe | None:
 
 def missing_sets(recipes: dict[Unit, Recipe], img: Path) -> list[Unit]:
     """The units whose diversity set is not complete in `img` with its recipe (a changed recipe is redone)."""
-    return [u for u, want in recipes.items() if any(_stored_recipe(img / u.div(i)) != want for i in range(DIVERSITY_SET))]
+    return [
+        u for u, want in recipes.items() if any(_stored_recipe(img / u.div(i)) != want for i in range(DIVERSITY_SET))
+    ]
 
 
 def render_sets(units: Sequence[Unit], recipes: dict[Unit, Recipe], model: nn.Module, img: Path, *,
@@ -136,8 +139,9 @@ def render_command(recipe: dict[str, Any] | None, out: str) -> str:
     """The `lucent-dsl render` command line that renders `recipe` (a recipe's JSON dict) again, into `out`.
 
     Example:
-        >>> print(render_command(Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28)).to_dict(), "x.png"))
-        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 --steps 512 --seed 0 --lr 0.05 --param fft --transforms standard --out x.png
+        >>> r = Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28))
+        >>> print(render_command(r.to_dict(), "x.png"))
+        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 --steps 512 --seed 0 ... --out x.png
     """
     if not recipe:
         return "(no recipe stored)"

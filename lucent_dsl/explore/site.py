@@ -11,8 +11,10 @@ Steps (each resumable: rerunning the same command redoes only what is missing):
 3. the pages (`pages`), `site.json` (every unit, file and setting) and `style.css`.
 
 Example:
-    >>> diversity_layer("@output", {"@output": "(10)"}, ["conv1", "conv2"]), diversity_layer("conv2", {"conv2": "(64, 14, 14)"}, ["conv1"])
-    ('conv2', 'conv2')
+    >>> diversity_layer("@output", {"@output": "(10)"}, ["conv1", "conv2"])
+    'conv2'
+    >>> diversity_layer("conv2", {"conv2": "(64, 14, 14)"}, ["conv1"])
+    'conv2'
 """
 from __future__ import annotations
 
@@ -84,8 +86,13 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     if done["rank"] != 0:
         return done
     img = out / IMG
-    views = {u: {"scores": {f: read_image_info(img / f)["score"] for f in (u.vis, u.neg, *map(u.div, range(DIVERSITY_SET)))},
-                 "commands": _commands(u, img)} for u in units}
+    views = {
+        u: {
+            "scores": {f: read_image_info(img / f)["score"] for f in (u.vis, u.neg, *map(u.div, range(DIVERSITY_SET)))},
+            "commands": _commands(u, img),
+        }
+        for u in units
+    }
     found = source = None
     if images is not None:
         source = image_source(images, model, base.size)
@@ -133,7 +140,9 @@ def _sanity(units: Sequence[Unit], found: Examples, model: nn.Module, source: An
     row_of = {idx: i for i, idx in enumerate(wanted)}
     for u, ex in zip(units, found.units):
         path = _path_layers(u.layer, maps, order)
-        vis = pooled_activations(model, path, load_images([img / u.vis, *(img / u.div(i) for i in range(DIVERSITY_SET))], channels))
+        vis = pooled_activations(
+            model, path, load_images([img / u.vis, *(img / u.div(i) for i in range(DIVERSITY_SET))], channels)
+        )
         pos = {layer: natural[layer][[row_of[e.index] for e in ex.top]] for layer in path}
         neg = {layer: natural[layer][[row_of[e.index] for e in ex.bottom]] for layer in path}
         if len(ex.top) < 2:
@@ -150,9 +159,19 @@ def _write_pages(out: Path, spec: str, base: Recipe, units: Sequence[Unit], view
         by_layer.setdefault(u.layer, []).append(u)
     scores = {f: s for u in units for f, s in views[u]["scores"].items()}
     title = f"lucent-dsl explore: {spec}"
-    settings = {"model": spec, "size": f"{base.size[0]}x{base.size[1]}", "steps": base.steps, "seed": base.seed,  # type: ignore[index]
-                "lr": base.lr, "param": base.param, "transforms": base.transforms, "units": len(units),
-                "dataset examples": f"{len(found.units[0].top)} per unit from {found.seen} images" if found else "none (give --images DIR)"}
+    settings = {
+        "model": spec,
+        "size": f"{base.size[0]}x{base.size[1]}",  # type: ignore[index]
+        "steps": base.steps,
+        "seed": base.seed,
+        "lr": base.lr,
+        "param": base.param,
+        "transforms": base.transforms,
+        "units": len(units),
+        "dataset examples": f"{len(found.units[0].top)} per unit from {found.seen} images"
+        if found
+        else "none (give --images DIR)",
+    }
     files = {"style.css": pages.CSS, "index.html": pages.index_html(title, settings, by_layer, scores)}
     for layer, mine in by_layer.items():
         files[pages.layer_page(layer)] = pages.layer_html(title, layer, mine, scores)

@@ -96,8 +96,10 @@ def image_jobs(units: Sequence[Unit], *, seed: int = 0) -> list[ImageJob]:
     for layer in dict.fromkeys(u.layer for u in units):
         mine = [u for u in units if u.layer == layer]
         out += [ImageJob(layer, u.index, channel_seed(layer, u.index, seed), u.objective, u.vis) for u in mine]
-        out += [ImageJob(layer + NEG, u.index, channel_seed(layer + NEG, u.index, seed), repr(-_parse(u.objective)), u.neg)
-                for u in mine]
+        out += [
+            ImageJob(layer + NEG, u.index, channel_seed(layer + NEG, u.index, seed), repr(-_parse(u.objective)), u.neg)
+            for u in mine
+        ]
     return out
 
 
@@ -150,7 +152,9 @@ def layer_units(model: nn.Module, layer: str, channels: str | None, size: tuple[
     else:
         row = rows.get(layer)
         if row is None or row.channels is None:
-            raise InvalidArgumentError(f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis")
+            raise InvalidArgumentError(
+                f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis"
+            )
         shape, count = row.shape, row.channels
     maps = shape.count(",") == 2
     labels = info_of(model).labels

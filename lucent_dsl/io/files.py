@@ -215,7 +215,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     if kind == "PNG":
         return _meta.png_text(path)
     if kind is None:
-        raise ImageError(f"'{path}' is not a PNG, JPEG or WebP file; those are the images that carry lucent_dsl metadata")
+        raise ImageError(
+            f"'{path}' is not a PNG, JPEG or WebP file; those are the images that carry lucent_dsl metadata"
+        )
     with _lazy(path) as im:
         if kind == "JPEG":
             return _meta.decode_json_comment(im.info.get("comment"))
@@ -282,7 +284,7 @@ def check_image_size(width: int, height: int, what: str = "the image") -> None:
         >>> check_image_size(13000, 13000, "big.png")
         Traceback (most recent call last):
         ...
-        lucent_dsl.errors.ImageError: big.png is 13000 x 13000 = 169.0 million pixels; lucent_dsl reads images of at most 64.0 million pixels (lucent_dsl.io.MAX_IMAGE_PIXELS): shrink it first
+        lucent_dsl.errors.ImageError: big.png is 13000 x 13000 = 169.0 million pixels; lucent_dsl reads ...
     """
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageError(

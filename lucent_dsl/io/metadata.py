@@ -11,7 +11,8 @@ XMP packet of a WebP file (`encode_xmp` / `decode_xmp`).
 
 Example:
     >>> import io as _io, zlib
-    >>> chunk = lambda kind, data: len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    >>> def chunk(kind, data):
+    ...     return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
     >>> png = PNG_SIGNATURE + chunk(b"IHDR", bytes(13)) + chunk(b"tEXt", b"key\\x00value") + chunk(b"IEND", b"")
     >>> png_text(_io.BytesIO(png))
     {'key': 'value'}

@@ -6,7 +6,7 @@ the grid). timm: `dynamic_img_size` models take multiples of the patch (any size
 `dynamic_img_pad`), `PatchEmbed(strict_img_size=True)` its `img_size`, `pretrained_cfg
 ["fixed_input_size"]` its `input_size`; `num_prefix_tokens` tokens come before `patch_embed.grid_size`,
 and `feature_info` modules are laid out as `output_fmt` says (NHWC for Swin and MambaOut).
-Everything else is left to the probe (`lucent_dsl.sitemap`).
+Everything else is left to the probe (`lucent_dsl.plan.sitemap`).
 
 Module types settle a map's layout when a probe cannot: convolutions, BatchNorm and pooling
 output (B, C, H, W); `nn.Linear` and `nn.LayerNorm` act on the last axis, so on a rank-4
@@ -92,7 +92,9 @@ def _torchvision(model: nn.Module) -> tuple[Geometry, tuple[int, tuple[int, int]
         side = model.image_size // model.patch_size
         return Geometry((model.image_size, model.image_size), 1, "model"), (1, (side, side))
     if isinstance(model, MaxVit):
-        first = next((m for m in model.modules() if _pair(getattr(m, "grid_size", None)) and hasattr(m, "n_partitions")), None)
+        first = next(
+            (m for m in model.modules() if _pair(getattr(m, "grid_size", None)) and hasattr(m, "n_partitions")), None
+        )
         if first is not None:  # blocks[0] runs at 1/4 of the input (a stride-2 stem, a stride-2 MBConv)
             gh, gw = _pair(first.grid_size)  # type: ignore[misc]
             return Geometry((4 * gh, 4 * gw), 1, "model"), None

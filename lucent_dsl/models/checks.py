@@ -1,4 +1,5 @@
-"""Checks of the models and devices a render is given, each a small pure function with a message that says what would be right.
+"""Checks of the models and devices a render is given, each a small pure function with a message that says what would be
+right.
 
 - `resolve_device`: `--device` text -> a usable device, refusing unknown names, `meta`, a CUDA index
   past the machine's GPUs, and CUDA without a GPU; `cpu:0` is `cpu`, `cuda` is the current GPU
@@ -15,7 +16,7 @@ Example:
     >>> check_model(nn.Linear(2, 2).half(), "net")
     Traceback (most recent call last):
     ...
-    lucent_dsl.errors.InvalidArgumentError: model 'net' has torch.float16 weights; lucent_dsl renders float32 models (precision='bf16' autocasts them): call model.float() first
+    lucent_dsl.errors.InvalidArgumentError: model 'net' has torch.float16 weights; ...: call model.float() first
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def resolve_device(text: str | torch.device | None) -> str | None:
         count = torch.cuda.device_count()
         index = torch.cuda.current_device() if dev.index is None else dev.index
         if index >= count:
-            raise InvalidArgumentError(f"--device {text!r}: this machine has {count} CUDA GPU(s), cuda:0 .. cuda:{count - 1}")
+            raise InvalidArgumentError(
+                f"--device {text!r}: this machine has {count} CUDA GPU(s), cuda:0 .. cuda:{count - 1}"
+            )
         return f"cuda:{index}"
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise InvalidArgumentError(f"--device {text!r}: MPS is not available on this machine; use --device cpu")

@@ -1,7 +1,7 @@
 """What a model needs around it: preprocessing, input geometry, colour channels, class labels, layouts.
 
 A plain `nn.Module` works as it is (no normalization; its input geometry found by a probe when a
-plan is compiled, see `lucent_dsl.geometry`). Models from `lucent_dsl.zoo`, or any module passed
+plan is compiled, see `lucent_dsl.models.sizes`). Models from `lucent_dsl.zoo`, or any module passed
 through `with_info`, carry a `ModelInfo` that the plan applies before that model's forward, so
 each model of an ensemble gets its own preprocessing and its own input size from one image.
 
@@ -49,7 +49,7 @@ class ModelInfo:
             `input_size`/`resize` do not say it; None: `input_size` with `resize` means that size only,
             `resize=False` any size, and without `input_size` the plan probes the model.
         layouts: {layer: einops pattern} for sites whose layout the plan should not detect, e.g.
-            {"features.3": "b h w c"} (see `lucent_dsl.layouts`); stored as sorted pairs.
+            {"features.3": "b h w c"} (see `lucent_dsl.models.layouts`); stored as sorted pairs.
 
     Example:
         >>> ModelInfo(input_size=(224, 224)).input_geometry
@@ -85,7 +85,11 @@ class ModelInfo:
             return self.geometry
         if self.input_size is None:
             return None
-        return Geometry((int(self.input_size[0]), int(self.input_size[1])), 1, "stated") if self.resize else Geometry(None, 1, "stated")
+        return (
+            Geometry((int(self.input_size[0]), int(self.input_size[1])), 1, "stated")
+            if self.resize
+            else Geometry(None, 1, "stated")
+        )
 
     def preprocess(self, image: Tensor) -> Tensor:
         """Map an image batch in [0, 1] to this model's input: channels, geometry (`geometry.fit`), normalization.
@@ -137,7 +141,8 @@ def stamp_spec(model: nn.Module, spec: str) -> None:
 
 
 def spec_of(model: nn.Module) -> str | None:
-    """The spec `specs.build_model` (or `zoo.load`) built `model` from (unnamed, normalized); None for a module made elsewhere, or one
+    """The spec `specs.build_model` (or `zoo.load`) built `model` from (unnamed, normalized); None for a module made
+    elsewhere, or one
     whose weights or structure changed since (a recipe naming the spec would then replay another model)."""
     stamp = getattr(model, SPEC_ATTR, None)
     if not (isinstance(stamp, tuple) and len(stamp) == 2 and isinstance(stamp[0], str)):
@@ -220,7 +225,11 @@ def inferred_info(model: nn.Module) -> ModelInfo:
     info = _timm_info(model) or _torchvision_info(model)
     if info is not None:
         return info
-    if model not in _warned and _first_conv_channels(model) == 3 and sum(p.numel() for p in model.parameters()) >= LARGE:
+    if (
+        model not in _warned
+        and _first_conv_channels(model) == 3
+        and sum(p.numel() for p in model.parameters()) >= LARGE
+    ):
         _warned.add(model)
         warnings.warn(
             f"{type(model).__name__} has no known preprocessing, so it will see raw [0, 1] pixels. If it was trained "

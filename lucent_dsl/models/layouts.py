@@ -303,7 +303,7 @@ def detect(shapes: list[tuple[int, ...]], sizes: list[tuple[int, int]], batch: i
         >>> detect([(1, 197, 64), (1, 122, 64)], [(224, 224), (176, 176)]).pattern
         'b (1 + h w) c'
         >>> detect([(1, 56, 56, 56)], [(224, 224)])
-        Refusal(why='shape (1, 56, 56, 56) could be (B, C, H, W) or (B, H, W, C); state the layout, e.g. layout="b h w c"', source='probe', stateable=True)
+        Refusal(why='shape (1, 56, 56, 56) could be (B, C, H, W) or (B, H, W, C); ...', source='probe', stateable=True)
     """
     first = shapes[0]
     seen = " / ".join(str(tuple(s)) for s in shapes)
@@ -326,7 +326,9 @@ def detect(shapes: list[tuple[int, ...]], sizes: list[tuple[int, int]], batch: i
         if axes is not None:
             return Layout(" ".join(axes), "maps", axes, source="probe")
         if changed:
-            return Refusal(f"shape {seen}: axes {changed} change with the input size; state the layout, e.g. layout='b h w c'")
+            return Refusal(
+                f"shape {seen}: axes {changed} change with the input size; state the layout, e.g. layout='b h w c'"
+            )
         if module_hint is not None:
             return dc.replace(parse_layout(module_hint), source="module")
         if len(shapes) > 1:  # the same shape at two input sizes: the map does not follow the input (pooled to a size)

@@ -3,7 +3,7 @@
 A model accepts any size (a convnet with adaptive pooling), one fixed size (a ViT's position
 embeddings: 224 for `vit_b_16`, DINOv2 its own `img_size`), or sizes divisible by k (patches,
 windows: HRNet 32). The geometry comes from `ModelInfo` when the user states it, from the model
-where it says so (`lucent_dsl.architectures`), and otherwise from a probe at compile time
+where it says so (`lucent_dsl.models.architectures`), and otherwise from a probe at compile time
 (`search`): the model is run on the base size and then on sizes that are odd multiples of
 1, 2, 4, 7, 8, 14, 16, 28, 32, 56 and 112 (below the base, then above it, for models with a
 minimum size); the first that works gives k, none gives the base size.

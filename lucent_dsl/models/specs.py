@@ -66,7 +66,9 @@ class ModelSpec(NamedTuple):
 
 
 def _spec_error(spec: str, why: str) -> InvalidArgumentError:
-    return InvalidArgumentError(f"bad model spec {spec!r}: {why}. A spec is {_SPEC_HELP.format(zoo=', '.join(zoo.names()))}")
+    return InvalidArgumentError(
+        f"bad model spec {spec!r}: {why}. A spec is {_SPEC_HELP.format(zoo=', '.join(zoo.names()))}"
+    )
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -125,7 +127,9 @@ def _torchvision(spec: ModelSpec, text: str) -> nn.Module:
         import difflib
 
         close = difflib.get_close_matches(spec.target, tvm.list_models(), n=3)
-        raise _spec_error(text, f"torchvision has no model {spec.target!r}" + (f"; did you mean {', '.join(close)}" if close else ""))
+        raise _spec_error(
+            text, f"torchvision has no model {spec.target!r}" + (f"; did you mean {', '.join(close)}" if close else "")
+        )
     options = dict(spec.options)
     weights = None
     if "weights" in options and options["weights"].lower() != "none":
@@ -188,17 +192,24 @@ def _from_file(spec: ModelSpec, text: str) -> nn.Module:
         loader_spec.loader.exec_module(module)
     except Exception as e:
         sys.modules.pop(module_name, None)
-        raise InvalidArgumentError(f"model spec {text!r}: importing {str(path)!r} failed: {type(e).__name__}: {e}") from e
+        raise InvalidArgumentError(
+            f"model spec {text!r}: importing {str(path)!r} failed: {type(e).__name__}: {e}"
+        ) from e
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise InvalidArgumentError(f"model spec {text!r}: {str(path)!r} has no function {factory_name!r} (it has: {', '.join(found) or 'nothing callable'})")
+        raise InvalidArgumentError(
+            f"model spec {text!r}: {str(path)!r} has no function {factory_name!r} (it has: "
+            f"{', '.join(found) or 'nothing callable'})"
+        )
     try:
         model = factory()
     except Exception as e:
         raise InvalidArgumentError(f"model spec {text!r}: {factory_name}() raised {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
-        raise InvalidArgumentError(f"model spec {text!r}: {factory_name}() returned a {type(model).__name__}, not a torch.nn.Module")
+        raise InvalidArgumentError(
+            f"model spec {text!r}: {factory_name}() returned a {type(model).__name__}, not a torch.nn.Module"
+        )
     return model
 
 
@@ -214,7 +225,9 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
     if s.kind == "zoo":
         model = zoo.load(s.target)
     else:
-        build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}[s.kind]
+        build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}[
+            s.kind
+        ]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(MODEL_SEED)
             model = build(s, text)

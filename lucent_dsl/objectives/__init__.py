@@ -6,7 +6,8 @@ ensemble (`None`: the only model).
 
 Rooms: `activation` (units of a layer), `directions` (directions in activation space), `penalty`
 (image and batch penalties), `masks` (spatial masks), `source` (paired renders), `gram` (`style`:
-Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes in the room
+Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes
+in the room
 of its kind and gets one line in `BUILTINS` below; `parse`, JSON and the docs table then know it.
 
 Example:
@@ -80,10 +81,55 @@ for _name, _factory in BUILTINS.items():
     register(_name, _factory)
 
 __all__ = [
-    "ActivationMatch", "Alignment", "BUILTINS", "Batch", "Blur", "Channel", "ChannelInterpolate", "ChannelWeight", "check_layer",
-    "ClassLogit", "Custom", "Direction", "DirectionNeuron", "Diversity", "ImageTerm", "L1", "L2", "Layer",
-    "LayerTerm", "Masked", "Neuron", "NeuronWeight", "Opacity", "SourceL2", "SourceMatch", "TotalVariation",
-    "VOCABULARY_FACTORIES", "activation_match", "alignment", "blur", "box_mask", "channel", "channel_interpolate",
-    "channel_weight", "class_logit", "deepdream", "direction", "direction_neuron", "diversity", "l1", "l2", "layer",
-    "masked", "neuron", "neuron_weight", "objective", "opacity", "source_l2", "source_match", "style", "total_variation",
+    "ActivationMatch",
+    "Alignment",
+    "BUILTINS",
+    "Batch",
+    "Blur",
+    "Channel",
+    "ChannelInterpolate",
+    "ChannelWeight",
+    "check_layer",
+    "ClassLogit",
+    "Custom",
+    "Direction",
+    "DirectionNeuron",
+    "Diversity",
+    "ImageTerm",
+    "L1",
+    "L2",
+    "Layer",
+    "LayerTerm",
+    "Masked",
+    "Neuron",
+    "NeuronWeight",
+    "Opacity",
+    "SourceL2",
+    "SourceMatch",
+    "TotalVariation",
+    "VOCABULARY_FACTORIES",
+    "activation_match",
+    "alignment",
+    "blur",
+    "box_mask",
+    "channel",
+    "channel_interpolate",
+    "channel_weight",
+    "class_logit",
+    "deepdream",
+    "direction",
+    "direction_neuron",
+    "diversity",
+    "l1",
+    "l2",
+    "layer",
+    "masked",
+    "neuron",
+    "neuron_weight",
+    "objective",
+    "opacity",
+    "source_l2",
+    "source_match",
+    "style",
+    "total_variation",
 ]

@@ -93,7 +93,8 @@ class Custom(Term):
             return per_image(self, (out / n).expand(n), n, self.batch)
         if out.shape != (rows,):
             raise ObjectiveShapeError(
-                f"custom objective {self!r} returned shape {tuple(out.shape)}; return a scalar or one score per row ({rows},)"
+                f"custom objective {self!r} returned shape {tuple(out.shape)}; return a scalar or one score per row "
+                f"({rows},)"
             )
         return per_image(self, out, n, self.batch)
 
@@ -103,8 +104,10 @@ def _number(name: str, value: numbers.Real) -> Any:
         return value
     if isinstance(value, numbers.Integral):
         if abs(int(value)) >= 2**63:  # Python cannot print ints of more than 4300 digits, JSON readers lose them
-            raise InvalidArgumentError(f"parameter {name} of a custom objective is an integer of {int(value).bit_length()} "
-                                       "bits: integers must fit in 64 bits (pass a float)")
+            raise InvalidArgumentError(
+                f"parameter {name} of a custom objective is an integer of {int(value).bit_length()} "
+                "bits: integers must fit in 64 bits (pass a float)"
+            )
         return int(value)
     return finite(value, f"parameter {name}")  # NaN would break equality, inf printing and JSON
 

@@ -138,7 +138,15 @@ def image_gram(net: nn.Module, image: Any, layer: str) -> Tensor:
     return gram(cp.double()).mean(0).float().cpu()
 
 
-def style(layer: str, image: Any, *, net: nn.Module | None = None, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+def style(
+    layer: str,
+    image: Any,
+    *,
+    net: nn.Module | None = None,
+    batch: Batch = None,
+    model: str | None = None,
+    layout: str | None = None,
+) -> Expr:
     """Match the style (Gram matrix) of `image` at `layer`: `-|G - G_image|^2 / |G_image|^2`, at most 0.
 
     Args:

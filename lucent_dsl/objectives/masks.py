@@ -220,7 +220,7 @@ def masked(expr: Expr, mask: Any, *, normalize: bool = True) -> Expr:
         >>> from lucent_dsl import channel
         >>> left = torch.zeros(4, 4); left[:, :2] = 1
         >>> masked(channel("features.3", 5), left, normalize=False)
-        masked(channel('features.3', 5), tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0], shape=(4, 4)), normalize=False)
+        masked(channel('features.3', 5), tensor([1.0, 1.0, 0.0, 0.0, ..., 0.0, 0.0], shape=(4, 4)), normalize=False)
     """
     if not isinstance(expr, Expr):
         raise InvalidArgumentError(

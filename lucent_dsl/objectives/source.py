@@ -68,18 +68,28 @@ class SourceL2(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        layout_of(self, site, a)  # a (B,) or (B, C, D, H, W) activation is no layout: ObjectiveShapeError, not IndexError
+        layout_of(
+            self, site, a
+        )  # a (B,) or (B, C, D, H, W) activation is no layout: ObjectiveShapeError, not IndexError
         return per_image(self, (a - source_rows(self, a, n)).pow(2).flatten(1).mean(1), n, self.batch)
 
 
-def source_match(layer: str, *, cossim_pow: float = 1.0, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+def source_match(
+    layer: str, *, cossim_pow: float = 1.0, batch: Batch = None, model: str | None = None, layout: str | None = None
+) -> Expr:
     """Match image 0's activations of `layer` (dot x cos^power, Lucid's activation match).
 
     Example:
         >>> source_match("layer3", cossim_pow=2.0)
         source_match('layer3', cossim_pow=2.0)
     """
-    return SourceMatch(check_layer(layer), finite(cossim_pow, "cossim_pow"), check_batch(batch), check_model(model), check_layout(layout))
+    return SourceMatch(
+        check_layer(layer),
+        finite(cossim_pow, "cossim_pow"),
+        check_batch(batch),
+        check_model(model),
+        check_layout(layout),
+    )
 
 
 def source_l2(layer: str, *, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:

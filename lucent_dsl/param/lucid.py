@@ -222,7 +222,9 @@ def fft(
             x = torch.fft.irfft2(torch.view_as_complex((s * scale_fft.to(dev, dt)).contiguous()), s=(h, w))
         return finish_image(x, m32, squash_fn, offset)
 
-    return ImageParam(init_fn, to_image, _recipe("fft", (h, w), batch, channels, decay_power, sd, decorrelate, squash, init))
+    return ImageParam(
+        init_fn, to_image, _recipe("fft", (h, w), batch, channels, decay_power, sd, decorrelate, squash, init)
+    )
 
 
 def _recipe(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float, sd: float,
@@ -230,7 +232,13 @@ def _recipe(kind: str, size: tuple[int, int], batch: int, channels: int, decay_p
     """`ImageParam.recipe`: the settings a `Recipe` can name, or () when another one was changed."""
     if sd != 0.01 or decorrelate is not True or squash != "sigmoid" or init is not None:
         return ()
-    return (("param", kind), ("size", size), ("batch", batch), ("channels", channels), ("decay_power", float(decay_power)))
+    return (
+        ("param", kind),
+        ("size", size),
+        ("batch", batch),
+        ("channels", channels),
+        ("decay_power", float(decay_power)),
+    )
 
 
 def image(size: int | tuple[int, int], *, kind: str = "fft", **kw: Any) -> ImageParam:

@@ -124,7 +124,8 @@ def _magnitude(magnitude: Any, channels: int, h: int, w: int) -> Tensor:
     if magnitude is None:
         if channels != 3:
             raise InvalidArgumentError(
-                f"the shipped magnitude is for 3 colour channels; pass magnitude=natural_magnitude(images) for {channels}"
+                "the shipped magnitude is for 3 colour channels; pass magnitude=natural_magnitude(images) for "
+                f"{channels}"
             )
         magnitude = default_magnitude()
     try:

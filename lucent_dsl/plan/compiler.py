@@ -5,12 +5,12 @@ layer name before anything runs, resolves class names to indices, runs only the 
 objective reads, each truncated after its deepest needed layer, and evaluates the objective with
 a single structural interpreter (`evaluate`).
 
-At compile time a probe (`lucent_dsl.sitemap`) finds each model's input geometry (the image is
+At compile time a probe (`lucent_dsl.plan.sitemap`) finds each model's input geometry (the image is
 mapped to it, per model, as the last preprocessing step) and each site's layout; `forward` hands
 terms every activation in canonical form ((B, C, H, W), (B, T, C), (B, C)), so a channels-last map
 or a token grid with prefix tokens is never read on the wrong axis. A module called more than once
 is read at its last call, by every runner; what a term reads is what the module returned, even if
-a later op writes to it in place (`lucent_dsl.truncate`).
+a later op writes to it in place (`lucent_dsl.plan.truncate`).
 
 Example:
     >>> import torch.nn as nn
@@ -103,9 +103,13 @@ def batched(objectives: Sequence[Expr | str]) -> Expr:
     """
     def at(i: int, t: Term) -> Term:
         if not any(f.name == "batch" for f in dc.fields(t)):  # type: ignore[arg-type]
-            raise InvalidArgumentError(f"{t!r} scores the whole batch; it cannot be one image's objective in a batched render")
+            raise InvalidArgumentError(
+                f"{t!r} scores the whole batch; it cannot be one image's objective in a batched render"
+            )
         if t.batch is not None:  # type: ignore[attr-defined]
-            raise InvalidArgumentError(f"{t!r} already selects batch={t.batch!r}; batched renders assign images themselves")  # type: ignore[attr-defined]
+            raise InvalidArgumentError(
+                f"{t!r} already selects batch={t.batch!r}; batched renders assign images themselves"  # type: ignore[attr-defined]
+            )
         return dc.replace(t, batch=i)  # type: ignore[type-var]
 
     items = [parse(o) if isinstance(o, str) else o for o in objectives]
@@ -143,7 +147,9 @@ def _closest(name: str, choices: Sequence[str]) -> str:
         close = difflib.get_close_matches(name.replace("_", "."), choices, n=5, cutoff=0.3)
     if close:
         return "Did you mean: " + ", ".join(repr(c) for c in close) + "?"
-    return "Valid names include: " + ", ".join(repr(c) for c in list(choices)[:8]) + (", ..." if len(choices) > 8 else "")
+    return (
+        "Valid names include: " + ", ".join(repr(c) for c in list(choices)[:8]) + (", ..." if len(choices) > 8 else "")
+    )
 
 
 def _bind_model(t: Term, model: str | None, models: Mapping[str, nn.Module]) -> str:
@@ -155,7 +161,9 @@ def _bind_model(t: Term, model: str | None, models: Mapping[str, nn.Module]) -> 
             f"{', '.join(repr(m) for m in models)}. Add model=... to the term."
         )
     if model not in models:
-        raise ModelNotFoundError(f"{t!r} reads model {model!r}, which is not in the ensemble {list(models)}. {_closest(model, list(models))}")
+        raise ModelNotFoundError(
+            f"{t!r} reads model {model!r}, which is not in the ensemble {list(models)}. {_closest(model, list(models))}"
+        )
     return model
 
 
@@ -200,7 +208,9 @@ def _select(value: Any, site: Site) -> Any:
             value = value[sel]
         elif isinstance(value, (list, tuple)):
             if not sel.isdigit() or int(sel) >= len(value):
-                raise ObjectiveShapeError(f"{site}: the output is a {type(value).__name__} of {len(value)}; select 0..{len(value) - 1}")
+                raise ObjectiveShapeError(
+                    f"{site}: the output is a {type(value).__name__} of {len(value)}; select 0..{len(value) - 1}"
+                )
             value = value[int(sel)]
         else:
             raise ObjectiveShapeError(f"{site}: cannot select {sel!r} from a {type(value).__name__}")
@@ -237,7 +247,7 @@ class Plan:
         n_images: the batch size a batched objective needs (None: any).
         options: how the runners were built (`truncate`, `fuse`, stated `layouts`); part of the plan's identity.
         layouts: each site's `Layout` (or `Refusal`), stated or found by the compile-time probe.
-        steps: compiled render steps of this plan (see `lucent_dsl.steps`); they live and die with it.
+        steps: compiled render steps of this plan (see `lucent_dsl.renderer.steps`); they live and die with it.
     """
 
     objective: Expr
@@ -342,7 +352,9 @@ def _stated_layouts(bound: Expr, models: Mapping[str, nn.Module], layouts: Mappi
     by_text: dict[Site, str] = {}
     for s in sites:
         if s.model is not None and s.model in models:
-            by_text.update({s: p for layer, p in info_of(models[s.model]).layouts if layer == s.layer})
+            for layer, p in info_of(models[s.model]).layouts:
+                if layer == s.layer:
+                    by_text[s] = p
     for key, pattern in (layouts or {}).items():
         if not isinstance(key, str) or not isinstance(pattern, str):
             raise InvalidArgumentError(f"layouts= maps layer names to einops patterns, got {key!r}: {pattern!r}")
@@ -378,10 +390,10 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         models: an `nn.Module` (named "model") or a mapping name -> `nn.Module`.
         truncate: "auto" (fx graph cut, hooks if the model does not trace), "fx", or "hooks".
         fuse: on fx graphs, fold eval-mode BatchNorms into the preceding convolutions and run them
-            channels-last (`lucent_dsl.fold`: same activations up to float rounding, ~1.7x faster on
+            channels-last (`lucent_dsl.plan.fold`: same activations up to float rounding, ~1.7x faster on
             MobileNetV2 on a CPU). False runs the model's own modules one by one.
         layouts: {layer or "model:layer": einops pattern} for sites whose layout should not be detected,
-            e.g. {"features.3": "b h w c"} (see `lucent_dsl.layouts`).
+            e.g. {"features.3": "b h w c"} (see `lucent_dsl.models.layouts`).
 
     Raises:
         LayerNotFoundError, ModelNotFoundError, AmbiguousModelError, InvalidArgumentError: before any forward.
@@ -393,7 +405,9 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         n_images = len(objective)
         objective = batched(objective)
     if not isinstance(objective, Expr):
-        raise InvalidArgumentError(f"objective must be an expression, DSL text or a list of them, got {type(objective).__name__}")
+        raise InvalidArgumentError(
+            f"objective must be an expression, DSL text or a list of them, got {type(objective).__name__}"
+        )
     if truncate not in ("auto", "fx", "hooks"):
         raise InvalidArgumentError(f"truncate={truncate!r}; use 'auto', 'fx' or 'hooks'")
     all_models = as_models(models)
@@ -402,7 +416,9 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
     used = {name: m for name, m in all_models.items() if any(s.model == name for s in sites)}
     _device_of(used)
     runners = {
-        name: make_runner(m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate, fuse=fuse)
+        name: make_runner(
+            m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate, fuse=fuse
+        )
         for name, m in used.items()
     }
     stated = _stated_layouts(bound, used, layouts, sites)
@@ -411,8 +427,8 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
     for name, m in used.items():
         info = info_of(m)
         resolved = sitemap.resolve(m, info, runners[name], [s for s in sites if s.model == name], stated)
-        infos[name] = info if info.input_geometry is not None or resolved.geometry is None else \
-            dc.replace(info, geometry=resolved.geometry)
+        infos[name] = (info if info.input_geometry is not None or resolved.geometry is None
+                       else dc.replace(info, geometry=resolved.geometry))
         found.update(resolved.layouts)
     options = (("truncate", truncate), ("fuse", bool(fuse)))
     if layouts:

@@ -48,7 +48,9 @@ __all__ = ["FoldedConvBN", "FunctionalConv", "has_conv", "inline", "optimize", "
 
 # The modules whose weights this thread's (or task's) open render has promised not to change: a context,
 # not a process-wide counter, so another thread's render of another model never sees a stale cache.
-_FROZEN: contextvars.ContextVar[tuple[frozenset[int], list]] = contextvars.ContextVar("lucent_frozen", default=(frozenset(), []))
+_FROZEN: contextvars.ContextVar[tuple[frozenset[int], list]] = contextvars.ContextVar(
+    "lucent_frozen", default=(frozenset(), [])
+)
 
 
 @contextlib.contextmanager
@@ -210,7 +212,9 @@ def _conv_of(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, fx.Node] | N
     args = {**_CONV2D_DEFAULTS, **dict(zip(_CONV2D_ARGS, node.args)), **node.kwargs}
     weight, bias = args.get("weight"), args["bias"]
     params = [a for a in (weight, bias) if a is not None]
-    if not isinstance(args.get("input"), fx.Node) or not all(isinstance(a, fx.Node) and a.op == "get_attr" for a in params):
+    if not isinstance(args.get("input"), fx.Node) or not all(
+        isinstance(a, fx.Node) and a.op == "get_attr" for a in params
+    ):
         return None
     if any(isinstance(args[k], fx.Node) for k in ("stride", "padding", "dilation", "groups")):
         return None

@@ -40,10 +40,47 @@ PIN = "@inplace/"  # output keys of pinned in-place nodes (never a module path)
 
 # Ops whose result may share storage with their first input.
 _VIEW_METHODS = {
-    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "permute", "squeeze",
-    "unsqueeze", "expand", "expand_as", "narrow", "select", "split", "chunk", "unbind", "t", "T", "mT", "contiguous",
-    "detach", "as_strided", "unfold", "movedim", "swapaxes", "swapdims", "diagonal", "float", "to", "type", "type_as",
-    "real", "imag", "view_as_real", "data", "__getitem__", "split_with_sizes", "tensor_split", "align_as", "refine_names",
+    "view",
+    "view_as",
+    "reshape",
+    "reshape_as",
+    "flatten",
+    "unflatten",
+    "transpose",
+    "permute",
+    "squeeze",
+    "unsqueeze",
+    "expand",
+    "expand_as",
+    "narrow",
+    "select",
+    "split",
+    "chunk",
+    "unbind",
+    "t",
+    "T",
+    "mT",
+    "contiguous",
+    "detach",
+    "as_strided",
+    "unfold",
+    "movedim",
+    "swapaxes",
+    "swapdims",
+    "diagonal",
+    "float",
+    "to",
+    "type",
+    "type_as",
+    "real",
+    "imag",
+    "view_as_real",
+    "data",
+    "__getitem__",
+    "split_with_sizes",
+    "tensor_split",
+    "align_as",
+    "refine_names",
 }
 _VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
                    torch.unsqueeze, torch.narrow, torch.select, torch.split, torch.chunk, torch.unbind, torch.t,
@@ -68,8 +105,15 @@ def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
 
 
 def _is_inplace_name(name: str) -> bool:
-    return (name.endswith("_") and not name.endswith("__")) or name in ("__setitem__", "__iadd__", "__isub__",
-                                                                        "__imul__", "__itruediv__", "__ior__", "__iand__")
+    return (name.endswith("_") and not name.endswith("__")) or name in (
+        "__setitem__",
+        "__iadd__",
+        "__isub__",
+        "__imul__",
+        "__itruediv__",
+        "__ior__",
+        "__iand__",
+    )
 
 
 def may_mutate(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node]:
@@ -146,8 +190,8 @@ def protect(gm: fx.GraphModule) -> int:
     graph = gm.graph
     out = next(n for n in graph.nodes if n.op == "output")
     returned = out.args[0]
-    targets = [v for k, v in returned.items() if not str(k).startswith(PIN)] if isinstance(returned, dict) \
-        else list(out.all_input_nodes)
+    targets = ([v for k, v in returned.items() if not str(k).startswith(PIN)] if isinstance(returned, dict)
+               else list(out.all_input_nodes))
     order = {n: i for i, n in enumerate(graph.nodes)}
     group = _groups(gm)
     last_write: dict[fx.Node, int] = {}  # group root -> position of the last node that may write to it

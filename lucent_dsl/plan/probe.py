@@ -1,7 +1,7 @@
 """Probing a model: every addressable site with its type, output shape, layout, channels and calls.
 
 One forward with a hook on every module, and a second one at another size the model accepts, so
-each site's layout is known (`lucent_dsl.layouts.detect`: the axes that change are spatial) and
+each site's layout is known (`lucent_dsl.models.layouts.detect`: the axes that change are spatial) and
 its channel count is read on the right axis (the last one of a channels-last map).
 Used by `lucent-dsl layers`, the atlas (channel counts) and the recipes (default layers).
 
@@ -39,13 +39,21 @@ class SiteInfo(NamedTuple):
     layout: str = "-"  # the einops pattern of the output ("b h w c", "b (1 + h w) c", ...); "?" if unknown
 
 
-def _layout(outs: list[Any], sizes: list[tuple[int, int]], module: nn.Module | None, model: nn.Module) -> Layout | Refusal | None:
+def _layout(
+    outs: list[Any], sizes: list[tuple[int, int]], module: nn.Module | None, model: nn.Module
+) -> Layout | Refusal | None:
     shapes = [tuple(o.shape) for o in outs if isinstance(o, Tensor)]
     if not shapes or len(shapes) != len(outs):
         return None
     hint = architectures.module_hint(module, len(shapes[0]))
-    return detect(shapes, sizes[:len(shapes)], shapes[0][0], module_hint=hint, token_hint=architectures.token_hint(model),
-                  widths=architectures.feature_widths(module))
+    return detect(
+        shapes,
+        sizes[: len(shapes)],
+        shapes[0][0],
+        module_hint=hint,
+        token_hint=architectures.token_hint(model),
+        widths=architectures.feature_widths(module),
+    )
 
 
 def _channels_of(x: Any, lay: Layout | Refusal | None) -> int | None:
@@ -79,7 +87,9 @@ def probe_size(model: nn.Module, size: int | tuple[int, int] | None = None) -> t
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _forward(model: nn.Module, named: list[tuple[str, nn.Module]], size: tuple[int, int]) -> tuple[Any, dict, dict, Any]:
+def _forward(
+    model: nn.Module, named: list[tuple[str, nn.Module]], size: tuple[int, int]
+) -> tuple[Any, dict, dict, Any]:
     info = info_of(model)
     seen: dict[str, Any] = {}
     calls: dict[str, int] = {}
@@ -116,7 +126,8 @@ def probe(model: nn.Module, size: int | tuple[int, int] | None = None) -> list[S
         raise
     except Exception as e:
         raise InvalidArgumentError(
-            f"a probe forward of a (1, {info.channels}, {h}, {w}) image failed: {type(e).__name__}: {e}; try another --size"
+            f"a probe forward of a (1, {info.channels}, {h}, {w}) image failed: {type(e).__name__}: {e}; try another "
+            "--size"
         ) from e
     sizes = [(h, w)]
     runs = [(x, seen, out)]
@@ -171,7 +182,9 @@ def channel_count(model: nn.Module, layer: str, size: int | tuple[int, int] | No
     return channel_counts(model, [layer], size)[layer]
 
 
-def channel_counts(model: nn.Module, layers: Sequence[str], size: int | tuple[int, int] | None = None) -> dict[str, int]:
+def channel_counts(
+    model: nn.Module, layers: Sequence[str], size: int | tuple[int, int] | None = None
+) -> dict[str, int]:
     """Number of channels of each layer, from one probe forward (see `channel_count`)."""
     layer_reader(model, layers)  # LayerNotFoundError with suggestions
     rows = {r.name: r for r in probe(model, size)}
@@ -179,7 +192,9 @@ def channel_counts(model: nn.Module, layers: Sequence[str], size: int | tuple[in
     for layer in layers:
         row = rows.get(layer)
         if row is None or row.channels is None:
-            raise InvalidArgumentError(f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis")
+            raise InvalidArgumentError(
+                f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis"
+            )
         out[layer] = row.channels
     return out
 

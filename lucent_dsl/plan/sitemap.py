@@ -4,7 +4,7 @@
 image, without gradients, in eval mode, with the model's own hooks set aside (a probe is not one
 of the model's forwards: user hooks never see it), at one or two sizes:
 
-1. the geometry: stated (`ModelInfo`), said by the model (`lucent_dsl.architectures`), or found by
+1. the geometry: stated (`ModelInfo`), said by the model (`lucent_dsl.models.architectures`), or found by
    `geometry.search` from the base size (`ModelInfo.input_size`, else 224);
 2. the layouts: stated (`layout=` on a term, `compile_plan(..., layouts=...)`, `ModelInfo.layouts`),
    else `layouts.detect` from the shapes at the base size and at a second legal size (the axes
@@ -16,9 +16,9 @@ sites, keyed by the model's module structure.
 
 Example:
     >>> import torch.nn as nn
-    >>> from lucent_dsl.expr import Site
+    >>> from lucent_dsl.dsl.expr import Site
     >>> from lucent_dsl.models import ModelInfo
-    >>> from lucent_dsl.truncate import make_runner
+    >>> from lucent_dsl.plan.truncate import make_runner
     >>> net = nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, 8, 1), nn.Flatten(2))   # sizes divisible by 4
     >>> r = resolve(net, ModelInfo(), make_runner(net, ("1", "2")), [Site("m", "1"), Site("m", "2")], {})
     >>> str(r.geometry), [str(r.layouts[s]) for s in (Site("m", "1"), Site("m", "2"))]
@@ -147,7 +147,9 @@ def _probe(model: nn.Module, info: ModelInfo, runner: Any, sites: Sequence[Site]
         return _probe_frozen(model, info, runner, sites)
 
 
-def _probe_frozen(model: nn.Module, info: ModelInfo, runner: Any, sites: Sequence[Site]) -> tuple[Geometry | None, dict]:
+def _probe_frozen(
+    model: nn.Module, info: ModelInfo, runner: Any, sites: Sequence[Site]
+) -> tuple[Geometry | None, dict]:
     geometry = info.input_geometry or architectures.geometry_of(model)
     probe = _Prober(model, info, runner, sites)
     base = _base(info, geometry)
@@ -224,7 +226,9 @@ def resolve(model: nn.Module, info: ModelInfo, runner: Any, sites: Sequence[Site
         InvalidArgumentError: a stated layout that does not fit its site's activation.
     """
     module_sites = tuple(sorted({s for s in sites if s.module_path != INPUT}, key=lambda s: s.layer))
-    layouts: dict[Site, Layout | Refusal] = {s: parse_layout("b c h w", "stated") for s in sites if s.module_path == INPUT}
+    layouts: dict[Site, Layout | Refusal] = {
+        s: parse_layout("b c h w", "stated") for s in sites if s.module_path == INPUT
+    }
     if not module_sites:
         return Resolved(info.input_geometry or architectures.geometry_of(model), layouts)
     key = (_fingerprint(model), module_sites, info.input_geometry, info.input_size, info.channels, type(runner))

@@ -8,7 +8,7 @@ torch build. Where the run happens (`device`) and whether the step is compiled a
 a recipe; compiled and eager steps can differ in the last bits.
 
 A recipe is data: it names models by spec (see `specs`). `Recipe.run` builds them only as the
-trust rule allows (`Recipe.check_trusted`, `lucent_dsl.trust`): by default zoo models and
+trust rule allows (`Recipe.check_trusted`, `lucent_dsl.record.trust`): by default zoo models and
 torchvision/timm architectures with random weights, no Python file, no download, no input image
 read, and settings within `resources.CAPS`. Recipes are read from PNG, JPEG and WebP metadata
 without decoding the pixels (`io.read_metadata`).
@@ -70,7 +70,7 @@ class Recipe:
         transforms: "standard" (`transforms.standard()`; for caricature/accentuate, applied paired
             to the source image too), "robust" (`transforms.robust()`) or "none".
         precision: "fp32" or "bf16".
-        command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.recipes`).
+        command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.toolbox.inversion`).
         image: the input image of caricature/accentuate (an absolute path).
         layers: the layers of a caricature.
     """
@@ -111,13 +111,17 @@ class Recipe:
         check_choice("param", self.param, PARAMS, where="recipe")
         check_choice("transforms", self.transforms, TRANSFORMS, where="recipe")
         check_choice("precision", self.precision, PRECISIONS, where="recipe")
-        if isinstance(self.decay_power, bool) or not isinstance(self.decay_power, numbers.Real) or \
-                not (math.isfinite(self.decay_power) and 0 <= self.decay_power <= 4):
+        if (isinstance(self.decay_power, bool) or not isinstance(self.decay_power, numbers.Real)
+                or not (math.isfinite(self.decay_power) and 0 <= self.decay_power <= 4)):
             raise InvalidArgumentError(f"recipe: decay_power must be a number in [0, 4], got {self.decay_power!r}")
         object.__setattr__(self, "decay_power", float(self.decay_power))
         if self.threads is not None:
             object.__setattr__(self, "threads", check_int("threads", self.threads, where="recipe"))
-        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (math.isfinite(self.lr) and self.lr > 0):
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, numbers.Real)
+            or not (math.isfinite(self.lr) and self.lr > 0)
+        ):
             raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "batch", check_int("batch", self.batch, where="recipe"))
@@ -185,7 +189,9 @@ class Recipe:
                 raise InvalidArgumentError(f"{str(p)!r} carries no lucent_dsl recipe (no {RECIPE_KEY!r} metadata)")
             return cls.from_json(meta[RECIPE_KEY])
         if p.stat().st_size > MAX_RECIPE_BYTES:
-            raise InvalidArgumentError(f"{str(p)!r} is {p.stat().st_size} bytes: not a recipe (at most {MAX_RECIPE_BYTES})")
+            raise InvalidArgumentError(
+                f"{str(p)!r} is {p.stat().st_size} bytes: not a recipe (at most {MAX_RECIPE_BYTES})"
+            )
         return cls.from_json(p.read_bytes())
 
     def replace(self, **changes: Any) -> Recipe:
@@ -201,7 +207,7 @@ class Recipe:
 
     def check_trusted(self, allow: str | Sequence[str] | None = None, *, source: str | None = None,
                       models: bool = True, image: bool = True) -> None:
-        """Refuse what this recipe asks for unless `allow` names its kind (`lucent_dsl.trust.check`):
+        """Refuse what this recipe asks for unless `allow` names its kind (`lucent_dsl.record.trust.check`):
         a Python file (`file`), a download (`download`), its input image (`image`), settings above
         the caps (`large`). `models`/`image` False: the caller replaces the recipe's own.
 

@@ -14,7 +14,7 @@ Example:
     >>> check_caps(steps=10**7)
     Traceback (most recent call last):
     ...
-    lucent_dsl.errors.InvalidArgumentError: steps 10000000 is above the cap of 100000; the caps (lucent_dsl.resources.CAPS) keep a typo from filling the memory or the disk: pass --allow large if you mean it
+    lucent_dsl.errors.InvalidArgumentError: steps 10000000 is above the cap of 100000; the caps ...
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def check_caps(*, steps: int | None = None, size: tuple[int, int] | int | None =
         over.append(f"{frames} GIF frames is above the cap of {caps.frames} (raise --every)")
     if over:
         raise InvalidArgumentError(
-            f"{what}{'; '.join(over)}; the caps (lucent_dsl.resources.CAPS) keep a typo from filling the memory "
+            f"{what}{'; '.join(over)}; the caps (lucent_dsl.record.resources.CAPS) keep a typo from filling the memory "
             "or the disk: pass --allow large if you mean it"
         )
 

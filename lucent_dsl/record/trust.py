@@ -17,7 +17,8 @@ and it reads no file. Everything else is an *ask*, and runs only when the user a
 | `large`    | settings above `resources.CAPS` (steps, size, batch, GIF frames) |
 | `memory`   | a render estimated to need more memory than the machine has (`resources.check_memory`) |
 
-The last two apply to settings typed on the command line too. On the command line: `--allow file,download,image` (any subset), or `--model SPEC` / `--image PATH`,
+The last two apply to settings typed on the command line too. On the command line: `--allow file,download,image` (any
+    subset), or `--model SPEC` / `--image PATH`,
 which replace the recipe's models / image with ones the user names. In Python:
 `recipe.run(allow={"file"})`. `check` refuses with `UntrustedRecipeError`, whose message lists
 every ask and how to allow it.
@@ -97,7 +98,9 @@ def _torchvision_download(spec: ModelSpec) -> str | None:
         return None  # unknown architecture: building it fails with its own message
     backbone = inspect.signature(builder).parameters.get("weights_backbone")
     if backbone is not None and backbone.default is not None:
-        return f"downloads the pretrained backbone ({backbone.default}) that torchvision's {spec.target} loads by default"
+        return (
+            f"downloads the pretrained backbone ({backbone.default}) that torchvision's {spec.target} loads by default"
+        )
     return None
 
 

@@ -15,7 +15,7 @@ replays a notebook's picture. What a recipe cannot name leaves `recipe` None and
 
 Example:
     >>> import lucent_dsl as ld
-    >>> from lucent_dsl.specs import build_model
+    >>> from lucent_dsl.models.specs import build_model
     >>> net = build_model("torchvision:alexnet")
     >>> r = ld.render("channel('features.0', 0)", net, size=32, steps=2, progress=False)
     >>> r.recipe.models, r.recipe.objective, r.recipe.steps
@@ -111,8 +111,21 @@ def _transforms(transforms: Any) -> tuple[str | None, list[str]]:
     return None, ["transforms other than transforms.standard() (the default), transforms.robust() or none"]
 
 
-def recipe_of(plan: Any, *, size: tuple[int, int], n: int, channels: int, steps: int, seed: int, lr: float,
-              precision: str, param: Any, transforms: Any, optimizer: Any, redirect_relu: int) -> tuple[Any, tuple[str, ...]]:
+def recipe_of(
+    plan: Any,
+    *,
+    size: tuple[int, int],
+    n: int,
+    channels: int,
+    steps: int,
+    seed: int,
+    lr: float,
+    precision: str,
+    param: Any,
+    transforms: Any,
+    optimizer: Any,
+    redirect_relu: int,
+) -> tuple[Any, tuple[str, ...]]:
     """(the `Recipe` that replays this render, or None; why not, as short sentences)."""
     from ..record.recipe import Recipe
 
@@ -131,6 +144,17 @@ def recipe_of(plan: Any, *, size: tuple[int, int], n: int, channels: int, steps:
         why.append(f"a plan compiled with options {dict(plan.options)} (a recipe compiles with the defaults)")
     if why:
         return None, tuple(why)
-    recipe = Recipe(objective=objective, models=models, size=size, steps=steps, seed=seed, lr=lr, batch=n,
-                    precision=precision, transforms=cast(str, transform_kind), threads=torch.get_num_threads(), **param_fields)
+    recipe = Recipe(
+        objective=objective,
+        models=models,
+        size=size,
+        steps=steps,
+        seed=seed,
+        lr=lr,
+        batch=n,
+        precision=precision,
+        transforms=cast(str, transform_kind),
+        threads=torch.get_num_threads(),
+        **param_fields,
+    )
     return recipe, ()

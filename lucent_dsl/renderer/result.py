@@ -83,9 +83,16 @@ class RenderResult:
     def __repr__(self) -> str:
         """A short summary (shape, steps, final per-term scores averaged over images), not the tensors."""
         label = self.plan.history_labels
-        final = ", ".join(f"{label.get(k, k)}: {float(v[-1].mean()):.4g}" for k, v in self.history.items()) if self.steps else ""
-        flags = (" interrupted" if self.interrupted else "") + (f" skipped={len(self.skipped_steps)}" if self.skipped_steps else "")
-        return f"RenderResult(images={tuple(self.images.shape)}, steps={self.steps}{flags}, seed={self.seed}, final={{{final}}})"
+        final = (
+            ", ".join(f"{label.get(k, k)}: {float(v[-1].mean()):.4g}" for k, v in self.history.items())
+            if self.steps
+            else ""
+        )
+        flags = (" interrupted" if self.interrupted else "") + (
+            f" skipped={len(self.skipped_steps)}" if self.skipped_steps else ""
+        )
+        return (f"RenderResult(images={tuple(self.images.shape)}, steps={self.steps}{flags}, seed={self.seed}, "
+                f"final={{{final}}})")
 
     def show(self) -> Any:
         """Display the images: inline in a notebook (IPython), else with PIL's viewer; returns the grid image."""

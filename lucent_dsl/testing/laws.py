@@ -305,13 +305,19 @@ def _algebra(case: Case, data: st.DataObject) -> None:
         try:
             back = parse(text)
         except ParseError as err:
-            raise failure(law, case, f"repr {text!r} does not parse back ({err}); make the term with @lucent_dsl.objective "
-                        "or register its factory with lucent_dsl.expr.register(name, factory)") from None
+            raise failure(
+                law,
+                case,
+                f"repr {text!r} does not parse back ({err}); make the term with @lucent_dsl.objective "
+                "or register its factory with lucent_dsl.dsl.expr.register(name, factory)",
+            ) from None
         if back != e or hash(back) != hash(e) or repr(back) != text:
             raise failure(law, case, f"parse(repr(e)) gives {back!r}, not an equal expression with the same hash")
         back = from_json(to_json(e))
         if back != e or hash(back) != hash(e):
-            raise failure(law, case, f"from_json(to_json(e)) gives {back!r}, not an equal expression with the same hash")
+            raise failure(
+                law, case, f"from_json(to_json(e)) gives {back!r}, not an equal expression with the same hash"
+            )
     if not torch.equal(evaluate(parse(repr(t)), case.acts(), case.n), evaluate(t, case.acts(), case.n)):
         raise failure(law, case, "the term read back from its repr scores differently")
 
@@ -372,7 +378,7 @@ def _layouts(terms: Callable, claims: Claims, data: st.DataObject) -> None:
     t = data.draw(terms(lays[base], n), label="term")
     case = Case(t, lays[base], n, 1, lays[base].from_grid(grid))
     ref = evaluate(t, case.acts(), n)
-    for kind, lay in lays.items():
+    for lay in lays.values():
         other = Case(_retell(t, claims.tell(lay)), lay, n, 1, lay.from_grid(grid))
         try:
             value = evaluate(other.term, other.acts(), n)
@@ -425,12 +431,22 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
     """
     if tell_layout is None and builder is None and takes_keyword(target, "layout", explicitly=True):
         tell_layout = _pattern  # a term with layout= is told each layout's einops pattern
-    claims = Claims(tuple(layouts), scope, min_images, cast(tuple[int, int], tuple(channels)), tuple(prefix_tokens), tuple(accepts_ranks),
-                    tell_layout, wrong_shapes)
+    claims = Claims(
+        tuple(layouts),
+        scope,
+        min_images,
+        cast(tuple[int, int], tuple(channels)),
+        tuple(prefix_tokens),
+        tuple(accepts_ranks),
+        tell_layout,
+        wrong_shapes,
+    )
     few, terms = max(2, max_examples // 5), _term_source(target, args, builder, claims)
     for kind in claims.layouts:  # a claim that no term fits is the caller's mistake: say so before any law runs
         side = 1 if kind == "vectors" else 2
-        terms(ActivationSpec(kind, claims.channels[0], side, side, claims.prefix_tokens[0] if kind == "tokens" else 0), 1)
+        terms(
+            ActivationSpec(kind, claims.channels[0], side, side, claims.prefix_tokens[0] if kind == "tokens" else 0), 1
+        )
     cases, shapes, seen = _cases(terms, claims, claims.layouts), _wrong_shapes(claims), []
 
     def values(data: st.DataObject) -> None:
@@ -458,8 +474,8 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
 
     for kind in claims.layouts:
         one, seen = _cases(terms, claims, (kind,)), []
-        run_law("plans", few, lambda data: plans(data.draw(one, label="case"), data.draw(st.integers(0, 99)), seen),
-                settings)
+        run_law("plans", few, lambda data, one=one, seen=seen: plans(data.draw(one, label="case"),
+                                                                       data.draw(st.integers(0, 99)), seen), settings)
         _never(seen, f"image (through {kind} models)", target)
     if shapes is not None:
         run_law("wrong shapes", few, lambda data: render_refuses(data.draw(cases, label="case"),

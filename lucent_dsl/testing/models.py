@@ -138,7 +138,8 @@ _FAMILIES = {"nchw": _Maps, "nhwc": _ChannelsLast, "tokens": _Tokens, "vectors":
 
 
 def layout_model(layout: ActivationSpec, *, seed: int = 0) -> RandomModel:
-    """A random network of `layout`'s family whose layer "L" outputs (B, *layout.shape) on `image_shape(layout)` inputs."""
+    """A random network of `layout`'s family whose layer "L" outputs (B, *layout.shape) on `image_shape(layout)`
+    inputs."""
     with torch.random.fork_rng(devices=[]):  # seeded weights, and the caller's random state untouched
         torch.manual_seed(seed)
         module = _FAMILIES[layout.kind](layout).to(layout.dtype).eval()

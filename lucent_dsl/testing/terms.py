@@ -105,7 +105,10 @@ def term(draw, table: Table, n: int = 3, *, image: Any = None, names: Sequence[s
     b = builders[draw(st.sampled_from(options))]
     t = draw(b.draw(model, b.layers(tab[model]), n, img if b.reads_image(img) else None))
     if not batches:
-        t = map_terms(t, lambda leaf: dc.replace(cast(Any, leaf), batch=None) if getattr(leaf, "batch", None) is not None else leaf)
+        t = map_terms(
+            t,
+            lambda leaf: dc.replace(cast(Any, leaf), batch=None) if getattr(leaf, "batch", None) is not None else leaf,
+        )
     return t
 
 

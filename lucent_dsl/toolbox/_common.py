@@ -188,7 +188,9 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
 
     batch = check_int("batch", batch)
     if len(objectives) != len(seeds) or not objectives:
-        raise InvalidArgumentError(f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)")
+        raise InvalidArgumentError(
+            f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)"
+        )
     dev = torch.device(device) if device is not None else device_of(model)
     images, scores = [], []
     for start in range(0, len(objectives), batch):

@@ -91,7 +91,9 @@ def layout_2d(vectors: Tensor, *, method: str = "tsne", seed: int = 0, **options
         xy = manifold.TSNE(2, **(kw | options)).fit_transform(x)
     else:
         umap = require("umap", package="umap-learn", extra="research-umap", what="a UMAP layout")
-        kw = dict(n_components=2, n_neighbors=min(50, x.shape[0] - 1), min_dist=0.05, metric="cosine", random_state=seed)
+        kw = dict(
+            n_components=2, n_neighbors=min(50, x.shape[0] - 1), min_dist=0.05, metric="cosine", random_state=seed
+        )
         xy = umap.UMAP(**(kw | options)).fit_transform(x)
     return torch.from_numpy(normalize_layout(np.asarray(xy, dtype=np.float64)).astype(np.float32))
 
@@ -283,7 +285,11 @@ def activation_atlas(
     if objective not in OBJECTIVES:
         raise InvalidArgumentError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     settings = Settings(model_size(model, size), steps, float(lr), param, transforms, spec=spec_of(model))
-    vecs = collect(model, images, layer, position=position, seed=seed) if vectors is None else vectors.detach().float().cpu()
+    vecs = (
+        collect(model, images, layer, position=position, seed=seed)
+        if vectors is None
+        else vectors.detach().float().cpu()
+    )
     if vecs.dim() != 2:
         raise InvalidArgumentError(f"vectors must be (N, C), got shape {tuple(vecs.shape)}")
     xy = layout_2d(vecs, method=method, seed=seed) if layout is None else layout.detach().float().cpu()

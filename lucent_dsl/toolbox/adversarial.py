@@ -34,13 +34,17 @@ __all__ = ["fgsm", "pgd"]
 
 def _check(image: Any, eps: Any) -> tuple[Tensor, float, bool]:
     if not isinstance(image, Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
-        raise InvalidArgumentError(f"image must be a float tensor (B, C, H, W) or (C, H, W) in [0, 1], got {getattr(image, 'shape', image)!r}")
+        raise InvalidArgumentError(
+            f"image must be a float tensor (B, C, H, W) or (C, H, W) in [0, 1], got {getattr(image, 'shape', image)!r}"
+        )
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= float(eps) < float("inf"):
         raise InvalidArgumentError(f"eps must be a finite number >= 0 (pixel units, e.g. 8/255), got {eps!r}")
     single = image.dim() == 3
     x = image.detach()[None] if single else image.detach()
     if x.numel() and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
-        raise InvalidArgumentError(f"image must be in [0, 1], got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+        raise InvalidArgumentError(
+            f"image must be in [0, 1], got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]"
+        )
     return x.clamp(0, 1), float(eps), single
 
 
@@ -56,7 +60,9 @@ def _labels(model: nn.Module, label: Any, n: int, device: torch.device) -> Tenso
     for item in items:
         if isinstance(item, str):
             if not names or item not in names:
-                raise InvalidArgumentError(f"class name {item!r} is not one of the model's labels; pass the class index")
+                raise InvalidArgumentError(
+                    f"class name {item!r} is not one of the model's labels; pass the class index"
+                )
             item = names.index(item)
         if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 0:
             raise InvalidArgumentError(f"a class label must be an index >= 0 or a class name, got {item!r}")
@@ -70,7 +76,9 @@ def _loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     with torch.enable_grad():
         logits = model(info_of(model).preprocess(x))
         if not isinstance(logits, Tensor) or logits.dim() != 2:
-            raise InvalidArgumentError(f"the model must return (B, classes) logits, got {getattr(logits, 'shape', type(logits))!r}")
+            raise InvalidArgumentError(
+                f"the model must return (B, classes) logits, got {getattr(logits, 'shape', type(logits))!r}"
+            )
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
     return grad
 

@@ -218,7 +218,9 @@ def render_dictionary(
     chosen = tuple(range(d.shape[0])) if indices is None else tuple(int(i) for i in indices)
     bad = [i for i in chosen if not 0 <= i < d.shape[0]]
     if bad or not chosen:
-        raise InvalidArgumentError(f"atom indices {bad or 'none'}: the dictionary has {d.shape[0]} atoms (0..{d.shape[0] - 1})")
+        raise InvalidArgumentError(
+            f"atom indices {bad or 'none'}: the dictionary has {d.shape[0]} atoms (0..{d.shape[0] - 1})"
+        )
     vecs = d[list(chosen)]
     make = direction if objective == "channel" else direction_neuron
     texts = tuple(repr(make(layer, v, cossim_pow=float(cossim_pow))) for v in vecs)

@@ -101,7 +101,9 @@ def activations(model: nn.Module, image: Tensor, layers: str | Sequence[str]) ->
     """
     names = layer_names(layers)
     if not isinstance(image, Tensor) or image.dim() != 4:
-        raise InvalidArgumentError(f"image must be a (B, C, H, W) tensor in [0, 1], got {getattr(image, 'shape', image)!r}")
+        raise InvalidArgumentError(
+            f"image must be a (B, C, H, W) tensor in [0, 1], got {getattr(image, 'shape', image)!r}"
+        )
     return read_layers(model, image, names)
 
 
@@ -122,7 +124,9 @@ def _shared(t: tf_lib.Transform) -> tf_lib.Transform:
     def sample(g: torch.Generator | None, shape: torch.Size) -> Any:
         one = t.sample(g, torch.Size((1, *shape[1:])))
         # rows are crop-major (row k*B + b is crop k of image b): row k of the 1-image draw goes to all b
-        return pytree.tree_map(lambda v: v.repeat_interleave(shape[0], 0) if isinstance(v, Tensor) and v.dim() else v, one)
+        return pytree.tree_map(
+            lambda v: v.repeat_interleave(shape[0], 0) if isinstance(v, Tensor) and v.dim() else v, one
+        )
 
     return tf_lib.Transform(sample, t.apply)
 
@@ -159,7 +163,9 @@ def _transform(transforms: Any) -> tf_lib.Transform | None:
 def _check_kw(render_kw: dict[str, Any]) -> None:
     taken = sorted(set(render_kw) & {"param", "batch", "size", "models"})
     if taken:
-        raise InvalidArgumentError(f"the recipe sets {', '.join(taken)} itself; use its own arguments (size=, param_kind=, start=)")
+        raise InvalidArgumentError(
+            f"the recipe sets {', '.join(taken)} itself; use its own arguments (size=, param_kind=, start=)"
+        )
 
 
 def _param(kind: str, image: Tensor, n: int, init: Tensor | None, param_kw: dict[str, Any]) -> param_lib.ImageParam:
@@ -253,7 +259,8 @@ def caricature(
     if t is None:
         targets = activations(model, source, names)
         objective: Expr = sum_of(
-            activation_match(name, targets[name][0], cossim_pow=float(cossim_pow), batch=i) for i, name in enumerate(names)
+            activation_match(name, targets[name][0], cossim_pow=float(cossim_pow), batch=i)
+            for i, name in enumerate(names)
         )
         if extra is not None:
             objective = objective + extra

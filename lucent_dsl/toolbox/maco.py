@@ -90,7 +90,8 @@ def crop_matrices(g: torch.Generator, n: int, box: Tensor, image_hw: tuple[int, 
 
 
 def crop(image: Tensor, m: Tensor, crop_hw: tuple[int, int], fill: float = 0.5) -> Tensor:
-    """Crops of one image (1, C, H, W) by (n, 3, 3) matrices, each resized to `crop_hw`, `fill` outside: (n, C, h, w)."""
+    """Crops of one image (1, C, H, W) by (n, 3, 3) matrices, each resized to `crop_hw`, `fill` outside: (n, C, h,
+    w)."""
     _, c, h_in, w_in = image.shape
     n, (h, w) = m.shape[0], crop_hw
     m = m.to(image.device, image.dtype)

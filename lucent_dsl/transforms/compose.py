@@ -309,7 +309,8 @@ def as_transform_arg(transforms: Any) -> Transform:
     if callable(transforms):
         return chain(cast(Callable[[Tensor], Tensor], transforms))
     raise InvalidArgumentError(
-        f"transforms must be a Transform, a callable Tensor -> Tensor, or a list of them, got {type(transforms).__name__}"
+        "transforms must be a Transform, a callable Tensor -> Tensor, or a list of them, got "
+        f"{type(transforms).__name__}"
     )
 
 

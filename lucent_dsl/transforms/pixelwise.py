@@ -130,7 +130,8 @@ class _Composite:
     def sample(self, g: torch.Generator | None, shape: torch.Size) -> Tensor:
         if len(shape) != 4 or shape[1] != 4:
             raise InvalidArgumentError(
-                f"composite() blends RGBA images (B, 4, H, W), e.g. from lucent_dsl.param.alpha(...); got shape {tuple(shape)}"
+                "composite() blends RGBA images (B, 4, H, W), e.g. from lucent_dsl.param.alpha(...); got shape "
+                f"{tuple(shape)}"
             )
         b, _, h, w = shape
         dev = generator_device(g)
