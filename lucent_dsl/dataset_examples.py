@@ -214,8 +214,8 @@ def _grid_and_field(
     a = read_layers(model, x, [layer], grad=True)[layer]
     if not isinstance(a, Tensor) or a.dim() != 4:
         raise InvalidArgumentError(
-            f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; it has no receptive "
-            "field"
+            f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; "
+            "it has no receptive field"
         )
     a[:, :, a.shape[2] // 2, a.shape[3] // 2].sum().backward()
     grid = (int(a.shape[2]), int(a.shape[3]))

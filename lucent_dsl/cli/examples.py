@@ -112,9 +112,8 @@ def run(args: argparse.Namespace) -> int:
             best = ", ".join(f"{source.name(e.index)} ({e.score:.3g})" for e in u.top[:3])
             print(f"{u.objective}: {best}{', ...' if len(u.top) > 3 else ''}")
         print(
-            f"wrote {out / 'examples.json'} and {2 * len(found.units)} strips: {len(found.units)} units x {found.seen} "
-            "images "
-            f"in {time.perf_counter() - start:.1f} s",
+            f"wrote {out / 'examples.json'} and {2 * len(found.units)} strips: {len(found.units)} units x "
+            f"{found.seen} images in {time.perf_counter() - start:.1f} s",
             flush=True,
         )
     return 0

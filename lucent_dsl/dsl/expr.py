@@ -405,8 +405,7 @@ def check_depth(e: Expr) -> None:
         raise InvalidArgumentError(
             f"the objective nests {d} levels deep (scales of sums, products of products, masks inside masks); at most "
             f"{MAX_DEPTH} levels can be printed, parsed back and evaluated. Build it flatter: a sum_of(...) of "
-            "weighted "
-            "terms, with the weights multiplied out"
+            "weighted terms, with the weights multiplied out"
         )
 
 
