@@ -34,7 +34,7 @@ from .record.recipe import (
     Recipe as Recipe,
 )
 from .record.resources import torch_threads
-from .renderer.phases import image_channels, render
+from .renderer import phases  # phases.render read at call time, so a patched render is the one run
 from .toolbox import inversion
 
 
@@ -79,11 +79,11 @@ def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bo
     if recipe.objective is None:
         raise InvalidArgumentError("recipe: a render needs an objective")
     plan = compile_plan(recipe.objective, models)
-    return render(
+    return phases.render(
         plan,
         size=size,
         batch=recipe.batch,
-        param=make_param(recipe.param, size, recipe.batch, image_channels(plan), recipe.decay_power),
+        param=make_param(recipe.param, size, recipe.batch, phases.image_channels(plan), recipe.decay_power),
         transforms=make_transforms(recipe.transforms),
         device=device,
         compile=compile,
