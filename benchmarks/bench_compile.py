@@ -11,7 +11,7 @@ For one model / layer / batch (default resnet18 layer3, batch 1, 224 px, FFT par
 3. seconds per step, eager and compiled, alternating in rounds.
 
 break-even steps = compile seconds / (eager step - compiled step): the run length from which
-compiling saves time overall. Compare with `lucent_dsl.renderer.CPU_COMPILE_MIN_STEPS`.
+compiling saves time overall. Compare with `lucent_dsl.renderer.phases.CPU_COMPILE_MIN_STEPS`.
 
     python benchmarks/bench_compile.py                      # resnet18 layer3, batch 1
     python benchmarks/bench_compile.py --batch 16 --steps 3 --rounds 2

@@ -225,8 +225,8 @@ def conformance(model: nn.Module, family: str, monkeypatch, *, out: str = OUTPUT
         truth = true_layout(site.module_path, ref, family, model)
         found = plan.layouts[site]
         assert isinstance(found, Layout), f"{site}: {found}"
-        assert found.axes == ld.layouts.parse_layout(truth).axes, f"{site}: found {found}, true {truth}"
-        prefix = ld.layouts.parse_layout(truth).prefix
+        assert found.axes == ld.models.layouts.parse_layout(truth).axes, f"{site}: found {found}, true {truth}"
+        prefix = ld.models.layouts.parse_layout(truth).prefix
         assert found.prefix in (prefix, None) or found.kind != "tokens", f"{site}: found {found}, true {truth}"
         expected = _read(ref, truth)
         assert _close(acts[site], expected), (

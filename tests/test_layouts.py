@@ -95,7 +95,7 @@ def test_terms_read_the_true_layout_or_refuse(case, data):
     found = plan.layouts[SITE]
     acts = plan.forward(x)
     try:
-        channel, neuron = (evaluate(t, acts, 2) for t in ld.expr.top_terms(plan.objective))
+        channel, neuron = (evaluate(t, acts, 2) for t in ld.dsl.expr.top_terms(plan.objective))
     except ObjectiveShapeError as e:
         assert isinstance(found, Refusal) or found.prefix is None, e  # refused, never read wrongly
         assert "layout" in str(e) or "token=" in str(e)
