@@ -18,11 +18,11 @@ from .info import (
     ModelInfo as ModelInfo,
     PreprocessingWarning as PreprocessingWarning,
     device_of as device_of,
-    fingerprint as fingerprint,
     inferred_info as inferred_info,
     info_of as info_of,
     non_inplace as non_inplace,
     spec_of as spec_of,
     stamp_spec as stamp_spec,
+    weights_state as weights_state,
     with_info as with_info,
 )

@@ -132,12 +132,12 @@ def info_of(module: nn.Module) -> ModelInfo:
     return inferred_info(module)
 
 
-SPEC_ATTR = "_lucent_dsl_spec"  # (spec, fingerprint) of a module `specs.build_model` or `zoo.load` built
+SPEC_ATTR = "_lucent_dsl_spec"  # (spec, weights_state) of a module `specs.build_model` or `zoo.load` built
 
 
 def stamp_spec(model: nn.Module, spec: str) -> None:
     """Record the spec `model` was built from (how a Python render's recipe names it; see `spec_of`)."""
-    object.__setattr__(model, SPEC_ATTR, (spec, fingerprint(model)))
+    object.__setattr__(model, SPEC_ATTR, (spec, weights_state(model)))
 
 
 def spec_of(model: nn.Module) -> str | None:
@@ -147,10 +147,10 @@ def spec_of(model: nn.Module) -> str | None:
     stamp = getattr(model, SPEC_ATTR, None)
     if not (isinstance(stamp, tuple) and len(stamp) == 2 and isinstance(stamp[0], str)):
         return None
-    return stamp[0] if fingerprint(model) == stamp[1] else None
+    return stamp[0] if weights_state(model) == stamp[1] else None
 
 
-def fingerprint(model: nn.Module) -> tuple:
+def weights_state(model: nn.Module) -> tuple:
     """Each parameter's and buffer's name, storage and version counter: changes when weights are loaded, edited
     in place, replaced or moved (O(1) per tensor; a false "changed" only costs a recipe, never a wrong one)."""
     return tuple((name, t.data_ptr(), t._version, tuple(t.shape))

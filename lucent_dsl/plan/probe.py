@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -87,18 +87,21 @@ def probe_size(model: nn.Module, size: int | tuple[int, int] | None = None) -> t
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _forward(
-    model: nn.Module, named: list[tuple[str, nn.Module]], size: tuple[int, int]
-) -> tuple[Any, dict, dict, Any]:
+def hooked_forward(model: nn.Module, size: tuple[int, int], named: Sequence[tuple[str, nn.Module]],
+                   hook: Callable[[str, Any], None]) -> tuple[Tensor, Any]:
+    """One probe forward: a mid-grey (1, C, H, W) image of `size` through the model's preprocessing and the
+    whole model, frozen (eval mode, as in a render) and without gradients, calling `hook(name, output)` after
+    each module of `named`; the hooks are removed afterwards. Returns (the model's input, its output).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> shapes = {}
+        >>> _ = hooked_forward(net, (8, 8), list(net.named_children()), lambda n, o: shapes.update({n: o.shape}))
+        >>> shapes["1"]
+        torch.Size([1, 4, 6, 6])
+    """
     info = info_of(model)
-    seen: dict[str, Any] = {}
-    calls: dict[str, int] = {}
-
-    def hook(name: str, _m: nn.Module, _i: Any, out: Any) -> None:
-        seen[name] = out
-        calls[name] = calls.get(name, 0) + 1
-
-    handles = [m.register_forward_hook(lambda m, i, o, n=n: hook(n, m, i, o)) for n, m in named]
+    handles = [m.register_forward_hook(lambda _m, _i, o, n=n: hook(n, o)) for n, m in named]
     try:
         with torch.no_grad(), frozen_models([model]):
             x = info.preprocess(torch.full((1, info.channels, *size), 0.5, device=device_of(model)))
@@ -106,6 +109,20 @@ def _forward(
     finally:
         for handle in handles:
             handle.remove()
+    return x, out
+
+
+def _forward(
+    model: nn.Module, named: list[tuple[str, nn.Module]], size: tuple[int, int]
+) -> tuple[Any, dict, dict, Any]:
+    seen: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+
+    def hook(name: str, out: Any) -> None:
+        seen[name] = out
+        calls[name] = calls.get(name, 0) + 1
+
+    x, out = hooked_forward(model, size, named, hook)
     return x, seen, calls, out
 
 

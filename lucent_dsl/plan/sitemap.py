@@ -129,7 +129,7 @@ class _Prober:
         return True
 
 
-def _fingerprint(model: nn.Module) -> tuple:
+def _structure(model: nn.Module) -> tuple:
     return tuple((name, type(m), id(m)) for name, m in model.named_modules())
 
 
@@ -231,7 +231,7 @@ def resolve(model: nn.Module, info: ModelInfo, runner: Any, sites: Sequence[Site
     }
     if not module_sites:
         return Resolved(info.input_geometry or architectures.geometry_of(model), layouts)
-    key = (_fingerprint(model), module_sites, info.input_geometry, info.input_size, info.channels, type(runner))
+    key = (_structure(model), module_sites, info.input_geometry, info.input_size, info.channels, type(runner))
     per_model = _CACHE.setdefault(model, collections.OrderedDict())
     if key not in per_model:
         per_model[key] = _probe(model, info, runner, module_sites)

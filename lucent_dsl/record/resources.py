@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, LucentError
-from ..models.info import device_of, info_of
+from ..models.info import info_of
 
 
 @dc.dataclass(frozen=True)
@@ -92,9 +92,8 @@ def _elements(x: Any) -> int:
 
 
 def _probe_elements(model: nn.Module, hw: tuple[int, int], layers: Sequence[str] | None) -> int:
-    from ..plan.fold import frozen_models
+    from ..plan.probe import hooked_forward  # imported when counted: `lucent-dsl --help` stays light
 
-    info = info_of(model)
     leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     running, at, seen = [0], {}, set()
 
@@ -103,14 +102,7 @@ def _probe_elements(model: nn.Module, hw: tuple[int, int], layers: Sequence[str]
         at[name] = running[0]
         seen.add(id(out))
 
-    handles = [m.register_forward_hook(lambda _m, _i, o, n=n: hook(n, o)) for n, m in leaves]
-    try:
-        with torch.no_grad(), frozen_models([model]):
-            x = info.preprocess(torch.full((1, info.channels, *hw), 0.5, device=device_of(model)))
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _, out = hooked_forward(model, hw, leaves, hook)
     total = running[0] + (0 if id(out) in seen else _elements(out))  # the output, unless a layer's output
     # a truncated forward stops after the deepest layer read: count up to there when it is known
     if layers and all(name in at or any(k.startswith(name + ".") for k in at) for name in layers):
