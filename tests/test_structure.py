@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -204,6 +205,12 @@ def test_a_moved_module_warns_and_gives_the_same_objects(old, new, monkeypatch):
     target = importlib.import_module(new)
     assert shim.__all__ and all(getattr(shim, name) is getattr(target, name) for name in target.__all__)
     assert getattr(lucent_dsl, old.rpartition(".")[2]) in (shim, target)
+
+
+def test_importing_the_package_leaves_the_zoo_for_python_m():
+    # `python -m lucent_dsl.zoo install` must run zoo as a fresh module (runpy warns when it is already imported).
+    code = "import sys, lucent_dsl; assert 'lucent_dsl.zoo' not in sys.modules, 'import lucent_dsl imports the zoo'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_param_transparency_map_warns_and_is_the_toolbox_one():

@@ -25,12 +25,11 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .. import zoo
 from ..errors import InvalidArgumentError
 from .info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, info_of, non_inplace, stamp_spec, with_info
 
@@ -42,6 +41,12 @@ _SPEC_HELP = (
     "a zoo name ({zoo}), torchvision:NAME[:weights=W], timm:NAME[:pretrained=true], "
     "path/to/file.py:factory, or name=SPEC for an ensemble"
 )
+
+
+def _zoo() -> Any:
+    from .. import zoo  # imported on first use, so `python -m lucent_dsl.zoo install` runs it as a fresh module
+
+    return zoo
 
 
 class ModelSpec(NamedTuple):
@@ -67,7 +72,7 @@ class ModelSpec(NamedTuple):
 
 def _spec_error(spec: str, why: str) -> InvalidArgumentError:
     return InvalidArgumentError(
-        f"bad model spec {spec!r}: {why}. A spec is {_SPEC_HELP.format(zoo=', '.join(zoo.names()))}"
+        f"bad model spec {spec!r}: {why}. A spec is {_SPEC_HELP.format(zoo=', '.join(_zoo().names()))}"
     )
 
 
@@ -84,7 +89,7 @@ def parse_spec(spec: str) -> ModelSpec:
     m = _NAME.match(text)
     if m and ":" not in m.group(1):
         name, text = m.group(1), m.group(2)
-    if text in zoo.names():
+    if text in _zoo().names():
         return ModelSpec(name, "zoo", text)
     head, _, rest = text.partition(":")
     if head in ("torchvision", "timm"):
@@ -106,7 +111,7 @@ def parse_spec(spec: str) -> ModelSpec:
         return ModelSpec(name, "file", f"{path}:{factory}")
     if text.endswith(".py"):
         raise _spec_error(spec, "name the function that builds the model: path/to/file.py:factory")
-    close = [n for n in zoo.names() if n.startswith(text[:3].lower())]
+    close = [n for n in _zoo().names() if n.startswith(text[:3].lower())]
     hint = f"did you mean {close[0]!r}" if close else "not a zoo name, torchvision:, timm: or file.py:factory"
     raise _spec_error(spec, hint)
 
@@ -223,7 +228,7 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
     s = parse_spec(spec) if isinstance(spec, str) else spec
     text = str(spec)
     if s.kind == "zoo":
-        model = zoo.load(s.target)
+        model = _zoo().load(s.target)
     else:
         build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}[
             s.kind
@@ -250,7 +255,7 @@ def build_models(specs: Sequence[str], *, device: str | torch.device | None = No
     Raises:
         InvalidArgumentError: a bad spec, or two models with the same name.
     """
-    parsed = [parse_spec(s) for s in (specs or (zoo.DEFAULT,))]
+    parsed = [parse_spec(s) for s in (specs or (_zoo().DEFAULT,))]
     if len(parsed) == 1 and parsed[0].name is None:
         return build_model(parsed[0], device=device)
     out: dict[str, nn.Module] = {}

@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .. import zoo
 from ..args import check_choice, check_int, check_seed, check_size
 from ..dsl.parser import parse
 from ..errors import InvalidArgumentError
@@ -229,13 +228,15 @@ class Recipe:
 
     def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
         """The recipe with `size` and `models` filled in, as it is stored next to an image."""
+        from ..zoo import DEFAULT as DEFAULT_MODEL  # imported when used: `import lucent_dsl` leaves zoo fresh
+
         size = self.size
         if size is None and self.command != "render" and info_of(first_model(models)).input_size is None:
             size = _image_size(self.image)  # the recipes' own default: the image's size
         return dc.replace(
             self,
             size=size or default_size(models),
-            models=tuple(normalize_spec(m) for m in (self.models or (zoo.DEFAULT,))),
+            models=tuple(normalize_spec(m) for m in (self.models or (DEFAULT_MODEL,))),
         )
 
 
