@@ -38,13 +38,17 @@ def is_real(v: object) -> bool:
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, where: str | None = None) -> int:
-    """`value` as an int >= `minimum` (any `operator.index` type; not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        kind = "" if isinstance(value, (bool, float, str)) else f" of type {type(value).__name__}"
+    """`value` as an int >= `minimum` (anything `operator.index` takes, a 0-d integer tensor too; not a bool)."""
+    try:
+        n = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None:
+        kind = "" if value is None or isinstance(value, (bool, float, str)) else f" of type {type(value).__name__}"
         raise _error(where, f"{name} must be an integer >= {minimum}, got {value!r}{kind}")
-    if value < minimum:
+    if n < minimum:
         raise _error(where, f"{name} must be an integer >= {minimum}, got {value!r}")
-    return operator.index(value)
+    return n
 
 
 def check_real(name: str, value: Any, *, minimum: float | None = None, positive: bool = False,
