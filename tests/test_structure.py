@@ -2,6 +2,10 @@
 
 Counts come from the package's own imports, read with `ast` (imports inside functions included, `if TYPE_CHECKING:`
 blocks excluded). `python tests/test_structure.py` prints the counts.
+
+Before issue 24 (the flat layout): 7 cycles (the largest 7 modules wide), 42 modules at the top level, and 10
+imports running upward against the order below (6 against the order ARCHITECTURE.md stated then). After: the 3
+allowed cycles, 10 top-level modules, none upward.
 """
 from __future__ import annotations
 

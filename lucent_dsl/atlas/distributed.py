@@ -1,7 +1,7 @@
 """Atlases across processes, GPUs and machines: `torchrun ... -m lucent_dsl atlas LAYERS --out DIR`.
 
-    torchrun --nproc-per-node=8 -m lucent_dsl atlas layer1,layer2,layer3,layer4 --model torchvision:resnet50 --out
-    atlas/
+    torchrun --nproc-per-node=8 -m lucent_dsl atlas layer1,layer2,layer3,layer4 --model torchvision:resnet50 \
+        --out atlas/
     lucent-dsl atlas layer3 --out atlas/          # no torchrun: the same code, one process
 
 `render_atlas` is what `lucent-dsl atlas` runs, with or without torchrun. Under torchrun
