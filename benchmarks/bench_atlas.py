@@ -92,8 +92,8 @@ def bench_gpu(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from lucent_dsl import atlas
+    from lucent_dsl.models.specs import build_models
     from lucent_dsl.replay import Recipe
-    from lucent_dsl.specs import build_models
 
     model = build_models([args.gpu_model], device="cuda:0")
     base = Recipe(objective=atlas.AtlasJob(args.gpu_layer, 0, 0).objective, models=(args.gpu_model,),

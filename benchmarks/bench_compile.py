@@ -11,7 +11,7 @@ For one model / layer / batch (default resnet18 layer3, batch 1, 224 px, FFT par
 3. seconds per step, eager and compiled, alternating in rounds.
 
 break-even steps = compile seconds / (eager step - compiled step): the run length from which
-compiling saves time overall. Compare with `lucent_dsl.renderer.CPU_COMPILE_MIN_STEPS`.
+compiling saves time overall. Compare with `lucent_dsl.renderer.phases.CPU_COMPILE_MIN_STEPS`.
 
     python benchmarks/bench_compile.py                      # resnet18 layer3, batch 1
     python benchmarks/bench_compile.py --batch 16 --steps 3 --rounds 2
@@ -31,14 +31,14 @@ if "--warm-cache" not in sys.argv:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets OMP_WAIT_POLICY before torch starts)
+import torch  # noqa: E402
 from common import alternate, build_model, make_plan, median, run_ours, set_threads  # noqa: E402
 
-import torch  # noqa: E402
-
-from lucent_dsl import param as param_lib  # noqa: E402
-from lucent_dsl import transforms as tf_lib  # noqa: E402
-
-render_mod = sys.modules["lucent_dsl.renderer"]  # the package's `render` attribute is the function
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    transforms as tf_lib,  # noqa: E402
+)
+from lucent_dsl.renderer.phases import CPU_COMPILE_MIN_STEPS  # noqa: E402
 
 
 def _compile_once(plan, p, t, steps: int) -> tuple[float, float, float]:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compile, first in this process: {cold:.1f} s (render wall {cold_wall:.1f} s, "
           f"main-process CPU {cold_cpu:.1f} s)", flush=True)
     torch._dynamo.reset()
-    render_mod._COMPILED.clear()
+    plan.steps.clear()  # compiled steps live on their plan (renderer.steps.compiled_step)
     warm, warm_wall, warm_cpu = _compile_once(plan, p, t, 3)
     print(f"compile again, inductor cache on disk: {warm:.1f} s (render wall {warm_wall:.1f} s, "
           f"main-process CPU {warm_cpu:.1f} s)", flush=True)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"break-even ({label}): {c:.1f} s / {saving:.4f} s = {c / saving:.0f} steps")
         else:
             print(f"break-even ({label}): never (compiled is not faster)")
-    print(f"CPU_COMPILE_MIN_STEPS = {render_mod.CPU_COMPILE_MIN_STEPS}; load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU_COMPILE_MIN_STEPS = {CPU_COMPILE_MIN_STEPS}; load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

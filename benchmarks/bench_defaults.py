@@ -30,8 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import LR, judge, parse_target  # noqa: E402
 from common import header  # noqa: E402
 
-from lucent_dsl import param as param_lib, render, transforms as T, zoo  # noqa: E402
-from lucent_dsl.models import info_of  # noqa: E402
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    render,
+    transforms as T,
+    zoo,
+)
+from lucent_dsl.models.info import info_of  # noqa: E402
 
 OBJECTIVES = {
     "mobilenet_v2": ("features.7:10", "features.14:10", "features.16:0", "flamingo", "goldfish", "daisy"),

@@ -20,11 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
 import torch  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
-from lucent_dsl.fold import frozen_models  # noqa: E402
+from lucent_dsl.plan.fold import frozen_models  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -88,8 +87,7 @@ def ours_seconds(plan, batch: int, size: int, steps: int, warmup: int, compile_m
 def lucent_seconds(model, layer: str, batch: int, size: int, steps: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from lucent.optvis import objectives, param
-        from lucent.optvis import render as lrender
+        from lucent.optvis import objectives, param, render as lrender
         t0 = time.perf_counter()
         lrender.render_vis(model, objectives.channel(layer.replace(".", "_"), common.CHANNEL),
                            param_f=lambda: param.image(size, batch=batch), thresholds=(steps,), show_image=False,
@@ -136,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     luc_t = float("nan")
     if why is None:
         t0 = time.perf_counter()
-        for c in range(n):
+        for _ in range(n):
             lucent_seconds(mnet, "features.10", 1, 128, steps)
         luc_t = time.perf_counter() - t0
     print(f"\n{n} channels mobilenet_v2 features.10, 128 px, {steps} steps: ours {n / ours_t:.2f} channels/s, "

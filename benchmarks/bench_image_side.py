@@ -29,13 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (sets the thread environment before torch starts)
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lucent_dsl import param as param_lib, transforms as tf_lib  # noqa: E402
-from lucent_dsl.fold import frozen_models  # noqa: E402
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    transforms as tf_lib,
+)
 from lucent_dsl.param import _common as pc  # noqa: E402
+from lucent_dsl.plan.fold import frozen_models  # noqa: E402
 from lucent_dsl.transforms import geometry  # noqa: E402
 
 SIZE = 224

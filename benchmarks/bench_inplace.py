@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
-
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -26,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header  # noqa: E402
 
 import lucent_dsl as ld
-from lucent_dsl.fold import frozen_models
-from lucent_dsl.models import non_inplace
+from lucent_dsl.models.info import non_inplace
+from lucent_dsl.plan.fold import frozen_models
 
 SITES = {"mobilenet_v2": ("features.3.conv.0.1", "features.10.conv.1.1"), "resnet18": ("layer1.0.bn1", "layer3.0.bn1")}
 

@@ -27,12 +27,15 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import header  # noqa: E402
 from bench_quality import DEFAULT_OBJECTIVES, LR, _fmt, judge, parse_target  # noqa: E402
+from common import header  # noqa: E402
 
-from lucent_dsl import render, zoo  # noqa: E402
-from lucent_dsl import transforms as T  # noqa: E402
-from lucent_dsl.models import info_of  # noqa: E402
+from lucent_dsl import (  # noqa: E402
+    render,
+    transforms as T,  # noqa: E402
+    zoo,
+)
+from lucent_dsl.models.info import info_of  # noqa: E402
 
 
 def old_standard() -> T.Transform:

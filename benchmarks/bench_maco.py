@@ -28,11 +28,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import header  # noqa: E402
 from bench_quality import LR, _fmt, judge, parse_target  # noqa: E402
+from common import header  # noqa: E402
 
 from lucent_dsl import render, zoo  # noqa: E402
-from lucent_dsl.models import info_of  # noqa: E402
+from lucent_dsl.models.info import info_of  # noqa: E402
 from lucent_dsl.toolbox import maco_method  # noqa: E402
 
 DEFAULT_OBJECTIVES = ("features.7:10", "features.14:10", "flamingo", "goldfish")

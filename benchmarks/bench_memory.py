@@ -43,9 +43,8 @@ def child(contender: str, model_name: str, layer: str, batch: int, steps: int, d
     """One measurement (runs in a fresh process): the peak's increase over the model's own footprint."""
     sys.path.insert(0, str(HERE.parent))
     sys.path.insert(0, str(HERE))
-    import torch
-
     import common
+    import torch
 
     torch.set_num_threads(1)
     model = common.build_model(model_name).to(device)
@@ -84,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.path.insert(0, str(HERE))
     import torch
-
     from common import header, lucent_available
 
     torch.set_num_threads(1)
@@ -104,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 raise SystemExit(f"{c} at batch {batch} failed:\n{done.stderr[-2000:]}")
             row[c] = json.loads(done.stdout.strip().splitlines()[-1])["increase_mb"]
-        line = f"{batch:>6d}" + "".join(f" {row[c]:>9.0f}" for c in contenders) + f" {row['ours'] / row['floor']:>11.2f}" \
-            + f" {row['ours'] / row['floor-f']:>13.2f}"
+        line = (f"{batch:>6d}" + "".join(f" {row[c]:>9.0f}" for c in contenders)
+                + f" {row['ours'] / row['floor']:>11.2f}" + f" {row['ours'] / row['floor-f']:>13.2f}")
         if "lucent" in row:
             line += f" {row['lucent'] / row['ours']:>12.2f}"
         print(line, flush=True)

@@ -47,9 +47,8 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import lucent_dsl as ld
-from lucent_dsl import zoo
-from lucent_dsl.models import info_of, with_info
-from lucent_dsl import render
+from lucent_dsl import render, zoo
+from lucent_dsl.models.info import info_of, with_info
 
 DEFAULT_OBJECTIVES = ("features.7:10", "features.10:0", "features.14:10", "features.16:0", "flamingo", "goldfish")
 LR = 0.05
@@ -123,8 +122,7 @@ def run_lucent(model: nn.Module, target: Target, size: int, steps: int, batch: i
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # kornia 0.4.1: torch.jit.script is deprecated
-        from lucent.optvis import param
-        from lucent.optvis import render as lrender
+        from lucent.optvis import param, render as lrender
 
         m = copy.deepcopy(model).eval().requires_grad_(False)
         np.random.seed(seed)

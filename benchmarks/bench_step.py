@@ -7,7 +7,7 @@ lucent, then again), and prints the median seconds per step of each and their ra
   folding) on a raw (B, 3, 224, 224) pixel leaf, input-only backward, Adam. No parameterization,
   transforms, preprocessing or checks.
 - floor-f: the same with our default plan (BatchNorms folded into convolutions, channels-last;
-  `lucent_dsl.fold`): the floor of our own runner, so ours/floor-f is the cost of everything else.
+  `lucent_dsl.plan.fold`): the floor of our own runner, so ours/floor-f is the cost of everything else.
 - ours: `lucent_dsl.render` with `param.fft(224, batch=B)` (decorrelated colour, sigmoid) and
   `transforms.standard()`; `compile=False`, and `compile=True` timed after a warm-up render that
   compiles (its compile time is reported apart). `--bf16` adds `precision="bf16"` (eager).
@@ -33,15 +33,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets OMP_WAIT_POLICY before torch starts)
+import torch  # noqa: E402
 from common import (  # noqa: E402
-    DEFAULT_CONFIGS, alternate, build_model, lucent_available, make_plan, median, run_floor,
-    run_lucent, run_ours, set_threads,
+    DEFAULT_CONFIGS,
+    alternate,
+    build_model,
+    lucent_available,
+    make_plan,
+    median,
+    run_floor,
+    run_lucent,
+    run_ours,
+    set_threads,
 )
 
-import torch  # noqa: E402
-
-from lucent_dsl import param as param_lib  # noqa: E402
-from lucent_dsl import transforms as tf_lib  # noqa: E402
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    transforms as tf_lib,  # noqa: E402
+)
 
 
 def parse_models(spec: str) -> list[tuple[str, str]]:

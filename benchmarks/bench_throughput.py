@@ -22,10 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets OMP_WAIT_POLICY before torch starts)
 
-import torch  # noqa: E402
-
 import lucent_dsl as ld  # noqa: E402
-from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
+from lucent_dsl.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
 
 
 def ours(model, layer: str, channels: list[int], size: int, steps: int, batch: int) -> None:
@@ -38,8 +36,7 @@ def ours(model, layer: str, channels: list[int], size: int, steps: int, batch: i
 def lucent(model, layer: str, channels: list[int], size: int, steps: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from lucent.optvis import objectives, param
-        from lucent.optvis import render as lrender
+        from lucent.optvis import objectives, param, render as lrender
 
         for c in channels:
             lrender.render_vis(model, objectives.channel(layer.replace(".", "_"), c),

@@ -36,12 +36,14 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import lucent_dsl as ld  # noqa: E402
-from lucent_dsl import param as param_lib  # noqa: E402
-from lucent_dsl import transforms as tf_lib  # noqa: E402
-from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
-from lucent_dsl.plan import Plan, compile_plan
-from lucent_dsl.fold import frozen_models  # noqa: E402
-from lucent_dsl import render  # noqa: E402
+from lucent_dsl import (
+    param as param_lib,  # noqa: E402
+    render,  # noqa: E402
+    transforms as tf_lib,  # noqa: E402
+)
+from lucent_dsl.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, with_info  # noqa: E402
+from lucent_dsl.plan.compiler import Plan, compile_plan
+from lucent_dsl.plan.fold import frozen_models  # noqa: E402
 
 SIZE = 224
 LR = 0.05
@@ -215,8 +217,7 @@ def run_lucent(model: nn.Module, layer: str, batch: int, steps: int, warmup: int
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from lucent.optvis import objectives, param
-        from lucent.optvis import render as lrender
+        from lucent.optvis import objectives, param, render as lrender
 
     m = copy.deepcopy(model).eval()
     if freeze:

@@ -31,13 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
-from lucent_dsl import hardware  # noqa: E402
 from lucent_dsl.errors import NonFiniteError  # noqa: E402
+from lucent_dsl.models import hardware  # noqa: E402
 
 warnings.filterwarnings("ignore", message="precision='bf16' on a CPU without bf16 units")
 
@@ -170,7 +169,7 @@ def batched_atlas(device: str) -> str:
 
 
 def toolbox(device: str) -> str:
-    from lucent_dsl import recipes
+    from lucent_dsl.toolbox import inversion as recipes
     from lucent_dsl.toolbox.gatys import texture
     from lucent_dsl.toolbox.maco import maco_method
 

@@ -31,9 +31,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import lucent_dsl as ld
-from lucent_dsl import io, recipes, zoo
+from lucent_dsl import io, zoo
 from lucent_dsl import transforms as tf
-from lucent_dsl.adversarial import pgd
+from lucent_dsl.toolbox import inversion as recipes
+from lucent_dsl.toolbox.adversarial import pgd
 
 LENET_LAYERS = ["conv1", "conv2", "relu3", "linear2"]
 MOBILENET_LAYERS = ["features.3", "features.6", "features.10", "features.14", "features.17", "classifier.1"]

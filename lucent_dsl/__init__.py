@@ -10,12 +10,23 @@ Example:
     >>> ld.channel("layer4", 12) - 1e-3 * ld.total_variation()
     channel('layer4', 12) - 0.001 * total_variation()
 """
-from . import adversarial as adversarial
-from . import io as io
-from . import param as param
-from . import recipes as recipes
-from . import relu as relu
-from . import transforms as transforms
+from . import (
+    io as io,
+    param as param,
+    replay as replay,  # attaches `Recipe.run` (running a recipe sits above the renderer)
+    transforms as transforms,
+)
+from .dsl.expr import (
+    IMAGE as IMAGE,
+    INPUT as INPUT,
+    OUTPUT as OUTPUT,
+    Expr as Expr,
+    Site as Site,
+    evaluate as evaluate,
+    sum_of as sum_of,
+)
+from .dsl.parser import parse as parse
+from .dsl.serialize import from_json as from_json, to_json as to_json
 from .errors import (
     AmbiguousModelError as AmbiguousModelError,
     ImageError as ImageError,
@@ -28,9 +39,7 @@ from .errors import (
     ParseError as ParseError,
     WeightsNotFoundError as WeightsNotFoundError,
 )
-from .expr import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Expr as Expr, Site as Site, evaluate as evaluate
-from .expr import sum_of as sum_of
-from .models import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
+from .models.info import ModelInfo as ModelInfo, info_of as info_of, with_info as with_info
 from .objectives import (
     activation_match as activation_match,
     alignment as alignment,
@@ -54,16 +63,18 @@ from .objectives import (
     opacity as opacity,
     source_l2 as source_l2,
     source_match as source_match,
+    style as style,
     total_variation as total_variation,
 )
-from .param import transparency_map as transparency_map
-from .parser import parse as parse
-from .plan import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
-from .renderer import render as render
-from .result import RenderResult as RenderResult
-from .serialize import from_json as from_json, to_json as to_json
-
-param_extra = param  # the old name of the parameterization package (maco, cppn, shared, alpha live in `param` now)
+from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
+from .renderer import relu as relu
+from .renderer.phases import render as render
+from .renderer.result import RenderResult as RenderResult
+from .toolbox import (
+    adversarial as adversarial,
+    inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
+)
+from .toolbox.transparency import transparency_map as transparency_map
 
 __all__ = [
     "IMAGE", "INPUT", "OUTPUT", "AmbiguousModelError", "Expr", "ImageError", "InvalidArgumentError",
@@ -72,7 +83,7 @@ __all__ = [
     "alignment", "batched", "blur", "box_mask", "channel", "channel_interpolate", "channel_weight", "class_logit",
     "compile_plan", "deepdream", "direction", "direction_neuron", "diversity", "evaluate", "from_json", "info_of", "io",
     "l1", "l2", "layer", "masked", "neuron", "neuron_weight", "objective", "opacity", "param", "parse", "recipes",
-    "relu", "render", "source_l2", "source_match", "sum_of", "to_json", "total_variation", "transforms",
+    "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
 

@@ -1,6 +1,6 @@
 """`python -m lucent_dsl ...`: the same as the `lucent-dsl` command."""
 import sys
 
-from .cli import main
+from .cli.app import main
 
 sys.exit(main())

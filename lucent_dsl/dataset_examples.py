@@ -42,14 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dsl.expr import Expr, Scale, Site, evaluate, sum_of, terms_of
+from .dsl.parser import parse
 from .errors import ImageError, InvalidArgumentError
-from .expr import Expr, Scale, Site, evaluate, sum_of, terms_of
-from .fold import frozen_models
-from .io import atomic_write, load_image
-from .models import device_of, info_of
+from .io.files import atomic_write, load_image
+from .models.info import device_of, info_of
 from .objectives.activation import Channel, ClassLogit, Neuron
-from .parser import parse
-from .plan import as_models, bind, compile_plan
+from .plan.compiler import as_models, bind, compile_plan
+from .plan.fold import frozen_models
+from .plan.forward import read_layers
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 STATE_FORMAT = 1
@@ -142,7 +143,8 @@ def _load_fitted(path: Any, size: tuple[int, int], channels: int) -> Tensor:
 
 
 def image_source(images: Any, model: nn.Module, size: int | tuple[int, int] | None = None) -> ImageSource:
-    """`images` (a folder, a list of files, a tensor (N, C, H, W), or a dataset of tensors / (tensor, label)) as an `ImageSource`.
+    """`images` (a folder, a list of files, a tensor (N, C, H, W), or a dataset of tensors / (tensor, label)) as an
+    `ImageSource`.
 
     The size is `size`, else the model's input size, else a tensor's own size, else 224; the channels are the model's.
 
@@ -163,7 +165,10 @@ def image_source(images: Any, model: nn.Module, size: int | tuple[int, int] | No
         return ImageSource(tuple(str(p) for p in files), hw, channels)  # type: ignore[arg-type]
     if isinstance(images, Tensor):
         if images.dim() != 4 or not images.is_floating_point() or images.shape[0] == 0:
-            raise ImageError(f"an image tensor must be a non-empty float (N, C, H, W) batch in [0, 1], got {images.dtype} {tuple(images.shape)}")
+            raise ImageError(
+                f"an image tensor must be a non-empty float (N, C, H, W) batch in [0, 1], got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
         lo, hi = float(images.min()), float(images.max())
         if not (lo >= -1e-6 and hi <= 1 + 1e-6):  # 0-255 floats would be clamped to white, silently
             raise ImageError(f"image values must lie in [0, 1], got {lo:.4g}..{hi:.4g}; divide 0-255 data by 255")
@@ -174,7 +179,9 @@ def image_source(images: Any, model: nn.Module, size: int | tuple[int, int] | No
         items = [item[0] if isinstance(item, (tuple, list)) else item for item in images]
         stacked = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in items])
     except (TypeError, RuntimeError, ValueError) as e:
-        raise ImageError(f"cannot read images from a {type(images).__name__}: {e}; give a folder, files or a (N, C, H, W) tensor") from None
+        raise ImageError(
+            f"cannot read images from a {type(images).__name__}: {e}; give a folder, files or a (N, C, H, W) tensor"
+        ) from None
     return image_source(stacked, model, size)
 
 
@@ -195,16 +202,22 @@ def receptive_field(model: nn.Module, layer: str, size: tuple[int, int], *, tria
     return _grid_and_field(model, layer, size, trials)[1]
 
 
-def _grid_and_field(model: nn.Module, layer: str, size: tuple[int, int], trials: int = 4) -> tuple[tuple[int, int], tuple[int, int]]:
-    plan = compile_plan(Channel(layer, 0), model)
-    site = plan.sites[0]
+def _grid_and_field(
+    model: nn.Module, layer: str, size: tuple[int, int], trials: int = 4
+) -> tuple[tuple[int, int], tuple[int, int]]:
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(trials, min(3, info_of(model).channels), *size, generator=gen).to(device_of(model)).requires_grad_(True)
-    with frozen_models(list(plan.models.values())):
-        a = plan.forward(x)[site]
-        if not isinstance(a, Tensor) or a.dim() != 4:
-            raise InvalidArgumentError(f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; it has no receptive field")
-        a[:, :, a.shape[2] // 2, a.shape[3] // 2].sum().backward()
+    x = (
+        torch.rand(trials, min(3, info_of(model).channels), *size, generator=gen)
+        .to(device_of(model))
+        .requires_grad_(True)
+    )
+    a = read_layers(model, x, [layer], grad=True)[layer]
+    if not isinstance(a, Tensor) or a.dim() != 4:
+        raise InvalidArgumentError(
+            f"{layer!r} outputs {getattr(a, 'shape', type(a).__name__)}, not (B, C, H, W) maps; "
+            "it has no receptive field"
+        )
+    a[:, :, a.shape[2] // 2, a.shape[3] // 2].sum().backward()
     grid = (int(a.shape[2]), int(a.shape[3]))
     touched = (x.grad.abs().sum((0, 1)) > 0).nonzero()  # type: ignore[union-attr]
     if not len(touched):
@@ -249,9 +262,12 @@ def _check_unit(text: str, e: Expr) -> None:
     for t in terms_of(e):
         names = {f.name for f in dc.fields(t)}  # type: ignore[arg-type]
         if "batch" not in names and t.sites():
-            raise InvalidArgumentError(f"{text}: {t!r} compares the images of a batch; a unit must score each image alone")
-        if "batch" in names and t.batch is not None:  # type: ignore[attr-defined]
-            raise InvalidArgumentError(f"{text}: {t!r} selects batch={t.batch!r}; dataset examples score every image")
+            raise InvalidArgumentError(
+                f"{text}: {t!r} compares the images of a batch; a unit must score each image alone"
+            )
+        batch = getattr(t, "batch", None)
+        if "batch" in names and batch is not None:
+            raise InvalidArgumentError(f"{text}: {t!r} selects batch={batch!r}; dataset examples score every image")
 
 
 class _Running:
@@ -259,8 +275,14 @@ class _Running:
 
     def __init__(self, units: int, k: int) -> None:
         self.k = k
-        self.lists = {key: (torch.empty(units, 0), torch.empty(units, 0, dtype=torch.long), torch.empty(units, 0, 2, dtype=torch.long))
-                      for key in ("top", "bottom")}
+        self.lists = {
+            key: (
+                torch.empty(units, 0),
+                torch.empty(units, 0, dtype=torch.long),
+                torch.empty(units, 0, 2, dtype=torch.long),
+            )
+            for key in ("top", "bottom")
+        }
 
     def add(self, scores: Tensor, index: Tensor, pos: dict[str, Tensor]) -> None:
         for key, largest in (("top", True), ("bottom", False)):
@@ -299,7 +321,14 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
         InvalidArgumentError: no objectives, a bad k/batch, a term that is not a per-image score,
             or a `state` file made for other units, images or k.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+    if (
+        isinstance(k, bool)
+        or not isinstance(k, int)
+        or k < 1
+        or isinstance(batch, bool)
+        or not isinstance(batch, int)
+        or batch < 1
+    ):
         raise InvalidArgumentError(f"k and batch must be ints >= 1, got k={k!r}, batch={batch!r}")
     exprs = [parse(o) if isinstance(o, str) else o for o in objectives]
     if not exprs or not all(isinstance(e, Expr) for e in exprs):
@@ -324,7 +353,9 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
                 scores = torch.stack([evaluate(b, acts, len(idx)).float().cpu() for b in bound])
                 if not bool(torch.isfinite(scores).all()):
                     bad = texts[int((~torch.isfinite(scores)).any(1).nonzero()[0])]
-                    raise InvalidArgumentError(f"{bad} scored NaN or inf on images {idx[0]}..{idx[-1]}; check the images")
+                    raise InvalidArgumentError(
+                        f"{bad} scored NaN or inf on images {idx[0]}..{idx[-1]}; check the images"
+                    )
                 running.add(scores, torch.tensor(idx)[None], _positions(spatial, acts, len(idx)))
                 if state is not None:
                     _save_state(state, running, texts, source, k, idx[-1] + 1)
@@ -379,7 +410,9 @@ def _unit(text: str, running: _Running, u: int, spatial: Any, fields: dict, size
 
 def _state_key(texts: list[str], source: ImageSource, k: int) -> dict[str, Any]:
     items = source.items
-    ident = f"tensor{tuple(items.shape)}:{float(items.double().sum()):.6g}" if isinstance(items, Tensor) else list(items)
+    ident = (
+        f"tensor{tuple(items.shape)}:{float(items.double().sum()):.6g}" if isinstance(items, Tensor) else list(items)
+    )
     return {"format": STATE_FORMAT, "units": texts, "k": k, "size": list(source.size), "images": ident}
 
 
@@ -388,8 +421,10 @@ def _resume(state: str | Path | None, running: _Running, texts: list[str], sourc
         return 0
     d = json.loads(Path(state).read_text())
     if d.get("key") != _state_key(texts, source, k):
-        raise InvalidArgumentError(f"{str(state)!r} holds the state of another examples pass (other units, images, size or k); "
-                                   "delete it or give another state file")
+        raise InvalidArgumentError(
+            f"{str(state)!r} holds the state of another examples pass (other units, images, size or k); "
+            "delete it or give another state file"
+        )
     running.load(d["lists"])
     return int(d["seen"])
 
@@ -408,7 +443,8 @@ def _bar(total: int, initial: int, enabled: bool):
 
 
 def crops(examples: Sequence[Example], source: ImageSource, *, side: int | None = None) -> Tensor:
-    """The examples' images, each cut to its box (whole image without one) and resized to `side` (default: the image size).
+    """The examples' images, each cut to its box (whole image without one) and resized to `side` (default: the image
+    size).
 
     Returns:
         (len(examples), C, side, side) in [0, 1].
@@ -420,7 +456,9 @@ def crops(examples: Sequence[Example], source: ImageSource, *, side: int | None 
         if ex.box is not None:
             x0, y0, x1, y1 = ex.box
             x = x[..., y0:y1, x0:x1]
-        tiles.append(F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1))
+        tiles.append(
+            F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        )
     return torch.cat(tiles) if tiles else torch.empty(0, source.channels, side, side)
 
 

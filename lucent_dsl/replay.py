@@ -1,344 +1,111 @@
-"""`Recipe`: everything that decides a render's pixels, as one JSON value (the record a PNG carries).
+"""Running a recipe: build what the trust rule allows, then `render` or a toolbox method.
 
-A recipe holds the objective as DSL text, the models as spec strings, and every setting that
-changes the pixels (size, steps, seed, parameterization, transforms, lr, batch, precision).
-`lucent-dsl` writes it into each PNG it saves (under `io.RECIPE_KEY`), so
-`lucent-dsl render --recipe image.png` replays the image: bit for bit on the CPU with the same
-torch build. Where the run happens (`device`) and whether the step is compiled are not part of
-a recipe; compiled and eager steps can differ in the last bits.
-
-A recipe is data: it names models by spec (see `specs`). `Recipe.run` builds them only as the
-trust rule allows (`Recipe.check_trusted`, `lucent_dsl.trust`): by default zoo models and
-torchvision/timm architectures with random weights, no Python file, no download, no input image
-read, and settings within `resources.CAPS`. Recipes are read from PNG, JPEG and WebP metadata
-without decoding the pixels (`io.read_metadata`).
+A `Recipe` (`lucent_dsl.record.recipe`, re-exported here) is data that sits below the renderer: the
+renderer writes one next to each image. Running it sits above the renderer and the toolbox, here;
+`Recipe.run` is this module's `run`, attached to the class when this module is imported (and
+`import lucent_dsl` imports it).
 
 Example:
-    >>> r = Recipe(objective="channel('features.14', 10)", steps=64)
-    >>> Recipe.from_json(r.to_json()) == r
-    True
+    >>> import torch.nn as nn
+    >>> r = Recipe(objective="channel('0', 1)", size=(8, 8), steps=2)
+    >>> run(r, nn.Sequential(nn.Conv2d(3, 4, 3)), progress=False).images.shape
+    torch.Size([1, 3, 8, 8])
 """
 from __future__ import annotations
 
-import dataclasses as dc
-import json
-import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from . import zoo
-from . import trust
-from .checks import check_models, check_seed
+from . import param as param_lib, transforms as tf_lib
 from .errors import InvalidArgumentError
-from .models import info_of
-from .resources import torch_threads
-from .specs import build_models, default_size, first_model, normalize_spec, parse_spec
-from .parser import parse
+from .models.checks import check_models
+from .models.specs import build_models, default_size
+from .plan import compile_plan
+from .record.recipe import (
+    COMMANDS as COMMANDS,
+    FORMAT as FORMAT,
+    PARAMS as PARAMS,
+    PRECISIONS as PRECISIONS,
+    SCORE_KEY as SCORE_KEY,
+    TRANSFORMS as TRANSFORMS,
+    Recipe as Recipe,
+)
+from .record.resources import torch_threads
+from .renderer import phases  # phases.render read at call time, so a patched render is the one run
+from .toolbox import inversion
 
 
-FORMAT = 1
-"""Version of the recipe JSON layout (the `lucent_dsl_recipe` key)."""
+def run(
+    recipe: Recipe,
+    models: nn.Module | Mapping[str, nn.Module] | None = None,
+    *,
+    device: str | torch.device | None = None,
+    compile: bool | str = "auto",
+    progress: bool = True,
+    thresholds: Sequence[int] | None = None,
+    callback: Callable[[int, Tensor], None] | None = None,
+    allow: str | Sequence[str] | None = None,
+) -> Any:
+    """Render `recipe` (building its models unless given) and return the `RenderResult`.
 
-COMMANDS = ("render", "caricature", "accentuate")
-PARAMS = ("fft", "pixel")
-TRANSFORMS = ("standard", "robust", "none")
-PRECISIONS = ("auto", "fp32", "bf16")
-SCORE_KEY = "lucent_dsl.score"
-"""PNG metadata key of an image's final score (written next to `io.RECIPE_KEY`)."""
-# Keys written for information only; reading ignores them. "interrupted": {"steps_done", "steps_asked"}
-# of an image saved after Ctrl-C (its "steps" are the steps done, so it replays exactly).
-_INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted")
-MAX_RECIPE_BYTES = 16 * 2**20
+    The trust rule applies first (`Recipe.check_trusted`, with `allow`): given `models` are the
+    caller's own, so only the recipe's image (and the caps) are checked then.
 
-
-# --- the recipe value ----------------------------------------------------------------------------
-
-
-def _int(name: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-        raise InvalidArgumentError(f"recipe: {name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _choice(name: str, v: Any, choices: Sequence[str]) -> str:
-    if v not in choices:
-        raise InvalidArgumentError(f"recipe: {name} must be one of {', '.join(choices)}, got {v!r}")
-    return v
-
-
-@dc.dataclass(frozen=True)
-class Recipe:
-    """Everything that decides a render's pixels. A frozen value; `to_json`/`from_json` round-trip it.
-
-    Attributes:
-        objective: DSL text (canonical form, `repr(parse(text))`); None for `caricature`.
-        models: model specs (see `build_models`); empty means `(zoo.DEFAULT,)`.
-        size: (H, W) of the rendered image; None: the first model's input size, else 224.
-        steps, seed, lr, batch: as in `render`.
-        param: "fft" or "pixel" (see `lucent_dsl.param`).
-        transforms: "standard" (`transforms.standard()`; for caricature/accentuate, applied paired
-            to the source image too), "robust" (`transforms.robust()`) or "none".
-        precision: "fp32" or "bf16" (what ran); "auto" until `resolved` (the render's rule decides).
-        command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.recipes`).
-        image: the input image of caricature/accentuate (an absolute path).
-        layers: the layers of a caricature.
+    Raises:
+        UntrustedRecipeError: the recipe asks for what `allow` does not name.
+        LucentError: a bad objective, layer or setting.
     """
-
-    objective: str | None = None
-    models: tuple[str, ...] = ()
-    size: tuple[int, int] | None = None
-    steps: int = 512
-    seed: int = 0
-    param: str = "fft"
-    transforms: str = "standard"
-    lr: float = 0.05
-    batch: int = 1
-    precision: str = "fp32"
-    command: str = "render"
-    image: str | None = None
-    layers: tuple[str, ...] = ()
-    decay_power: float = 1.0
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        _choice("command", self.command, COMMANDS)
-        if self.objective is not None:
-            if not isinstance(self.objective, str):
-                raise InvalidArgumentError(f"recipe: objective must be DSL text, got {type(self.objective).__name__}")
-            object.__setattr__(self, "objective", repr(parse(self.objective)))
-        elif self.command != "caricature":
-            raise InvalidArgumentError(f"recipe: a {self.command} needs an objective")
-        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
-            raise InvalidArgumentError(f"recipe: models must be a list of spec strings, got {self.models!r}")
-        object.__setattr__(self, "models", tuple(self.models))
-        for m in self.models:
-            parse_spec(m)
-        if self.size is not None:
-            size = (self.size, self.size) if isinstance(self.size, numbers.Integral) and not isinstance(self.size, bool) else self.size
-            if not isinstance(size, Sequence) or len(size) != 2:
-                raise InvalidArgumentError(f"recipe: size must be an int or [H, W], got {self.size!r}")
-            object.__setattr__(self, "size", (_int("size", size[0], 1), _int("size", size[1], 1)))
-        object.__setattr__(self, "steps", _int("steps", self.steps, 1))
-        object.__setattr__(self, "seed", check_seed(self.seed, "recipe: seed"))
-        _choice("param", self.param, PARAMS)
-        _choice("transforms", self.transforms, TRANSFORMS)
-        _choice("precision", self.precision, PRECISIONS)
-        if isinstance(self.decay_power, bool) or not isinstance(self.decay_power, numbers.Real) or \
-                not (math.isfinite(self.decay_power) and 0 <= self.decay_power <= 4):
-            raise InvalidArgumentError(f"recipe: decay_power must be a number in [0, 4], got {self.decay_power!r}")
-        object.__setattr__(self, "decay_power", float(self.decay_power))
-        if self.threads is not None:
-            object.__setattr__(self, "threads", _int("threads", self.threads, 1))
-        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
-        object.__setattr__(self, "lr", float(self.lr))
-        object.__setattr__(self, "batch", _int("batch", self.batch, 1))
-        if self.command != "render" and self.image is None:
-            raise InvalidArgumentError(f"recipe: a {self.command} needs an image")
-        if self.command == "caricature" and not self.layers:
-            raise InvalidArgumentError("recipe: a caricature needs layers")
-        if isinstance(self.layers, str) or not all(isinstance(s, str) for s in self.layers):
-            raise InvalidArgumentError(f"recipe: layers must be a list of layer names, got {self.layers!r}")
-        object.__setattr__(self, "layers", tuple(self.layers))
-
-    # --- JSON ------------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; fields at their defaults for another command are left out."""
-        d: dict[str, Any] = {"lucent_dsl_recipe": FORMAT, "command": self.command}
-        for f in dc.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "command" or (f.name in ("image", "layers") and not v):
-                continue
-            d[f.name] = list(v) if isinstance(v, tuple) else v
-        d["torch"] = torch.__version__
-        return d
-
-    def to_json(self, **dumps_kwargs: Any) -> str:
-        """The recipe as JSON text (keys in a fixed order, so equal recipes give equal text)."""
-        return json.dumps(self.to_dict(), allow_nan=False, **dumps_kwargs)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
-        """Read a dict made by `to_dict`. Unknown keys are an error (a typo must not be ignored)."""
-        if not isinstance(d, Mapping):
-            raise InvalidArgumentError(f"recipe: expected a JSON object, got {type(d).__name__}")
-        version = d.get("lucent_dsl_recipe", FORMAT)
-        if version != FORMAT:
-            raise InvalidArgumentError(f"recipe: format {version!r} is not supported (this lucent_dsl reads {FORMAT})")
-        names = {f.name for f in dc.fields(cls)}
-        unknown = sorted(set(d) - names - set(_INFO_KEYS))
-        if unknown:
-            raise InvalidArgumentError(f"recipe: unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Recipe:
-        """Read recipe JSON text."""
-        try:
-            d = json.loads(text)
-        except ValueError as e:
-            raise InvalidArgumentError(f"recipe: not valid JSON ({e})") from None
-        return cls.from_dict(d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Recipe:
-        """Read a recipe from a JSON file, or from the metadata of a PNG, JPEG or WebP that lucent-dsl
-        wrote (pixels are not decoded). Nothing is built: see `check_trusted` and `run`."""
-        from .io import RECIPE_KEY, read_metadata
-        from .metadata import sniff
-
-        p = Path(path)
-        if not p.is_file():
-            raise InvalidArgumentError(f"recipe file {str(p)!r} does not exist")
-        if sniff(p) is not None:
-            meta = read_metadata(p)
-            if RECIPE_KEY not in meta:
-                raise InvalidArgumentError(f"{str(p)!r} carries no lucent_dsl recipe (no {RECIPE_KEY!r} metadata)")
-            return cls.from_json(meta[RECIPE_KEY])
-        if p.stat().st_size > MAX_RECIPE_BYTES:
-            raise InvalidArgumentError(f"{str(p)!r} is {p.stat().st_size} bytes: not a recipe (at most {MAX_RECIPE_BYTES})")
-        return cls.from_json(p.read_bytes())
-
-    def replace(self, **changes: Any) -> Recipe:
-        """A copy with `changes` applied (None values are ignored, so CLI defaults pass through)."""
-        return dc.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    # --- running -----------------------------------------------------------------------------------
-
-    def check_trusted(self, allow: str | Sequence[str] | None = None, *, source: str | None = None,
-                      models: bool = True, image: bool = True) -> None:
-        """Refuse what this recipe asks for unless `allow` names its kind (`lucent_dsl.trust.check`):
-        a Python file (`file`), a download (`download`), its input image (`image`), settings above
-        the caps (`large`). `models`/`image` False: the caller replaces the recipe's own.
-
-        Raises:
-            UntrustedRecipeError: the message lists every ask and how to allow it.
-            InvalidArgumentError: a setting above `resources.CAPS`.
-        """
-        trust.check(self, allow, source=source, models=models, image=image)
-
-    def build_models(self, *, device: str | torch.device | None = None,
-                     allow: str | Sequence[str] | None = None) -> nn.Module | dict[str, nn.Module]:
-        """The models the recipe names (see `build_models`), once the trust rule allows them.
-
-        Raises:
-            UntrustedRecipeError: a file spec or a download that `allow` does not name.
-        """
-        self.check_trusted(allow, image=False)
-        return build_models(self.models, device=device)
-
-    def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
-        """The recipe with `size`, `models` and `precision` filled in, as it is stored next to an image.
-
-        `precision="auto"` becomes what a render of these models on their device runs (`hardware.resolve_precision`,
-        the render's own rule), so the file records what ran and replays the same on any machine.
-        """
-        from .hardware import resolve_precision
-
-        size = self.size
-        if size is None and self.command != "render" and info_of(first_model(models)).input_size is None:
-            size = _image_size(self.image)  # the recipes' own default: the image's size
-        size = size or default_size(models)
-        mods = list(models.values()) if isinstance(models, Mapping) else [models]
-        device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
-        images = len(self.layers) if self.command == "caricature" else 1 if self.command == "accentuate" else self.batch
-        return dc.replace(
-            self,
-            size=size,
-            models=tuple(normalize_spec(m) for m in (self.models or (zoo.DEFAULT,))),
-            precision=resolve_precision(self.precision, mods, device, size, images),
-        )
-
-    def run(
-        self,
-        models: nn.Module | Mapping[str, nn.Module] | None = None,
-        *,
-        device: str | torch.device | None = None,
-        compile: bool | str = "auto",
-        progress: bool = True,
-        thresholds: Sequence[int] | None = None,
-        callback: Callable[[int, Tensor], None] | None = None,
-        allow: str | Sequence[str] | None = None,
-    ) -> Any:
-        """Render this recipe (building its models unless given) and return the `RenderResult`.
-
-        The trust rule applies first (`check_trusted`, with `allow`): given `models` are the
-        caller's own, so only the recipe's image (and the caps) are checked then.
-
-        Raises:
-            UntrustedRecipeError: the recipe asks for what `allow` does not name.
-            LucentError: a bad objective, layer or setting; `recipes` missing for caricature/accentuate.
-        """
-        self.check_trusted(allow, models=models is None)
-        if models is None:
-            models = build_models(self.models, device=device)
-        check_models(models)
-        with torch_threads(self.threads):  # the pixels depend on it (reductions split per thread); restored after
-            return self._replay(models, device, compile, progress, thresholds, callback)
-
-    def _replay(self, models: Any, device: Any, compile: Any, progress: bool, thresholds: Any, callback: Any) -> Any:
-        from .plan import compile_plan
-        from .renderer import render
-
-        size = self.size or default_size(models)
-        common: dict[str, Any] = {"steps": self.steps, "seed": self.seed, "lr": self.lr, "progress": progress,
-                                  "thresholds": thresholds, "callback": callback}
-        if self.command != "render":
-            return self._run_recipe(models, size, dict(common, device=device, compile=compile))
-        if self.objective is None:
-            raise InvalidArgumentError("recipe: a render needs an objective")
-        plan = compile_plan(self.objective, models)
-        return render(
-            plan,
-            size=size,
-            batch=self.batch,
-            param=make_param(self.param, size, self.batch, plan_channels(plan), self.decay_power),
-            transforms=make_transforms(self.transforms),
-            device=device,
-            compile=compile,
-            precision=self.precision,
-            **common,
-        )
-
-    def _run_recipe(self, models: Any, size: tuple[int, int], common: dict[str, Any]) -> Any:
-        if not isinstance(models, nn.Module):
-            raise InvalidArgumentError(f"{self.command} takes one model, got an ensemble of {len(models)}")
-        from . import recipes
-
-        kwargs = dict(common, size=size, param_kind=self.param, precision=self.precision)
-        if self.transforms != "none":
-            from . import transforms as tf_lib
-
-            kwargs["transforms"] = getattr(tf_lib, self.transforms)()  # paired: the source image gets the same draw
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        if self.command == "caricature":
-            return recipes.caricature(models, self.image, list(self.layers), **kwargs)
-        return recipes.accentuate(models, self.image, self.objective, **kwargs)
+    recipe.check_trusted(allow, models=models is None)
+    if models is None:
+        models = build_models(recipe.models, device=device)
+    check_models(models)
+    with torch_threads(recipe.threads):  # the pixels depend on it (reductions split per thread); restored after
+        return _replay(recipe, models, device, compile, progress, thresholds, callback)
 
 
-def _image_size(path: Any) -> tuple[int, int]:
-    from .io import image_size
-
-    return image_size(path)  # from the header: ImageError for unreadable or too large images
+Recipe.run = run  # `recipe.run(...)`; see `record.recipe.Recipe.run`
 
 
-def plan_channels(plan: Any) -> int:
-    """Colour channels of the rendered image: render's own rule (`renderer.image_channels`)."""
-    from .renderer import image_channels
+def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bool, thresholds: Any,
+            callback: Any) -> Any:
+    size = recipe.size or default_size(models)
+    common: dict[str, Any] = {"steps": recipe.steps, "seed": recipe.seed, "lr": recipe.lr, "progress": progress,
+                              "thresholds": thresholds, "callback": callback}
+    if recipe.command != "render":
+        return _run_method(recipe, models, size, dict(common, device=device, compile=compile))
+    if recipe.objective is None:
+        raise InvalidArgumentError("recipe: a render needs an objective")
+    plan = compile_plan(recipe.objective, models)
+    return phases.render(
+        plan,
+        size=size,
+        batch=recipe.batch,
+        param=make_param(recipe.param, size, recipe.batch, phases.image_channels(plan), recipe.decay_power),
+        transforms=make_transforms(recipe.transforms),
+        device=device,
+        compile=compile,
+        precision=recipe.precision,
+        **common,
+    )
 
-    return image_channels(plan)
+
+def _run_method(recipe: Recipe, models: Any, size: tuple[int, int], common: dict[str, Any]) -> Any:
+    if not isinstance(models, nn.Module):
+        raise InvalidArgumentError(f"{recipe.command} takes one model, got an ensemble of {len(models)}")
+    kwargs = dict(common, size=size, param_kind=recipe.param, precision=recipe.precision)
+    if recipe.transforms != "none":
+        kwargs["transforms"] = getattr(tf_lib, recipe.transforms)()  # paired: the source image gets the same draw
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if recipe.command == "caricature":
+        return inversion.caricature(models, cast(str, recipe.image), list(recipe.layers), **kwargs)
+    return inversion.accentuate(models, cast(str, recipe.image), cast(str, recipe.objective), **kwargs)
 
 
 def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float = 1.0) -> Any:
     """The parameterization a recipe names; None for plain "fft" (render's default, which it caches)."""
-    from . import param as param_lib
-
     if kind == "fft" and decay_power == 1.0:
         return None
     if kind == "fft":
@@ -348,6 +115,4 @@ def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, deca
 
 def make_transforms(kind: str) -> Any:
     """The transforms a recipe names: None (render's `standard()`), `transforms.robust()`, or [] for none."""
-    from . import transforms as tf_lib
-
     return {"standard": None, "robust": tf_lib.robust(), "none": []}[kind]

@@ -46,11 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, ObjectiveShapeError
-from .expr import sum_of
-from .fold import frozen_models
-from .models import device_of
-from .objectives.activation import Channel
-from .plan import compile_plan
+from .plan.forward import layer_reader, read_layers
 
 
 @dc.dataclass(frozen=True)
@@ -83,7 +79,10 @@ class PathReport:
         """
         width = max([5] + [len(r.layer) for r in self.rows])
         lines = [f"{'layer':<{width}}  vis~pos  vis~neg  pos~pos  pos~neg"]
-        lines += [f"{r.layer:<{width}}  {r.vis_pos:7.3f}  {r.vis_neg:7.3f}  {r.pos_pos:7.3f}  {r.pos_neg:7.3f}" for r in self.rows]
+        lines += [
+            f"{r.layer:<{width}}  {r.vis_pos:7.3f}  {r.vis_neg:7.3f}  {r.pos_pos:7.3f}  {r.pos_neg:7.3f}"
+            for r in self.rows
+        ]
         lines.append(f"the visualizations join the natural path at {self.joins_at}" if self.joins_at
                      else f"the visualizations do not join the natural path (threshold {self.threshold:g})")
         return "\n".join(lines)
@@ -95,7 +94,9 @@ class PathReport:
 # --- features --------------------------------------------------------------------------------------
 
 
-def pooled_activations(model: nn.Module, layers: Sequence[str], images: Tensor, *, batch: int = 32) -> dict[str, Tensor]:
+def pooled_activations(
+    model: nn.Module, layers: Sequence[str], images: Tensor, *, batch: int = 32
+) -> dict[str, Tensor]:
     """Each layer's activations of `images` (N, C, H, W in [0, 1]), averaged over space: {layer: (N, channels)}.
 
     One truncated forward per batch reads every layer (the model's preprocessing applies).
@@ -107,22 +108,25 @@ def pooled_activations(model: nn.Module, layers: Sequence[str], images: Tensor, 
     if not layers:
         raise InvalidArgumentError("path_similarity needs at least one layer")
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] == 0:
-        raise InvalidArgumentError(f"images must be a non-empty (N, C, H, W) tensor in [0, 1], got {getattr(images, 'shape', type(images).__name__)}")
-    plan = compile_plan(sum_of([Channel(layer, 0) for layer in layers]), model)
-    by_layer = {s.layer: s for s in plan.sites}
+        raise InvalidArgumentError(
+            "images must be a non-empty (N, C, H, W) tensor in [0, 1], got "
+            f"{getattr(images, 'shape', type(images).__name__)}"
+        )
+    reader = layer_reader(model, layers)
     out: dict[str, list[Tensor]] = {layer: [] for layer in layers}
-    with torch.no_grad(), frozen_models(list(plan.models.values())):
-        for lo in range(0, images.shape[0], batch):
-            acts = plan.forward(images[lo:lo + batch].to(device_of(model)))
-            for layer in layers:
-                out[layer].append(_pool(layer, acts[by_layer[layer]]))
+    for lo in range(0, images.shape[0], batch):
+        acts = read_layers(model, images[lo:lo + batch], layers, reader=reader)
+        for layer in layers:
+            out[layer].append(_pool(layer, acts[layer]))
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
 def _pool(layer: str, a: Any) -> Tensor:
     if not isinstance(a, Tensor) or a.dim() not in (2, 3, 4) or not a.is_floating_point():
-        raise ObjectiveShapeError(f"layer {layer!r} outputs {getattr(a, 'shape', type(a).__name__)}; path_similarity reads "
-                                  "(B, C, H, W) maps, (B, T, C) sequences or (B, C) vectors")
+        raise ObjectiveShapeError(
+            f"layer {layer!r} outputs {getattr(a, 'shape', type(a).__name__)}; path_similarity reads "
+            "(B, C, H, W) maps, (B, T, C) sequences or (B, C) vectors"
+        )
     pooled = a.mean((2, 3)) if a.dim() == 4 else a.mean(1) if a.dim() == 3 else a
     return pooled.float().cpu()
 
@@ -162,7 +166,9 @@ def _mean_pairs(a: Tensor, b: Tensor, same: bool) -> float:
     if same:
         n = c.shape[0]
         if n < 2:
-            raise InvalidArgumentError("path_similarity needs at least 2 driving natural images (pos~pos compares pairs)")
+            raise InvalidArgumentError(
+                "path_similarity needs at least 2 driving natural images (pos~pos compares pairs)"
+            )
         return float((c.sum() - c.diagonal().sum()) / (n * (n - 1)))
     return float(c.mean())
 
@@ -172,10 +178,18 @@ def _mean_pairs(a: Tensor, b: Tensor, same: bool) -> float:
 
 def similarity_report(vis: Mapping[str, Tensor], pos: Mapping[str, Tensor], neg: Mapping[str, Tensor], *,
                       threshold: float = 0.5) -> PathReport:
-    """`path_similarity` from pooled activations ({layer: (n, channels)}, see `pooled_activations`), layers in `vis`'s order."""
-    rows = tuple(LayerSimilarity(layer, _mean_pairs(vis[layer], pos[layer], False), _mean_pairs(vis[layer], neg[layer], False),
-                                 _mean_pairs(pos[layer], pos[layer], True), _mean_pairs(pos[layer], neg[layer], False))
-                 for layer in vis)
+    """`path_similarity` from pooled activations ({layer: (n, channels)}, see `pooled_activations`), layers in `vis`'s
+    order."""
+    rows = tuple(
+        LayerSimilarity(
+            layer,
+            _mean_pairs(vis[layer], pos[layer], False),
+            _mean_pairs(vis[layer], neg[layer], False),
+            _mean_pairs(pos[layer], pos[layer], True),
+            _mean_pairs(pos[layer], neg[layer], False),
+        )
+        for layer in vis
+    )
     return PathReport(rows, joins_at(rows, threshold), threshold)
 
 
@@ -191,8 +205,15 @@ def joins_at(rows: Sequence[LayerSimilarity], threshold: float = 0.5) -> str | N
     return first
 
 
-def path_similarity(model: nn.Module, layers: Sequence[str], visualizations: Tensor, positives: Tensor, negatives: Tensor,
-                    *, threshold: float = 0.5) -> PathReport:
+def path_similarity(
+    model: nn.Module,
+    layers: Sequence[str],
+    visualizations: Tensor,
+    positives: Tensor,
+    negatives: Tensor,
+    *,
+    threshold: float = 0.5,
+) -> PathReport:
     """How similar, layer by layer, `visualizations` are to natural images that drive a unit (`positives`)
     and to natural images that do not (`negatives`), next to the natural images among themselves.
 
@@ -220,7 +241,8 @@ def _folds(labels: Tensor, k: int) -> list[Tensor]:
 
 
 def _fit_predict(x: Tensor, y: Tensor, test: Tensor, l2: float) -> Tensor:
-    """A ridge classifier: least squares on +-1 labels with an L2 penalty, balanced class weights, solved in closed form."""
+    """A ridge classifier: least squares on +-1 labels with an L2 penalty, balanced class weights, solved in closed
+    form."""
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
     x, test = (x - mean) / std, (test - mean) / std
     target = y * 2 - 1
@@ -240,7 +262,9 @@ def probe_accuracy(vis: Tensor, natural: Tensor, *, folds: int = 5, l2: float = 
     y = torch.cat([torch.ones(len(vis)), torch.zeros(len(natural))]).double()
     k = min(folds, len(vis), len(natural))
     if k < 2:
-        raise InvalidArgumentError(f"detectability needs at least 2 visualizations and 2 natural images, got {len(vis)} and {len(natural)}")
+        raise InvalidArgumentError(
+            f"detectability needs at least 2 visualizations and 2 natural images, got {len(vis)} and {len(natural)}"
+        )
     pred = torch.empty_like(y)
     for test in _folds(y.long(), k):
         train = torch.ones(len(y), dtype=torch.bool)

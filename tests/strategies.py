@@ -18,11 +18,29 @@ from hypothesis import strategies as st
 
 import lucent_dsl as ld
 import lucent_dsl.testing as T
-from lucent_dsl.expr import OUTPUT
+from lucent_dsl.dsl.expr import OUTPUT
 from lucent_dsl.testing import (  # noqa: F401 - re-exported for the tests
-    LAYOUTS, RANK_LAYOUTS, ActivationSpec, arrays, as_spec, batch_selectors, check_objective, check_param, check_transform,
-    image_batches, layout_model, activation_specs, leaves_of, random_models, random_tables, seeded, selected, shaped_model,
-    sites_of, unsupported_shapes, with_batch,
+    LAYOUTS,
+    RANK_LAYOUTS,
+    ActivationSpec,
+    activation_specs,
+    arrays,
+    as_spec,
+    batch_selectors,
+    check_objective,
+    check_param,
+    check_transform,
+    image_batches,
+    layout_model,
+    leaves_of,
+    random_models,
+    random_tables,
+    seeded,
+    selected,
+    shaped_model,
+    sites_of,
+    unsupported_shapes,
+    with_batch,
 )
 
 Shape = tuple[int, ...]

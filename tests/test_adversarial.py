@@ -17,12 +17,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from models import zoo_model
 
 import lucent_dsl as ld
-from lucent_dsl.adversarial import fgsm, pgd
 from lucent_dsl.errors import InvalidArgumentError
-
-from models import zoo_model
+from lucent_dsl.toolbox.adversarial import fgsm, pgd
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -24,10 +24,10 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl import sitemap
-from lucent_dsl.architectures import geometry_of
-from lucent_dsl.expr import OUTPUT, Site
-from lucent_dsl.layouts import Layout
+from lucent_dsl.dsl.expr import OUTPUT, Site
+from lucent_dsl.models.architectures import geometry_of
+from lucent_dsl.models.layouts import Layout
+from lucent_dsl.plan import sitemap
 
 pytestmark = pytest.mark.slow
 tvm = pytest.importorskip("torchvision.models")
@@ -206,7 +206,7 @@ def _close(a: Tensor, b: Tensor) -> bool:
 
 def conformance(model: nn.Module, family: str, monkeypatch, *, out: str = OUTPUT, fixed=None) -> None:
     # Identity preprocessing, so the plan's model input is the reference's (torchvision and timm models would
-    # otherwise get the normalization they declare, `lucent_dsl.known_models`); the geometry is still probed.
+    # otherwise get the normalization they declare, `lucent_dsl.models.info.inferred_info`); the geometry is still probed.
     ld.with_info(model.eval(), ld.ModelInfo())
     fixed = fixed or (geometry_of(model).size if geometry_of(model) is not None else None)
     out_site = Site("model", out)
@@ -226,8 +226,8 @@ def conformance(model: nn.Module, family: str, monkeypatch, *, out: str = OUTPUT
         truth = true_layout(site.module_path, ref, family, model)
         found = plan.layouts[site]
         assert isinstance(found, Layout), f"{site}: {found}"
-        assert found.axes == ld.layouts.parse_layout(truth).axes, f"{site}: found {found}, true {truth}"
-        prefix = ld.layouts.parse_layout(truth).prefix
+        assert found.axes == ld.models.layouts.parse_layout(truth).axes, f"{site}: found {found}, true {truth}"
+        prefix = ld.models.layouts.parse_layout(truth).prefix
         assert found.prefix in (prefix, None) or found.kind != "tokens", f"{site}: found {found}, true {truth}"
         expected = _read(ref, truth)
         assert _close(acts[site], expected), (

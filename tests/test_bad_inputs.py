@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl import io, param
+from lucent_dsl import param, render
+from lucent_dsl.io import files as io
 from lucent_dsl.param import ImageParam
-from lucent_dsl import render
 
 SIZE = 12  # the probe's image is SIZE x SIZE; "features.3" maps are 6 channels of SIZE x SIZE
 
@@ -272,7 +272,7 @@ ROWS = [
     Row("negative_size_in_a_pair", lambda p: p.render(ch("features.3", 1), size=(SIZE, -3), param=None),
         ld.InvalidArgumentError, ("size[1]", "integer >= 1", "got -3")),
     Row("zero_size_parameterization", lambda p: p.render(ch("features.3", 1), param=param.fft(0)),
-        ld.InvalidArgumentError, ("size", "int >= 1", "got 0")),
+        ld.InvalidArgumentError, ("size", "integer >= 1", "got 0")),
     # --- images: init / caricature ---------------------------------------------------------------------
     Row("init_image_with_four_channels", lambda p: p.render(ch("features.3", 1), param=param.pixel(SIZE, init=torch.rand(1, 4, SIZE, SIZE))),
         ld.InvalidArgumentError, (f"got (1, 4, {SIZE}, {SIZE})", "init must have shape", f", 3, {SIZE}, {SIZE})")),
@@ -577,9 +577,9 @@ import zlib  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lucent_dsl import cli  # noqa: E402
 from lucent_dsl.atlas import folder_lock  # noqa: E402
-from lucent_dsl.io import RECIPE_KEY, save_image  # noqa: E402
+from lucent_dsl.cli import app as cli  # noqa: E402
+from lucent_dsl.io.files import RECIPE_KEY, save_image  # noqa: E402
 
 MODELS = '''
 from pathlib import Path

@@ -17,7 +17,7 @@ from models import zoo_model
 
 from lucent_dsl.explore.browser import Chromium, check_site, find_chromium
 from lucent_dsl.explore.site import explore
-from lucent_dsl.io import load_image
+from lucent_dsl.io.files import load_image
 
 
 def _chromium() -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import lucent_dsl as ld
-from lucent_dsl.expr import VOCABULARY
+from lucent_dsl.dsl.expr import VOCABULARY
 from lucent_dsl.objectives import BUILTINS
 from lucent_dsl.objectives.catalog import ROWS, markdown_table, signature, text_table
 
@@ -20,7 +20,7 @@ def test_example_is_canonical_dsl_of_its_own_term(name):
     e = ld.parse(ROWS[name].example)
     assert ld.parse(repr(e)) == e
     assert any(getattr(t, "name", None) in (name, "layer" if name == "deepdream" else name)
-               for t in __import__("lucent_dsl.expr", fromlist=["walk"]).walk(e))
+               for t in __import__("lucent_dsl.dsl.expr", fromlist=["walk"]).walk(e))
 
 
 def test_signature_matches_the_factory():

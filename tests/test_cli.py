@@ -18,18 +18,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from lucent_dsl import atlas, cli, zoo
-from lucent_dsl.errors import InvalidArgumentError, ParseError
-from lucent_dsl.io import RECIPE_KEY, read_metadata, read_png_metadata
-from lucent_dsl.plan import compile_plan
-from lucent_dsl.replay import SCORE_KEY, Recipe
-from lucent_dsl.specs import build_model, build_models, normalize_spec, parse_spec
 from procs import END_TIMEOUT, START_TIMEOUT, reaped
 
-HAS_RECIPES = importlib.util.find_spec("lucent_dsl.recipes") is not None
+from lucent_dsl import atlas, zoo
+from lucent_dsl.cli import app as cli
+from lucent_dsl.errors import InvalidArgumentError, ParseError
+from lucent_dsl.io.files import RECIPE_KEY, read_metadata, read_png_metadata
+from lucent_dsl.models.specs import build_model, build_models, normalize_spec, parse_spec
+from lucent_dsl.plan.compiler import compile_plan
+from lucent_dsl.replay import SCORE_KEY, Recipe
+
+HAS_RECIPES = importlib.util.find_spec("lucent_dsl.toolbox.inversion") is not None
 needs_recipes = pytest.mark.skipif(
-    not HAS_RECIPES, reason="lucent_dsl.recipes (caricature, accentuate) is not written yet; the CLI calls it when it exists"
+    not HAS_RECIPES, reason="lucent_dsl.toolbox.inversion (caricature, accentuate) is not written yet; the CLI calls it when it exists"
 )
 
 TINY = '''
@@ -86,7 +87,7 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def render_module():
-    return importlib.import_module("lucent_dsl.renderer")
+    return importlib.import_module("lucent_dsl.renderer.phases")
 
 
 # --- render -------------------------------------------------------------------------------------------

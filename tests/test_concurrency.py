@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.fold import frozen_models
+from lucent_dsl.plan.fold import frozen_models
 
 
 class BNNet(nn.Module):

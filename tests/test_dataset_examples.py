@@ -8,13 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from digits import mnist
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from models import zoo_model
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl import examples_command
+from lucent_dsl.cli import examples as examples_command
 from lucent_dsl.dataset_examples import (
     Examples,
     ImageSource,
@@ -24,7 +23,7 @@ from lucent_dsl.dataset_examples import (
     receptive_field,
 )
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import load_image, save_png
+from lucent_dsl.io.files import load_image, save_png
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -144,8 +143,8 @@ def test_terms_that_do_not_score_one_image_alone_are_refused():
     with pytest.raises(ld.ImageError, match=r"\[0, 1\]"):
         dataset_examples(["channel('2', 0)"], net, images * 255, progress=False)
     pairs = [(img, 0) for img in images]  # a dataset of (image, label) pairs reads like the stacked tensor
-    assert dataset_examples(["channel('2', 0)"], net, pairs, k=2, progress=False) == \
-        dataset_examples(["channel('2', 0)"], net, images, k=2, progress=False)
+    assert (dataset_examples(["channel('2', 0)"], net, pairs, k=2, progress=False)
+            == dataset_examples(["channel('2', 0)"], net, images, k=2, progress=False))
 
 
 def test_the_examples_command_on_a_folder_of_digit_pngs(tmp_path):

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from lucent_dsl import atlas, cli
-from lucent_dsl.atlas import distributed
-from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import read_png_metadata
 from procs import END_TIMEOUT, START_TIMEOUT, reaped
+
+from lucent_dsl import atlas
+from lucent_dsl.atlas import distributed
+from lucent_dsl.cli import app as cli
+from lucent_dsl.errors import InvalidArgumentError
+from lucent_dsl.io.files import read_png_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,8 +267,8 @@ def test_a_stray_world_size_fails_fast_instead_of_waiting_for_the_timeout(spec, 
 
 
 def test_the_manifest_and_each_png_carry_the_weights_fingerprint(spec, tmp_path):
-    from lucent_dsl.checks import weights_fingerprint
-    from lucent_dsl.specs import build_model
+    from lucent_dsl.models.checks import weights_fingerprint
+    from lucent_dsl.models.specs import build_model
 
     out = tmp_path / "a"
     assert cli.main(argv(spec, out)) == 0

@@ -10,13 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from models import zoo_model
 from torch import Tensor
 
 import lucent_dsl as ld
-from lucent_dsl.expr import Site
 from lucent_dsl import render
-
-from models import zoo_model
+from lucent_dsl.dsl.expr import Site
 
 
 class Recorder(nn.Module):

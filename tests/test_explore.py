@@ -11,11 +11,11 @@ import torch
 from digits import mnist
 from models import zoo_model
 
+from lucent_dsl.cli import explore as command
 from lucent_dsl.errors import InvalidArgumentError, LayerNotFoundError
-from lucent_dsl.explore import command
 from lucent_dsl.explore.site import explore
 from lucent_dsl.explore.units import CENTRAL_BOX, DIVERSITY_SET, model_units
-from lucent_dsl.io import RECIPE_KEY, load_image, read_png_metadata, save_png
+from lucent_dsl.io.files import RECIPE_KEY, load_image, read_png_metadata, save_png
 from lucent_dsl.replay import Recipe
 
 SRC = re.compile(r'(?:src|href)="([^"#]+)"')
@@ -120,7 +120,7 @@ def test_a_segmentation_model_gets_one_unit_per_class_inside_the_central_region(
         "def build():\n"
         "    m = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)\n"
         "    return with_info(m.eval(), ModelInfo(IMAGENET_MEAN, IMAGENET_STD, labels=('bg', 'cat', 'dog', 'plant')))\n")
-    from lucent_dsl.specs import build_model
+    from lucent_dsl.models.specs import build_model
 
     spec = f"{factory}:build"
     model = build_model(spec)

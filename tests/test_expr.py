@@ -7,19 +7,31 @@ import operator
 
 import numpy as np
 import pytest
+import strategies as S
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
-from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.expr import (
-    VOCABULARY, Array, Const, Expr, Product, Scale, Sum, Term, as_expr, map_terms, scale, sum_of, terms_of, top_terms, walk,
+from lucent_dsl.dsl.expr import (
+    VOCABULARY,
+    Array,
+    Const,
+    Expr,
+    Product,
+    Scale,
+    Sum,
+    Term,
+    as_expr,
+    evaluate,
+    map_terms,
+    scale,
+    sum_of,
+    terms_of,
+    top_terms,
+    walk,
 )
-from lucent_dsl.expr import evaluate
-from lucent_dsl.serialize import from_json, to_json
-
-import strategies as S
+from lucent_dsl.dsl.serialize import from_json, to_json
+from lucent_dsl.errors import InvalidArgumentError
 
 N = S.N_IMAGES
 seeds = st.integers(0, 2**16)
@@ -133,7 +145,7 @@ def test_canonical_identities(a, k, j):
     assert 1 * a == a and a * 1.0 == a and a / 1 == a
     assert a + 0 == a and 0 + a == a and a - 0.0 == a
     assert +a is a
-    assert -(-a) == a
+    assert -(-a) == a  # noqa: B002 - a double negation, not a decrement
     if isinstance(a, (Term, Sum, Product)):
         assert k * (j * a) == scale(k * j, a)
         assert (k * (j * a)).k == k * j  # type: ignore[attr-defined]
@@ -340,18 +352,18 @@ def test_operators_return_exprs(a, b):
 
 @given(S.exprs(), S.exprs(), nonzero.filter(lambda k: k != 1.0))
 def test_depth_follows_the_nodes(a, b, k):
-    from lucent_dsl.expr import depth
+    from lucent_dsl.dsl.expr import depth
 
     assert depth(a + b) == max(depth(a), depth(b))  # a flat sum adds no level
     if not isinstance(a, (Const, Scale)):
         assert depth(k * a) == depth(a) + 1 + (k == -1 and isinstance(a, (Sum, Product)))  # -(...): sign and parentheses
     if not isinstance(a, Const) and not isinstance(b, Const):
         assert depth(a * b) == max(depth(a), depth(b)) + 1
-    assert depth(-(-a)) == depth(a)
+    assert depth(-(-a)) == depth(a)  # noqa: B002 - a double negation, not a decrement
 
 
 def test_building_past_the_depth_limit_is_refused_with_a_clear_error():
-    from lucent_dsl.expr import MAX_DEPTH
+    from lucent_dsl.dsl.expr import MAX_DEPTH
 
     a = ld.channel("c", 1)
     e: Expr = a
@@ -366,6 +378,6 @@ def test_building_past_the_depth_limit_is_refused_with_a_clear_error():
 
 
 def test_dead_names_are_gone():
-    import lucent_dsl.expr as expr
+    import lucent_dsl.dsl.expr as expr
 
     assert not hasattr(expr, "RESERVED") and not hasattr(Expr, "sum")

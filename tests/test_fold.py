@@ -1,4 +1,4 @@
-"""BatchNorm folding and channels-last (`lucent_dsl.fold`): same activations and input gradients as the model's own modules."""
+"""BatchNorm folding and channels-last (`lucent_dsl.plan.fold`): same activations and input gradients as the model's own modules."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl import fold
-from lucent_dsl.plan import compile_plan
-from lucent_dsl.fold import frozen_models
+from lucent_dsl.plan import fold
+from lucent_dsl.plan.compiler import compile_plan
+from lucent_dsl.plan.fold import frozen_models
 
 
 def _bn(channels: int, affine: bool, gen: torch.Generator) -> nn.BatchNorm2d:

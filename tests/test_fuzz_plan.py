@@ -15,14 +15,12 @@ import contextlib
 from typing import Any
 
 import torch
-from hypothesis import Phase, find, given, settings
+from hypothesis import Phase, find, given, settings, strategies as st
 from hypothesis.errors import NoSuchExample
-from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.expr import IMAGE, OUTPUT, Const, Expr, Site, sum_of, terms_of
-from lucent_dsl.expr import evaluate
+from lucent_dsl.dsl.expr import IMAGE, OUTPUT, Const, Expr, Site, evaluate, sum_of, terms_of
 
 LAYERS = ("a", "b", "c")
 
@@ -160,7 +158,7 @@ class Outputs(dict):
     so one that does not exist fails the way `Plan.forward` reports it."""
 
     def __missing__(self, site: Site) -> Any:
-        from lucent_dsl.plan import _select
+        from lucent_dsl.plan.compiler import _select
 
         return _select(self[Site(site.model, site.module_path)], site)
 

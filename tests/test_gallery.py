@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lucent_dsl import zoo
-from lucent_dsl.io import RECIPE_KEY, read_metadata
+from lucent_dsl.io.files import RECIPE_KEY, read_metadata
 from lucent_dsl.replay import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl import hardware
 from lucent_dsl.errors import NonFiniteError
-from lucent_dsl.hardware import Hardware
+from lucent_dsl.models import hardware
+from lucent_dsl.models.hardware import Hardware
 from lucent_dsl.replay import Recipe
 
-renderer = importlib.import_module("lucent_dsl.renderer")
+renderer = importlib.import_module("lucent_dsl.renderer.phases")
 
 CLASSES = {
     "cuda-bf16": Hardware("cuda", bf16=True),
@@ -218,7 +218,7 @@ def test_a_recipe_runs_in_bf16_and_records_it(monkeypatch, quiet_bf16):
 
 @pytest.mark.parametrize("command", ["caricature", "accentuate"])
 def test_the_image_recipes_run_in_bf16(command, quiet_bf16):
-    from lucent_dsl import recipes
+    from lucent_dsl.toolbox import inversion as recipes
 
     torch.manual_seed(0)
     image = torch.rand(1, 3, 16, 16)
@@ -249,8 +249,8 @@ def saved_recipe(path) -> Recipe:
 @pytest.mark.parametrize("name", ["cpu-native-bf16", "cpu-avx2"])
 def test_the_cli_and_python_resolve_auto_alike_and_the_file_records_what_ran(monkeypatch, tmp_path, spec, name,
                                                                             capsys):
-    from lucent_dsl import cli
-    from lucent_dsl.specs import build_model
+    from lucent_dsl.cli import app as cli
+    from lucent_dsl.models.specs import build_model
 
     as_class(monkeypatch, name)
     out = tmp_path / "a.png"
@@ -262,7 +262,7 @@ def test_the_cli_and_python_resolve_auto_alike_and_the_file_records_what_ran(mon
 
 
 def test_atlas_and_explore_resolve_auto_once_and_record_it(monkeypatch, tmp_path, spec, capsys):
-    from lucent_dsl import cli
+    from lucent_dsl.cli import app as cli
 
     as_class(monkeypatch, "cpu-native-bf16")
     monkeypatch.setattr(hardware, "AUTO_BF16_MIN_PIXELS", 1)  # bf16 even at these tiny sizes
@@ -276,7 +276,7 @@ def test_atlas_and_explore_resolve_auto_once_and_record_it(monkeypatch, tmp_path
 
 def test_explore_renders_in_bf16_and_its_commands_name_the_precision(tmp_path, quiet_bf16):
     from lucent_dsl.explore.site import explore
-    from lucent_dsl.specs import build_model
+    from lucent_dsl.models.specs import build_model
 
     done = explore(build_model("lenet5_mnist"), "lenet5_mnist", ["conv2"], tmp_path / "site", channels="0:1",
                    steps=1, progress=False, precision="bf16", sanity=False)

@@ -12,13 +12,12 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import Tensor, nn
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import OUTPUT, Site
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.expr import OUTPUT, Site
 
 RUNNERS = (("auto", True), ("fx", True), ("fx", False), ("hooks", True))
 C = 4

@@ -8,12 +8,11 @@ import stat
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from PIL import Image
 
 from lucent_dsl.errors import ImageError, InvalidArgumentError
-from lucent_dsl.io import (
+from lucent_dsl.io.files import (
     RECIPE_KEY,
     atomic_write,
     load_image,
@@ -330,9 +329,8 @@ def test_load_resizes(size, hw):
 import zlib  # noqa: E402
 from unittest import mock  # noqa: E402
 
-from lucent_dsl import io as lio  # noqa: E402
-from lucent_dsl import metadata as meta_lib  # noqa: E402
-from lucent_dsl.io import image_format, read_metadata, save_image  # noqa: E402
+from lucent_dsl.io import files as lio, metadata as meta_lib  # noqa: E402
+from lucent_dsl.io.files import image_format, read_metadata, save_image  # noqa: E402
 
 
 def test_atomic_write_never_touches_the_umask_and_honours_it(tmp_path):

@@ -11,8 +11,7 @@ import torchvision
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl.known_models import PreprocessingWarning, inferred_info
-from lucent_dsl.models import IMAGENET_MEAN, IMAGENET_STD
+from lucent_dsl.models.info import IMAGENET_MEAN, IMAGENET_STD, PreprocessingWarning, inferred_info
 
 
 def big_net() -> nn.Module:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import einops
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import Tensor, nn
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import Site, evaluate
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site, evaluate
-from lucent_dsl.layouts import LaidSite, Layout, Refusal, canonical, detect, parse_layout, token_grid
+from lucent_dsl.models.layouts import LaidSite, Layout, Refusal, canonical, detect, parse_layout, token_grid
 from lucent_dsl.objectives._term import LayerTerm, check_layout, frozen, per_image, rows_channels_positions
 
 SITE = Site("model", "tap")
@@ -96,7 +95,7 @@ def test_terms_read_the_true_layout_or_refuse(case, data):
     found = plan.layouts[SITE]
     acts = plan.forward(x)
     try:
-        channel, neuron = (evaluate(t, acts, 2) for t in ld.expr.top_terms(plan.objective))
+        channel, neuron = (evaluate(t, acts, 2) for t in ld.dsl.expr.top_terms(plan.objective))
     except ObjectiveShapeError as e:
         assert isinstance(found, Refusal) or found.prefix is None, e  # refused, never read wrongly
         assert "layout" in str(e) or "token=" in str(e)

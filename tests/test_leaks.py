@@ -21,11 +21,10 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_globals
 
 import lucent_dsl as ld
-from lucent_dsl import param, transforms
-from lucent_dsl import render
+from lucent_dsl import param, render, transforms
 
-render_module = sys.modules["lucent_dsl.renderer"]
-steps_module = sys.modules["lucent_dsl.steps"]
+render_module = sys.modules["lucent_dsl.renderer.phases"]
+steps_module = sys.modules["lucent_dsl.renderer.steps"]
 
 WARMUP = 20
 RENDERS = 200
@@ -128,7 +127,7 @@ def test_compiled_step_cache_is_bounded_and_reused(fake_compile: list[Any]):
     plan = ld.compile_plan(ld.channel("out", 0), net)
     t = transforms.chain()
     params = {s: param.pixel(s) for s in range(4, 4 + 2 * steps_module.STEPS_PER_PLAN)}
-    for s, p in params.items():  # more distinct shapes than the cache holds
+    for p in params.values():  # more distinct shapes than the cache holds
         render(plan, param=p, transforms=t, steps=1, compile=True, progress=False)
         assert len(plan.steps) <= steps_module.STEPS_PER_PLAN
     assert len(fake_compile) == len(params)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from models import zoo_model
 from torch._dynamo.utils import counters
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.toolbox.maco import BOX_MIN, CENTRE_STD, crop, crop_matrices, maco_method, schedule
-
-from models import zoo_model
 
 # Measured (28 px image, 4 crops per step with box 1.0 -> 0.5, NAdam lr 1): LeNet5 took 9 of the 10 renders for
 # their digit after 48 steps (8 of 10 after 32).

@@ -10,13 +10,12 @@ from models import DictOut, TinyViT, TripwireError, hook_count
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Array, Site
-from lucent_dsl.objectives.masks import Masked, box_mask, masked
-from lucent_dsl.models import ModelInfo, with_info
-from lucent_dsl.expr import evaluate
 from lucent_dsl import render
-from lucent_dsl.serialize import from_json, to_json
+from lucent_dsl.dsl.expr import Array, Site, evaluate
+from lucent_dsl.dsl.serialize import from_json, to_json
+from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
+from lucent_dsl.models.info import ModelInfo, with_info
+from lucent_dsl.objectives.masks import Masked, box_mask, masked
 
 N_SEG = 4  # classes of the tiny segmentation model
 
@@ -287,5 +286,5 @@ def test_segmentation_example_loads_named_weights(monkeypatch):
     model = example.load("lraspp", "DEFAULT")
     assert asked == [torchvision.models.segmentation.LRASPP_MobileNet_V3_Large_Weights.DEFAULT]
     assert ld.info_of(model).labels[16] == "pottedplant"
-    assert ld.compile_plan(ld.class_logit("pottedplant", layer="@output/out"), model).objective == \
-        ld.class_logit(16, layer="@output/out", model="model")
+    assert (ld.compile_plan(ld.class_logit("pottedplant", layer="@output/out"), model).objective
+            == ld.class_logit(16, layer="@output/out", model="model"))

@@ -6,16 +6,14 @@ import dataclasses as dc
 import math
 
 import pytest
+import strategies as S
 import torch
-from hypothesis import Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import Phase, given, settings, strategies as st
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import IMAGE, VOCABULARY, Site
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import IMAGE, VOCABULARY, Site
 from lucent_dsl.objectives import VOCABULARY_FACTORIES
-
-import strategies as S
 
 L = Site(None, "L")
 IMAGE_SITE = Site(None, IMAGE)

@@ -6,11 +6,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.param._common import irfft2 as _irfft2, irfft2_tables as _irfft2_tables
 from lucent_dsl.param import (
     LUCID_COLOR_CORRELATION,
     ImageParam,
@@ -19,6 +17,7 @@ from lucent_dsl.param import (
     image,
     pixel,
 )
+from lucent_dsl.param._common import irfft2 as _irfft2, irfft2_tables as _irfft2_tables
 
 FACTORIES = {"fft": fft, "pixel": pixel}
 LEAF = {"fft": "spectrum", "pixel": "pixels"}

@@ -9,14 +9,11 @@ from torch import nn
 
 import lucent_dsl
 import lucent_dsl as ld
-from lucent_dsl import param as pe
-from lucent_dsl import transforms as tf_more
-from lucent_dsl.param import phase as maco_module
-from lucent_dsl import transforms as tf
+from lucent_dsl import param as pe, render, transforms as tf, transforms as tf_more
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.objectives.masks import masked
-from lucent_dsl.param import LUCID_COLOR_CORRELATION, ImageParam
-from lucent_dsl import render
+from lucent_dsl.param import LUCID_COLOR_CORRELATION, ImageParam, phase as maco_module
+from lucent_dsl.toolbox.transparency import transparency_map
 
 SIZES = [(16, 16), (15, 22), (9, 8)]
 
@@ -246,15 +243,15 @@ def test_transparency_map_follows_the_gradient():
     box = (0.0, 0.0, 0.5, 1.0)  # the left half: a 1x1 net has no gradient outside it
     plan = ld.compile_plan(masked(ld.channel("2", 1), box), net)
     images = torch.rand(2, 3, 6, 8, generator=gen(0))
-    a = pe.transparency_map(plan, images=images, transforms=tf.identity(), samples=2, blur=0.0)
+    a = transparency_map(plan, images=images, transforms=tf.identity(), samples=2, blur=0.0)
     assert a.shape == (2, 1, 6, 8)
     assert float(a.min()) >= 0 and float(a.max()) <= 1 and float(a.max()) == 1.0
     assert torch.equal(a[..., 4:], torch.zeros(2, 1, 6, 4))
     assert bool((a[..., :4] > 0).all())
     r = render(plan, size=8, steps=2, progress=False)
-    smooth = pe.transparency_map(r, samples=2)
+    smooth = transparency_map(r, samples=2)
     assert smooth.shape == (1, 1, 8, 8)
     out = pe.rgba(r.images, smooth)
     assert out.shape == (1, 4, 8, 8) and torch.equal(out[:, 3:], smooth)
     with pytest.raises(InvalidArgumentError):
-        pe.transparency_map("result")
+        transparency_map("result")

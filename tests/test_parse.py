@@ -9,15 +9,13 @@ import re
 import subprocess
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import strategies as S
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import VOCABULARY, Array, Expr
+from lucent_dsl.dsl.serialize import from_json, to_json
 from lucent_dsl.errors import ParseError
-from lucent_dsl.expr import VOCABULARY, Array, Expr
-from lucent_dsl.serialize import from_json, to_json
-
-import strategies as S
 
 
 def parse_or_error(text: object) -> Expr | ParseError:
@@ -448,7 +446,7 @@ KINDS_OF_NESTING = ["scale_of_sum", "negated_sum", "right_products", "left_produ
 
 @pytest.mark.parametrize("kind", KINDS_OF_NESTING)
 def test_the_deepest_objectives_round_trip_and_deeper_ones_are_refused_when_built(kind):
-    from lucent_dsl.expr import MAX_DEPTH, depth
+    from lucent_dsl.dsl.expr import MAX_DEPTH, depth
 
     levels = 0
     e = deep(kind, 0)

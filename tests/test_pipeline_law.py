@@ -22,19 +22,17 @@ import dataclasses as dc
 import functools
 from typing import Any
 
+import models as M
 import pytest
+import strategies as S
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl.expr import evaluate, top_terms
+from lucent_dsl.dsl.expr import evaluate, top_terms
 from lucent_dsl.param import ImageParam
-from lucent_dsl.plan import batched, bind
-
-import models as M
-import strategies as S
+from lucent_dsl.plan.compiler import batched, bind
 
 SIZE = M.IMAGE_SHAPE[1:]  # (10, 14): every table below is probed at this input size
 STEPS = 2
@@ -184,9 +182,10 @@ def check_history(r: Run, objective: Any, n: int) -> None:
         scale = 1.0 + float(total.abs().max()) + max([float(v.abs().max()) for v in rows.values()], default=0.0)
         close = functools.partial(torch.testing.assert_close, rtol=1e-4, atol=1e-4 * scale)
         summed = sum(history[key][step - 1] for key in history)
-        close(summed, total.float(), msg=lambda m: f"step {step}: rows {list(history)} do not add up to the total: {m}")
+        close(summed, total.float(),
+              msg=lambda m, step=step: f"step {step}: rows {list(history)} do not add up to the total: {m}")
         for key, row in rows.items():
-            close(history[key][step - 1], row.float(), msg=lambda m, key=key: f"step {step}, row {key}: {m}")
+            close(history[key][step - 1], row.float(), msg=lambda m, key=key, step=step: f"step {step}, row {key}: {m}")
 
 
 PARAMS = {

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import contextlib
 
+import models as M
 import pytest
+import strategies as S
 import torch
+from hypothesis import assume, given, settings, strategies as st
 from torch import nn
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import IMAGE, INPUT, OUTPUT, Site, evaluate, terms_of
 from lucent_dsl.errors import (
-    AmbiguousModelError, InvalidArgumentError, LayerNotFoundError, ModelNotFoundError, ObjectiveShapeError,
+    AmbiguousModelError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+    ModelNotFoundError,
+    ObjectiveShapeError,
 )
-from lucent_dsl.expr import IMAGE, INPUT, OUTPUT, Site, terms_of
-from lucent_dsl.models import ModelInfo, with_info
-from lucent_dsl.expr import evaluate
-from lucent_dsl.fold import frozen_models
-from lucent_dsl.plan import DEFAULT_MODEL_NAME, batched, compile_plan
-
-import models as M
-import strategies as S
+from lucent_dsl.models.info import ModelInfo, with_info
+from lucent_dsl.plan.compiler import DEFAULT_MODEL_NAME, batched, compile_plan
+from lucent_dsl.plan.fold import frozen_models
 
 N = 2  # images
 CROPS = 2
@@ -264,7 +265,7 @@ def test_dict_model_outputs_are_selected_by_key():
 def test_untraceable_models_fall_back_to_hooks():
     model = M.Untraceable()
     e = ld.channel("b", 1) + ld.neuron("a", 2)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.fx raises on an untraceable model
         compile_plan(e, model, truncate="fx")
     plan = compile_plan(e, model)
     assert plan.runners[DEFAULT_MODEL_NAME].describe().startswith("hooks")

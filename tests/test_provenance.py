@@ -1,18 +1,18 @@
-"""A Python render's recipe (`lucent_dsl.provenance`): it replays to the same pixels, or says why it cannot."""
+"""A Python render's recipe (`lucent_dsl.renderer.provenance`): it replays to the same pixels, or says why it cannot."""
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl import cli, zoo
-from lucent_dsl.io import RECIPE_KEY, load_image, read_metadata
+from lucent_dsl import zoo
+from lucent_dsl.cli import app as cli
+from lucent_dsl.io.files import RECIPE_KEY, load_image, read_metadata
+from lucent_dsl.models.specs import build_model
+from lucent_dsl.renderer.result import UNREPLAYABLE_KEY
 from lucent_dsl.replay import SCORE_KEY, Recipe
-from lucent_dsl.result import UNREPLAYABLE_KEY
-from lucent_dsl.specs import build_model
 
 FAST = dict(size=28, steps=3, progress=False)
 

@@ -35,15 +35,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from models import zoo_model
 from PIL import Image
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl import transforms as tf_lib
-from lucent_dsl.models import info_of
-from lucent_dsl import render
-
-from models import zoo_model
+from lucent_dsl import render, transforms as tf_lib
+from lucent_dsl.models.info import info_of
 
 pytestmark = pytest.mark.quality
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 
 import lucent_dsl as ld
-from lucent_dsl import recipes
 from lucent_dsl import transforms as tf
+from lucent_dsl.dsl.expr import Site
 from lucent_dsl.errors import InvalidArgumentError, LayerNotFoundError
-from lucent_dsl.expr import Site
+from lucent_dsl.toolbox import inversion as recipes
 
 LAYERS = ["0", "2", "4"]
 

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import VOCABULARY, Site
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.expr import VOCABULARY, Site
 
 _names = itertools.count()
 ACTS = {Site(None, "L"): torch.arange(6.0, dtype=torch.float64).reshape(2, 3) + 1}

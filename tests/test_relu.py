@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import lucent_dsl as ld
-from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.relu import RedirectedReLU, redirected_relu, redirected_relu_grad
 from lucent_dsl import render
+from lucent_dsl.errors import InvalidArgumentError
+from lucent_dsl.renderer.relu import RedirectedReLU, redirected_relu, redirected_relu_grad
 
 
 def dead_net(seed: int = 0) -> nn.Sequential:

@@ -9,11 +9,10 @@ import torch
 import torch.nn as nn
 
 import lucent_dsl as ld
-from lucent_dsl import param, transforms
-from lucent_dsl import render
+from lucent_dsl import param, render, transforms
 
-render_mod = importlib.import_module("lucent_dsl.renderer")  # the package's `render` is the function
-steps_mod = importlib.import_module("lucent_dsl.steps")
+render_mod = importlib.import_module("lucent_dsl.renderer.phases")  # the package's `render` is the function
+steps_mod = importlib.import_module("lucent_dsl.renderer.steps")
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
@@ -238,7 +237,7 @@ def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_em
 
 def test_precision_auto_follows_the_measured_rule(monkeypatch):
     # Every machine class is in tests/test_hardware_matrix.py; here, through the probe a CPU answers.
-    renderer = importlib.import_module("lucent_dsl.renderer")
+    renderer = importlib.import_module("lucent_dsl.renderer.phases")
     plain = ld.compile_plan(ld.channel("3", 0), tiny_net())
     depthwise = ld.compile_plan(ld.channel("1", 0), nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8)))
     cpu = torch.device("cpu")
@@ -255,7 +254,7 @@ def test_precision_auto_follows_the_measured_rule(monkeypatch):
 
 
 def _sized_net(size: tuple[int, int] | None, seed: int = 0) -> nn.Module:
-    from lucent_dsl.models import ModelInfo, with_info
+    from lucent_dsl.models.info import ModelInfo, with_info
 
     return with_info(tiny_net(seed), ModelInfo(input_size=size, resize=size is not None))
 

@@ -1,4 +1,4 @@
-"""Caps, the memory estimate and the output checks (`lucent_dsl.resources`), before any step runs.
+"""Caps, the memory estimate and the output checks (`lucent_dsl.record.resources`), before any step runs.
 
 The memory test runs the real program under an address-space limit (`ulimit -v`, via `resource`):
 the render is refused with a clear message (it used to fail mid-render with an unexpected
@@ -16,13 +16,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from torch import nn
 
-from lucent_dsl import resources
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.resources import CAPS, activation_elements, check_caps, check_memory, check_writable, estimate_bytes
+from lucent_dsl.record import resources
+from lucent_dsl.record.resources import (
+    CAPS,
+    activation_elements,
+    check_caps,
+    check_memory,
+    check_writable,
+    estimate_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = '''
@@ -72,7 +78,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import lucent_dsl as ld
-from lucent_dsl.resources import estimate_bytes
+from lucent_dsl.record.resources import estimate_bytes
 
 def status(key):
     return int(Path("/proc/self/status").read_text().split(key + ":")[1].split()[0]) * 1024
@@ -177,7 +183,7 @@ def read_only_dir(tmp_path):
 
 
 def test_a_read_only_folder_is_refused_before_any_step(read_only_dir):
-    from lucent_dsl import cli
+    from lucent_dsl.cli import app as cli
 
     steps = []
     real = torch.optim.Adam.step

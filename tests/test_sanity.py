@@ -6,13 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from digits import mnist
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from models import DictOut, zoo_model
 
 import lucent_dsl as ld
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.io import load_image
+from lucent_dsl.io.files import load_image
 from lucent_dsl.sanity import (
     LayerSimilarity,
     detectability,

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from models import conv_net, zoo_model
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import Site
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site
 from lucent_dsl.toolbox import gram, gram_distances, image_gram, style, style_transfer, texture
-
-from models import conv_net, zoo_model
 
 L = Site(None, "L")
 LAYERS = ["features.2", "features.4", "features.7"]

@@ -10,22 +10,32 @@ import sys
 
 import hypothesis
 import pytest
+import strategies as S
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
+from lucent_dsl.dsl.expr import Site, Term, evaluate, register
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site, Term, evaluate, register
 from lucent_dsl.objectives import LayerTerm
 from lucent_dsl.objectives._term import frozen, per_image, rows_channels_positions, tensor_at
 from lucent_dsl.testing import (
-    LAYOUTS, ActivationSpec, batched_lists, check_objective, check_param, check_transform, exprs, full_acts, image_batches,
-    layout_model, activation_specs, random_models, shaped_model, term,
+    LAYOUTS,
+    ActivationSpec,
+    activation_specs,
+    batched_lists,
+    check_objective,
+    check_param,
+    check_transform,
+    exprs,
+    full_acts,
+    image_batches,
+    layout_model,
+    random_models,
+    shaped_model,
+    term,
 )
-
-import strategies as S
 
 EXAMPLE = pathlib.Path(__file__).parent.parent / "examples" / "custom_term_laws.py"
 # The checks of broken things fail fast: the first counterexample, unshrunk, and nothing saved.
@@ -235,7 +245,7 @@ def test_a_layout_aware_term_told_the_wrong_layout_is_caught():
 
 @frozen
 class TstPatternMean(Term):
-    """The same term told its layout as `lucent_dsl.layouts` writes it: `layout="b h w c"`."""
+    """The same term told its layout as `lucent_dsl.models.layouts` writes it: `layout="b h w c"`."""
 
     name = "tst_pattern_mean"
     positional = ("layer", "index")

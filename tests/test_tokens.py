@@ -8,10 +8,9 @@ from models import TripwireError
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-from lucent_dsl.errors import ObjectiveShapeError
-from lucent_dsl.expr import Site
-from lucent_dsl.expr import evaluate
 from lucent_dsl import render
+from lucent_dsl.dsl.expr import Site, evaluate
+from lucent_dsl.errors import ObjectiveShapeError
 
 
 class Block(nn.Module):
@@ -56,7 +55,7 @@ def probe(model: nn.Module, layer: str, x: Tensor, terms: dict[str, ld.Expr], *,
         before_forward(plan)
     with torch.no_grad():
         acts = plan.forward(x)
-    bound = dict(zip(terms, ld.expr.top_terms(plan.objective)))
+    bound = dict(zip(terms, ld.dsl.expr.top_terms(plan.objective)))
     return acts[Site("model", layer)], {k: evaluate(t, acts, x.shape[0]) for k, t in bound.items()}
 
 
@@ -208,7 +207,7 @@ def test_any_number_of_prefix_tokens_is_found_and_x_y_index_the_grid_after_them(
         acts = plan.forward(x)
         ref = vit.blocks[0](torch.cat([vit.prefix.expand(2, -1, -1),
                                        vit.patch(x).flatten(2).transpose(1, 2) + vit.pos], 1))
-    xy, ch = (evaluate(t, acts, 2) for t in ld.expr.top_terms(plan.objective))
+    xy, ch = (evaluate(t, acts, 2) for t in ld.dsl.expr.top_terms(plan.objective))
     torch.testing.assert_close(xy, ref[:, prefix:].reshape(2, 8, 8, 12)[:, 1, 3, 4])
     torch.testing.assert_close(ch, ref[..., 4].mean(1))
 
@@ -226,7 +225,7 @@ def test_timm_prefix_tokens_come_from_the_model():
         with torch.no_grad():
             got = evaluate(plan.objective, plan.forward(x), 1)
         seen = []
-        h = model.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o))
+        h = model.blocks[1].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
         with torch.no_grad():
             model(ld.info_of(model).preprocess(x))  # timm's pretrained_cfg normalization, as the plan applies it
         h.remove()

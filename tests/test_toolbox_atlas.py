@@ -8,16 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from models import zoo_model
 
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
+from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
 from lucent_dsl.replay import Recipe
 from lucent_dsl.toolbox import activation_atlas, bin_layout, collect, layout_2d
-from lucent_dsl.toolbox.atlases import normalize_layout
-
-from models import zoo_model
+from lucent_dsl.toolbox.activation_atlases import normalize_layout
 
 # Measured (PCA layout, 8x8 grid, cells of >= 10 digits, 32 steps, no transforms, cossim_pow=1): of the 45 cells, 18
 # have one digit for >= 80% of their images, and LeNet5 classifies all 18 renders as that digit (38 of 45 in all).

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from models import zoo_model
 from PIL import Image
 
+from lucent_dsl.cli import toolbox as command
 from lucent_dsl.errors import ImageError, InvalidArgumentError
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
+from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
 from lucent_dsl.replay import Recipe
-from lucent_dsl.toolbox import command
-
-from models import zoo_model
 
 FAST = ["--steps", "3", "-q"]
 TINY = '''

@@ -7,17 +7,23 @@ import json
 import numpy as np
 import pytest
 import torch
+from models import TinyViT, zoo_model
 from PIL import Image
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.expr import Site
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
-from lucent_dsl.expr import Site
-from lucent_dsl.io import RECIPE_KEY, read_png_metadata
-from lucent_dsl.recipes import activations
+from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
 from lucent_dsl.replay import Recipe
-from lucent_dsl.toolbox import direction_scores, load_dictionary, nmf_dictionary, orient, render_dictionary, top_examples
-
-from models import TinyViT, zoo_model
+from lucent_dsl.toolbox import (
+    direction_scores,
+    load_dictionary,
+    nmf_dictionary,
+    orient,
+    render_dictionary,
+    top_examples,
+)
+from lucent_dsl.toolbox.inversion import activations
 
 LAYER = "features.7.conv.0"  # MobileNetV2's expansion conv of block 7: ReLU6, non-negative
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # + stereo_motorcycle()[0] and grace_hopper: the shipped photos

@@ -8,8 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl.transforms as T
 from lucent_dsl.transforms.compose import STANDARD_ANGLES, STANDARD_JITTERS, STANDARD_PAD

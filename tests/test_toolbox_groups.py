@@ -5,14 +5,12 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from models import zoo_model
 
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import read_png_metadata
+from lucent_dsl.io.files import read_png_metadata
 from lucent_dsl.toolbox import direction_scores, factorize, neuron_groups
-
-from models import zoo_model
 
 LAYER = "features.10.conv.1"  # MobileNetV2's depthwise conv of block 10: ReLU6, so non-negative
 # Measured (chelsea at 160 px, k=4, 32 steps at 96 px): NMF error 0.61; every group's render drove its own

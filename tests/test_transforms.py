@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
@@ -413,17 +412,17 @@ def test_apply_compiles_once_for_all_draws():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: T.pad(-1), r"width must be an int >= 0, got -1"),
+    (lambda: T.pad(-1), r"width must be an integer >= 0, got -1"),
     (lambda: T.pad(1.5), r"got 1\.5"),
     (lambda: T.pad(2, mode="wrap"), r"'reflect', 'replicate', 'constant'; got 'wrap'"),
-    (lambda: T.jitter(-2), r"pixels must be an int >= 0, got -2"),
+    (lambda: T.jitter(-2), r"pixels must be an integer >= 0, got -2"),
     (lambda: T.jitter(True), r"got True"),
-    (lambda: T.crops(0), r"n must be an int >= 1, got 0"),
+    (lambda: T.crops(0), r"n must be an integer >= 1, got 0"),
     (lambda: T.crops(2, scale=(0.8, 0.5)), r"lo <= hi, got \(0\.8, 0\.5\)"),
     (lambda: T.crops(2, scale=(0.0, 0.5)), r"must be > 0, got 0\.0"),
     (lambda: T.crops(2, scale=(0.5, 1.5)), r"<= 1\.0, got 1\.5"),
     (lambda: T.crops(2, scale=[0.5, 1.0]), r"\(lo, hi\) tuple"),
-    (lambda: T.crops(2, size=(0, 4)), r"size must be an int >= 1, got 0"),
+    (lambda: T.crops(2, size=(0, 4)), r"size must be an integer >= 1, got 0"),
     (lambda: T.random_scale((1.2, 0.8)), r"lo <= hi, got \(1\.2, 0\.8\)"),
     (lambda: T.random_scale([]), r"must not be empty"),
     (lambda: T.random_scale([1.0, -1.0]), r"must be > 0, got -1\.0"),

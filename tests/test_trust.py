@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lucent_dsl import cli, trust
+from lucent_dsl.cli import app as cli
 from lucent_dsl.errors import InvalidArgumentError
-from lucent_dsl.io import RECIPE_KEY, read_metadata, save_image
+from lucent_dsl.io.files import RECIPE_KEY, read_metadata, save_image
+from lucent_dsl.record import trust
 from lucent_dsl.replay import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,14 +21,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from models import zoo_model
 from PIL import Image
 from torch import Tensor, nn
 
 from lucent_dsl import zoo
 from lucent_dsl.errors import InvalidArgumentError, LucentError, WeightsNotFoundError
-from lucent_dsl.models import info_of
-
-from models import zoo_model
+from lucent_dsl.models.info import info_of
 
 IMAGENET_MODELS = ("mobilenet_v2", "efficientnet_lite0")
 MNIST_MODELS = ("lenet5_mnist", "lenet5_mnist_adv")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from models import zoo_model
 
 import lucent_dsl as ld
-from lucent_dsl.expr import Site
-from lucent_dsl.io import load_image
-
-from models import zoo_model
+from lucent_dsl.dsl.expr import Site
+from lucent_dsl.io.files import load_image
 
 pytestmark = pytest.mark.quality
 pytest.importorskip("onnx2torch")  # the `onnx` extra (part of `test`)

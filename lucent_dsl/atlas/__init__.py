@@ -23,7 +23,8 @@ A channel whose PNG exists (with the same recipe and the same weights fingerprin
 `checks.weights_fingerprint`, stored in each PNG and in the manifest's `"weights"`) is never rendered
 again, so an interrupted atlas resumes where it stopped; a damaged PNG stops the resume with a hint.
 While a run writes a folder it holds `DIR/.lucent_dsl.lock` (`atlas.lock`): a second run on the
-same folder is refused at once, naming the first one's pid and host. The same split makes sharding simple: `atlas.distributed`
+same folder is refused at once, naming the first one's pid and host. The same split makes sharding simple:
+`atlas.distributed`
 runs `run_atlas` on each torchrun rank's share of the missing jobs, into the shared folder, and
 rank 0 calls `finish_atlas` when all are done (`lucent-dsl atlas` does this in one process too).
 
@@ -35,14 +36,27 @@ Example:
     True
 """
 from __future__ import annotations
-from __future__ import annotations
 
-from ..probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
+from ..plan.probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
 from .distributed import AtlasRun, RankLostError, Ranks, process_group, rank_device, ranks_from_env, render_atlas, shard
 from .files import by_layer, finish_atlas, grid_filename, index_html, layer_grid, write_manifest
 from .jobs import (
-    FORMAT, GRID, INDEX, MANIFEST, WEIGHTS_KEY, AtlasJob, atlas_jobs, channel_seed, job_recipe, layers_jobs,
-    parse_channels, pending, run_atlas, safe_name, seeded_param, seeded_transforms,
+    FORMAT,
+    GRID,
+    INDEX,
+    MANIFEST,
+    WEIGHTS_KEY,
+    AtlasJob,
+    atlas_jobs,
+    channel_seed,
+    job_recipe,
+    layers_jobs,
+    parse_channels,
+    pending,
+    run_atlas,
+    safe_name,
+    seeded_param,
+    seeded_transforms,
 )
 from .lock import FolderLockedError, folder_lock
 

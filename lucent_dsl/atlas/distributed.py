@@ -1,6 +1,7 @@
 """Atlases across processes, GPUs and machines: `torchrun ... -m lucent_dsl atlas LAYERS --out DIR`.
 
-    torchrun --nproc-per-node=8 -m lucent_dsl atlas layer1,layer2,layer3,layer4 --model torchvision:resnet50 --out atlas/
+    torchrun --nproc-per-node=8 -m lucent_dsl atlas layer1,layer2,layer3,layer4 --model torchvision:resnet50 \
+        --out atlas/
     lucent-dsl atlas layer3 --out atlas/          # no torchrun: the same code, one process
 
 `render_atlas` is what `lucent-dsl atlas` runs, with or without torchrun. Under torchrun
@@ -57,20 +58,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..args import check_int
+from ..errors import InvalidArgumentError, LucentError
+from ..io.files import atomic_write, read_png_metadata
+from ..models.checks import weights_fingerprint
+from ..models.specs import default_size
+from ..record.recipe import SCORE_KEY, Recipe
 from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
 from .jobs import AtlasJob, pending, run_atlas
 from .lock import folder_lock
-from ..checks import weights_fingerprint
-from ..errors import InvalidArgumentError, LucentError
-from ..io import atomic_write, read_png_metadata
-from ..replay import SCORE_KEY, Recipe
-from ..specs import default_size
 
 RANK_MANIFEST = "manifest.rank{rank}.json"
 DEFAULT_TIMEOUT_S = 3600.0
 """How long a rank waits for the others at a batch boundary (longer than one batch takes)."""
 JOIN_TIMEOUT_S = 60.0
-"""Without torchrun (WORLD_SIZE, MASTER_ADDR and MASTER_PORT set by hand): how long rank 0 waits for the others to join."""
+"""Without torchrun (WORLD_SIZE, MASTER_ADDR and MASTER_PORT set by hand): how long rank 0 waits for the
+others to join."""
 _FORMAT = 1
 T = TypeVar("T")
 
@@ -123,7 +126,9 @@ def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
             "expected integers (launch with torchrun, or unset them)"
         ) from None
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise InvalidArgumentError(f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world}), or LOCAL_RANK={local} < 0")
+        raise InvalidArgumentError(
+            f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world}), or LOCAL_RANK={local} < 0"
+        )
     return Ranks(rank, world, local)
 
 
@@ -229,7 +234,8 @@ def _join(ranks: Ranks, timeout: float, join_timeout: float, env: Mapping[str, s
         raise InvalidArgumentError(f"{stray} ({' and '.join(missing)} not set either)")
     try:
         port = int(env["MASTER_PORT"])
-        store = dist.TCPStore(env["MASTER_ADDR"], port, ranks.world_size, is_master=ranks.rank == 0,
+        tcp_store = dist.TCPStore  # pyright: ignore[reportPrivateImportUsage]  (exported at runtime)
+        store = tcp_store(env["MASTER_ADDR"], port, ranks.world_size, is_master=ranks.rank == 0,
                               timeout=datetime.timedelta(seconds=join_timeout), wait_for_workers=True)
     except (RuntimeError, ValueError) as e:  # DistStoreError / DistNetworkError are RuntimeErrors
         raise InvalidArgumentError(
@@ -273,7 +279,9 @@ def read_rank_manifests(out_dir: str | Path, run_id: str, world_size: int) -> li
         except (OSError, ValueError) as e:
             raise RankLostError(f"cannot read {str(path)!r} ({e}); is --out a folder that every rank sees?") from None
         if doc.get("run") != run_id or not doc.get("complete"):
-            raise RankLostError(f"{str(path)!r} is not rank {r}'s finished manifest of this run; is --out shared by all ranks?")
+            raise RankLostError(
+                f"{str(path)!r} is not rank {r}'s finished manifest of this run; is --out shared by all ranks?"
+            )
         docs.append(doc)
     for path in out.glob("manifest.rank*.json"):
         suffix = path.name[len("manifest.rank"):-len(".json")]
@@ -291,7 +299,7 @@ def render_atlas(
     batch: int = 16,
     device: str | torch.device | None = None,
     compile: bool | str = "auto",
-    progress: bool = True,
+    progress: bool | str = True,
     timeout: float = DEFAULT_TIMEOUT_S,
     ranks: Ranks | None = None,
     join_timeout: float = JOIN_TIMEOUT_S,
@@ -311,8 +319,7 @@ def render_atlas(
         RankLostError: another rank died or stalled longer than `timeout`.
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
+    batch = check_int("batch", batch)
     out = Path(out_dir)
     base = _sized(base, models)
     weights = weights_fingerprint(models)

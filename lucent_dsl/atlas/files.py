@@ -7,13 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import InvalidArgumentError
-from ..io import RECIPE_KEY, atomic_write, make_grid, save_png
-from ..replay import SCORE_KEY
-
-from .jobs import safe_name
-from .jobs import FORMAT, GRID, INDEX, MANIFEST, AtlasJob, STYLE, GRID_MAX_WIDTH
+from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
+from ..record.recipe import SCORE_KEY
+from .jobs import FORMAT, GRID, GRID_MAX_WIDTH, INDEX, MANIFEST, STYLE, AtlasJob, safe_name
 
 
 def grid_filename(layer: str, *, single: bool) -> str:

@@ -17,18 +17,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .. import param as param_lib
-from .. import transforms as tf_lib
-from ..checks import weights_fingerprint
+from .. import param as param_lib, transforms as tf_lib
+from ..args import check_int
 from ..errors import ImageError, InvalidArgumentError
-from ..io import RECIPE_KEY, read_png_metadata, save_png
-from ..models import device_of
+from ..io.files import RECIPE_KEY, read_png_metadata, save_png
+from ..models.checks import weights_fingerprint
+from ..models.info import device_of
+from ..models.specs import default_size
 from ..objectives import channel as channel_term
-from ..plan import compile_plan
-from ..replay import SCORE_KEY, Recipe, plan_channels
-from ..specs import default_size
-from ..renderer import render
-
+from ..plan.compiler import compile_plan
+from ..record.recipe import SCORE_KEY, Recipe
+from ..renderer.phases import image_channels, render
 
 MANIFEST = "manifest.json"
 GRID = "grid.png"
@@ -102,7 +101,8 @@ def layers_jobs(channels: Mapping[str, Iterable[int]], *, seed: int = 0) -> list
     for layer, chans in channels.items():
         if safe_name(layer) in owner:
             raise InvalidArgumentError(
-                f"layers {owner[safe_name(layer)]!r} and {layer!r} would write the same files ({safe_name(layer)}_NNNN.png); "
+                f"layers {owner[safe_name(layer)]!r} and {layer!r} would write the same files "
+                f"({safe_name(layer)}_NNNN.png); "
                 "render them into different --out folders"
             )
         owner[safe_name(layer)] = layer
@@ -167,7 +167,9 @@ def parse_channels(text: str | None, count: int | None) -> list[int]:
     except ValueError as e:
         if isinstance(e, InvalidArgumentError):
             raise
-        raise InvalidArgumentError(f"channels {spec!r}: expected START:STOP[:STEP], a comma list or one index") from None
+        raise InvalidArgumentError(
+            f"channels {spec!r}: expected START:STOP[:STEP], a comma list or one index"
+        ) from None
     total = sum(len(r) for r in parts)  # with a known count, each range is within the layer already
     if count is None and total > MAX_UNSIZED_CHANNELS:
         raise InvalidArgumentError(f"channels {spec!r} lists {total} channels; at most {MAX_UNSIZED_CHANNELS} "
@@ -195,7 +197,9 @@ def _cat(parts: Sequence[Any]) -> Any:
     raise InvalidArgumentError(f"cannot batch transform parameters of type {type(first).__name__}")
 
 
-def seeded_param(kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int) -> param_lib.ImageParam:
+def seeded_param(
+    kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int
+) -> param_lib.ImageParam:
     """A batch whose image i is initialized exactly as a one-image render seeded like `gens[i]`."""
     one = param_lib.image(size, kind=kind, batch=1, channels=channels)
 
@@ -287,8 +291,7 @@ def run_atlas(
     Raises:
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
+    batch = check_int("batch", batch)
     if not isinstance(models, nn.Module):
         raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
     size = base.size or default_size(models)
@@ -308,7 +311,7 @@ def run_atlas(
                 steps=base.steps,
                 lr=base.lr,
                 seed=chunk[0].seed,
-                param=seeded_param(base.param, size, gens, plan_channels(plan)),
+                param=seeded_param(base.param, size, gens, image_channels(plan)),
                 transforms=seeded_transforms(base.transforms, gens),
                 precision=base.precision,
                 device=device,

@@ -45,7 +45,9 @@ def _holder(fd: int) -> str:
         info = {}
     if not isinstance(info, dict) or "pid" not in info:
         return "a process that has not written its name yet"
-    return f"pid {info.get('pid')} on host {info.get('host')!r}, since {info.get('started')}: {info.get('command', '?')}"
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')!r}, since {info.get('started')}: {info.get('command', '?')}"
+    )
 
 
 def _refusal(out: Path, path: Path, fd: int) -> FolderLockedError:

@@ -27,9 +27,20 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urldefrag, urljoin
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
-         "--remote-debugging-pipe")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--remote-debugging-pipe",
+)
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 IMAGES_JS = """(async () => {
   const imgs = [...document.images];
@@ -37,7 +48,9 @@ IMAGES_JS = """(async () => {
   await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
   return imgs.map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}));
 })()"""
-LAUNCH = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); os.execv(sys.argv[3], sys.argv[3:])"
+LAUNCH = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); os.execv(sys.argv[3], sys.argv[3:])"
+)
 LINKS_JS = "[...document.querySelectorAll('a[href]')].map(a => a.href)"
 
 
@@ -67,10 +80,15 @@ def find_chromium() -> str | None:
 class Chromium:
     """A headless Chromium with one page, driven over the DevTools pipe. Use as a context manager."""
 
-    def __init__(self, executable: str | None = None, *, width: int = 1000, height: int = 1200, timeout: float = 30.0) -> None:
-        self.executable = executable or find_chromium()
-        if self.executable is None:
-            raise BrowserError(f"no Chromium found on PATH (looked for {', '.join(CANDIDATES)}); apt-get install chromium")
+    def __init__(
+        self, executable: str | None = None, *, width: int = 1000, height: int = 1200, timeout: float = 30.0
+    ) -> None:
+        found = executable or find_chromium()
+        if found is None:
+            raise BrowserError(
+                f"no Chromium found on PATH (looked for {', '.join(CANDIDATES)}); apt-get install chromium"
+            )
+        self.executable: str = found
         self.size, self.timeout = (width, height), timeout
         self.events: list[dict[str, Any]] = []
         self._id = 0
@@ -84,11 +102,24 @@ class Chromium:
 
         # the child reads commands on fd 3 and writes answers on fd 4: a tiny Python launcher moves the pipe
         # ends there and execs Chromium (no preexec_fn, which is unsafe while other threads run)
-        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(to_child_r), str(from_child_w), self.executable, *FLAGS,
-                                      f"--user-data-dir={self.profile}", f"--window-size={self.size[0]},{self.size[1]}",
-                                      "about:blank"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     pass_fds=(to_child_r, from_child_w))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                LAUNCH,
+                str(to_child_r),
+                str(from_child_w),
+                self.executable,
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(to_child_r, from_child_w),
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
@@ -159,7 +190,9 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (promises are awaited)."""
-        result = self.call("Runtime.evaluate", session=True, expression=expression, awaitPromise=True, returnByValue=True)
+        result = self.call(
+            "Runtime.evaluate", session=True, expression=expression, awaitPromise=True, returnByValue=True
+        )
         if "exceptionDetails" in result:
             raise BrowserError(f"{expression[:60]}...: {result['exceptionDetails'].get('text')}")
         return result["result"].get("value")
@@ -177,7 +210,9 @@ class Chromium:
         for e in self.events:
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                out.append(
+                    "console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                )
             elif m == "Runtime.exceptionThrown":
                 out.append("exception: " + str(p.get("exceptionDetails", {}).get("text")))
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":

@@ -89,7 +89,9 @@ def index_html(title: str, settings: Mapping[str, Any], layers: Mapping[str, Seq
     for layer, units in layers.items():
         more = f' &middot; <a href="{quote(layer_page(layer))}">all {len(units)} units</a>'
         parts.append(f'<h2 id="{esc(safe_name(layer))}">{esc(layer)} ({len(units)} units){more}</h2>')
-        parts.append('<div class="grid">' + "".join(unit_cell(u, scores.get(u.vis), "") for u in units[:INDEX_UNITS]) + "</div>")
+        parts.append(
+            '<div class="grid">' + "".join(unit_cell(u, scores.get(u.vis), "") for u in units[:INDEX_UNITS]) + "</div>"
+        )
     return page(title, "\n".join(parts), depth=0)
 
 
@@ -131,11 +133,14 @@ def _sanity_table(view: UnitView) -> str:
         rows.append(f"<tr{cls}><td>{esc(r.layer)}</td>{cells}</tr>")
     verdict = (f"The visualizations join the natural path at <b>{esc(rep.joins_at)}</b> (shaded)." if rep.joins_at
                else "The visualizations do not join the natural path at any layer shown.")
-    return (f"<table>{head}{''.join(rows)}</table><p class=\"note\">{verdict} Mean Spearman correlation of spatially "
-            "averaged activations: vis = this unit's visualization and diversity set, pos = its top dataset examples, "
-            f"neg = its bottom ones; the natural path is joined where vis~pos is at least {rep.threshold:g} x pos~pos "
-            f"and vis~pos - vis~neg at least {rep.threshold:g} x (pos~pos - pos~neg), at that layer and every later one. Probe acc.: held-out balanced accuracy of a linear "
-            "probe telling the visualizations from the examples (0.5: alike; 1: off the natural manifold).</p>")
+    return (
+        f"<table>{head}{''.join(rows)}</table><p class=\"note\">{verdict} Mean Spearman correlation of spatially "
+        "averaged activations: vis = this unit's visualization and diversity set, pos = its top dataset examples, "
+        f"neg = its bottom ones; the natural path is joined where vis~pos is at least {rep.threshold:g} x pos~pos "
+        f"and vis~pos - vis~neg at least {rep.threshold:g} x (pos~pos - pos~neg), at that layer and every later one. "
+        "Probe acc.: held-out balanced accuracy of a linear "
+        "probe telling the visualizations from the examples (0.5: alike; 1: off the natural manifold).</p>"
+    )
 
 
 def _examples(title: str, src: str, items: Sequence[tuple[str, float]]) -> str:
@@ -148,17 +153,29 @@ def unit_html(title: str, view: UnitView) -> str:
     u = view.unit
     stored = view.scores.get(u.neg)  # the score of -objective, which the negative maximized
     neg = None if stored is None else -stored
-    nav = ['<a href="../index.html">&larr; index</a>', f'<a href="../{quote(layer_page(u.layer))}">layer {esc(u.layer)}</a>']
+    nav = [
+        '<a href="../index.html">&larr; index</a>',
+        f'<a href="../{quote(layer_page(u.layer))}">layer {esc(u.layer)}</a>',
+    ]
     if view.prev is not None:
         nav.append(f'<a href="../{quote(view.prev.page)}">&lsaquo; {esc(view.prev.label)}</a>')
     if view.next is not None:
         nav.append(f'<a href="../{quote(view.next.page)}">{esc(view.next.label)} &rsaquo;</a>')
-    parts = [f"<nav>{''.join(nav)}</nav>", f"<h1>{esc(u.label)}</h1>", f"<p><code>{esc(u.objective)}</code></p>",
-             '<div class="pair">',
-             f'<figure>{_img("../img/" + u.vis, "visualization", "big")}<figcaption>maximized, score {_score(view.scores.get(u.vis))}</figcaption></figure>',
-             f'<figure>{_img("../img/" + u.neg, "negative", "big")}<figcaption>minimized (negative), score {_score(neg)}</figcaption></figure>',
-             "</div>", "<h2>Diversity set</h2>",
-             '<div class="div grid">' + "".join(_img("../img/" + u.div(i), f"diverse {i}") for i in range(DIVERSITY_SET)) + "</div>"]
+    parts = [
+        f"<nav>{''.join(nav)}</nav>",
+        f"<h1>{esc(u.label)}</h1>",
+        f"<p><code>{esc(u.objective)}</code></p>",
+        '<div class="pair">',
+        f'<figure>{_img("../img/" + u.vis, "visualization", "big")}<figcaption>maximized, score '
+        f'{_score(view.scores.get(u.vis))}</figcaption></figure>',
+        f'<figure>{_img("../img/" + u.neg, "negative", "big")}<figcaption>minimized (negative), score '
+        f'{_score(neg)}</figcaption></figure>',
+        "</div>",
+        "<h2>Diversity set</h2>",
+        '<div class="div grid">'
+        + "".join(_img("../img/" + u.div(i), f"diverse {i}") for i in range(DIVERSITY_SET))
+        + "</div>",
+    ]
     if view.examples:
         parts += ["<h2>Dataset examples</h2>", _examples("drive it most", "../img/" + u.top, view.examples),
                   _examples("drive it least", "../img/" + u.bottom, view.bottom)]

@@ -26,12 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atlas import distributed, job_recipe, shard
-from ..io import RECIPE_KEY, read_png_metadata, save_png
-from ..replay import SCORE_KEY, Recipe
+from ..atlas import distributed, shard
+from ..io.files import RECIPE_KEY, read_png_metadata, save_png
+from ..record.recipe import SCORE_KEY, Recipe
 from .units import (
     DIVERSITY_SET,
-    ImageJob,
     Unit,
     diversity_objective,
     diversity_seed,
@@ -44,7 +43,8 @@ INDEX_KEY = "lucent_dsl.batch_index"
 
 
 def diversity_recipe(base: Recipe, unit: Unit, layer: str, weight: float) -> Recipe:
-    """The recipe of a unit's diversity set: the base settings, the objective minus `weight` x diversity at `layer`, batch 4."""
+    """The recipe of a unit's diversity set: the base settings, the objective minus `weight` x diversity at `layer`,
+    batch 4."""
     return dc.replace(base, objective=diversity_objective(unit, layer, weight), seed=diversity_seed(unit, base.seed),
                       batch=DIVERSITY_SET, command="render")
 
@@ -53,11 +53,6 @@ def diversity_recipes(units: Sequence[Unit], base: Recipe, img: Path, layers: di
     """Every unit's diversity recipe, its weight taken from the score stored in the unit's `vis` PNG."""
     return {u: diversity_recipe(base, u, layers[u.layer], diversity_weight(read_image_info(img / u.vis)["score"]))
             for u in units}
-
-
-def image_recipe(base: Recipe, job: ImageJob) -> Recipe:
-    """The one-image recipe stored in a `vis` or `neg` PNG (the atlas's `job_recipe`)."""
-    return job_recipe(base, job)  # type: ignore[arg-type]
 
 
 def _stored_recipe(path: Path) -> Recipe | None:
@@ -70,7 +65,9 @@ def _stored_recipe(path: Path) -> Recipe | None:
 
 def missing_sets(recipes: dict[Unit, Recipe], img: Path) -> list[Unit]:
     """The units whose diversity set is not complete in `img` with its recipe (a changed recipe is redone)."""
-    return [u for u, want in recipes.items() if any(_stored_recipe(img / u.div(i)) != want for i in range(DIVERSITY_SET))]
+    return [
+        u for u, want in recipes.items() if any(_stored_recipe(img / u.div(i)) != want for i in range(DIVERSITY_SET))
+    ]
 
 
 def render_sets(units: Sequence[Unit], recipes: dict[Unit, Recipe], model: nn.Module, img: Path, *,
@@ -133,7 +130,7 @@ def read_image_info(path: Path) -> dict[str, Any]:
 
 def load_images(paths: Sequence[Path], channels: int) -> torch.Tensor:
     """Site PNGs as one (N, channels, H, W) batch in [0, 1]."""
-    from ..io import load_image
+    from ..io.files import load_image
 
     return torch.cat([load_image(p, channels=channels) for p in paths])
 
@@ -142,8 +139,9 @@ def render_command(recipe: dict[str, Any] | None, out: str) -> str:
     """The `lucent-dsl render` command line that renders `recipe` (a recipe's JSON dict) again, into `out`.
 
     Example:
-        >>> print(render_command(Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28)).to_dict(), "x.png"))
-        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 --steps 512 --seed 0 --lr 0.05 --param fft --transforms standard --precision fp32 --out x.png
+        >>> r = Recipe(objective="channel('conv2', 0)", models=("lenet5_mnist",), size=(28, 28))
+        >>> print(render_command(r.to_dict(), "x.png"))
+        lucent-dsl render "channel('conv2', 0)" --model lenet5_mnist --size 28x28 ... --precision fp32 --out x.png
     """
     if not recipe:
         return "(no recipe stored)"

@@ -11,8 +11,10 @@ Steps (each resumable: rerunning the same command redoes only what is missing):
 3. the pages (`pages`), `site.json` (every unit, file and setting) and `style.css`.
 
 Example:
-    >>> diversity_layer("@output", {"@output": "(10)"}, ["conv1", "conv2"]), diversity_layer("conv2", {"conv2": "(64, 14, 14)"}, ["conv1"])
-    ('conv2', 'conv2')
+    >>> diversity_layer("@output", {"@output": "(10)"}, ["conv1", "conv2"])
+    'conv2'
+    >>> diversity_layer("conv2", {"conv2": "(64, 14, 14)"}, ["conv1"])
+    'conv2'
 """
 from __future__ import annotations
 
@@ -26,10 +28,10 @@ from torch import nn
 
 from ..atlas import default_layers, probe
 from ..dataset_examples import Examples, crops, dataset_examples, image_source
-from ..expr import OUTPUT
-from ..io import atomic_write, make_grid, save_png
-from ..models import info_of
-from ..replay import Recipe
+from ..dsl.expr import OUTPUT
+from ..io.files import atomic_write, make_grid, save_png
+from ..models.info import info_of
+from ..record.recipe import Recipe
 from ..sanity import pooled_activations, probe_accuracy, similarity_report
 from . import pages
 from .render import (
@@ -88,8 +90,13 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     if done["rank"] != 0:
         return done
     img = out / IMG
-    views = {u: {"scores": {f: read_image_info(img / f)["score"] for f in (u.vis, u.neg, *map(u.div, range(DIVERSITY_SET)))},
-                 "commands": _commands(u, img)} for u in units}
+    views = {
+        u: {
+            "scores": {f: read_image_info(img / f)["score"] for f in (u.vis, u.neg, *map(u.div, range(DIVERSITY_SET)))},
+            "commands": _commands(u, img),
+        }
+        for u in units
+    }
     found = source = None
     if images is not None:
         source = image_source(images, model, base.size)
@@ -112,7 +119,7 @@ def _commands(u: Unit, img: Path) -> dict[str, str]:
             f"diversity set ({DIVERSITY_SET} images, one grid)": render_command(div, f"{u.slug}.div.png")}
 
 
-def _examples(units: Sequence[Unit], model: nn.Module, images: Any, k: int, size: tuple[int, int], out: Path,
+def _examples(units: Sequence[Unit], model: nn.Module, images: Any, k: int, size: tuple[int, int] | None, out: Path,
               progress: bool) -> Examples:
     found = dataset_examples([u.objective for u in units], model, images, k=k, size=size, state=out / EXAMPLES_STATE,
                              progress=progress)
@@ -137,7 +144,9 @@ def _sanity(units: Sequence[Unit], found: Examples, model: nn.Module, source: An
     row_of = {idx: i for i, idx in enumerate(wanted)}
     for u, ex in zip(units, found.units):
         path = _path_layers(u.layer, maps, order)
-        vis = pooled_activations(model, path, load_images([img / u.vis, *(img / u.div(i) for i in range(DIVERSITY_SET))], channels))
+        vis = pooled_activations(
+            model, path, load_images([img / u.vis, *(img / u.div(i) for i in range(DIVERSITY_SET))], channels)
+        )
         pos = {layer: natural[layer][[row_of[e.index] for e in ex.top]] for layer in path}
         neg = {layer: natural[layer][[row_of[e.index] for e in ex.bottom]] for layer in path}
         if len(ex.top) < 2:
@@ -154,9 +163,19 @@ def _write_pages(out: Path, spec: str, base: Recipe, units: Sequence[Unit], view
         by_layer.setdefault(u.layer, []).append(u)
     scores = {f: s for u in units for f, s in views[u]["scores"].items()}
     title = f"lucent-dsl explore: {spec}"
-    settings = {"model": spec, "size": f"{base.size[0]}x{base.size[1]}", "steps": base.steps, "seed": base.seed,  # type: ignore[index]
-                "lr": base.lr, "param": base.param, "transforms": base.transforms, "units": len(units),
-                "dataset examples": f"{len(found.units[0].top)} per unit from {found.seen} images" if found else "none (give --images DIR)"}
+    settings = {
+        "model": spec,
+        "size": f"{base.size[0]}x{base.size[1]}",  # type: ignore[index]
+        "steps": base.steps,
+        "seed": base.seed,
+        "lr": base.lr,
+        "param": base.param,
+        "transforms": base.transforms,
+        "units": len(units),
+        "dataset examples": f"{len(found.units[0].top)} per unit from {found.seen} images"
+        if found
+        else "none (give --images DIR)",
+    }
     files = {"style.css": pages.CSS, "index.html": pages.index_html(title, settings, by_layer, scores)}
     for layer, mine in by_layer.items():
         files[pages.layer_page(layer)] = pages.layer_html(title, layer, mine, scores)

@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from ..atlas import channel_seed, parse_channels, probe, safe_name
+from ..dsl.expr import OUTPUT
 from ..errors import InvalidArgumentError
-from ..expr import OUTPUT
-from ..models import info_of
+from ..models.info import info_of
 from ..objectives import channel, class_logit, diversity, masked
 
 CENTRAL_BOX = (0.25, 0.25, 0.75, 0.75)
@@ -96,8 +96,10 @@ def image_jobs(units: Sequence[Unit], *, seed: int = 0) -> list[ImageJob]:
     for layer in dict.fromkeys(u.layer for u in units):
         mine = [u for u in units if u.layer == layer]
         out += [ImageJob(layer, u.index, channel_seed(layer, u.index, seed), u.objective, u.vis) for u in mine]
-        out += [ImageJob(layer + NEG, u.index, channel_seed(layer + NEG, u.index, seed), repr(-_parse(u.objective)), u.neg)
-                for u in mine]
+        out += [
+            ImageJob(layer + NEG, u.index, channel_seed(layer + NEG, u.index, seed), repr(-_parse(u.objective)), u.neg)
+            for u in mine
+        ]
     return out
 
 
@@ -123,7 +125,7 @@ def diversity_seed(unit: Unit, seed: int = 0) -> int:
 
 
 def _parse(text: str) -> Any:
-    from ..parser import parse
+    from ..dsl.parser import parse
 
     return parse(text)
 
@@ -139,7 +141,7 @@ def layer_units(model: nn.Module, layer: str, channels: str | None, size: tuple[
     Raises:
         LayerNotFoundError / InvalidArgumentError: an unknown layer, or one without a channel axis.
     """
-    from ..plan import compile_plan
+    from ..plan.compiler import compile_plan
 
     rows = rows if rows is not None else _rows(model, size)
     base = layer.split("/", 1)[0]
@@ -150,7 +152,9 @@ def layer_units(model: nn.Module, layer: str, channels: str | None, size: tuple[
     else:
         row = rows.get(layer)
         if row is None or row.channels is None:
-            raise InvalidArgumentError(f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis")
+            raise InvalidArgumentError(
+                f"layer {layer!r} outputs {row.shape if row else 'nothing'}, which has no channel axis"
+            )
         shape, count = row.shape, row.channels
     maps = shape.count(",") == 2
     labels = info_of(model).labels

@@ -5,8 +5,9 @@ or a range) restricts a term to some images, the others score 0. `model=` names 
 ensemble (`None`: the only model).
 
 Rooms: `activation` (units of a layer), `directions` (directions in activation space), `penalty`
-(image and batch penalties), `masks` (spatial masks), `source` (paired renders), `custom` (the
-`@objective` decorator). `_term` is the toolkit they share. A new built-in term goes in the room
+(image and batch penalties), `masks` (spatial masks), `source` (paired renders), `gram` (`style`:
+Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes
+in the room
 of its kind and gets one line in `BUILTINS` below; `parse`, JSON and the docs table then know it.
 
 Example:
@@ -18,22 +19,54 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..expr import Expr, register
+from ..dsl.expr import Expr, register
 from ._term import Batch, LayerTerm, check_layer
 from .activation import (
-    Channel, ChannelInterpolate, ClassLogit, Layer, Neuron, channel, channel_interpolate, class_logit, deepdream, layer,
+    Channel,
+    ChannelInterpolate,
+    ClassLogit,
+    Layer,
+    Neuron,
+    channel,
+    channel_interpolate,
+    class_logit,
+    deepdream,
+    layer,
     neuron,
 )
 from .custom import Custom, objective
 from .directions import (
-    ActivationMatch, ChannelWeight, Direction, DirectionNeuron, NeuronWeight, activation_match, channel_weight,
-    direction, direction_neuron, neuron_weight,
+    ActivationMatch,
+    ChannelWeight,
+    Direction,
+    DirectionNeuron,
+    NeuronWeight,
+    activation_match,
+    channel_weight,
+    direction,
+    direction_neuron,
+    neuron_weight,
 )
+from .gram import style
 from .masks import Masked, box_mask, masked
-from .penalty import L1, L2, Alignment, Blur, Diversity, ImageTerm, Opacity, TotalVariation, alignment, blur, \
-    diversity, l1, l2, opacity, total_variation
+from .penalty import (
+    L1,
+    L2,
+    Alignment,
+    Blur,
+    Diversity,
+    ImageTerm,
+    Opacity,
+    TotalVariation,
+    alignment,
+    blur,
+    diversity,
+    l1,
+    l2,
+    opacity,
+    total_variation,
+)
 from .source import SourceL2, SourceMatch, source_l2, source_match
-from .style import style
 
 BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel": channel, "neuron": neuron, "layer": layer, "deepdream": deepdream, "direction": direction,
@@ -48,10 +81,55 @@ for _name, _factory in BUILTINS.items():
     register(_name, _factory)
 
 __all__ = [
-    "ActivationMatch", "Alignment", "BUILTINS", "Batch", "Blur", "Channel", "ChannelInterpolate", "ChannelWeight", "check_layer",
-    "ClassLogit", "Custom", "Direction", "DirectionNeuron", "Diversity", "ImageTerm", "L1", "L2", "Layer",
-    "LayerTerm", "Masked", "Neuron", "NeuronWeight", "Opacity", "SourceL2", "SourceMatch", "TotalVariation",
-    "VOCABULARY_FACTORIES", "activation_match", "alignment", "blur", "box_mask", "channel", "channel_interpolate",
-    "channel_weight", "class_logit", "deepdream", "direction", "direction_neuron", "diversity", "l1", "l2", "layer",
-    "masked", "neuron", "neuron_weight", "objective", "opacity", "source_l2", "source_match", "total_variation",
+    "ActivationMatch",
+    "Alignment",
+    "BUILTINS",
+    "Batch",
+    "Blur",
+    "Channel",
+    "ChannelInterpolate",
+    "ChannelWeight",
+    "check_layer",
+    "ClassLogit",
+    "Custom",
+    "Direction",
+    "DirectionNeuron",
+    "Diversity",
+    "ImageTerm",
+    "L1",
+    "L2",
+    "Layer",
+    "LayerTerm",
+    "Masked",
+    "Neuron",
+    "NeuronWeight",
+    "Opacity",
+    "SourceL2",
+    "SourceMatch",
+    "TotalVariation",
+    "VOCABULARY_FACTORIES",
+    "activation_match",
+    "alignment",
+    "blur",
+    "box_mask",
+    "channel",
+    "channel_interpolate",
+    "channel_weight",
+    "class_logit",
+    "deepdream",
+    "direction",
+    "direction_neuron",
+    "diversity",
+    "l1",
+    "l2",
+    "layer",
+    "masked",
+    "neuron",
+    "neuron_weight",
+    "objective",
+    "opacity",
+    "source_l2",
+    "source_match",
+    "style",
+    "total_variation",
 ]

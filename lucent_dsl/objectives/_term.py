@@ -4,7 +4,7 @@ Private to the vocabulary package; terms in other rooms import it from here, nev
 
 Layouts: a plan hands every term its activations in canonical form ((B, C, H, W) maps, (B, T, C)
 tokens, (B, C) vectors), keyed by a `LaidSite` that carries the site's `Layout` (prefix tokens and
-patch grid included; see `lucent_dsl.layouts`). `LayerTerm.read` returns that site, so the helpers
+patch grid included; see `lucent_dsl.models.layouts`). `LayerTerm.read` returns that site, so the helpers
 below know the layout instead of guessing it from the rank. A site the plan could not lay out
 raises `ObjectiveShapeError` here, naming its shape and asking for `layout=`. Activations passed
 outside a plan (a plain dict) fall back to the rank rule, or to the term's own `layout=` if it has one.
@@ -14,18 +14,30 @@ from __future__ import annotations
 import dataclasses as dc
 import numbers
 import operator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
 
+from ..dsl.expr import Acts, Array, Site, Term, finite
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import Acts, Array, Site, Term, finite
-from ..layouts import LaidSite, Layout, Refusal, canonical, parse_layout, token_grid
-
+from ..models.layouts import LaidSite, Layout, Refusal, canonical, parse_layout, token_grid
 
 Batch = int | range | None
-frozen = dc.dataclass(frozen=True, slots=True, repr=False)
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_: Any) -> Callable[[T], T]:
+        return lambda f: f
+
+
+@dataclass_transform(frozen_default=True)
+def frozen(cls: type[T]) -> type[T]:
+    """A term's dataclass: frozen, slotted, printed by the DSL printer (`repr=False`)."""
+    return dc.dataclass(frozen=True, slots=True, repr=False)(cls)
 
 
 # --- argument checks ------------------------------------------------------------------------
@@ -56,7 +68,9 @@ def check_batch(v: Any) -> Batch:
 
 def check_layer(v: Any) -> str:
     if not isinstance(v, str) or not v:
-        raise InvalidArgumentError(f"a layer name must be a non-empty string such as 'layer4' or 'features.14', got {v!r}")
+        raise InvalidArgumentError(
+            f"a layer name must be a non-empty string such as 'layer4' or 'features.14', got {v!r}"
+        )
     return v
 
 
@@ -80,7 +94,7 @@ def check_vector(v: Any, what: str) -> tuple[float, ...]:
 
 
 def check_layout(v: Any) -> str | None:
-    """A term's `layout=`: None, or an einops pattern of the activation (see `lucent_dsl.layouts`), normalized.
+    """A term's `layout=`: None, or an einops pattern of the activation (see `lucent_dsl.models.layouts`), normalized.
 
     Example:
         >>> check_layout("b  h w c"), check_layout(None)
@@ -144,7 +158,9 @@ def rows_channels_positions(term: Term, site: Site, a: Tensor) -> Tensor:
 
 def check_channel(term: Term, site: Site, index: int, channels: int) -> None:
     if index >= channels:
-        raise ObjectiveShapeError(f"{term!r}: layer {site} has {channels} channels (0..{channels - 1}), not index {index}")
+        raise ObjectiveShapeError(
+            f"{term!r}: layer {site} has {channels} channels (0..{channels - 1}), not index {index}"
+        )
 
 
 def check_len(term: Term, site: Site, n: int, channels: int, what: str) -> None:
@@ -190,7 +206,7 @@ def patch_grid(term: Term, site: Site, tokens: int) -> tuple[int, int, int]:
     return found
 
 
-def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | None, token: int | None) -> tuple:
+def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | None, token: int | None) -> int:
     """An index that picks one spatial position of every row and channel: a[:, :, pos] of rows_channels_positions."""
     kind = layout_of(term, site, a)
     if kind == "vectors":
@@ -213,7 +229,9 @@ def position_index(term: Term, site: Site, a: Tensor, x: int | None, y: int | No
     xx = w // 2 if x is None else x
     yy = h // 2 if y is None else y
     if xx >= w or yy >= h:
-        raise ObjectiveShapeError(f"{term!r}: position x={xx}, y={yy} is outside {site}'s {h}x{w} map (x < {w}, y < {h})")
+        raise ObjectiveShapeError(
+            f"{term!r}: position x={xx}, y={yy} is outside {site}'s {h}x{w} map (x < {w}, y < {h})"
+        )
     return offset + yy * w + xx
 
 

@@ -14,9 +14,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..dsl.expr import OUTPUT, Acts, Expr, Site, Term
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import OUTPUT, Acts, Expr, Site, Term
-from ._term import Batch, LayerTerm, check_batch, check_channel, check_index, check_layer, check_layout, check_model, check_opt_index, frozen, layout_of, per_image, position_index, rows_channels_positions, tensor_at
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_channel,
+    check_index,
+    check_layer,
+    check_layout,
+    check_model,
+    check_opt_index,
+    frozen,
+    layout_of,
+    per_image,
+    position_index,
+    rows_channels_positions,
+    tensor_at,
+)
 
 
 @frozen
@@ -38,14 +54,22 @@ class Channel(LayerTerm):
         return per_image(self, cp[:, self.index].mean(-1), n, self.batch)
 
 
-def channel(layer: str, index: int, *, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+def channel(
+    layer: str, index: int, *, batch: Batch = None, model: str | None = None, layout: str | None = None
+) -> Expr:
     """Mean activation of channel `index` of `layer` (over positions or tokens).
 
     Example:
         >>> channel("features.14", 10, batch=0)
         channel('features.14', 10, batch=0)
     """
-    return Channel(check_layer(layer), check_index(index, "channel index"), check_batch(batch), check_model(model), check_layout(layout))
+    return Channel(
+        check_layer(layer),
+        check_index(index, "channel index"),
+        check_batch(batch),
+        check_model(model),
+        check_layout(layout),
+    )
 
 
 @frozen
@@ -82,8 +106,16 @@ def neuron(layer: str, index: int, *, x: int | None = None, y: int | None = None
         >>> neuron("layer3", 5, x=2)
         neuron('layer3', 5, x=2)
     """
-    return Neuron(check_layer(layer), check_index(index, "channel index"), check_opt_index(x, "x"), check_opt_index(y, "y"),
-                  check_opt_index(token, "token"), check_batch(batch), check_model(model), check_layout(layout))
+    return Neuron(
+        check_layer(layer),
+        check_index(index, "channel index"),
+        check_opt_index(x, "x"),
+        check_opt_index(y, "y"),
+        check_opt_index(token, "token"),
+        check_batch(batch),
+        check_model(model),
+        check_layout(layout),
+    )
 
 
 @frozen
@@ -147,8 +179,13 @@ def channel_interpolate(layer1: str, index1: int, layer2: str, index2: int, *, m
         >>> channel_interpolate("layer3", 1, "layer4", 2)
         channel_interpolate('layer3', 1, 'layer4', 2)
     """
-    return ChannelInterpolate(check_layer(layer1), check_index(index1, "index1"), check_layer(layer2), check_index(index2, "index2"),
-                              check_model(model))
+    return ChannelInterpolate(
+        check_layer(layer1),
+        check_index(index1, "index1"),
+        check_layer(layer2),
+        check_index(index2, "index2"),
+        check_model(model),
+    )
 
 
 
@@ -167,7 +204,9 @@ class ClassLogit(LayerTerm):
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
         if not isinstance(self.label, int):
-            raise ObjectiveShapeError(f"{self!r}: label {self.label!r} was not resolved to an index; compile a plan first")
+            raise ObjectiveShapeError(
+                f"{self!r}: label {self.label!r} was not resolved to an index; compile a plan first"
+            )
         cp = rows_channels_positions(self, site, a)
         check_channel(self, site, self.label, cp.shape[1])
         return per_image(self, cp[:, self.label].mean(-1), n, self.batch)
@@ -193,7 +232,9 @@ class ClassLogit(LayerTerm):
         raise InvalidArgumentError(f"{self!r}: the model has no class named {self.label!r}.{hint}")
 
 
-def class_logit(label: int | str, *, layer: str = OUTPUT, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+def class_logit(
+    label: int | str, *, layer: str = OUTPUT, batch: Batch = None, model: str | None = None, layout: str | None = None
+) -> Expr:
     """The logit of class `label` (an index, or a name when the model carries labels).
 
     Example:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from typing import NamedTuple
 
-from ..expr import VOCABULARY
+from ..dsl.expr import VOCABULARY
 
 ALL = "maps, tokens, vectors"
 
@@ -34,34 +34,84 @@ class Row(NamedTuple):
 
 _ROWS = [
     Row("channel", "mean_p a[index, p]", ALL, "channel('features.14', 10)"),
-    Row("neuron", "a[index, p(x, y)] (default: the centre; token= picks a token)", ALL, "neuron('layer3', 5, x=3, y=3)"),
+    Row(
+        "neuron", "a[index, p(x, y)] (default: the centre; token= picks a token)", ALL, "neuron('layer3', 5, x=3, y=3)"
+    ),
     Row("layer", "mean_{c,p} a[c, p]^2 (DeepDream)", ALL, "layer('features.10')"),
     Row("deepdream", "the same as layer", ALL, "deepdream('features.10')"),
-    Row("direction", "mean_p dot(a[:, p], v) * max(cos(a[:, p], v), 0.1)^cossim_pow", ALL,
-        "direction('layer4', (1.0, 0.0, -1.0))"),
-    Row("direction_neuron", "direction at one position p(x, y)", ALL, "direction_neuron('layer4', (1.0, -1.0), x=2, y=2)"),
+    Row(
+        "direction",
+        "mean_p dot(a[:, p], v) * max(cos(a[:, p], v), 0.1)^cossim_pow",
+        ALL,
+        "direction('layer4', (1.0, 0.0, -1.0))",
+    ),
+    Row(
+        "direction_neuron",
+        "direction at one position p(x, y)",
+        ALL,
+        "direction_neuron('layer4', (1.0, -1.0), x=2, y=2)",
+    ),
     Row("channel_weight", "mean_{c,p} w[c] * a[c, p]", ALL, "channel_weight('layer4', (0.5, -0.5))"),
     Row("neuron_weight", "mean_c w[c] * a[c, p(x, y)]", ALL, "neuron_weight('layer4', (0.5, -0.5))"),
-    Row("channel_interpolate", "image i of n: (1 - t) channel(layer1, index1) + t channel(layer2, index2), t = i/(n-1)", ALL,
-        "channel_interpolate('layer3', 0, 'layer4', 1)"),
-    Row("alignment", "penalty for image i: sum_d (mean (a_i - a_{i+-d})^2) / decay_ratio^d / 2 over its neighbours in the batch", ALL, "alignment('layer3')"),
-    Row("diversity", "penalty for image i: mean_{j != i} cos(G_i, G_j), G = channel Gram matrix (Lucid's diversity)", "maps, tokens", "diversity('features.10')"),
-    Row("class_logit", "logit[label] at '@output' (a name resolves through the model's labels)", "vectors",
-        "class_logit('flamingo')"),
-    Row("activation_match", "mean_p dot(a[:, p], t[:, p]) * max(cos, 0.1)^cossim_pow against a target activation t",
-        ALL, "activation_match('layer3', (1.0, 2.0))"),
-    Row("total_variation", "penalty: mean |x[h+1] - x[h]| + mean |x[w+1] - x[w]| of the image (or a map)", "maps",
-        "total_variation()"),
+    Row(
+        "channel_interpolate",
+        "image i of n: (1 - t) channel(layer1, index1) + t channel(layer2, index2), t = i/(n-1)",
+        ALL,
+        "channel_interpolate('layer3', 0, 'layer4', 1)",
+    ),
+    Row(
+        "alignment",
+        "penalty for image i: sum_d (mean (a_i - a_{i+-d})^2) / decay_ratio^d / 2 over its neighbours in the batch",
+        ALL,
+        "alignment('layer3')",
+    ),
+    Row(
+        "diversity",
+        "penalty for image i: mean_{j != i} cos(G_i, G_j), G = channel Gram matrix (Lucid's diversity)",
+        "maps, tokens",
+        "diversity('features.10')",
+    ),
+    Row(
+        "class_logit",
+        "logit[label] at '@output' (a name resolves through the model's labels)",
+        "vectors",
+        "class_logit('flamingo')",
+    ),
+    Row(
+        "activation_match",
+        "mean_p dot(a[:, p], t[:, p]) * max(cos, 0.1)^cossim_pow against a target activation t",
+        ALL,
+        "activation_match('layer3', (1.0, 2.0))",
+    ),
+    Row(
+        "total_variation",
+        "penalty: mean |x[h+1] - x[h]| + mean |x[w+1] - x[w]| of the image (or a map)",
+        "maps",
+        "total_variation()",
+    ),
     Row("l1", "penalty: mean |a - target|", ALL + ", images", "l1(target=0.5)"),
     Row("l2", "penalty: mean (a - target)^2", ALL + ", images", "l2()"),
     Row("blur", "penalty: mean (x - blur3x3(x))^2 (the blurred copy is a constant)", "maps", "blur()"),
     Row("opacity", "penalty: mean alpha of an RGBA image (param.alpha)", "images (B, 4, H, W)", "opacity()"),
-    Row("masked", "the inner term on activations multiplied by a box or mask (normalized to the region)",
-        "maps, tokens", "masked(channel('features.14', 10), (0.25, 0.25, 0.75, 0.75))"),
-    Row("source_match", "activation_match against image 0's activations (paired renders)", ALL, "source_match('features.4')"),
+    Row(
+        "masked",
+        "the inner term on activations multiplied by a box or mask (normalized to the region)",
+        "maps, tokens",
+        "masked(channel('features.14', 10), (0.25, 0.25, 0.75, 0.75))",
+    ),
+    Row(
+        "source_match",
+        "activation_match against image 0's activations (paired renders)",
+        ALL,
+        "source_match('features.4')",
+    ),
     Row("source_l2", "penalty: mean (a - a_0)^2 against image 0 (paired renders)", ALL, "source_l2('features.4')"),
-    Row("style", "-|G - G_target|^2 / |G_target|^2, G = channel Gram matrix (Gatys et al.; at most 0)", ALL,
-        "style('features.4', ((1.0, 0.0), (0.0, 1.0)))"),
+    Row(
+        "style",
+        "-|G - G_target|^2 / |G_target|^2, G = channel Gram matrix (Gatys et al.; at most 0)",
+        ALL,
+        "style('features.4', ((1.0, 0.0), (0.0, 1.0)))",
+    ),
 ]
 ROWS = {r.name: r for r in _ROWS}
 

@@ -34,12 +34,13 @@ from __future__ import annotations
 import dataclasses as dc
 import keyword
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 from torch import Tensor
 
+from ..dsl.expr import VOCABULARY, Acts, Array, Expr, Site, Term, check_name, finite, register
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import VOCABULARY, Acts, Array, Expr, Site, Term, check_name, finite, register
 from ._term import Batch, check_batch, check_layer, check_model, per_image, tensor_at
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}  # name -> the function registered under it now
@@ -92,7 +93,8 @@ class Custom(Term):
             return per_image(self, (out / n).expand(n), n, self.batch)
         if out.shape != (rows,):
             raise ObjectiveShapeError(
-                f"custom objective {self!r} returned shape {tuple(out.shape)}; return a scalar or one score per row ({rows},)"
+                f"custom objective {self!r} returned shape {tuple(out.shape)}; return a scalar or one score per row "
+                f"({rows},)"
             )
         return per_image(self, out, n, self.batch)
 
@@ -102,8 +104,10 @@ def _number(name: str, value: numbers.Real) -> Any:
         return value
     if isinstance(value, numbers.Integral):
         if abs(int(value)) >= 2**63:  # Python cannot print ints of more than 4300 digits, JSON readers lose them
-            raise InvalidArgumentError(f"parameter {name} of a custom objective is an integer of {int(value).bit_length()} "
-                                       "bits: integers must fit in 64 bits (pass a float)")
+            raise InvalidArgumentError(
+                f"parameter {name} of a custom objective is an integer of {int(value).bit_length()} "
+                "bits: integers must fit in 64 bits (pass a float)"
+            )
         return int(value)
     return finite(value, f"parameter {name}")  # NaN would break equality, inf printing and JSON
 
@@ -204,6 +208,7 @@ def objective(fn: Callable[..., Tensor] | None = None, *, name: str | None = Non
         if name is None and not (isinstance(term_name, str) and term_name.isidentifier()):
             raise InvalidArgumentError(f"{f!r} has no usable name; pass one: objective(fn, name='my_energy')")
         check_name(term_name)
+        term_name = cast(str, term_name)
         existing = VOCABULARY.get(term_name)
         if existing is not None and not getattr(existing, "is_custom_objective", False):
             raise InvalidArgumentError(f"{term_name!r} is a built-in objective; register yours under another name")

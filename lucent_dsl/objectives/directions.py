@@ -13,9 +13,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..dsl.expr import Acts, Array, Expr, finite
 from ..errors import ObjectiveShapeError
-from ..expr import Acts, Array, Expr, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_len, check_model, check_opt_index, check_vector, dot_cos, frozen, per_image, position_index, rows_channels_positions
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_layout,
+    check_len,
+    check_model,
+    check_opt_index,
+    check_vector,
+    dot_cos,
+    frozen,
+    per_image,
+    position_index,
+    rows_channels_positions,
+)
 
 
 @frozen
@@ -118,7 +133,13 @@ def channel_weight(layer: str, weights: Sequence[float] | Tensor, *, batch: Batc
         >>> channel_weight("conv", [0.5, -1.0])
         channel_weight('conv', (0.5, -1.0))
     """
-    return ChannelWeight(check_layer(layer), check_vector(weights, "the weights"), check_batch(batch), check_model(model), check_layout(layout))
+    return ChannelWeight(
+        check_layer(layer),
+        check_vector(weights, "the weights"),
+        check_batch(batch),
+        check_model(model),
+        check_layout(layout),
+    )
 
 
 @frozen
@@ -145,16 +166,33 @@ class NeuronWeight(LayerTerm):
         return per_image(self, (cp[:, :, pos] * w).mean(1), n, self.batch)
 
 
-def neuron_weight(layer: str, weights: Sequence[float] | Tensor, *, x: int | None = None, y: int | None = None,
-                  token: int | None = None, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+def neuron_weight(
+    layer: str,
+    weights: Sequence[float] | Tensor,
+    *,
+    x: int | None = None,
+    y: int | None = None,
+    token: int | None = None,
+    batch: Batch = None,
+    model: str | None = None,
+    layout: str | None = None,
+) -> Expr:
     """Weighted channels at one position (default: the centre).
 
     Example:
         >>> neuron_weight("conv", [1, 0], y=1)
         neuron_weight('conv', (1.0, 0.0), y=1)
     """
-    return NeuronWeight(check_layer(layer), check_vector(weights, "the weights"), check_opt_index(x, "x"), check_opt_index(y, "y"),
-                        check_opt_index(token, "token"), check_batch(batch), check_model(model), check_layout(layout))
+    return NeuronWeight(
+        check_layer(layer),
+        check_vector(weights, "the weights"),
+        check_opt_index(x, "x"),
+        check_opt_index(y, "y"),
+        check_opt_index(token, "token"),
+        check_batch(batch),
+        check_model(model),
+        check_layout(layout),
+    )
 
 
 

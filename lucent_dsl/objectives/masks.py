@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..dsl.expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import Acts, Array, Const, Expr, Site, Term, evaluate, terms_of
 from ._term import laid_key, layout_of, patch_grid
 
 __all__ = ["Masked", "box_mask", "masked"]
@@ -220,7 +220,7 @@ def masked(expr: Expr, mask: Any, *, normalize: bool = True) -> Expr:
         >>> from lucent_dsl import channel
         >>> left = torch.zeros(4, 4); left[:, :2] = 1
         >>> masked(channel("features.3", 5), left, normalize=False)
-        masked(channel('features.3', 5), tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0], shape=(4, 4)), normalize=False)
+        masked(channel('features.3', 5), tensor([1.0, 1.0, 0.0, 0.0, ..., 0.0, 0.0], shape=(4, 4)), normalize=False)
     """
     if not isinstance(expr, Expr):
         raise InvalidArgumentError(

@@ -14,9 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..dsl.expr import IMAGE, Acts, Array, Expr, Site, Term, finite
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..expr import IMAGE, Acts, Array, Expr, Site, Term, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_model, check_rows_of, check_target, frozen, layout_of, per_image, rows_channels_positions
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_model,
+    check_rows_of,
+    check_target,
+    frozen,
+    layout_of,
+    per_image,
+    rows_channels_positions,
+)
 
 
 @frozen
@@ -168,7 +180,9 @@ class L2(L1):
 
 def _check_rows(term: Term, site: Site, a: Tensor) -> None:
     if a.dim() < 2:
-        raise ObjectiveShapeError(f"{term!r} needs a batch axis and at least one more; {site} has shape {tuple(a.shape)}")
+        raise ObjectiveShapeError(
+            f"{term!r} needs a batch axis and at least one more; {site} has shape {tuple(a.shape)}"
+        )
 
 
 def _broadcast(term: Term, site: Site, a: Tensor, target: float | Array) -> Tensor | float:
@@ -178,7 +192,9 @@ def _broadcast(term: Term, site: Site, a: Tensor, target: float | Array) -> Tens
     if t.dim() == a.dim() - 1:
         t = t.unsqueeze(0)
     if t.dim() != a.dim() or t.shape[1:] != a.shape[1:] or a.shape[0] % t.shape[0]:
-        raise ObjectiveShapeError(f"{term!r}: target shape {tuple(t.shape)} does not fit {site} of shape {tuple(a.shape)}")
+        raise ObjectiveShapeError(
+            f"{term!r}: target shape {tuple(t.shape)} does not fit {site} of shape {tuple(a.shape)}"
+        )
     return t.repeat(a.shape[0] // t.shape[0], *([1] * (a.dim() - 1)))
 
 

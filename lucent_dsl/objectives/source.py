@@ -11,9 +11,21 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..dsl.expr import Acts, Expr, Term, finite
 from ..errors import ObjectiveShapeError
-from ..expr import Acts, Expr, Term, finite
-from ._term import Batch, LayerTerm, check_batch, check_layer, check_layout, check_model, dot_cos, frozen, layout_of, per_image, rows_channels_positions
+from ._term import (
+    Batch,
+    LayerTerm,
+    check_batch,
+    check_layer,
+    check_layout,
+    check_model,
+    dot_cos,
+    frozen,
+    layout_of,
+    per_image,
+    rows_channels_positions,
+)
 
 
 def source_rows(term: Term, a: Tensor, n: int) -> Tensor:
@@ -56,18 +68,28 @@ class SourceL2(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        layout_of(self, site, a)  # a (B,) or (B, C, D, H, W) activation is no layout: ObjectiveShapeError, not IndexError
+        layout_of(
+            self, site, a
+        )  # a (B,) or (B, C, D, H, W) activation is no layout: ObjectiveShapeError, not IndexError
         return per_image(self, (a - source_rows(self, a, n)).pow(2).flatten(1).mean(1), n, self.batch)
 
 
-def source_match(layer: str, *, cossim_pow: float = 1.0, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+def source_match(
+    layer: str, *, cossim_pow: float = 1.0, batch: Batch = None, model: str | None = None, layout: str | None = None
+) -> Expr:
     """Match image 0's activations of `layer` (dot x cos^power, Lucid's activation match).
 
     Example:
         >>> source_match("layer3", cossim_pow=2.0)
         source_match('layer3', cossim_pow=2.0)
     """
-    return SourceMatch(check_layer(layer), finite(cossim_pow, "cossim_pow"), check_batch(batch), check_model(model), check_layout(layout))
+    return SourceMatch(
+        check_layer(layer),
+        finite(cossim_pow, "cossim_pow"),
+        check_batch(batch),
+        check_model(model),
+        check_layout(layout),
+    )
 
 
 def source_l2(layer: str, *, batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:

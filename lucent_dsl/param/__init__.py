@@ -7,8 +7,9 @@
 
 Rooms: `lucid` (`pixel`, `fft`, `image`, `color_correlation`), `phase` (`maco`: phase-only Fourier with
 a natural-image magnitude), `pattern` (`cppn`), `aligned` (`shared` low-resolution components),
-`transparency` (`alpha` RGBA, `transparency_map`, `rgba`). `_common` is the toolkit they share; a new parameterization is a new
-module here that imports it and is listed below.
+`transparency` (`alpha` RGBA, `rgba`). `_common` is the toolkit they share; a new parameterization is a
+new module here that imports it and is listed below. `transparency_map`, an analysis run after a render,
+moved to `lucent_dsl.toolbox` (`param.transparency_map` still works and warns).
 
 Example:
     >>> import torch
@@ -18,14 +19,26 @@ Example:
     (torch.Size([2, 3, 32, 48]), True, True)
 """
 from ._common import KINDS, LUCID_COLOR_CORRELATION, NATURAL_MAGNITUDE_PATH, SQUASHES, ImageParam
-from .transparency import alpha, rgba, transparency_map
-from .pattern import cppn
-from .lucid import color_correlation, fft, image, pixel
-from .phase import default_magnitude, maco, maco_image, natural_magnitude
 from .aligned import shared
+from .lucid import color_correlation, fft, image, pixel
+from .pattern import cppn
+from .phase import default_magnitude, maco, maco_image, natural_magnitude
+from .transparency import alpha, rgba
 
 __all__ = [
     "ImageParam", "KINDS", "LUCID_COLOR_CORRELATION", "NATURAL_MAGNITUDE_PATH", "SQUASHES", "alpha",
     "color_correlation", "cppn", "default_magnitude", "fft", "image", "maco", "maco_image", "natural_magnitude",
-    "pixel", "rgba", "shared", "transparency_map",
+    "pixel", "rgba", "shared",
 ]
+
+
+def __getattr__(name: str):
+    # Deprecated aliases (optax's way): the name still works, with a FutureWarning naming its new home.
+    if name == "transparency_map":
+        import importlib
+        import warnings
+
+        warnings.warn("lucent_dsl.param.transparency_map moved to lucent_dsl.toolbox.transparency_map "
+                      "(also ld.transparency_map); this alias will be removed", FutureWarning, stacklevel=2)
+        return importlib.import_module("lucent_dsl.toolbox.transparency").transparency_map
+    raise AttributeError(f"module 'lucent_dsl.param' has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools as ft
 import math
 import numbers
-import operator
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -14,8 +13,6 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-
-
 
 # Lucid's `color_correlation_svd_sqrt`: U @ diag(sqrt(S)) of the ImageNet pixel colour covariance.
 LUCID_COLOR_CORRELATION = (
@@ -60,40 +57,6 @@ class ImageParam(NamedTuple):
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got the bool {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise InvalidArgumentError(
-            f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}"
-        ) from None
-    if n < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {n}")
-    return n
-
-
-def check_real(name: str, value: Any, *, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InvalidArgumentError(f"{name} must be a finite real number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def check_size(size: Any) -> tuple[int, int]:
-    """`size` as (H, W): an int n means (n, n)."""
-    if isinstance(size, (tuple, list)):
-        if len(size) != 2:
-            raise InvalidArgumentError(f"size must be an int or a pair (H, W), got {size!r}")
-        return check_int("size[0] (height)", size[0]), check_int("size[1] (width)", size[1])
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
-        raise InvalidArgumentError(f"size must be an int or a pair (H, W), got {size!r}")
-    n = check_int("size", size)
-    return n, n
 
 
 def squash_by_name(name: Any) -> Callable[[Tensor], Tensor]:

@@ -9,10 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..args import check_int, check_real, check_size
 from ..errors import InvalidArgumentError
-from ._common import float32_irfft2_tables
-from ._common import CLAMP_OFFSET, ImageParam, check_int, check_real, check_size, color_matrix, colour, irfft2_ortho, randn, spectrum_scale, squash_by_name, to_float32
-
+from ._common import (
+    CLAMP_OFFSET,
+    ImageParam,
+    color_matrix,
+    colour,
+    float32_irfft2_tables,
+    irfft2_ortho,
+    randn,
+    spectrum_scale,
+    squash_by_name,
+    to_float32,
+)
 
 # --------------------------------------------------------------------------- shared / aligned
 
@@ -81,7 +91,9 @@ def shared(
     levels += [("ends", check_int("each interpolate factor", g), 2) for g in interpolate]
     names = [f"{kind}_{f}" for kind, f, _ in levels]
     if len(set(names)) != len(names):
-        raise InvalidArgumentError(f"factors and interpolate must not repeat a value, got {tuple(factors)}, {tuple(interpolate)}")
+        raise InvalidArgumentError(
+            f"factors and interpolate must not repeat a value, got {tuple(factors)}, {tuple(interpolate)}"
+        )
     finish = squash_by_name(squash)
     offset = CLAMP_OFFSET if squash == "clamp" else 0.0
     m = color_matrix(decorrelate, channels)
@@ -92,7 +104,7 @@ def shared(
 
     def init(generator: torch.Generator | None) -> dict[str, Tensor]:
         leaves = {"detail": randn((batch, channels, h, w // 2 + 1, 2), generator, sd)}
-        for (kind, f, ends), name in zip(levels, names):
+        for (_kind, f, ends), name in zip(levels, names):
             leaves[name] = randn((ends, channels, math.ceil(h / f), math.ceil(w / f)), generator, sd)
         return leaves
 
@@ -101,7 +113,7 @@ def shared(
         k = scale.to(s.device, s.dtype)
         # param.fft's magic divisor 4, and its unnormalized inverse (ortho / sqrt(H W) * sqrt(H W) scale)
         x = irfft2_ortho(s[..., 0] * k, s[..., 1] * k, h, w, tables) / (math.sqrt(h * w) * 4.0)
-        for (kind, f, ends), name in zip(levels, names):
+        for (_kind, f, ends), name in zip(levels, names):
             low = leaves[name]
             if ends == 2 or batch > 1:
                 low = torch.einsum("ne,echw->nchw", mix[f].to(low.device, low.dtype), low)

@@ -40,9 +40,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..args import check_int, check_real, check_size
 from ..errors import InvalidArgumentError
-from ._common import CLAMP_OFFSET, FFT_MAGIC, ImageParam, KINDS, check_int, check_real, check_size, color_matrix, finish_image, generator_device, init_image, irfft2, irfft2_tables, leaf, pre_squash, randn, spectrum_scale, squash_by_name, to_float32
-
+from ._common import (
+    CLAMP_OFFSET,
+    FFT_MAGIC,
+    KINDS,
+    ImageParam,
+    color_matrix,
+    finish_image,
+    generator_device,
+    init_image,
+    irfft2,
+    irfft2_tables,
+    leaf,
+    pre_squash,
+    randn,
+    spectrum_scale,
+    squash_by_name,
+    to_float32,
+)
 
 # --------------------------------------------------------------------------- factories
 
@@ -205,7 +222,9 @@ def fft(
             x = torch.fft.irfft2(torch.view_as_complex((s * scale_fft.to(dev, dt)).contiguous()), s=(h, w))
         return finish_image(x, m32, squash_fn, offset)
 
-    return ImageParam(init_fn, to_image, _recipe("fft", (h, w), batch, channels, decay_power, sd, decorrelate, squash, init))
+    return ImageParam(
+        init_fn, to_image, _recipe("fft", (h, w), batch, channels, decay_power, sd, decorrelate, squash, init)
+    )
 
 
 def _recipe(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float, sd: float,
@@ -213,7 +232,13 @@ def _recipe(kind: str, size: tuple[int, int], batch: int, channels: int, decay_p
     """`ImageParam.recipe`: the settings a `Recipe` can name, or () when another one was changed."""
     if sd != 0.01 or decorrelate is not True or squash != "sigmoid" or init is not None:
         return ()
-    return (("param", kind), ("size", size), ("batch", batch), ("channels", channels), ("decay_power", float(decay_power)))
+    return (
+        ("param", kind),
+        ("size", size),
+        ("batch", batch),
+        ("channels", channels),
+        ("decay_power", float(decay_power)),
+    )
 
 
 def image(size: int | tuple[int, int], *, kind: str = "fft", **kw: Any) -> ImageParam:

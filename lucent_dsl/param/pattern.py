@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ..args import check_int, check_size
 from ..errors import InvalidArgumentError
-from ._common import ImageParam, check_int, check_size, generator_device, randn
-
+from ._common import ImageParam, generator_device, randn
 
 # --------------------------------------------------------------------------- CPPN
 

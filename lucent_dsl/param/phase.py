@@ -12,10 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..args import check_int, check_size
 from ..errors import InvalidArgumentError
-from ._common import float32_irfft2_tables
-from ._common import ImageParam, NATURAL_MAGNITUDE_PATH, apply_color, clamp_straight_through, check_int, check_size, color_matrix, colour, even_part, generator_device, irfft2_ortho, odd_part, squash_linear, to_float32
-
+from ._common import (
+    NATURAL_MAGNITUDE_PATH,
+    ImageParam,
+    apply_color,
+    clamp_straight_through,
+    color_matrix,
+    colour,
+    even_part,
+    float32_irfft2_tables,
+    generator_device,
+    irfft2_ortho,
+    odd_part,
+    squash_linear,
+    to_float32,
+)
 
 # --------------------------------------------------------------------------- MACO
 
@@ -111,7 +124,8 @@ def _magnitude(magnitude: Any, channels: int, h: int, w: int) -> Tensor:
     if magnitude is None:
         if channels != 3:
             raise InvalidArgumentError(
-                f"the shipped magnitude is for 3 colour channels; pass magnitude=natural_magnitude(images) for {channels}"
+                "the shipped magnitude is for 3 colour channels; pass magnitude=natural_magnitude(images) for "
+                f"{channels}"
             )
         magnitude = default_magnitude()
     try:

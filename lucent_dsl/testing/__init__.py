@@ -33,14 +33,33 @@ except ImportError:  # pragma: no cover - only without the extra
     ) from None
 
 from .laws import SCOPES, Claims, check_objective
-from .shapes import (
-    LAYOUTS, RANK_LAYOUTS, ActivationSpec, activation_specs, activations, arrays, batch_selectors, image_batches,
-    seeded, selected, unsupported_shapes,
-)
 from .models import RandomModel, image_shape, layout_model, random_models, shaped_model
 from .param_laws import check_param, check_transform
+from .shapes import (
+    LAYOUTS,
+    RANK_LAYOUTS,
+    ActivationSpec,
+    activation_specs,
+    activations,
+    arrays,
+    batch_selectors,
+    image_batches,
+    seeded,
+    selected,
+    unsupported_shapes,
+)
 from .terms import (
-    as_spec, as_table, batched_lists, exprs, full_acts, leaves_of, random_tables, sites_of, term, wild_exprs, with_batch,
+    as_spec,
+    as_table,
+    batched_lists,
+    exprs,
+    full_acts,
+    leaves_of,
+    random_tables,
+    sites_of,
+    term,
+    wild_exprs,
+    with_batch,
 )
 from .vocabulary import BUILDERS, MASKABLE, Builder, custom_builder
 

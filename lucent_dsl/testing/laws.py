@@ -32,21 +32,28 @@ from __future__ import annotations
 
 import dataclasses as dc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-import torch
 import hypothesis
+import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
+from ..dsl.expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
+from ..dsl.parser import parse
+from ..dsl.serialize import from_json, to_json
 from ..errors import InvalidArgumentError, ObjectiveShapeError, ParseError
-from ..expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
 from ..objectives.custom import Custom
-from ..parser import parse
-from ..plan import batched
-from ..serialize import from_json, to_json
+from ..plan.compiler import batched
 from .shapes import (
-    LAYOUTS, RANK_LAYOUTS, ActivationSpec, activation_specs, batch_selectors, seeded, selected, unsupported_shapes,
+    LAYOUTS,
+    RANK_LAYOUTS,
+    ActivationSpec,
+    activation_specs,
+    batch_selectors,
+    seeded,
+    selected,
+    unsupported_shapes,
 )
 from .terms import leaves_of, with_batch
 from .vocabulary import BUILDERS, Builder, custom_builder, takes_keyword
@@ -195,7 +202,7 @@ def run_law(name: str, examples: int, body: Callable[[st.DataObject], None],
 
     run.__name__ = run.__qualname__ = "law_" + name.replace(" ", "_")
     checks = hypothesis.settings(parent, max_examples=examples, deadline=None, report_multiple_bugs=False,
-                                 suppress_health_check=list(hypothesis.HealthCheck))
+                                 suppress_health_check=cast(Any, list(hypothesis.HealthCheck)))
     checks(hypothesis.given(st.data())(run))()
 
 
@@ -267,7 +274,7 @@ def _per_image(case: Case, data: st.DataObject, source: bool) -> None:
 
 def _batch(case: Case, data: st.DataObject) -> None:
     law, t, n = "batch", case.term, case.n
-    if not all(any(f.name == "batch" for f in dc.fields(leaf)) for leaf in leaves_of(t)):
+    if not all(any(f.name == "batch" for f in dc.fields(cast(Any, leaf))) for leaf in leaves_of(t)):
         try:
             batched([t])
         except InvalidArgumentError:
@@ -298,13 +305,19 @@ def _algebra(case: Case, data: st.DataObject) -> None:
         try:
             back = parse(text)
         except ParseError as err:
-            raise failure(law, case, f"repr {text!r} does not parse back ({err}); make the term with @lucent_dsl.objective "
-                        "or register its factory with lucent_dsl.expr.register(name, factory)") from None
+            raise failure(
+                law,
+                case,
+                f"repr {text!r} does not parse back ({err}); make the term with @lucent_dsl.objective "
+                "or register its factory with lucent_dsl.dsl.expr.register(name, factory)",
+            ) from None
         if back != e or hash(back) != hash(e) or repr(back) != text:
             raise failure(law, case, f"parse(repr(e)) gives {back!r}, not an equal expression with the same hash")
         back = from_json(to_json(e))
         if back != e or hash(back) != hash(e):
-            raise failure(law, case, f"from_json(to_json(e)) gives {back!r}, not an equal expression with the same hash")
+            raise failure(
+                law, case, f"from_json(to_json(e)) gives {back!r}, not an equal expression with the same hash"
+            )
     if not torch.equal(evaluate(parse(repr(t)), case.acts(), case.n), evaluate(t, case.acts(), case.n)):
         raise failure(law, case, "the term read back from its repr scores differently")
 
@@ -365,7 +378,7 @@ def _layouts(terms: Callable, claims: Claims, data: st.DataObject) -> None:
     t = data.draw(terms(lays[base], n), label="term")
     case = Case(t, lays[base], n, 1, lays[base].from_grid(grid))
     ref = evaluate(t, case.acts(), n)
-    for kind, lay in lays.items():
+    for lay in lays.values():
         other = Case(_retell(t, claims.tell(lay)), lay, n, 1, lay.from_grid(grid))
         try:
             value = evaluate(other.term, other.acts(), n)
@@ -418,12 +431,22 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
     """
     if tell_layout is None and builder is None and takes_keyword(target, "layout", explicitly=True):
         tell_layout = _pattern  # a term with layout= is told each layout's einops pattern
-    claims = Claims(tuple(layouts), scope, min_images, tuple(channels), tuple(prefix_tokens), tuple(accepts_ranks),
-                    tell_layout, wrong_shapes)
+    claims = Claims(
+        tuple(layouts),
+        scope,
+        min_images,
+        cast(tuple[int, int], tuple(channels)),
+        tuple(prefix_tokens),
+        tuple(accepts_ranks),
+        tell_layout,
+        wrong_shapes,
+    )
     few, terms = max(2, max_examples // 5), _term_source(target, args, builder, claims)
     for kind in claims.layouts:  # a claim that no term fits is the caller's mistake: say so before any law runs
         side = 1 if kind == "vectors" else 2
-        terms(ActivationSpec(kind, claims.channels[0], side, side, claims.prefix_tokens[0] if kind == "tokens" else 0), 1)
+        terms(
+            ActivationSpec(kind, claims.channels[0], side, side, claims.prefix_tokens[0] if kind == "tokens" else 0), 1
+        )
     cases, shapes, seen = _cases(terms, claims, claims.layouts), _wrong_shapes(claims), []
 
     def values(data: st.DataObject) -> None:
@@ -433,7 +456,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
             steps.append(("per image", lambda: _per_image(case, data, scope == "source")))
         steps += [("batch", lambda: _batch(case, data)), ("algebra", lambda: _algebra(case, data))]
         if shapes is not None:
-            steps.append(("wrong shapes", lambda: _refuses(case, data, shapes)))
+            steps.append(("wrong shapes", lambda shapes=shapes: _refuses(case, data, shapes)))
         for law, step in steps:
             try:
                 step()
@@ -451,8 +474,8 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
 
     for kind in claims.layouts:
         one, seen = _cases(terms, claims, (kind,)), []
-        run_law("plans", few, lambda data: plans(data.draw(one, label="case"), data.draw(st.integers(0, 99)), seen),
-                settings)
+        run_law("plans", few, lambda data, one=one, seen=seen: plans(data.draw(one, label="case"),
+                                                                       data.draw(st.integers(0, 99)), seen), settings)
         _never(seen, f"image (through {kind} models)", target)
     if shapes is not None:
         run_law("wrong shapes", few, lambda data: render_refuses(data.draw(cases, label="case"),

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from .. import param as param_lib
+from ..dsl.expr import IMAGE
 from ..errors import ObjectiveShapeError
-from ..expr import IMAGE
-from ..plan import compile_plan
-from ..renderer import render
+from ..plan.compiler import compile_plan
+from ..renderer.phases import render
 from .laws import Case, check_gradient, fail_unless_close, failure, sites_read
 from .models import layout_model, shaped_model
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses as dc
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,8 @@ def image_shape(layout: ActivationSpec) -> tuple[int, int, int]:
 def _stem() -> nn.Sequential:
     bn = nn.BatchNorm2d(WIDTH)
     with torch.no_grad():
-        bn.running_mean.normal_(0, 0.1)
-        bn.running_var.uniform_(0.5, 1.5)
+        cast(Tensor, bn.running_mean).normal_(0, 0.1)
+        cast(Tensor, bn.running_var).uniform_(0.5, 1.5)
         bn.weight.normal_(1, 0.2)
         bn.bias.normal_(0, 0.1)
     return nn.Sequential(nn.Conv2d(3, WIDTH, 3, padding=1), bn, nn.Tanh())
@@ -137,7 +138,8 @@ _FAMILIES = {"nchw": _Maps, "nhwc": _ChannelsLast, "tokens": _Tokens, "vectors":
 
 
 def layout_model(layout: ActivationSpec, *, seed: int = 0) -> RandomModel:
-    """A random network of `layout`'s family whose layer "L" outputs (B, *layout.shape) on `image_shape(layout)` inputs."""
+    """A random network of `layout`'s family whose layer "L" outputs (B, *layout.shape) on `image_shape(layout)`
+    inputs."""
     with torch.random.fork_rng(devices=[]):  # seeded weights, and the caller's random state untouched
         torch.manual_seed(seed)
         module = _FAMILIES[layout.kind](layout).to(layout.dtype).eval()

@@ -23,8 +23,8 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 import hypothesis
+import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
@@ -207,7 +207,9 @@ def check_transform(factory: Callable[[Any], Any], *, strengths: st.SearchStrate
         if out.dim() != 4 or out.shape[1] != image.shape[1] or out.shape[0] % image.shape[0]:
             raise _fail(law, where, f"output shape {tuple(out.shape)}: (k * B, C, H', W') expected")
         if other.shape != out.shape:
-            raise _fail(law, where, f"the output shape depends on the draw: {tuple(out.shape)} and {tuple(other.shape)}")
+            raise _fail(
+                law, where, f"the output shape depends on the draw: {tuple(out.shape)} and {tuple(other.shape)}"
+            )
         if keeps_shape and out.shape != image.shape:
             raise _fail(law, where, f"the output shape {tuple(out.shape)} is not the input's")
         law = "deterministic"
@@ -219,7 +221,9 @@ def check_transform(factory: Callable[[Any], Any], *, strengths: st.SearchStrate
         x = image.clone().requires_grad_(True)
         (g,) = torch.autograd.grad((t.apply(x, params) * torch.rand(out.shape)).sum(), x, allow_unused=True)
         if g is None or not bool(torch.isfinite(g).all()) or not float(g.abs().sum()) > 0:
-            raise _fail(law, where, "the output is not differentiable in the image (missing, zero or non-finite gradient)")
+            raise _fail(
+                law, where, "the output is not differentiable in the image (missing, zero or non-finite gradient)"
+            )
 
     def per_image_laws(data: st.DataObject) -> None:
         s, image, seed = data.draw(cases(min_batch=2), label="case")

@@ -3,7 +3,7 @@
 An `ActivationSpec` says what one image's activation at a site looks like: `"nchw"` feature maps
 `(C, H, W)`, `"nhwc"` channels-last maps `(H, W, C)`, `"tokens"` sequences `(prefix + H * W, C)`
 (a patch grid after `prefix` CLS or register tokens) and `"vectors"` `(C,)`, plus the dtype;
-`spec.pattern` is its einops pattern in the notation of `lucent_dsl.layouts` ("b h w c",
+`spec.pattern` is its einops pattern in the notation of `lucent_dsl.models.layouts` ("b h w c",
 "b (1 + h w) c", ...), for terms told their layout with `layout=`. Every activation tensor has
 rows first: `crops * images` rows, crop-major (row `k * n + b` is crop `k` of image `b`). Read by
 rank alone (activations outside a plan, terms without `layout=`), rank 4 is NCHW, rank 3 tokens
@@ -29,8 +29,8 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
+from ..dsl.expr import Array
 from ..errors import InvalidArgumentError
-from ..expr import Array
 
 __all__ = [
     "LAYOUTS", "RANK_LAYOUTS", "ActivationSpec", "activation_specs", "activations", "arrays", "batch_selectors",
@@ -80,7 +80,7 @@ class ActivationSpec:
 
     @property
     def pattern(self) -> str:
-        """The einops pattern of the raw activation, as `lucent_dsl.layouts` writes it."""
+        """The einops pattern of the raw activation, as `lucent_dsl.models.layouts` writes it."""
         if self.kind == "tokens":
             grid = "h w" if self.height * self.width else ""
             if not grid:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import dataclasses as dc
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
+from ..dsl.expr import IMAGE, Const, Expr, Site, Term, map_terms, sum_of
 from ..errors import InvalidArgumentError
-from ..expr import IMAGE, Const, Expr, Site, Term, map_terms, sum_of
 from .shapes import RANK_LAYOUTS, ActivationSpec
 from .vocabulary import BUILDERS, Builder
 
@@ -105,7 +105,10 @@ def term(draw, table: Table, n: int = 3, *, image: Any = None, names: Sequence[s
     b = builders[draw(st.sampled_from(options))]
     t = draw(b.draw(model, b.layers(tab[model]), n, img if b.reads_image(img) else None))
     if not batches:
-        t = map_terms(t, lambda leaf: dc.replace(leaf, batch=None) if getattr(leaf, "batch", None) is not None else leaf)
+        t = map_terms(
+            t,
+            lambda leaf: dc.replace(cast(Any, leaf), batch=None) if getattr(leaf, "batch", None) is not None else leaf,
+        )
     return t
 
 

@@ -20,15 +20,15 @@ from __future__ import annotations
 import dataclasses as dc
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
 from .. import objectives as ob
+from ..dsl.expr import OUTPUT, Array, Expr, Term
 from ..errors import InvalidArgumentError
-from ..expr import OUTPUT, Array, Expr, Term
 from .shapes import RANK_LAYOUTS, ActivationSpec, arrays, batch_selectors
 
 __all__ = ["BUILDERS", "MASKABLE", "Builder", "custom_builder", "maker", "takes_keyword"]
@@ -105,7 +105,10 @@ def _position(draw: st.DrawFn, lay: ActivationSpec) -> dict[str, int]:
     if lay.kind == "tokens" and (lay.height * lay.width == 0 or draw(st.booleans())):
         out = {"token": draw(st.integers(0, lay.tokens - 1))}
     elif lay.kind != "vectors":
-        out = {"x": draw(st.none() | st.integers(0, lay.width - 1)), "y": draw(st.none() | st.integers(0, lay.height - 1))}
+        out = {
+            "x": draw(st.none() | st.integers(0, lay.width - 1)),
+            "y": draw(st.none() | st.integers(0, lay.height - 1)),
+        }
     return {key: v for key, v in out.items() if v is not None}
 
 
@@ -244,7 +247,9 @@ def _masks(draw) -> Any:
 @st.composite
 def _style(draw, model, layers, n, image):
     layer, lay = _pick(draw, layers)
-    a = torch.randn((lay.channels, lay.channels + 1), generator=torch.Generator().manual_seed(draw(st.integers(0, 2**16))))
+    a = torch.randn(
+        (lay.channels, lay.channels + 1), generator=torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    )
     return ob.style(layer, a @ a.T / (lay.channels + 1), **_kw(draw, model, n))  # a Gram matrix: symmetric, >= 0
 
 
@@ -323,7 +328,7 @@ def maker(target: Any) -> Callable[..., Expr]:
         return make
     if not callable(target):
         raise InvalidArgumentError(f"expected an objective factory or a Term subclass, got {target!r}")
-    return target
+    return cast(Callable[..., Expr], target)
 
 
 def _resolve(v: Any, lay: ActivationSpec) -> st.SearchStrategy[Any]:
@@ -360,7 +365,9 @@ def custom_builder(target: Any, *, args: Mapping[str, Any] | None = None, option
 
     @st.composite
     def build(draw, model_name, table_layers, n, image):
-        names = draw(st.lists(st.sampled_from(sorted(table_layers)), min_size=layers[0], max_size=layers[1], unique=True))
+        names = draw(
+            st.lists(st.sampled_from(sorted(table_layers)), min_size=layers[0], max_size=layers[1], unique=True)
+        )
         lay = table_layers[names[0]] if names else image
         kw = {k: draw(_resolve(v, lay)) for k, v in args.items()}
         kw |= draw(st.fixed_dictionaries({}, optional={k: _resolve(v, lay) for k, v in optional.items()}))

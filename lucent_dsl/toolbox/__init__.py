@@ -11,12 +11,16 @@ The methods that the Distill articles and Lucid made famous, written as objectiv
   random shrinking crops, noise, NAdam, and a transparency map.
 - `render_dictionary`: every atom of a dictionary (an SAE decoder, NMF components, concept
   vectors) as a direction, on maps and token sequences alike.
+- `caricature`, `feature_inversion`, `accentuate` (`inversion`): an image's activations rendered back,
+  exaggerated, or steered by an objective.
+- `fgsm`, `pgd` (`adversarial`): adversarial examples, a baseline for `sanity`.
+- `transparency_map` (`transparency`): which pixels of an RGBA render an objective needs.
 
 The 2-D layouts and NMF use scikit-learn (and optionally umap-learn): the `research` extra,
 `pip install 'lucent_dsl[research]'`. They are imported when a method needs them, so the rest of
 the package works without them; a missing one raises `MissingExtraError` naming the extra.
-Each module has a CLI subcommand in `toolbox.command` (`lucent-dsl groups`, `activation-atlas`,
-`dictionary`, `texture`, `maco`).
+The subcommands (`lucent-dsl groups`, `activation-atlas`, `dictionary`, `texture`, `maco`) live in
+`lucent_dsl.cli.toolbox`.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -31,19 +35,22 @@ import importlib
 from typing import Any
 
 # Public name -> the module that defines it. Imported on first use, so `lucent-dsl --help` (which
-# imports `toolbox.command`) and `import lucent_dsl.toolbox` stay light; no module shares a name
+# imports `cli.toolbox`) and `import lucent_dsl.toolbox` stay light; no module shares a name
 # with a function, so an imported submodule never shadows one.
 _WHERE = {
     "MissingExtraError": "_common", "Settings": "_common", "collect": "_common", "direction_scores": "_common",
     "render_each": "_common",
-    "ActivationAtlas": "atlases", "Cell": "atlases", "activation_atlas": "atlases", "bin_layout": "atlases",
-    "layout_2d": "atlases",
+    "ActivationAtlas": "activation_atlases", "Cell": "activation_atlases", "activation_atlas": "activation_atlases",
+    "bin_layout": "activation_atlases", "layout_2d": "activation_atlases",
     "DictionaryRenders": "dictionary", "load_dictionary": "dictionary", "nmf_dictionary": "dictionary",
     "orient": "dictionary", "render_dictionary": "dictionary", "top_examples": "dictionary",
     "NeuronGroups": "groups", "factorize": "groups", "neuron_groups": "groups",
     "MacoResult": "maco", "maco_method": "maco",
     "gram_distances": "gatys", "style_objective": "gatys", "style_transfer": "gatys", "texture": "gatys",
-    "gram": "..objectives.style", "image_gram": "..objectives.style", "style": "..objectives.style",
+    "gram": "..objectives.gram", "image_gram": "..objectives.gram", "style": "..objectives.gram",
+    "accentuate": "inversion", "activations": "inversion", "caricature": "inversion", "feature_inversion": "inversion",
+    "fgsm": "adversarial", "pgd": "adversarial",
+    "transparency_map": "transparency",
 }
 __all__ = sorted(_WHERE)
 

@@ -7,19 +7,18 @@ from __future__ import annotations
 import dataclasses as dc
 import html
 import importlib
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..args import check_int, check_size
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
-from ..fold import frozen_models
-from ..models import device_of, info_of
-from ..objectives import layer as whole_layer
+from ..models.info import device_of, info_of
 from ..objectives import check_layer
-from ..plan import compile_plan
+from ..plan.compiler import compile_plan
+from ..plan.forward import layer_reader, read_layers
 
 EXTRA = "research"
 POSITIONS = ("random", "center", "mean")
@@ -45,21 +44,12 @@ def require(module: str, *, package: str | None = None, extra: str = EXTRA, what
         ) from None
 
 
-def check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 def model_size(model: nn.Module, size: Any) -> tuple[int, int]:
     """`size` as (H, W); None: the model's input size, else 224."""
     if size is None:
         s = info_of(model).input_size
         return (int(s[0]), int(s[1])) if s else (224, 224)
-    if isinstance(size, Sequence) and len(size) == 2:
-        return check_positive("size[0]", size[0]), check_positive("size[1]", size[1])
-    n = check_positive("size", size)
-    return n, n
+    return check_size(size)
 
 
 def has_input_size(model: nn.Module) -> bool:
@@ -100,16 +90,13 @@ def as_rows(a: Any, layer: str) -> Tensor:
 def layer_outputs(model: nn.Module, images: Any, layer: str, *, batch: int = 128) -> Iterable[Tensor]:
     """Stream `layer`'s activations over `images`, one batch at a time (frozen model, no gradients, truncated)."""
     layer = check_layer(layer)
-    batch = check_positive("batch", batch)
-    plan = compile_plan(whole_layer(layer), model)
-    site = next(s for s in plan.sites if s.layer == layer)
-    dev = device_of(model)
-    with frozen_models([model]), torch.no_grad():
-        for x in batches(images, batch):
-            if not isinstance(x, Tensor) or x.dim() != 4:
-                got = getattr(x, "shape", x)
-                raise InvalidArgumentError(f"each batch of images must be (B, C, H, W) in [0, 1], got {got!r}")
-            yield plan.forward(x.to(dev, torch.float32))[site]
+    batch = check_int("batch", batch)
+    reader = layer_reader(model, layer)
+    for x in batches(images, batch):
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            got = getattr(x, "shape", x)
+            raise InvalidArgumentError(f"each batch of images must be (B, C, H, W) in [0, 1], got {got!r}")
+        yield read_layers(model, x.to(torch.float32), layer, reader=reader)[layer]
 
 
 def collect(model: nn.Module, images: Any, layer: str, *, position: str = "random", batch: int = 128,
@@ -172,14 +159,14 @@ class Settings:
             raise InvalidArgumentError(f"param must be 'fft' or 'pixel', got {self.param!r}")
         if self.transforms not in ("standard", "none"):
             raise InvalidArgumentError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
-        check_positive("steps", self.steps)
+        check_int("steps", self.steps)
 
     def recipe(self, objective: str, seed: int, spec: str | None) -> Any:
         """The one-image `Recipe` of `objective` rendered with these settings (None without a model spec)."""
         spec = spec if spec is not None else self.spec
         if spec is None:
             return None
-        from ..replay import Recipe
+        from ..record.recipe import Recipe
 
         return Recipe(objective=objective, models=(spec,), size=self.size, steps=self.steps, seed=seed,
                       param=self.param, transforms=self.transforms, lr=self.lr, precision=self.precision)
@@ -197,12 +184,13 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         (images (N, C, H, W) on the CPU, final scores (N,)).
     """
     from ..atlas import seeded_param, seeded_transforms
-    from ..renderer import render
-    from ..replay import plan_channels
+    from ..renderer.phases import image_channels, render
 
-    batch = check_positive("batch", batch)
+    batch = check_int("batch", batch)
     if len(objectives) != len(seeds) or not objectives:
-        raise InvalidArgumentError(f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)")
+        raise InvalidArgumentError(
+            f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)"
+        )
     dev = torch.device(device) if device is not None else device_of(model)
     images, scores = [], []
     for start in range(0, len(objectives), batch):
@@ -210,7 +198,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         plan = compile_plan(chunk, model)
         gens = [torch.Generator(dev).manual_seed(int(s)) for s in seeds[start:start + batch]]
         result = render(plan, steps=settings.steps, lr=settings.lr, seed=int(seeds[start]),
-                        param=seeded_param(settings.param, settings.size, gens, plan_channels(plan)),
+                        param=seeded_param(settings.param, settings.size, gens, image_channels(plan)),
                         transforms=seeded_transforms(settings.transforms, gens), precision=settings.precision,
                         device=device, compile=compile, progress=progress)
         if result.interrupted:

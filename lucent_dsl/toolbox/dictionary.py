@@ -33,16 +33,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ..io import RECIPE_KEY, atomic_write, make_grid, save_png
-from ..objectives import direction, direction_neuron
-from ..objectives import check_layer
-from ..replay import SCORE_KEY
-from ..probe import channel_count
-from ..models import spec_of
-from ._common import (Settings, as_rows, check_positive, direction_scores, layer_outputs, model_size, render_each,
-                      require)
+from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
+from ..models.info import spec_of
+from ..objectives import check_layer, direction, direction_neuron
+from ..plan.probe import channel_count
+from ..record.recipe import SCORE_KEY
+from ._common import Settings, as_rows, direction_scores, layer_outputs, model_size, render_each, require
 
 ATOMS = ("rows", "columns")
 OBJECTIVES = ("channel", "neuron")
@@ -116,7 +115,7 @@ def nmf_dictionary(model: nn.Module, images: Any, layer: str, k: int, *, seed: i
     Raises:
         InvalidArgumentError: negative activations (pick a layer after a ReLU).
     """
-    k = check_positive("k", k)
+    k = check_int("k", k)
     rows = [as_rows(a, layer).float().cpu().transpose(1, 2).reshape(-1, as_rows(a, layer).shape[1])
             for a in layer_outputs(model, images, layer)]
     x = torch.cat(rows).double()
@@ -219,7 +218,9 @@ def render_dictionary(
     chosen = tuple(range(d.shape[0])) if indices is None else tuple(int(i) for i in indices)
     bad = [i for i in chosen if not 0 <= i < d.shape[0]]
     if bad or not chosen:
-        raise InvalidArgumentError(f"atom indices {bad or 'none'}: the dictionary has {d.shape[0]} atoms (0..{d.shape[0] - 1})")
+        raise InvalidArgumentError(
+            f"atom indices {bad or 'none'}: the dictionary has {d.shape[0]} atoms (0..{d.shape[0] - 1})"
+        )
     vecs = d[list(chosen)]
     make = direction if objective == "channel" else direction_neuron
     texts = tuple(repr(make(layer, v, cossim_pow=float(cossim_pow))) for v in vecs)
@@ -239,7 +240,7 @@ def top_examples(model: nn.Module, layer: str, vectors: Tensor, images: Any, *, 
     a render) when it is installed and `objectives` are given; otherwise the mean over positions of
     dot(activation, unit vector) (`direction_scores`).
     """
-    k = check_positive("k", k)
+    k = check_int("k", k)
     if objectives is not None and importlib.util.find_spec("lucent_dsl.dataset_examples") is not None:
         from ..dataset_examples import dataset_examples
 

@@ -22,16 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import param as param_lib
+from ..dsl.expr import Expr, sum_of
 from ..errors import InvalidArgumentError
-from ..expr import Expr, sum_of
-from ..io import load_image
-from ..models import device_of
-from ..objectives import l2
-from ..objectives import check_layer
-from ..objectives.style import gram, gram_distance, image_gram, style
-from ..recipes import activations, layer_names
-from ..renderer import RenderResult, render
+from ..io.files import load_image
+from ..models.info import device_of
+from ..objectives import check_layer, l2
+from ..objectives.gram import gram, gram_distance, image_gram, style
+from ..renderer.phases import RenderResult, render
 from ._common import as_rows, has_input_size, image_channels, model_size
+from .inversion import activations, layer_names
 
 STARTS = ("content", "noise")
 
@@ -93,7 +92,8 @@ def texture(
     """
     objective = style_objective(model, style_image, layers)
     if size is None and not has_input_size(model):
-        size = tuple(load_image(style_image, channels=image_channels(model)).shape[-2:])
+        h, w = load_image(style_image, channels=image_channels(model)).shape[-2:]
+        size = (h, w)
     return render(objective, model, size=model_size(model, size), steps=steps, batch=batch, transforms=transforms,
                   seed=seed, progress=progress, **render_kw)
 
@@ -144,7 +144,7 @@ def style_transfer(
                                    "positions); use texture(...) for a transformed render without content")
     channels = image_channels(model)
     x = load_image(content, channels=channels)
-    hw = model_size(model, size) if size is not None or has_input_size(model) else tuple(x.shape[-2:])
+    hw = model_size(model, size) if size is not None or has_input_size(model) else (x.shape[-2], x.shape[-1])
     x = load_image(x, size=hw, channels=channels) if tuple(x.shape[-2:]) != hw else x
     where = check_layer(content_layer) if content_layer is not None else names[-1]
     target = activations(model, x.to(device_of(model)), [where])[where]

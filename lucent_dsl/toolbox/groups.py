@@ -31,15 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError
-from ..io import load_image, make_grid, save_png
-from ..models import device_of
-from ..objectives import direction
-from ..objectives import check_layer
-from ..models import spec_of
-from ._common import (Settings, as_rows, check_positive, has_input_size, image_channels, layer_outputs, model_size,
-                      render_each, require)
+from ..io.files import load_image, make_grid, save_png
+from ..models.info import device_of, spec_of
+from ..objectives import check_layer, direction
+from ._common import Settings, as_rows, has_input_size, image_channels, layer_outputs, model_size, render_each, require
 
 NEGATIVE = ("error", "split")
 
@@ -56,7 +54,7 @@ def factorize(acts: Tensor, k: int, *, seed: int = 0, negative: str = "error",
             than channels or positions.
         MissingExtraError: scikit-learn is not installed.
     """
-    k = check_positive("k", k)
+    k = check_int("k", k)
     if negative not in NEGATIVE:
         raise InvalidArgumentError(f"negative must be one of {NEGATIVE}, got {negative!r}")
     if acts.dim() not in (2, 3):
@@ -183,7 +181,7 @@ def neuron_groups(
     """
     layer = check_layer(layer)
     x = load_image(image, channels=image_channels(model))
-    hw = model_size(model, size) if size is not None or has_input_size(model) else tuple(x.shape[-2:])
+    hw = model_size(model, size) if size is not None or has_input_size(model) else (x.shape[-2], x.shape[-1])
     if tuple(x.shape[-2:]) != hw:
         x = load_image(x, size=hw, channels=image_channels(model))
     (a,) = list(layer_outputs(model, x.to(device_of(model)), layer))

@@ -30,18 +30,19 @@ import dataclasses as dc
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import param as param_lib
+from ..args import check_int
+from ..dsl.expr import Expr
 from ..errors import InvalidArgumentError, NonFiniteError
-from ..expr import Expr
-from ..fold import frozen_models
-from ..plan import Plan, compile_plan
-from ._common import check_positive, model_size
+from ..plan.compiler import Plan, compile_plan
+from ..plan.fold import frozen_models
+from ._common import model_size
 
 CENTRE_STD = 0.15  # xplique: crop centres at 0.5 + N(0, 0.15) of the image side
 BOX_STD = 0.05  # xplique: crop sides N(box, 0.05), clipped to [BOX_MIN, 1]
@@ -69,7 +70,7 @@ def schedule(spec: float | tuple[float, float] | Tensor, steps: int, what: str) 
     raise InvalidArgumentError(f"{what} must be a number, a (start, end) pair or a ({steps},) tensor, got {spec!r}")
 
 
-def _real(v: Any) -> bool:
+def _real(v: Any) -> TypeGuard[float]:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -89,7 +90,8 @@ def crop_matrices(g: torch.Generator, n: int, box: Tensor, image_hw: tuple[int, 
 
 
 def crop(image: Tensor, m: Tensor, crop_hw: tuple[int, int], fill: float = 0.5) -> Tensor:
-    """Crops of one image (1, C, H, W) by (n, 3, 3) matrices, each resized to `crop_hw`, `fill` outside: (n, C, h, w)."""
+    """Crops of one image (1, C, H, W) by (n, 3, 3) matrices, each resized to `crop_hw`, `fill` outside: (n, C, h,
+    w)."""
     _, c, h_in, w_in = image.shape
     n, (h, w) = m.shape[0], crop_hw
     m = m.to(image.device, image.dtype)
@@ -170,9 +172,9 @@ def maco_method(
     Raises:
         InvalidArgumentError, LayerNotFoundError: before any step. NonFiniteError: a NaN or inf loss.
     """
-    from ..specs import default_size
+    from ..models.specs import default_size
 
-    steps, crops = check_positive("steps", steps), check_positive("crops", crops)
+    steps, crops = check_int("steps", steps), check_int("crops", crops)
     if not _real(lr) or lr <= 0:
         raise InvalidArgumentError(f"lr must be a positive finite number, got {lr!r}")
     plan = compile_plan(objective, model)

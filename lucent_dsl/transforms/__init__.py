@@ -5,9 +5,9 @@ tensor, outside any compiled region; `apply(image, params)` is deterministic ten
 `torch.compile(fullgraph=True)` traces once. The output shape depends only on the input shape,
 never on the draws, so a render compiles its step once.
 
-Rooms: `geometry` (pad, jitter, random_scale, random_rotate, affine, crops: per-image 3x3 matrices
+Rooms: `geometry` (pad, jitter, random_scale, random_rotate, crops: per-image 3x3 matrices
 that `chain` fuses into one `grid_sample`; the matrix convention is stated there), `pixelwise`
-(gaussian_blur, noise, composite), `compose` (identity, as_transform, chain, standard, robust). `_common` is
+(gaussian_blur, noise, composite), `compose` (identity, as_transform, chain, affine, standard, robust). `_common` is
 the toolkit they share. A new transform goes in the room of its kind and is listed below.
 
 Example:
@@ -19,8 +19,19 @@ Example:
     ((2, 3, 3), (2, 3, 12, 14))
 """
 from ._common import PAD_MODES, Transform, TransformParams
-from .compose import STANDARD_SCALES, as_transform, as_transform_arg, chain, identity, is_compilable, robust, sampled_at, standard
-from .geometry import affine, crops, jitter, pad, random_rotate, random_scale
+from .compose import (
+    STANDARD_SCALES,
+    affine,
+    as_transform,
+    as_transform_arg,
+    chain,
+    identity,
+    is_compilable,
+    robust,
+    sampled_at,
+    standard,
+)
+from .geometry import crops, jitter, pad, random_rotate, random_scale
 from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise
 
 __all__ = [

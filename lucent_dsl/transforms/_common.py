@@ -2,18 +2,14 @@
 """
 from __future__ import annotations
 
-import math
-import numbers
-import operator
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..args import check_real
 from ..errors import InvalidArgumentError
-
-
 
 TransformParams = Any  # a pytree of tensors, or None
 Shape = torch.Size
@@ -64,30 +60,6 @@ def fail(call: str, message: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"{call}: {message}")
 
 
-def is_real(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def check_int(call: str, name: str, v: object, *, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise fail(call, f"{name} must be an int >= {minimum}, got {v!r}.")
-    if v < minimum:
-        raise fail(call, f"{name} must be an int >= {minimum}, got {v!r}.")
-    return operator.index(v)
-
-
-def check_real(call: str, name: str, v: object, *, minimum: float | None = None,
-                positive: bool = False) -> float:
-    if not is_real(v) or not math.isfinite(float(v)):  # type: ignore[arg-type]
-        raise fail(call, f"{name} must be a finite number, got {v!r}.")
-    x = float(v)  # type: ignore[arg-type]
-    if positive and x <= 0:
-        raise fail(call, f"{name} must be > 0, got {v!r}.")
-    if minimum is not None and x < minimum:
-        raise fail(call, f"{name} must be >= {minimum}, got {v!r}.")
-    return x
-
-
 class Dist(NamedTuple):
     """A per-image distribution of one number: uniform on [lo, hi], or uniform over `choices`."""
 
@@ -100,7 +72,7 @@ def distribution(call: str, name: str, spec: object, *, minimum: float | None = 
           positive: bool = False, upper: float | None = None) -> Dist:
     """Parse a tuple `(lo, hi)` as a range and any other iterable as a set of choices."""
     def real(v: object) -> float:
-        x = check_real(call, name, v, minimum=minimum, positive=positive)
+        x = check_real(name, v, minimum=minimum, positive=positive, where=call)
         if upper is not None and x > upper:
             raise fail(call, f"{name} values must be <= {upper}, got {v!r}.")
         return x

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses as dc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from .geometry import Warp, jitter, pad, random_rotate, random_scale, warp
 from ._common import MSG_AS_TRANSFORM, Shape, Transform, TransformParams
-
+from .geometry import Warp, jitter, pad, random_rotate, random_scale, warp
 
 # --------------------------------------------------------------------------------------------
 # Combinators
@@ -308,7 +307,31 @@ def as_transform_arg(transforms: Any) -> Transform:
     if isinstance(transforms, (list, tuple)):
         return chain(*transforms) if transforms else identity()
     if callable(transforms):
-        return chain(transforms)
+        return chain(cast(Callable[[Tensor], Tensor], transforms))
     raise InvalidArgumentError(
-        f"transforms must be a Transform, a callable Tensor -> Tensor, or a list of them, got {type(transforms).__name__}"
+        "transforms must be a Transform, a callable Tensor -> Tensor, or a list of them, got "
+        f"{type(transforms).__name__}"
     )
+
+
+_pad, _jitter = pad, jitter  # `affine`'s keyword arguments shadow these factories
+
+
+def affine(*, pad: int = 0, jitter: int = 0, scale: Iterable[float] | tuple[float, float] = (1.0, 1.0),
+           rotate: float | Iterable[float] | tuple[float, float] = (0.0, 0.0),
+           mode: str = "reflect", value: float = 0.5) -> Transform:
+    """Pad, jitter, zoom and turn in that order, as one fused geometric transform.
+
+    Same as `chain(pad(pad, mode=mode, value=value), jitter(jitter), random_scale(scale),
+    random_rotate(rotate))`; see those for the arguments. The defaults are the identity.
+
+    Shape:
+        (B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad)
+
+    Example:
+        >>> t = affine(pad=4, jitter=2, scale=(0.9, 1.1), rotate=(-5.0, 5.0))
+        >>> t.apply(torch.rand(2, 3, 8, 8), t.sample(None, (2, 3, 8, 8))).shape
+        torch.Size([2, 3, 16, 16])
+    """
+    return chain(_pad(pad, mode=mode, value=value), _jitter(jitter), random_scale(scale),
+                 random_rotate(rotate))

@@ -22,8 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..args import check_int, check_real, is_real
 from ..errors import InvalidArgumentError
-from ._common import Dist, GRID_PADDING, Geo, Mode, PAD_MODES, Shape, Transform, check_int, check_real, check_shape, distribution, draw, fail, generator_device, is_real, matrix, same_shape
+from ._common import (
+    GRID_PADDING,
+    PAD_MODES,
+    Dist,
+    Geo,
+    Mode,
+    Shape,
+    Transform,
+    check_shape,
+    distribution,
+    draw,
+    fail,
+    generator_device,
+    matrix,
+    same_shape,
+)
 
 
 @dc.dataclass(frozen=True)
@@ -171,10 +187,10 @@ def pad(width: int, *, mode: str = "reflect", value: float = 0.5) -> Transform:
                 [0., 0., 0., 0.]])
     """
     call = f"pad(width={width!r}, mode={mode!r})"
-    width = check_int(call, "width", width, minimum=0)
+    width = check_int("width", width, minimum=0, where=call)
     if mode not in PAD_MODES:
         raise fail(call, f"mode must be one of {', '.join(map(repr, PAD_MODES))}; got {mode!r}.")
-    fill = check_real(call, "value", value) if mode == "constant" else 0.0
+    fill = check_real("value", value, where=call) if mode == "constant" else 0.0
     return warp(Geo(_eye, ft.partial(_pad_shape, width), (mode, fill)))
 
 
@@ -196,7 +212,7 @@ def jitter(pixels: int) -> Transform:
         >>> bool((m[:, :2, 2].abs() <= 4).all())    # the translation column, in pixels
         True
     """
-    pixels = check_int(f"jitter(pixels={pixels!r})", "pixels", pixels, minimum=0)
+    pixels = check_int("pixels", pixels, minimum=0, where=f"jitter(pixels={pixels!r})")
     return warp(Geo(ft.partial(_jitter_matrix, pixels), same_shape))
 
 
@@ -238,35 +254,10 @@ def random_rotate(degrees: float | Iterable[float] | tuple[float, float]) -> Tra
     """
     call = f"random_rotate({degrees!r})"
     if is_real(degrees):
-        d = abs(check_real(call, "degrees", degrees))
+        d = abs(check_real("degrees", degrees, where=call))
         degrees = (-d, d)
     dist = distribution(call, "degrees", degrees)
     return warp(Geo(ft.partial(_rotate_matrix, dist), same_shape))
-
-
-_pad, _jitter = pad, jitter  # `affine`'s keyword arguments shadow these factories
-
-
-def affine(*, pad: int = 0, jitter: int = 0, scale: Iterable[float] | tuple[float, float] = (1.0, 1.0),
-           rotate: float | Iterable[float] | tuple[float, float] = (0.0, 0.0),
-           mode: str = "reflect", value: float = 0.5) -> Transform:
-    """Pad, jitter, zoom and turn in that order, as one fused geometric transform.
-
-    Same as `chain(pad(pad, mode=mode, value=value), jitter(jitter), random_scale(scale),
-    random_rotate(rotate))`; see those for the arguments. The defaults are the identity.
-
-    Shape:
-        (B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad)
-
-    Example:
-        >>> t = affine(pad=4, jitter=2, scale=(0.9, 1.1), rotate=(-5.0, 5.0))
-        >>> t.apply(torch.rand(2, 3, 8, 8), t.sample(None, (2, 3, 8, 8))).shape
-        torch.Size([2, 3, 16, 16])
-    """
-    from .compose import chain  # chain fuses geometric steps, so it imports this module
-
-    return chain(_pad(pad, mode=mode, value=value), _jitter(jitter), random_scale(scale),
-                 random_rotate(rotate))
 
 
 def _crops_shape(n: int, size: tuple[int, int] | None, shape: Shape) -> Shape:
@@ -307,7 +298,7 @@ def crops(n: int, *, scale: tuple[float, float] = (0.5, 1.0),
         torch.Size([8, 3, 8, 8])
     """
     call = f"crops(n={n!r}, scale={scale!r}, size={size!r})"
-    n = check_int(call, "n", n, minimum=1)
+    n = check_int("n", n, minimum=1, where=call)
     if not (isinstance(scale, tuple) and len(scale) == 2):
         raise fail(call, f"scale must be a (lo, hi) tuple with 0 < lo <= hi <= 1, got {scale!r}.")
     area = distribution(call, "scale", scale, positive=True, upper=1.0)
@@ -315,5 +306,5 @@ def crops(n: int, *, scale: tuple[float, float] = (0.5, 1.0),
         pair = (size, size) if not isinstance(size, tuple) else size
         if len(pair) != 2:
             raise fail(call, f"size must be an int or an (H, W) tuple of ints >= 1, got {size!r}.")
-        size = (check_int(call, "size", pair[0], minimum=1), check_int(call, "size", pair[1], minimum=1))
+        size = (check_int("size", pair[0], minimum=1, where=call), check_int("size", pair[1], minimum=1, where=call))
     return warp(Geo(ft.partial(_crops_matrix, n, area, size), ft.partial(_crops_shape, n, size)))

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..args import check_int, check_real, is_real
 from ..errors import InvalidArgumentError
-from ._common import Dist, Shape, Transform, check_int, check_real, check_shape, distribution, draw, fail, generator_device, is_real
-
+from ..param.transparency import noise_background  # the noise background is a parameterization's draw
+from ._common import Dist, Shape, Transform, check_shape, distribution, draw, fail, generator_device
 
 # --------------------------------------------------------------------------------------------
 # Pixel-value transforms
@@ -64,7 +65,7 @@ def gaussian_blur(sigma: float | tuple[float, float], *, kernel_size: int | None
     """
     call = f"gaussian_blur(sigma={sigma!r}, kernel_size={kernel_size!r})"
     if is_real(sigma):
-        s = check_real(call, "sigma", sigma, minimum=0.0)
+        s = check_real("sigma", sigma, minimum=0.0, where=call)
         dist = Dist(s, s)
     elif isinstance(sigma, tuple) and len(sigma) == 2:
         dist = distribution(call, "sigma", sigma, minimum=0.0)
@@ -72,7 +73,7 @@ def gaussian_blur(sigma: float | tuple[float, float], *, kernel_size: int | None
         raise fail(call, f"sigma must be a number >= 0 or a (lo, hi) tuple, got {sigma!r}.")
     if kernel_size is None:
         kernel_size = 2 * math.ceil(3 * dist.hi) + 1
-    kernel_size = check_int(call, "kernel_size", kernel_size, minimum=1)
+    kernel_size = check_int("kernel_size", kernel_size, minimum=1, where=call)
     if kernel_size % 2 == 0:
         raise fail(call, f"kernel_size must be odd, got {kernel_size!r}.")
     return Transform(ft.partial(_blur_sample, dist), ft.partial(_blur_apply, dist.lo, kernel_size))
@@ -104,7 +105,7 @@ def noise(std: float | tuple[float, float]) -> Transform:
     """
     call = f"noise(std={std!r})"
     if is_real(std):
-        s = check_real(call, "std", std, minimum=0.0)
+        s = check_real("std", std, minimum=0.0, where=call)
         dist = Dist(s, s)
     elif isinstance(std, tuple) and len(std) == 2:
         dist = distribution(call, "std", std, minimum=0.0)
@@ -129,10 +130,9 @@ class _Composite:
     def sample(self, g: torch.Generator | None, shape: torch.Size) -> Tensor:
         if len(shape) != 4 or shape[1] != 4:
             raise InvalidArgumentError(
-                f"composite() blends RGBA images (B, 4, H, W), e.g. from lucent_dsl.param.alpha(...); got shape {tuple(shape)}"
+                "composite() blends RGBA images (B, 4, H, W), e.g. from lucent_dsl.param.alpha(...); got shape "
+                f"{tuple(shape)}"
             )
-        from ..param.transparency import noise_background  # param draws the noise; it never imports transforms
-
         b, _, h, w = shape
         dev = generator_device(g)
         with torch.no_grad():
@@ -177,5 +177,5 @@ def composite(background: str = "noise", *, sd: float = 0.5) -> Transform:
     """
     if background not in BACKGROUNDS:
         raise InvalidArgumentError(f"background must be one of {BACKGROUNDS}, got {background!r}")
-    c = _Composite(background, check_real("composite", "sd", sd, minimum=0.0))
+    c = _Composite(background, check_real("sd", sd, minimum=0.0, where="composite"))
     return Transform(c.sample, c)

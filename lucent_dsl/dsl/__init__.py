@@ -1,0 +1,7 @@
+"""Text <-> Expr: the objective language.
+
+Rooms: `expr` (the frozen nodes, `walk`, `evaluate`, the `VOCABULARY` registry), `arrays` (a constant
+tensor as a hashable value), `lexer`, `parser` and `parse_errors` (DSL text in, an allow-list, never
+`eval`), `printing` (`repr` and abbreviated labels), `serialize` (JSON in and out). The public names
+are re-exported by `lucent_dsl` itself (`ld.parse`, `ld.Expr`, `ld.to_json`, ...).
+"""

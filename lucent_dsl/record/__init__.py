@@ -1,0 +1,6 @@
+"""The record a file carries, as data, below the renderer.
+
+Rooms: `recipe` (`Recipe`: everything that decides a render's pixels, its JSON, loading and validation),
+`trust` (what a recipe read from a file may ask for), `resources` (caps, memory and threads a render may
+use, checked before the first step). Running a recipe sits above the renderer: `lucent_dsl.replay`.
+"""

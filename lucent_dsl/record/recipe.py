@@ -1,0 +1,256 @@
+"""`Recipe`: everything that decides a render's pixels, as one JSON value (the record a PNG carries).
+
+A recipe holds the objective as DSL text, the models as spec strings, and every setting that
+changes the pixels (size, steps, seed, parameterization, transforms, lr, batch, precision).
+`lucent-dsl` writes it into each PNG it saves (under `io.RECIPE_KEY`), so
+`lucent-dsl render --recipe image.png` replays the image: bit for bit on the CPU with the same
+torch build. Where the run happens (`device`) and whether the step is compiled are not part of
+a recipe; compiled and eager steps can differ in the last bits.
+
+A recipe is data: it names models by spec (see `specs`). `Recipe.run` builds them only as the
+trust rule allows (`Recipe.check_trusted`, `lucent_dsl.record.trust`): by default zoo models and
+torchvision/timm architectures with random weights, no Python file, no download, no input image
+read, and settings within `resources.CAPS`. Recipes are read from PNG, JPEG and WebP metadata
+without decoding the pixels (`io.read_metadata`).
+
+Example:
+    >>> r = Recipe(objective="channel('features.14', 10)", steps=64)
+    >>> Recipe.from_json(r.to_json()) == r
+    True
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import json
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..args import check_choice, check_int, check_seed, check_size
+from ..dsl.parser import parse
+from ..errors import InvalidArgumentError
+from ..models.hardware import resolve_precision
+from ..models.info import info_of
+from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
+from . import trust
+
+FORMAT = 1
+"""Version of the recipe JSON layout (the `lucent_dsl_recipe` key)."""
+
+COMMANDS = ("render", "caricature", "accentuate")
+PARAMS = ("fft", "pixel")
+TRANSFORMS = ("standard", "robust", "none")
+PRECISIONS = ("auto", "fp32", "bf16")
+SCORE_KEY = "lucent_dsl.score"
+"""PNG metadata key of an image's final score (written next to `io.RECIPE_KEY`)."""
+# Keys written for information only; reading ignores them. "interrupted": {"steps_done", "steps_asked"}
+# of an image saved after Ctrl-C (its "steps" are the steps done, so it replays exactly).
+_INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted")
+MAX_RECIPE_BYTES = 16 * 2**20
+
+
+# --- the recipe value ----------------------------------------------------------------------------
+
+
+@dc.dataclass(frozen=True)
+class Recipe:
+    """Everything that decides a render's pixels. A frozen value; `to_json`/`from_json` round-trip it.
+
+    Attributes:
+        objective: DSL text (canonical form, `repr(parse(text))`); None for `caricature`.
+        models: model specs (see `build_models`); empty means `(zoo.DEFAULT,)`.
+        size: (H, W) of the rendered image; None: the first model's input size, else 224.
+        steps, seed, lr, batch: as in `render`.
+        param: "fft" or "pixel" (see `lucent_dsl.param`).
+        transforms: "standard" (`transforms.standard()`; for caricature/accentuate, applied paired
+            to the source image too), "robust" (`transforms.robust()`) or "none".
+        precision: "fp32" or "bf16" (what ran); "auto" until `resolved` (the render's rule decides).
+        command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.toolbox.inversion`).
+        image: the input image of caricature/accentuate (an absolute path).
+        layers: the layers of a caricature.
+    """
+
+    objective: str | None = None
+    models: tuple[str, ...] = ()
+    size: tuple[int, int] | None = None
+    steps: int = 512
+    seed: int = 0
+    param: str = "fft"
+    transforms: str = "standard"
+    lr: float = 0.05
+    batch: int = 1
+    precision: str = "fp32"
+    command: str = "render"
+    image: str | None = None
+    layers: tuple[str, ...] = ()
+    decay_power: float = 1.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("command", self.command, COMMANDS, where="recipe")
+        if self.objective is not None:
+            if not isinstance(self.objective, str):
+                raise InvalidArgumentError(f"recipe: objective must be DSL text, got {type(self.objective).__name__}")
+            object.__setattr__(self, "objective", repr(parse(self.objective)))
+        elif self.command != "caricature":
+            raise InvalidArgumentError(f"recipe: a {self.command} needs an objective")
+        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+            raise InvalidArgumentError(f"recipe: models must be a list of spec strings, got {self.models!r}")
+        object.__setattr__(self, "models", tuple(self.models))
+        for m in self.models:
+            parse_spec(m)
+        if self.size is not None:
+            object.__setattr__(self, "size", check_size(self.size, where="recipe"))
+        object.__setattr__(self, "steps", check_int("steps", self.steps, where="recipe"))
+        object.__setattr__(self, "seed", check_seed(self.seed, "recipe: seed"))
+        check_choice("param", self.param, PARAMS, where="recipe")
+        check_choice("transforms", self.transforms, TRANSFORMS, where="recipe")
+        check_choice("precision", self.precision, PRECISIONS, where="recipe")
+        if (isinstance(self.decay_power, bool) or not isinstance(self.decay_power, numbers.Real)
+                or not (math.isfinite(self.decay_power) and 0 <= self.decay_power <= 4)):
+            raise InvalidArgumentError(f"recipe: decay_power must be a number in [0, 4], got {self.decay_power!r}")
+        object.__setattr__(self, "decay_power", float(self.decay_power))
+        if self.threads is not None:
+            object.__setattr__(self, "threads", check_int("threads", self.threads, where="recipe"))
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, numbers.Real)
+            or not (math.isfinite(self.lr) and self.lr > 0)
+        ):
+            raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
+        object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "batch", check_int("batch", self.batch, where="recipe"))
+        if self.command != "render" and self.image is None:
+            raise InvalidArgumentError(f"recipe: a {self.command} needs an image")
+        if self.command == "caricature" and not self.layers:
+            raise InvalidArgumentError("recipe: a caricature needs layers")
+        if isinstance(self.layers, str) or not all(isinstance(s, str) for s in self.layers):
+            raise InvalidArgumentError(f"recipe: layers must be a list of layer names, got {self.layers!r}")
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    # --- JSON ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; fields at their defaults for another command are left out."""
+        d: dict[str, Any] = {"lucent_dsl_recipe": FORMAT, "command": self.command}
+        for f in dc.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "command" or (f.name in ("image", "layers") and not v):
+                continue
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        d["torch"] = torch.__version__
+        return d
+
+    def to_json(self, **dumps_kwargs: Any) -> str:
+        """The recipe as JSON text (keys in a fixed order, so equal recipes give equal text)."""
+        return json.dumps(self.to_dict(), allow_nan=False, **dumps_kwargs)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        """Read a dict made by `to_dict`. Unknown keys are an error (a typo must not be ignored)."""
+        if not isinstance(d, Mapping):
+            raise InvalidArgumentError(f"recipe: expected a JSON object, got {type(d).__name__}")
+        version = d.get("lucent_dsl_recipe", FORMAT)
+        if version != FORMAT:
+            raise InvalidArgumentError(f"recipe: format {version!r} is not supported (this lucent_dsl reads {FORMAT})")
+        names = {f.name for f in dc.fields(cls)}
+        unknown = sorted(set(d) - names - set(_INFO_KEYS))
+        if unknown:
+            raise InvalidArgumentError(f"recipe: unknown keys {unknown}; known: {sorted(names)}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Recipe:
+        """Read recipe JSON text."""
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise InvalidArgumentError(f"recipe: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """Read a recipe from a JSON file, or from the metadata of a PNG, JPEG or WebP that lucent-dsl
+        wrote (pixels are not decoded). Nothing is built: see `check_trusted` and `run`."""
+        from ..io import RECIPE_KEY, read_metadata
+        from ..io.metadata import sniff
+
+        p = Path(path)
+        if not p.is_file():
+            raise InvalidArgumentError(f"recipe file {str(p)!r} does not exist")
+        if sniff(p) is not None:
+            meta = read_metadata(p)
+            if RECIPE_KEY not in meta:
+                raise InvalidArgumentError(f"{str(p)!r} carries no lucent_dsl recipe (no {RECIPE_KEY!r} metadata)")
+            return cls.from_json(meta[RECIPE_KEY])
+        if p.stat().st_size > MAX_RECIPE_BYTES:
+            raise InvalidArgumentError(
+                f"{str(p)!r} is {p.stat().st_size} bytes: not a recipe (at most {MAX_RECIPE_BYTES})"
+            )
+        return cls.from_json(p.read_bytes())
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with `changes` applied (None values are ignored, so CLI defaults pass through)."""
+        return dc.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    # --- running -----------------------------------------------------------------------------------
+
+    run: ClassVar[Callable[..., Any]]
+    """`recipe.run(models=None, *, device, compile, progress, thresholds, callback, allow)`: render this recipe
+    and return the `RenderResult` (`lucent_dsl.replay.run`). Running sits above the renderer, so the runner
+    is attached to the class there, and `import lucent_dsl` imports it."""
+
+    def check_trusted(self, allow: str | Sequence[str] | None = None, *, source: str | None = None,
+                      models: bool = True, image: bool = True) -> None:
+        """Refuse what this recipe asks for unless `allow` names its kind (`lucent_dsl.record.trust.check`):
+        a Python file (`file`), a download (`download`), its input image (`image`), settings above
+        the caps (`large`). `models`/`image` False: the caller replaces the recipe's own.
+
+        Raises:
+            UntrustedRecipeError: the message lists every ask and how to allow it.
+            InvalidArgumentError: a setting above `resources.CAPS`.
+        """
+        trust.check(self, allow, source=source, models=models, image=image)
+
+    def build_models(self, *, device: str | torch.device | None = None,
+                     allow: str | Sequence[str] | None = None) -> nn.Module | dict[str, nn.Module]:
+        """The models the recipe names (see `build_models`), once the trust rule allows them.
+
+        Raises:
+            UntrustedRecipeError: a file spec or a download that `allow` does not name.
+        """
+        self.check_trusted(allow, image=False)
+        return build_models(self.models, device=device)
+
+    def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
+        """The recipe with `size`, `models` and `precision` filled in, as it is stored next to an image.
+
+        `precision="auto"` becomes what a render of these models on their device runs (`hardware.resolve_precision`,
+        the render's own rule), so the file records what ran and replays the same on any machine.
+        """
+        from ..zoo import DEFAULT as DEFAULT_MODEL  # imported when used: `import lucent_dsl` leaves zoo fresh
+
+        size = self.size
+        if size is None and self.command != "render" and info_of(first_model(models)).input_size is None:
+            size = _image_size(self.image)  # the recipes' own default: the image's size
+        size = size or default_size(models)
+        mods = list(models.values()) if isinstance(models, Mapping) else [models]
+        device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
+        images = len(self.layers) if self.command == "caricature" else 1 if self.command == "accentuate" else self.batch
+        return dc.replace(
+            self,
+            size=size,
+            models=tuple(normalize_spec(m) for m in (self.models or (DEFAULT_MODEL,))),
+            precision=resolve_precision(self.precision, mods, device, size, images),
+        )
+
+
+def _image_size(path: Any) -> tuple[int, int]:
+    from ..io import image_size
+
+    return image_size(path)  # from the header: ImageError for unreadable or too large images

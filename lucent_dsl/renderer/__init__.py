@@ -1,0 +1,9 @@
+"""Plan -> RenderResult: the render.
+
+Rooms: `phases` (`render` in named phases: check the settings, set up, run the steps, build the result),
+`steps` (the loop, the non-finite policy, the compiled-step cache), `result` (`RenderResult`), `relu`
+(Lucid's redirected ReLU), `provenance` (the `record.Recipe` of a Python render, or why there is none).
+Named `renderer`, not `render`, so that `lucent_dsl.render` stays the function.
+"""
+from .phases import render as render
+from .result import RenderResult as RenderResult

@@ -1,0 +1,306 @@
+"""`render`: optimize an image so that a plan's objective is as high as possible.
+
+One step: parameterization -> random transforms -> each model's preprocessing -> truncated
+forwards -> plan loss -> gradient with respect to the image parameters only (the models are
+frozen for the duration of the render) -> optimizer step. Random transform parameters are drawn
+outside the (optionally compiled) step as tensors, so the compiled step has static shapes and
+compiles once per plan, parameterization, transforms, shape and device.
+
+Example:
+    >>> import torch.nn as nn
+    >>> from lucent_dsl import channel, param
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    >>> result = render(channel("2", 3), net, size=32, steps=8, progress=False)
+    >>> result.images.shape, len(result.history["channel('2', 3)"])
+    (torch.Size([1, 3, 32, 32]), 8)
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+import functools as ft
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
+
+import torch
+from torch import Tensor
+
+from .. import param as param_lib, transforms as tf_lib
+from ..args import check_choice, check_int, check_real, check_seed, check_size
+from ..dsl.expr import Expr
+from ..errors import InvalidArgumentError
+from ..models import hardware as hw_lib
+from ..models.checks import normalize_device
+from ..plan.compiler import Plan, compile_plan, history_rows
+from ..plan.fold import frozen_models
+from . import steps as steps_lib
+from .provenance import recipe_of
+from .relu import redirected_relu
+from .result import RenderResult
+from .steps import Setup
+
+_LIVE_PLANS: weakref.WeakValueDictionary[tuple, Plan] = weakref.WeakValueDictionary()  # key -> a plan still in use
+
+
+def _as_transform(transforms: Any) -> tf_lib.Transform:
+    return _standard() if transforms is None else tf_lib.as_transform_arg(transforms)
+
+
+@ft.cache
+def _standard() -> tf_lib.Transform:
+    return tf_lib.standard()
+
+
+@ft.lru_cache(maxsize=32)
+def _default_param(size: tuple[int, int], batch: int, channels: int) -> param_lib.ImageParam:
+    return param_lib.fft(size, batch=batch, channels=channels)
+
+
+def _make_optimizer(optimizer: Any, leaves: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    if optimizer is None:
+        return torch.optim.Adam(leaves, lr=lr)
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        return cast(Any, optimizer)(leaves, lr=lr)  # a torch.optim class: (params, lr=...)
+    if callable(optimizer):
+        opt = optimizer(leaves)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise InvalidArgumentError(f"optimizer factory returned {type(opt).__name__}, not a torch.optim.Optimizer")
+        return opt
+    raise InvalidArgumentError(
+        "optimizer must be a torch.optim.Optimizer class or a function params -> optimizer, "
+        f"e.g. lambda p: torch.optim.Adam(p, lr=0.05); got {optimizer!r}"
+    )
+
+
+
+def _should_compile(compile: Any, hw: hw_lib.Hardware, steps: int) -> bool:
+    if compile == "auto":
+        return hw_lib.auto_compiles(hw, steps)
+    if isinstance(compile, bool):
+        return compile
+    raise InvalidArgumentError(f"compile must be True, False or 'auto', got {compile!r}")
+
+
+def resolve_precision(precision: str, plan: Plan, device: torch.device, size: tuple[int, int], n: int,
+                      hw: hw_lib.Hardware | None = None) -> str:
+    """`hardware.resolve_precision` for the models `plan` runs.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> plan = compile_plan(channel("0", 1), nn.Sequential(nn.Conv2d(3, 4, 3)))
+        >>> resolve_precision("auto", plan, torch.device("cpu"), (16, 16), 1)
+        'fp32'
+        >>> resolve_precision("auto", plan, torch.device("cpu"), (16, 16), 1, hw_lib.Hardware("cuda", bf16=True))
+        'bf16'
+    """
+    return hw_lib.resolve_precision(precision, plan.models.values(), device, size, n, hw)
+
+
+def image_channels(plan: Plan) -> int:
+    """Colour channels of the rendered image: 3, or fewer when every model reads fewer (grayscale)."""
+    return min(3, max((info.channels for info in plan.infos.values()), default=3))
+
+
+class Settings(NamedTuple):
+    """`render`'s arguments after checking (phase 1)."""
+
+    steps: int
+    size: tuple[int, int]
+    lr: float
+    seed: int
+    precision: str
+    on_nonfinite: str
+    snaps_at: tuple[int, ...]
+    redirect_relu: int
+
+
+def check_settings(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any, on_nonfinite: Any,
+                   thresholds: Any, redirect_relu: Any) -> Settings:
+    """Phase 1: every argument checked before any model runs."""
+    steps = check_int("steps", steps)
+    check_choice("precision", precision, ("auto", "fp32", "bf16"))
+    check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
+    lr = check_real("lr", lr, positive=True)
+    seed = check_seed(seed)
+    snaps_at = tuple(sorted({check_int("each threshold", t) for t in (thresholds or ())}))
+    if snaps_at and snaps_at[-1] > steps:
+        raise InvalidArgumentError(f"threshold {snaps_at[-1]} is past the last step ({steps})")
+    return Settings(steps, check_size(size), lr, seed, precision, on_nonfinite, snaps_at,
+                    check_int("redirect_relu", redirect_relu, minimum=0))
+
+
+def _plan_of(objective: Any, models: Any) -> Plan:
+    if isinstance(objective, Plan):
+        return objective
+    if models is None:
+        raise InvalidArgumentError("render needs models: an nn.Module or a mapping name -> nn.Module")
+    plan = compile_plan(objective, models)
+    # An equal plan still in use (held by a RenderResult, say) brings its compiled steps along.
+    return _LIVE_PLANS.setdefault(plan.key, plan)
+
+
+def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
+           compile: Any, compile_mode: str | None, hardware: hw_lib.Hardware | None = None) -> Setup:
+    """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step.
+
+    Every machine-dependent decision reads `hardware` (default: `Hardware.of(device)`)."""
+    dev = normalize_device(device) if device is not None else plan.device
+    if dev != plan.device and any(True for m in plan.models.values() for _ in m.parameters()):
+        raise InvalidArgumentError(f"device={dev} but the models are on {plan.device}; move the models or drop device=")
+    if plan.n_images and batch is not None and batch != plan.n_images:
+        raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
+    n = check_int("batch", plan.n_images or batch or 1)
+    hw = hardware or hw_lib.Hardware.of(dev)
+    image_param = param if param is not None else _default_param(s.size, n, image_channels(plan))
+    transform = _as_transform(transforms)
+    generator = torch.Generator(dev).manual_seed(s.seed)
+    leaves = {k: v.detach().to(dev).requires_grad_(True) for k, v in image_param.init(generator).items()}
+    with torch.no_grad():
+        first = image_param.to_image(leaves)
+    if batch is None and not plan.n_images:
+        n = first.shape[0]  # a given parameterization sets the batch size
+    elif first.shape[0] != n:
+        raise InvalidArgumentError(f"the parameterization makes {first.shape[0]} images but the render needs {n}")
+    # "auto" decided on the image the parameterization makes (a given param's size, not `size=`'s default)
+    image_hw = (int(first.shape[-2]), int(first.shape[-1]))
+    s = s._replace(precision=resolve_precision(s.precision, plan, dev, image_hw, n, hw))
+    if hw_lib.bf16_is_emulated(hw, s.precision):
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 units (AVX-512 BF16 or AMX): bf16 is emulated there and was "
+            "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
+            UserWarning, stacklevel=3)
+    apply = steps_lib.model_inputs(plan, transform, first.shape)
+    optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
+    eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)
+    step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
+    if _should_compile(compile, hw, s.steps):
+        # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
+        key = (image_param.to_image, apply, tuple(first.shape), str(dev), s.precision, compile_mode)
+        step = steps_lib.compiled_step(plan, key, eager, compile_mode)
+    return Setup(plan, n, image_param, transform, apply, generator, leaves, first.shape, optim, step, eager,
+                 s.precision, hw_lib.defers_nonfinite_check(hw, s.on_nonfinite))
+
+
+def build_result(setup: Setup, s: Settings, record: steps_lib.StepRecord) -> RenderResult:
+    """Phase 4: the final images and the per-term history (equal summands added up under one key)."""
+    with torch.no_grad():
+        images = setup.image_param.to_image(setup.leaves).detach().cpu()
+    plan = setup.plan
+    rows = torch.stack(record.rows).cpu() if record.rows else torch.zeros(0, len(plan.term_names), setup.n)
+    return RenderResult(
+        images=images,
+        snapshots=record.snapshots,
+        history=history_rows(plan.history_keys, rows),
+        plan=plan,
+        seed=s.seed,
+        steps=record.done,
+        interrupted=record.interrupted,
+        skipped_steps=tuple(record.skipped),
+        precision=setup.precision,
+    )
+
+
+def render(
+    objective: Expr | str | Sequence[Expr | str] | Plan,
+    models: Any = None,
+    *,
+    size: int | tuple[int, int] = 224,
+    steps: int = 512,
+    batch: int | None = None,
+    param: param_lib.ImageParam | None = None,
+    transforms: Any = None,
+    optimizer: Any = None,
+    lr: float = 0.05,
+    thresholds: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    compile: bool | str = "auto",
+    compile_mode: str | None = None,
+    precision: str = "auto",
+    on_nonfinite: str = "raise",
+    progress: bool | str = True,
+    callback: Callable[[int, Tensor], None] | None = None,
+    redirect_relu: int = 0,
+) -> RenderResult:
+    """Render images that maximize `objective` on `models`.
+
+    Args:
+        objective: an expression, DSL text, a compiled `Plan`, or a list of objectives (one image each).
+        models: an `nn.Module` or a mapping name -> module (ignored when `objective` is a Plan).
+        size: image size (int or (H, W)) of the default parameterization.
+        steps: optimization steps.
+        batch: number of images (default: 1, or one per objective of a list).
+        param: an `ImageParam` (default: `param.fft(size, batch=batch)` with decorrelated colour).
+        transforms: a `Transform`, a callable, or a list of them (default: `transforms.standard()`; [] for none).
+        optimizer: a torch optimizer class or a function params -> optimizer (default: Adam).
+        lr: learning rate of the default optimizer.
+        thresholds: steps after which to keep a snapshot of the images.
+        seed: seeds every random draw (init and transforms): same seed, same image (bit for bit on the CPU
+            with the same torch build and thread count).
+        device: where to render (default: the models' device).
+        compile: True, False, or "auto" (CUDA always; CPU only if CPU_COMPILE_MIN_STEPS is set, and steps >= it).
+            Compiled steps are kept on the plan: render a `Plan` again (or keep a result whose plan is equal)
+            to reuse one.
+        compile_mode: passed to torch.compile (e.g. "reduce-overhead" for CUDA graphs).
+        precision: "auto" (see `resolve_precision`: bf16 on CUDA, and on CPUs with native bf16 where it
+            was measured faster; fp32 elsewhere), "fp32", or "bf16" (autocast for the models; image
+            parameters and optimizer stay fp32; on a CPU without bf16 units it is emulated and slower: a
+            warning says so). `RenderResult.precision` says what ran.
+        on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
+        progress: True: a tqdm progress bar with the current total score, and one summary line when it ends
+            (the same quantity); "bar": the bar only (the CLI prints its own line); False: nothing.
+        callback: called as callback(step, images) after each step (images detached).
+        redirect_relu: use Lucid's redirected ReLU gradient in the models' nn.ReLU/nn.ReLU6 modules for
+            this many first steps (0: never; Lucid: 16), so units dead on the initial image get a gradient
+            (see `lucent_dsl.relu`). These steps run eagerly.
+
+    Returns:
+        RenderResult; `history` has one series per distinct top-level summand, and the series add up
+        to the total score at every step. Ctrl-C stops the run cleanly and returns the result so far.
+    """
+    s = check_settings(steps=steps, size=size, lr=lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
+                       thresholds=thresholds, redirect_relu=redirect_relu)
+    plan = _plan_of(objective, models)
+    setup = set_up(plan, s, batch=batch, param=param, transforms=transforms, optimizer=optimizer, device=device,
+                   compile=compile, compile_mode=compile_mode)
+    bar = _progress(s.steps, progress)
+    models_run = list(plan.models.values())
+    try:
+        with frozen_models(models_run), redirected_relu(models_run, s.redirect_relu) as relus:
+            record = steps_lib.run_steps(setup, steps=s.steps, on_nonfinite=s.on_nonfinite, snaps_at=s.snaps_at,
+                                         relus=relus, callback=callback, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = build_result(setup, s, record)
+    hw = (int(result.images.shape[-2]), int(result.images.shape[-1]))
+    recipe, why = recipe_of(plan, size=hw, n=setup.n, channels=int(result.images.shape[1]),
+                            steps=result.steps if result.interrupted else s.steps, seed=s.seed, lr=s.lr,
+                            precision=setup.precision, param=param, transforms=transforms, optimizer=optimizer,
+                            redirect_relu=s.redirect_relu)
+    if result.skipped_steps:
+        recipe, why = None, (*why, "steps were skipped (on_nonfinite='skip'); a replay would raise there")
+    result = dc.replace(result, recipe=recipe, unreplayable=why)
+    if bar is not None and progress != "bar":
+        _summary(result)
+    return result
+
+
+def _progress(steps: int, enabled: bool | str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency, but a broken install should not stop a render
+        return None
+    return tqdm(total=steps, desc="render", leave=False)
+
+
+def _summary(result: RenderResult) -> None:
+    """One line left after the progress bar: the same quantity the bar showed (the total score)."""
+    import sys
+
+    total = float(result.scores().sum()) if result.steps else float("nan")
+    state = " (interrupted)" if result.interrupted else ""
+    print(f"render: {result.steps} steps{state}, score {total:.4g}", file=sys.stderr)

@@ -1,0 +1,160 @@
+"""The recipe of a Python render: the `record.Recipe` that makes the same pixels, when it can be known.
+
+`render` calls `recipe_of` with what it was given; `RenderResult.recipe` holds the answer and
+`RenderResult.save` writes it into the PNG (as the CLI does), so `lucent-dsl render --recipe out.png`
+replays a notebook's picture. What a recipe cannot name leaves `recipe` None and says why in
+`RenderResult.unreplayable` (the PNG then carries that note instead of a recipe):
+
+- a model not built by `zoo.load` or `specs.build_model` (your own module), or one whose weights
+  changed after it was built (`models.spec_of`);
+- a parameterization other than `param.fft` / `param.pixel` at their defaults (size, batch,
+  channels and `decay_power` may be anything), transforms other than `transforms.standard()`
+  (the default), `transforms.robust()` or none, an optimizer other than the default Adam, `redirect_relu`;
+- an objective with `@objective` terms (a reader would have to register them), or whose text is longer
+  than `parse` reads (`parser.MAX_TEXT`); a plan compiled with non-default options.
+
+Example:
+    >>> import lucent_dsl as ld
+    >>> from lucent_dsl.models.specs import build_model
+    >>> net = build_model("torchvision:alexnet")
+    >>> r = ld.render("channel('features.0', 0)", net, size=32, steps=2, progress=False)
+    >>> r.recipe.models, r.recipe.objective, r.recipe.steps
+    (('torchvision:alexnet',), "channel('features.0', 0)", 2)
+    >>> import torch.nn as nn
+    >>> ld.render("channel('0', 0)", nn.Sequential(nn.Conv2d(3, 4, 3)), size=8, steps=1, progress=False).unreplayable
+    ("model 'model' is a module of your own (not built by zoo.load or specs.build_model)",)
+"""
+from __future__ import annotations
+
+import dataclasses as dc
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+
+__all__ = ["recipe_of"]
+
+_DEFAULT_OPTIONS = (("truncate", "auto"), ("fuse", True))
+
+
+def _models(plan: Any) -> tuple[tuple[str, ...], list[str]]:
+    from ..models.info import SPEC_ATTR, spec_of
+    from ..plan.compiler import DEFAULT_MODEL_NAME
+
+    specs, why = [], []
+    for name, model in plan.models.items():
+        spec = spec_of(model)
+        if spec is None:
+            why.append(f"model {name!r} is a module of your own (not built by zoo.load or specs.build_model)"
+                       if not hasattr(model, SPEC_ATTR) else
+                       f"model {name!r} changed after it was built (weights loaded, edited or moved)")
+        specs.append(spec if name == DEFAULT_MODEL_NAME and len(plan.models) == 1 else f"{name}={spec}")
+    return tuple(specs), why
+
+
+def _unbound(plan: Any) -> Any:
+    """The plan's objective as the user wrote it for one unnamed model (binding added model='model')."""
+    from ..dsl.expr import map_terms
+    from ..plan.compiler import DEFAULT_MODEL_NAME
+
+    if list(plan.models) != [DEFAULT_MODEL_NAME]:
+        return plan.objective
+
+    def unbind(t: Any) -> Any:
+        fields = {f.name for f in dc.fields(t)} if dc.is_dataclass(t) else set()
+        return dc.replace(t, model=None) if "model" in fields and t.model == DEFAULT_MODEL_NAME else t  # pyright: ignore[reportArgumentType, reportAttributeAccessIssue]
+
+    return map_terms(plan.objective, unbind)
+
+
+def _objective(plan: Any) -> tuple[str | None, list[str]]:
+    from ..dsl.expr import terms_of
+    from ..objectives import BUILTINS
+
+    objective = _unbound(plan)
+    own = sorted({t.name for t in terms_of(objective)} - set(BUILTINS))
+    if own:
+        return None, [f"the objective uses @objective terms ({', '.join(own)}) that a reader would have to register"]
+    # Built-in terms print as text that parses back to them (tests/test_pipeline_law.py, test_objectives.py), so
+    # the text is not parsed again here: that would cost seconds for objectives that carry large tensors.
+    text = repr(objective)
+    from ..dsl.parser import MAX_TEXT
+
+    if len(text) > MAX_TEXT:
+        return None, [f"the objective's text is {len(text)} characters long, more than parse reads ({MAX_TEXT})"]
+    return text, []
+
+
+def _param(param: Any, size: tuple[int, int], n: int, channels: int) -> tuple[dict[str, Any], list[str]]:
+    if param is None:
+        return {"param": "fft", "decay_power": 1.0}, []
+    got = dict(getattr(param, "recipe", ()) or ())
+    if not got:
+        return {}, ["a parameterization a recipe cannot name (only param.fft and param.pixel with their default "
+                    "sd, decorrelate, squash and no init)"]
+    if got["size"] != size or got["batch"] != n or got["channels"] != channels:
+        return {}, [f"the parameterization's size/batch/channels {got['size']}/{got['batch']}/{got['channels']} are "
+                    f"not the render's {size}/{n}/{channels}"]
+    return {"param": got["param"], "decay_power": got["decay_power"]}, []
+
+
+def _transforms(transforms: Any) -> tuple[str | None, list[str]]:
+    from ..record.recipe import TRANSFORMS
+    from ..transforms import Transform
+
+    if transforms is None:
+        return "standard", []
+    if isinstance(transforms, Sequence) and not isinstance(transforms, (str, Transform)) and len(transforms) == 0:
+        return "none", []
+    if isinstance(transforms, Transform) and transforms.name in TRANSFORMS:
+        return transforms.name, []
+    return None, ["transforms other than transforms.standard() (the default), transforms.robust() or none"]
+
+
+def recipe_of(
+    plan: Any,
+    *,
+    size: tuple[int, int],
+    n: int,
+    channels: int,
+    steps: int,
+    seed: int,
+    lr: float,
+    precision: str,
+    param: Any,
+    transforms: Any,
+    optimizer: Any,
+    redirect_relu: int,
+) -> tuple[Any, tuple[str, ...]]:
+    """(the `Recipe` that replays this render, or None; why not, as short sentences)."""
+    from ..record.recipe import Recipe
+
+    models, why = _models(plan)
+    objective, more = _objective(plan)
+    why += more
+    param_fields, more = _param(param, size, n, channels)
+    why += more
+    transform_kind, more = _transforms(transforms)
+    why += more
+    if optimizer is not None:
+        why.append("an optimizer other than the default Adam")
+    if redirect_relu:
+        why.append("redirect_relu (a recipe has no field for it)")
+    if tuple(plan.options) != _DEFAULT_OPTIONS:
+        why.append(f"a plan compiled with options {dict(plan.options)} (a recipe compiles with the defaults)")
+    if why:
+        return None, tuple(why)
+    recipe = Recipe(
+        objective=objective,
+        models=models,
+        size=size,
+        steps=steps,
+        seed=seed,
+        lr=lr,
+        batch=n,
+        precision=precision,
+        transforms=cast(str, transform_kind),
+        threads=torch.get_num_threads(),
+        **param_fields,
+    )
+    return recipe, ()
