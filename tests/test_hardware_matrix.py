@@ -285,3 +285,33 @@ def test_explore_renders_in_bf16_and_its_commands_name_the_precision(tmp_path, q
     assert pngs and {Recipe.load(p).precision for p in pngs if ".grid" not in p.name} == {"bf16"}
     pages = "".join(p.read_text() for p in (tmp_path / "site").glob("**/*.html"))
     assert "--precision bf16" in pages  # the command that renders a unit again says so
+
+
+# --- the toolbox ---------------------------------------------------------------------------------------------
+
+
+def test_the_toolbox_methods_render_in_bf16_and_their_recipes_say_so(spec, quiet_bf16):
+    from lucent_dsl.models.specs import build_model
+    from lucent_dsl.toolbox.dictionary import render_dictionary
+    from lucent_dsl.toolbox.gatys import texture
+    from lucent_dsl.toolbox.groups import neuron_groups
+
+    net = build_model(spec)
+    torch.manual_seed(0)
+    g = neuron_groups(net, torch.rand(1, 3, 16, 16), "1", 2, steps=1, precision="bf16", progress=False)
+    d = render_dictionary(net, "1", torch.eye(8)[:2], size=12, steps=1, precision="bf16", progress=False)
+    t = texture(net, torch.rand(1, 3, 16, 16), ["1"], size=16, steps=1, precision="bf16", progress=False)
+    assert g.settings.precision == d.settings.precision == t.precision == "bf16"
+    assert g.settings.recipe(g.objectives[0], g.seeds[0], None).precision == "bf16"
+    assert all(bool(torch.isfinite(x).all()) for x in (g.renders, d.images, t.images))
+
+
+@pytest.mark.parametrize("name", ["cpu-native-bf16", "cpu-avx2"])
+def test_the_toolbox_resolves_auto_once_by_render_s_rule(monkeypatch, spec, name):
+    from lucent_dsl.models.specs import build_model
+    from lucent_dsl.toolbox.groups import neuron_groups
+
+    as_class(monkeypatch, name)
+    monkeypatch.setattr(hardware, "AUTO_BF16_MIN_PIXELS", 1)  # bf16 even at this tiny size, where it is native
+    g = neuron_groups(build_model(spec), torch.rand(1, 3, 16, 16), "1", 2, steps=1, progress=False)
+    assert g.settings.precision == ("bf16" if name == "cpu-native-bf16" else "fp32")

@@ -12,7 +12,8 @@
 parsers, e.g. [common, models, optim]); each sets `run` to `run(args) -> int`. Errors are
 `LucentError`s, which the CLI prints on one line (exit code 2). `--compile auto` means off here
 (every batch of cells, groups or atoms has its own objectives, which a compiled step would compile
-again); `--precision` other than fp32 and `--decay-power` are refused rather than ignored.
+again). `--precision` is render's (default auto, decided once per command; each image's recipe records what
+ran), except for maco, whose own loop runs fp32 and refuses bf16; `--decay-power` is refused rather than ignored.
 """
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("steps", "seed", "lr"):
         if getattr(args, key, None) is not None:
             out[key] = getattr(args, key)
+    if args.toolbox != "maco":
+        out["precision"] = getattr(args, "precision", None) or "auto"
     return out
 
 
@@ -132,8 +135,8 @@ def _file(text: str) -> str:
 
 
 def _precision(args: argparse.Namespace) -> None:
-    if getattr(args, "precision", None) not in (None, "auto", "fp32"):
-        raise InvalidArgumentError(f"{args.toolbox} renders in fp32; drop --precision {args.precision}")
+    if args.toolbox == "maco" and getattr(args, "precision", None) not in (None, "auto", "fp32"):
+        raise InvalidArgumentError(f"maco renders in fp32 (its own loop, no autocast); drop --precision {args.precision}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..args import check_int, check_size
+from ..args import check_choice, check_int, check_size
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
 from ..models.info import device_of, info_of
 from ..objectives import check_layer
@@ -151,7 +151,7 @@ class Settings:
     lr: float = 0.05
     param: str = "fft"
     transforms: str = "standard"
-    precision: str = "fp32"
+    precision: str = "auto"  # render's; `resolved` makes it what runs ("fp32" or "bf16"), which recipes record
     spec: str | None = None  # the model's spec when `zoo.load`/`build_model` made it (`models.spec_of`)
 
     def __post_init__(self) -> None:
@@ -160,6 +160,15 @@ class Settings:
         if self.transforms not in ("standard", "none"):
             raise InvalidArgumentError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
         check_int("steps", self.steps)
+        check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+
+    def resolved(self, model: nn.Module) -> Settings:
+        """These settings with `precision="auto"` decided for `model` on its device (render's rule,
+        `models.hardware.resolve_precision`), once for the whole method: every image's recipe says what ran."""
+        from ..models.hardware import resolve_precision
+
+        dev = device_of(model)
+        return dc.replace(self, precision=resolve_precision(self.precision, [model], dev, self.size, 1))
 
     def recipe(self, objective: str, seed: int, spec: str | None) -> Any:
         """The one-image `Recipe` of `objective` rendered with these settings (None without a model spec)."""

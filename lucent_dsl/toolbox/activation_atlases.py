@@ -257,6 +257,7 @@ def activation_atlas(
     layout: Tensor | None = None,
     device: Any = None,
     compile: bool | str = False,
+    precision: str = "auto",
     progress: bool = True,
 ) -> ActivationAtlas:
     """Render an activation atlas of `layer` over `images`.
@@ -274,6 +275,7 @@ def activation_atlas(
         objective: "neuron" (`direction_neuron` at the centre, Lucid's) or "channel" (`direction`).
         cossim_pow: the objectives' cosine exponent (Lucid's atlases: 2; 0: a plain dot product).
         size, steps, lr, param, transforms: the cell renders ("standard" or "none" transforms).
+        precision: render's; "auto" is decided once for every cell (`Settings.resolved`).
         seed: base seed of the activation sampling, the layout and every cell's render.
         batch: cells per batched render.
         vectors, layout: precomputed (N, C) activations and their (N, 2) layout in [0, 1].
@@ -284,7 +286,8 @@ def activation_atlas(
     layer = check_layer(layer)
     if objective not in OBJECTIVES:
         raise InvalidArgumentError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    settings = Settings(model_size(model, size), steps, float(lr), param, transforms, spec=spec_of(model))
+    settings = Settings(model_size(model, size), steps, float(lr), param, transforms, precision=precision,
+                        spec=spec_of(model)).resolved(model)
     vecs = (
         collect(model, images, layer, position=position, seed=seed)
         if vectors is None

@@ -189,6 +189,7 @@ def render_dictionary(
     k: int = 6,
     device: Any = None,
     compile: bool | str = False,
+    precision: str = "auto",
     progress: bool = True,
 ) -> DictionaryRenders:
     """Render atoms of `dictionary` (all, or `indices`) as direction objectives at `layer`.
@@ -199,6 +200,7 @@ def render_dictionary(
         objective: "channel" (`direction`, mean over positions) or "neuron" (`direction_neuron`).
         cossim_pow: the cosine exponent of the objectives (rewards the atom's direction over its size).
         examples: a dataset ((N, C, H, W) in [0, 1]) whose top-`k` images per atom are listed.
+        precision: render's; "auto" is decided once for every atom (`Settings.resolved`).
 
     Raises:
         InvalidArgumentError, ObjectiveShapeError, LayerNotFoundError: before anything renders.
@@ -225,7 +227,8 @@ def render_dictionary(
     make = direction if objective == "channel" else direction_neuron
     texts = tuple(repr(make(layer, v, cossim_pow=float(cossim_pow))) for v in vecs)
     seeds = tuple(channel_seed(f"{layer}#dictionary", i, seed) for i in chosen)
-    settings = Settings(hw, steps, float(lr), param, transforms, spec=spec_of(model))
+    settings = Settings(hw, steps, float(lr), param, transforms, precision=precision,
+                        spec=spec_of(model)).resolved(model)
     images, scores = render_each(texts, seeds, model, settings, batch=batch, device=device, compile=compile,
                                  progress=progress)
     found = None if examples is None else top_examples(model, layer, vecs, examples, k=k, objectives=texts)

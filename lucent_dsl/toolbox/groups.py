@@ -153,6 +153,7 @@ def neuron_groups(
     batch: int = 16,
     device: Any = None,
     compile: bool | str = False,
+    precision: str = "auto",
     progress: bool = True,
 ) -> NeuronGroups:
     """Factorize `layer`'s activations on `image` into `k` groups and render each group's direction.
@@ -165,6 +166,7 @@ def neuron_groups(
         size: the image is resized to this (default: the model's input size, else its own size).
         render_size: size of the renders (default: `size`).
         steps, lr, param, transforms: the renders ("standard" or "none" transforms).
+        precision: render's; "auto" is decided once for every group (`Settings.resolved`).
         cossim_pow: the `direction` objectives' cosine exponent.
         negative: "error" (refuse negative activations) or "split".
         seed: seeds NMF and the renders (each group has its own seed, so its recipe replays alone).
@@ -189,7 +191,7 @@ def neuron_groups(
     acts = cp.reshape(cp.shape[0], *a.shape[2:]) if a.dim() == 4 else cp
     dirs, maps, err = factorize(acts, k, seed=seed, negative=negative)
     settings = Settings(model_size(model, render_size) if render_size is not None else hw, steps, float(lr), param,
-                        transforms, spec=spec_of(model))
+                        transforms, precision=precision, spec=spec_of(model)).resolved(model)
     texts = tuple(repr(direction(layer, d, cossim_pow=float(cossim_pow))) for d in dirs)
     seeds = tuple(channel_seed(f"{layer}#groups", i, seed) for i in range(len(texts)))
     renders, scores = render_each(texts, seeds, model, settings, batch=batch, device=device, compile=compile,
