@@ -136,7 +136,8 @@ def _file(text: str) -> str:
 
 def _precision(args: argparse.Namespace) -> None:
     if args.toolbox == "maco" and getattr(args, "precision", None) not in (None, "auto", "fp32"):
-        raise InvalidArgumentError(f"maco renders in fp32 (its own loop, no autocast); drop --precision {args.precision}")
+        raise InvalidArgumentError(
+            f"maco renders in fp32 (its own loop, no autocast); drop --precision {args.precision}")
 
 
 def run(args: argparse.Namespace) -> int:
