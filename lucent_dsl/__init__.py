@@ -10,6 +10,13 @@ Example:
     >>> ld.channel("layer4", 12) - 1e-3 * ld.total_variation()
     channel('layer4', 12) - 0.001 * total_variation()
 """
+import os as _os
+
+# OpenMP threads that wait by spinning starve a render on a machine whose cores are busy with other work: the
+# README's main job ran 3-8x slower with torch's default threads than with OMP_WAIT_POLICY=PASSIVE
+# (benchmarks/bench_threads_under_load.py). Only where the user set no policy, and only before torch loads
+# OpenMP (the `lucent-dsl` command always; Python when lucent_dsl is imported before torch).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import (
     io as io,
     param as param,

@@ -315,3 +315,22 @@ def test_the_toolbox_resolves_auto_once_by_render_s_rule(monkeypatch, spec, name
     monkeypatch.setattr(hardware, "AUTO_BF16_MIN_PIXELS", 1)  # bf16 even at this tiny size, where it is native
     g = neuron_groups(build_model(spec), torch.rand(1, 3, 16, 16), "1", 2, steps=1, progress=False)
     assert g.settings.precision == ("bf16" if name == "cpu-native-bf16" else "fp32")
+
+
+# --- a busy machine --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_openmp_waits_passively_unless_the_user_chose(given):
+    # Spinning OpenMP threads made the README's main job 3-8x slower on a busy machine
+    # (benchmarks/bench_threads_under_load.py); the user's own choice stands.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, lucent_dsl, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == (given or "PASSIVE")
