@@ -2,15 +2,17 @@
 
 Runs `lucent-dsl render 'channel("features.14", 10)' --steps N --out ...` (the README's main job, on the zoo's
 MobileNetV2) as a fresh process per run, in each configuration below, alternating the configurations round by
-round, first on an idle machine and then while `--load` other processes spin on the CPU (a user's other work: by
-default one busy process per core). Prints wall seconds per run (median over rounds) and each configuration's
+round, first on an idle machine, then while `--load` busy Python processes spin on the CPU (by default one per
+core), then while one other PyTorch process multiplies matrices on every core. Prints wall seconds per run (median over rounds) and each configuration's
 ratio to the fastest one.
 
     python benchmarks/bench_threads_under_load.py --steps 64 --rounds 2
 
-Configurations: threads (torch's default = the core count, or 1) x OMP_WAIT_POLICY (unset: libgomp spins a
-while before sleeping; PASSIVE: it sleeps at once). "lucent default" is what the CLI does when given nothing
-(today's default, whatever it is), so its row tracks any change of the default.
+Configurations: threads (torch's default = the core count, or 1) x OpenMP's wait policy. "lucent default" is
+what `lucent-dsl` does when given nothing (today: torch's threads, and OMP_WAIT_POLICY=PASSIVE set by
+`import lucent_dsl` where the user set none), so its row tracks any change of the default. "libgomp default" is
+the policy OpenMP picks when none is set (spin a while, then sleep): what `lucent-dsl` ran before it set PASSIVE,
+reproduced by loading torch (and OpenMP with it) before lucent_dsl. ACTIVE spins without end.
 """
 from __future__ import annotations
 
@@ -28,18 +30,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (sets OMP_WAIT_POLICY/OMP_NUM_THREADS for this process only; the runs get their own)
 
 ROOT = Path(__file__).resolve().parents[1]
-SPIN = "while True:\n    pass\n"
-
-# name -> (extra CLI args, environment changes; None removes the variable)
-CONFIGS: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = {
-    "lucent default": ((), {"OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None}),
-    "threads=cores, wait unset": (("--threads", str(os.cpu_count() or 1)), {"OMP_WAIT_POLICY": None,
-                                                                            "OMP_NUM_THREADS": None}),
-    "threads=cores, PASSIVE": (("--threads", str(os.cpu_count() or 1)), {"OMP_WAIT_POLICY": "PASSIVE",
-                                                                         "OMP_NUM_THREADS": None}),
-    "threads=1, wait unset": (("--threads", "1"), {"OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None}),
-    "threads=1, PASSIVE": (("--threads", "1"), {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": None}),
+# The loads: busy Python loops (one process per core), or another PyTorch job multiplying matrices on every core
+# with OpenMP's default policy (a user's other training or render: two OpenMP programs each spinning on the other).
+LOADS = {
+    "python": ("while True:\n    pass\n", None),
+    "torch": ("import torch\na = torch.randn(384, 384)\nwhile True:\n    a @ a\n", 1),
 }
+
+UNSET: dict[str, str | None] = {"OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None}
+CORES = ("--threads", str(os.cpu_count() or 1))
+# name -> (torch loaded before lucent_dsl, extra CLI args, environment changes; None removes the variable)
+CONFIGS: dict[str, tuple[bool, tuple[str, ...], dict[str, str | None]]] = {
+    "lucent default": (False, (), UNSET),
+    "threads=cores, libgomp default": (True, CORES, UNSET),
+    "threads=cores, PASSIVE": (False, CORES, {**UNSET, "OMP_WAIT_POLICY": "PASSIVE"}),
+    "threads=cores, ACTIVE": (False, CORES, {**UNSET, "OMP_WAIT_POLICY": "ACTIVE"}),
+    "threads=1, libgomp default": (True, ("--threads", "1"), UNSET),
+    "threads=1, PASSIVE": (False, ("--threads", "1"), {**UNSET, "OMP_WAIT_POLICY": "PASSIVE"}),
+}
+TORCH_FIRST = "import sys, torch; from lucent_dsl.cli import main; sys.exit(main())"
 
 
 def env_for(changes: dict[str, str | None]) -> dict[str, str]:
@@ -49,8 +58,10 @@ def env_for(changes: dict[str, str | None]) -> dict[str, str]:
     return env
 
 
-def run_once(args: tuple[str, ...], changes: dict[str, str | None], steps: int, out: Path) -> float:
-    cmd = [sys.executable, "-m", "lucent_dsl", "render", 'channel("features.14", 10)', "--steps", str(steps),
+def run_once(torch_first: bool, args: tuple[str, ...], changes: dict[str, str | None], steps: int,
+             out: Path) -> float:
+    start_cmd = ["-c", TORCH_FIRST] if torch_first else ["-m", "lucent_dsl"]
+    cmd = [sys.executable, *start_cmd, "render", 'channel("features.14", 10)', "--steps", str(steps),
            "--out", str(out), "-q", *args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env_for(changes), capture_output=True, text=True, check=False)
@@ -63,8 +74,8 @@ def run_once(args: tuple[str, ...], changes: dict[str, str | None], steps: int, 
 def measure(steps: int, rounds: int, out: Path) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for _ in range(rounds):
-        for name, (args, changes) in CONFIGS.items():
-            times[name].append(run_once(args, changes, steps, out))
+        for name, (torch_first, args, changes) in CONFIGS.items():
+            times[name].append(run_once(torch_first, args, changes, steps, out))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -83,15 +94,19 @@ def main() -> None:
     print(common.header(f"bench_threads_under_load: the README's main job at {a.steps} steps, {a.rounds} rounds"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "channel.png"
-        run_once(("--threads", "1"), {}, 1, out)  # warm the file cache (torch, the weights)
+        run_once(False, ("--threads", "1"), {}, 1, out)  # warm the file cache (torch, the weights)
         print(table("idle machine", measure(a.steps, a.rounds, out)), flush=True)
-        load = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(a.load)]
-        try:
-            print(table(f"busy machine ({a.load} spinning processes)", measure(a.steps, a.rounds, out)), flush=True)
-        finally:
-            for proc in load:
-                proc.kill()
-                proc.wait()
+        for kind, (code, count) in LOADS.items():
+            n = count or a.load
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            load = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(n)]
+            try:
+                what = f"{n} spinning Python processes" if kind == "python" else "another PyTorch job on every core"
+                print(table(f"busy machine ({what})", measure(a.steps, a.rounds, out)), flush=True)
+            finally:
+                for proc in load:
+                    proc.kill()
+                    proc.wait()
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 # precision="auto" on a CPU picks bf16 only where it was measured to pay (benchmarks/README.md, "precision='auto'
-# by machine class"): on an AVX-512 BF16 CPU at 224 px, batch 1, one thread, resnet18 ran 1.5x faster in bf16, and
-# mobilenet_v2 (depthwise convolutions, slow in oneDNN's bf16) slower; and only on work large enough to matter.
-AUTO_BF16_MIN_PIXELS = 128 * 128  # per step (images x H x W of the rendered image)
+# by machine class"; 2-core AVX-512 BF16 EPYC, one thread, bench_step.py): resnet18 layer3 ran 1.2x faster in bf16 at
+# 64 px, 1.6x at 128 px, 1.7x at 224 px (1.85x at batch 16); mobilenet_v2 features.14 (depthwise convolutions, slow
+# in oneDNN's bf16) 1.29x slower at 224 px, batch 1 (1.08x faster at batch 16: too little to pick it by default).
+AUTO_BF16_MIN_PIXELS = 64 * 64  # per step (images x H x W of the rendered image); smaller work was not measured
 
 # compile="auto" on the CPU compiles renders of at least this many steps; None: never (benchmarks/README.md: since
 # the eager runner folds BatchNorms and runs channels-last, the compiled step was 1.2-2.7x slower on the CPU).
