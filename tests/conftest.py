@@ -9,6 +9,15 @@ from hypothesis import HealthCheck, settings
 # suite with two, which every test must also pass (tolerances a different thread split can meet).
 torch.set_num_threads(int(os.environ.get("LUCENT_TEST_THREADS", "1")))
 
+# LUCENT_TEST_CPU=avx2 or native-bf16 runs the whole suite with the decisions of that CPU class (what oneDNN's bf16
+# probe answers, so `precision="auto"` and the emulated-bf16 warning follow), whatever CPU runs it. The arithmetic
+# stays this CPU's; tests/test_hardware_matrix.py covers every class's decisions in every run.
+_CPU = os.environ.get("LUCENT_TEST_CPU")
+if _CPU:
+    if _CPU not in ("avx2", "native-bf16"):
+        raise SystemExit(f"LUCENT_TEST_CPU={_CPU!r}: use avx2 or native-bf16")
+    torch.ops.mkldnn._is_mkldnn_bf16_supported = lambda: _CPU == "native-bf16"
+
 settings.register_profile(
     "default",
     deadline=None,
