@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -9,14 +10,29 @@ from hypothesis import HealthCheck, settings
 # suite with two, which every test must also pass (tolerances a different thread split can meet).
 torch.set_num_threads(int(os.environ.get("LUCENT_TEST_THREADS", "1")))
 
-# LUCENT_TEST_CPU=avx2 or native-bf16 runs the whole suite with the decisions of that CPU class (what oneDNN's bf16
-# probe answers, so `precision="auto"` and the emulated-bf16 warning follow), whatever CPU runs it. The arithmetic
-# stays this CPU's; tests/test_hardware_matrix.py covers every class's decisions in every run.
+# LUCENT_TEST_CPU=avx2 or native-bf16 runs the whole suite with the decisions of that CPU class (what the bf16 probe
+# answers, so `precision="auto"` and the emulated-bf16 warning follow), whatever CPU runs it. The arithmetic stays
+# this CPU's; tests/test_hardware_matrix.py covers every class's decisions in every run. (The probe is replaced in
+# lucent_dsl, not in torch.ops: inductor expects every op there to be an OpOverloadPacket.)
 _CPU = os.environ.get("LUCENT_TEST_CPU")
 if _CPU:
     if _CPU not in ("avx2", "native-bf16"):
         raise SystemExit(f"LUCENT_TEST_CPU={_CPU!r}: use avx2 or native-bf16")
-    torch.ops.mkldnn._is_mkldnn_bf16_supported = lambda: _CPU == "native-bf16"
+    from lucent_dsl.models import hardware as _hardware
+
+    def _as_class(strict: bool = False) -> bool:
+        return _CPU == "native-bf16"
+
+    _as_class.__wrapped__ = _hardware.cpu_has_bf16  # type: ignore[attr-defined]
+    _hardware.cpu_has_bf16 = _as_class
+
+
+@pytest.fixture
+def real_cpu_probe(monkeypatch):
+    """Tests of the probe itself read torch's answer, also under LUCENT_TEST_CPU."""
+    from lucent_dsl.models import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", getattr(hardware.cpu_has_bf16, "__wrapped__", hardware.cpu_has_bf16))
 
 settings.register_profile(
     "default",

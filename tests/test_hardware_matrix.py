@@ -70,7 +70,7 @@ def as_class(monkeypatch, name: str) -> Hardware:
 
 
 @pytest.mark.parametrize("supported", [True, False])
-def test_the_probes_read_a_gpu_and_a_cpu_of_each_class(monkeypatch, supported):
+def test_the_probes_read_a_gpu_and_a_cpu_of_each_class(monkeypatch, supported, real_cpu_probe):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: supported)
     assert Hardware.of(torch.device("cuda")) == Hardware("cuda", bf16=supported)
@@ -79,7 +79,7 @@ def test_the_probes_read_a_gpu_and_a_cpu_of_each_class(monkeypatch, supported):
     assert Hardware.of(torch.device("mps")) == Hardware("mps", bf16=False)
 
 
-def test_a_cpu_whose_probe_fails_counts_as_emulated_for_auto(monkeypatch):
+def test_a_cpu_whose_probe_fails_counts_as_emulated_for_auto(monkeypatch, real_cpu_probe):
     def broken():
         raise RuntimeError("no oneDNN")
 

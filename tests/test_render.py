@@ -222,7 +222,8 @@ def test_compiled_step_matches_eager_and_does_not_recompile():
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_emulated(native, monkeypatch):
+def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_emulated(native, monkeypatch,
+                                                                                         real_cpu_probe):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)  # the probe, as on such a CPU
     obj = ld.channel("3", 0)
     with warnings.catch_warnings(record=True) as caught:
@@ -235,7 +236,7 @@ def test_bf16_raises_the_score_keeps_fp32_images_and_warns_only_where_bf16_is_em
     assert float(h[-3:].mean()) > float(h[:3].mean())
 
 
-def test_precision_auto_follows_the_measured_rule(monkeypatch):
+def test_precision_auto_follows_the_measured_rule(monkeypatch, real_cpu_probe):
     # Every machine class is in tests/test_hardware_matrix.py; here, through the probe a CPU answers.
     renderer = importlib.import_module("lucent_dsl.renderer.phases")
     plain = ld.compile_plan(ld.channel("3", 0), tiny_net())
