@@ -93,12 +93,13 @@ def bench_gpu(args: argparse.Namespace) -> list[dict]:
 
     from lucent_dsl import atlas
     from lucent_dsl.models.specs import build_models
+    from lucent_dsl.plan.probe import channel_count
     from lucent_dsl.replay import Recipe
 
     model = build_models([args.gpu_model], device="cuda:0")
     base = Recipe(objective=atlas.AtlasJob(args.gpu_layer, 0, 0).objective, models=(args.gpu_model,),
                   size=(args.gpu_size, args.gpu_size), steps=args.gpu_steps).resolved(model)
-    count = atlas.channel_count(model, args.gpu_layer, base.size)
+    count = channel_count(model, args.gpu_layer, base.size)
     rows = []
     for b in args.gpu_batches:
         n = 3 * b

@@ -69,7 +69,7 @@ def atlas(args) -> Path:
     model = zoo.load("lenet5_mnist")
     method = "pca" if args.quick else "tsne"
     a = toolbox.activation_atlas(model, images, "relu3", grid=12, method=method, labels=[str(v) for v in y],
-                                 steps=args.steps, transforms="none", batch=64)
+                                 settings=toolbox.Settings(steps=args.steps, transforms="none", batch=64))
     canvas = a.canvas()[None]
     canvas = F.interpolate(canvas, scale_factor=2, mode="nearest")
     return save("atlas", canvas, {"model": "lenet5_mnist", "layer": "relu3", "method": method, "grid": 12,
@@ -78,7 +78,8 @@ def atlas(args) -> Path:
 
 def groups(args) -> Path:
     model = zoo.load("mobilenet_v2")
-    g = toolbox.neuron_groups(model, photo("chelsea"), "features.10.conv.1", 6, render_size=128, steps=args.steps)
+    g = toolbox.neuron_groups(model, photo("chelsea"), "features.10.conv.1", 6,
+                              settings=toolbox.Settings(size=128, steps=args.steps))
     return save("groups", g.figure(), g.manifest("mobilenet_v2") | {"steps": args.steps}, args.out)
 
 
@@ -112,7 +113,8 @@ def dictionary(args) -> Path:
     names = ["astronaut", "chelsea", "coffee", "rocket"]
     photos = torch.cat([photo(n, 160) for n in names])
     atoms = toolbox.nmf_dictionary(model, photos, "features.7.conv.0", 8)
-    r = toolbox.render_dictionary(model, "features.7.conv.0", atoms, size=128, steps=args.steps, examples=photos, k=1)
+    r = toolbox.render_dictionary(model, "features.7.conv.0", atoms, examples=photos, k=1,
+                                  settings=toolbox.Settings(size=128, steps=args.steps))
     best = [F.interpolate(photos[e[0]][None], size=(128, 128), mode="bilinear", antialias=True) for e in r.examples]
     grid = io.make_grid(torch.cat([r.images, *best]), ncol=8,
                         labels=[f"atom {i}" for i in r.indices] + [f"top: {names[e[0]]}" for e in r.examples])

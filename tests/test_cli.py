@@ -26,6 +26,7 @@ from lucent_dsl.errors import InvalidArgumentError, ParseError
 from lucent_dsl.io.files import RECIPE_KEY, read_metadata, read_png_metadata
 from lucent_dsl.models.specs import build_model, build_models, normalize_spec, parse_spec
 from lucent_dsl.plan.compiler import compile_plan
+from lucent_dsl.plan.probe import probe
 from lucent_dsl.replay import SCORE_KEY, Recipe
 
 HAS_RECIPES = importlib.util.find_spec("lucent_dsl.toolbox.inversion") is not None
@@ -256,7 +257,7 @@ def test_layers_reads_channels_on_the_axis_of_each_layout(capsys):
 def test_layers_probe_removes_hooks_and_restores_modes(spec):
     model = build_model(spec.rsplit(":", 1)[0] + ":Twice")
     model.train()
-    rows = atlas.probe(model, (10, 14))
+    rows = probe(model, (10, 14))
     assert not any(m._forward_hooks for m in model.modules()) and model.training
     act = next(r for r in rows if r.name == "act")
     assert act.calls == 2 and (act.shape, act.channels) == ("(6, 5, 7)", 6)  # the last call: what objectives read

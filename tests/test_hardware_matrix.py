@@ -113,7 +113,7 @@ def test_every_decision_on_every_machine_class(name):
 def test_set_up_reads_every_decision_from_the_class(name, quiet_bf16):
     hw = CLASSES[name]
     plan = ld.compile_plan(ld.channel("2", 1), dense())
-    s = renderer.check_settings(steps=4, size=(224, 224), lr=0.05, seed=0, precision="auto", on_nonfinite="raise",
+    s = renderer.check_args(steps=4, size=(224, 224), lr=0.05, seed=0, precision="auto", on_nonfinite="raise",
                                 thresholds=None, redirect_relu=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -211,6 +211,17 @@ def test_a_moved_module_warns_and_gives_the_same_objects(old, new, monkeypatch):
     assert getattr(lucent_dsl, old.rpartition(".")[2]) in (shim, target)
 
 
+def test_atlas_no_longer_re_exports_the_probe_but_its_old_names_warn():
+    from lucent_dsl import atlas
+    from lucent_dsl.plan import probe
+
+    moved = ("SiteInfo", "channel_count", "channel_counts", "default_layers", "probe", "probe_size")
+    assert not set(moved) & set(atlas.__all__) and not set(moved) & set(vars(atlas))
+    for name in moved:
+        with pytest.warns(FutureWarning, match=rf"from lucent_dsl\.plan\.probe import {name}"):
+            assert getattr(atlas, name) is getattr(probe, name)
+
+
 def test_importing_the_package_leaves_the_zoo_for_python_m():
     # `python -m lucent_dsl.zoo install` must run zoo as a fresh module (runpy warns when it is already imported).
     code = "import sys, lucent_dsl; assert 'lucent_dsl.zoo' not in sys.modules, 'import lucent_dsl imports the zoo'"

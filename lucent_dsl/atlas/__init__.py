@@ -37,7 +37,8 @@ Example:
 """
 from __future__ import annotations
 
-from ..plan.probe import SiteInfo, channel_count, channel_counts, default_layers, probe, probe_size
+from typing import Any
+
 from .distributed import AtlasRun, RankLostError, Ranks, process_group, rank_device, ranks_from_env, render_atlas, shard
 from .files import by_layer, finish_atlas, grid_filename, index_html, layer_grid, write_manifest
 from .jobs import (
@@ -62,9 +63,24 @@ from .lock import FolderLockedError, folder_lock
 
 __all__ = [
     "AtlasJob", "AtlasRun", "FORMAT", "FolderLockedError", "GRID", "INDEX", "MANIFEST", "RankLostError", "Ranks",
-    "SiteInfo", "WEIGHTS_KEY", "folder_lock",
-    "atlas_jobs", "by_layer", "channel_count", "channel_counts", "channel_seed", "default_layers", "finish_atlas",
-    "grid_filename", "index_html", "job_recipe", "layer_grid", "layers_jobs", "parse_channels", "pending", "probe",
-    "probe_size", "process_group", "rank_device", "ranks_from_env", "render_atlas", "run_atlas", "safe_name",
+    "WEIGHTS_KEY", "folder_lock",
+    "atlas_jobs", "by_layer", "channel_seed", "finish_atlas",
+    "grid_filename", "index_html", "job_recipe", "layer_grid", "layers_jobs", "parse_channels", "pending",
+    "process_group", "rank_device", "ranks_from_env", "render_atlas", "run_atlas", "safe_name",
     "seeded_param", "seeded_transforms", "shard", "write_manifest",
 ]
+
+# The probe lives in `lucent_dsl.plan.probe`; these names were re-exported here before, and still work with a warning.
+_MOVED = ("SiteInfo", "channel_count", "channel_counts", "default_layers", "probe", "probe_size")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import warnings
+
+        from ..plan import probe as probe_lib
+
+        warnings.warn(f"lucent_dsl.atlas.{name} moved: use `from lucent_dsl.plan.probe import {name}`; "
+                      "lucent_dsl.atlas no longer re-exports the probe", FutureWarning, stacklevel=2)
+        return getattr(probe_lib, name)
+    raise AttributeError(f"module 'lucent_dsl.atlas' has no attribute {name!r}")

@@ -264,8 +264,8 @@ def render(args: argparse.Namespace) -> int:
 
 
 def caricature(args: argparse.Namespace) -> int:
-    from ..atlas import default_layers
     from ..models.specs import build_models
+    from ..plan.probe import default_layers
 
     check_outputs(args.out, None)
     image = image_path(args.image)
@@ -289,9 +289,9 @@ def accentuate(args: argparse.Namespace) -> int:
 
 
 def layers(args: argparse.Namespace) -> int:
-    from ..atlas import probe
     from ..models.checks import check_models
     from ..models.specs import build_models
+    from ..plan.probe import probe
 
     built = build_models(args.model or (), device=_device(args))
     check_models(built)

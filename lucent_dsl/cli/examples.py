@@ -60,8 +60,9 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _units(args: argparse.Namespace, model: Any) -> list[str]:
-    from ..atlas import channel_count, parse_channels
+    from ..atlas import parse_channels
     from ..objectives import channel
+    from ..plan.probe import channel_count
 
     units = list(args.objective or [])
     if args.layer:

@@ -127,6 +127,13 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _settings(args: argparse.Namespace, **fields: Any) -> Any:
+    """The one `toolbox.Settings` of a rendering method's command: `_common(args)`, the transforms, and `fields`."""
+    from ..toolbox import Settings
+
+    return Settings(transforms=getattr(args, "transforms", None) or "standard", **_common(args), **fields)
+
+
 def _file(text: str) -> str:
     path = Path(text).expanduser()
     if not path.is_file():
@@ -157,10 +164,9 @@ def _groups(args: argparse.Namespace) -> str:
     from ..toolbox.groups import neuron_groups
 
     model, spec = _model(args)
-    kw = _common(args)
     g = neuron_groups(model, _file(args.image), args.layer, args.groups, size=getattr(args, "size", None),
-                      render_size=args.render_size, transforms=getattr(args, "transforms", None) or "standard",
-                      negative="split" if args.split_negative else "error", **kw)
+                      negative="split" if args.split_negative else "error",
+                      settings=_settings(args, size=args.render_size))
     g.save(args.out, spec=spec)
     shares = ", ".join(f"{100 * float(s):.0f}%" for s in g.shares)
     _say(args, f"{len(g.objectives)} groups of {args.layer} (shares {shares}; NMF error {g.error:.3f})")
@@ -174,9 +180,8 @@ def _atlas(args: argparse.Namespace) -> str:
     images, labels = dataset(args.images, model, limit=args.limit)
     atlas = activation_atlas(model, images, args.layer, grid=args.grid, method=args.method, min_count=args.min_count,
                              labels=labels, position=args.position, objective=args.objective,
-                             cossim_pow=args.cossim_pow, size=getattr(args, "size", None),
-                             transforms=getattr(args, "transforms", None) or "standard", batch=args.batch,
-                             **_common(args))
+                             cossim_pow=args.cossim_pow,
+                             settings=_settings(args, size=getattr(args, "size", None), batch=args.batch))
     index = atlas.save(args.out, spec=spec)
     _say(args, f"{len(atlas.cells)} cells of a {args.grid}x{args.grid} grid over {atlas.layout.shape[0]} images")
     return str(index)
@@ -191,8 +196,7 @@ def _dictionary(args: argparse.Namespace) -> str:
     count = d.shape[0] if args.atoms == "rows" else d.shape[1]
     indices = parse_channels(args.indices, count) if args.indices else None
     r = render_dictionary(model, args.layer, d, atoms=args.atoms, indices=indices, objective=args.objective,
-                          size=getattr(args, "size", None), transforms=getattr(args, "transforms", None) or "standard",
-                          batch=args.batch, **_common(args))
+                          settings=_settings(args, size=getattr(args, "size", None), batch=args.batch))
     return str(r.save(args.out, spec=spec))
 
 

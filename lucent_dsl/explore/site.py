@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atlas import default_layers, probe
 from ..dataset_examples import Examples, crops, dataset_examples, image_source
 from ..dsl.expr import OUTPUT
 from ..io.files import atomic_write, make_grid, save_png
 from ..models.info import info_of
+from ..plan.probe import default_layers, probe
 from ..record.recipe import Recipe
 from ..sanity import pooled_activations, probe_accuracy, similarity_report
 from . import pages

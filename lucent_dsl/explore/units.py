@@ -28,11 +28,12 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-from ..atlas import channel_seed, parse_channels, probe, safe_name
+from ..atlas import channel_seed, parse_channels, safe_name
 from ..dsl.expr import OUTPUT
 from ..errors import InvalidArgumentError
 from ..models.info import info_of
 from ..objectives import channel, class_logit, diversity, masked
+from ..plan.probe import probe
 
 CENTRAL_BOX = (0.25, 0.25, 0.75, 0.75)
 DIVERSITY_SET = 4

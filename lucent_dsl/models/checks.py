@@ -8,6 +8,7 @@ right.
   the meta device, float16/float64 parameters, a `forward` that needs a second argument.
 - `forward_hint`: a hint for a model's failed forward (a grayscale model without `ModelInfo`, ...).
 - `weights_fingerprint`: a hash of a model's tensors, so an atlas never mixes two versions of a model.
+- `generator_device`: where randomness drawn from a generator lands (parameterizations and transforms alike).
 
 Example:
     >>> resolve_device("cpu:0")
@@ -62,6 +63,19 @@ def resolve_device(text: str | torch.device | None) -> str | None:
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise InvalidArgumentError(f"--device {text!r}: MPS is not available on this machine; use --device cpu")
     return str(dev)
+
+
+def generator_device(generator: torch.Generator | None) -> torch.device | None:
+    """The device of tensors drawn from `generator`: its own, or None (torch's default device) without one.
+
+    Parameterizations draw their starting leaves and transforms their parameters here, so both land on
+    one device whatever `torch.set_default_device` says.
+
+    Example:
+        >>> generator_device(torch.Generator("cpu")), generator_device(None)
+        (device(type='cpu'), None)
+    """
+    return generator.device if generator is not None else None
 
 
 def normalize_device(device: str | torch.device) -> torch.device:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
+from ..models.checks import generator_device
 
 # Lucid's `color_correlation_svd_sqrt`: U @ diag(sqrt(S)) of the ImageNet pixel colour covariance.
 LUCID_COLOR_CORRELATION = (
@@ -158,12 +159,8 @@ def finish_image(x: Tensor, m: Tensor | None, squash: Callable[[Tensor], Tensor]
     return squash(x + offset) if offset else squash(x)
 
 
-def leaf(t: Tensor, device: torch.device) -> Tensor:
+def leaf(t: Tensor, device: torch.device | None) -> Tensor:
     return t.to(device, torch.float32).clone().requires_grad_(True)
-
-
-def generator_device(generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, sd: float) -> Tensor:

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..args import check_int, check_real, check_size
 from ..errors import InvalidArgumentError
+from ..models.checks import generator_device
 from ._common import (
     CLAMP_OFFSET,
     FFT_MAGIC,
@@ -49,7 +50,6 @@ from ._common import (
     ImageParam,
     color_matrix,
     finish_image,
-    generator_device,
     init_image,
     irfft2,
     irfft2_tables,

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ..args import check_int, check_size
 from ..errors import InvalidArgumentError
-from ._common import ImageParam, generator_device, randn
+from ..models.checks import generator_device
+from ._common import ImageParam, randn
 
 # --------------------------------------------------------------------------- CPPN
 

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..args import check_int, check_size
 from ..errors import InvalidArgumentError
+from ..models.checks import generator_device
 from ._common import (
     NATURAL_MAGNITUDE_PATH,
     ImageParam,
@@ -23,7 +24,6 @@ from ._common import (
     colour,
     even_part,
     float32_irfft2_tables,
-    generator_device,
     irfft2_ortho,
     odd_part,
     squash_linear,

@@ -1,6 +1,6 @@
 """Plan -> RenderResult: the render.
 
-Rooms: `phases` (`render` in named phases: check the settings, set up, run the steps, build the result),
+Rooms: `phases` (`render` in named phases: check the arguments, set up, run the steps, build the result),
 `steps` (the loop, the non-finite policy, the compiled-step cache), `result` (`RenderResult`), `relu`
 (Lucid's redirected ReLU), `provenance` (the `record.Recipe` of a Python render, or why there is none).
 Named `renderer`, not `render`, so that `lucent_dsl.render` stays the function.

@@ -102,7 +102,7 @@ def image_channels(plan: Plan) -> int:
     return min(3, max((info.channels for info in plan.infos.values()), default=3))
 
 
-class Settings(NamedTuple):
+class CheckedArgs(NamedTuple):
     """`render`'s arguments after checking (phase 1)."""
 
     steps: int
@@ -115,8 +115,8 @@ class Settings(NamedTuple):
     redirect_relu: int
 
 
-def check_settings(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any, on_nonfinite: Any,
-                   thresholds: Any, redirect_relu: Any) -> Settings:
+def check_args(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any, on_nonfinite: Any,
+               thresholds: Any, redirect_relu: Any) -> CheckedArgs:
     """Phase 1: every argument checked before any model runs."""
     steps = check_int("steps", steps)
     check_choice("precision", precision, ("auto", "fp32", "bf16"))
@@ -126,8 +126,8 @@ def check_settings(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any,
     snaps_at = tuple(sorted({check_int("each threshold", t) for t in (thresholds or ())}))
     if snaps_at and snaps_at[-1] > steps:
         raise InvalidArgumentError(f"threshold {snaps_at[-1]} is past the last step ({steps})")
-    return Settings(steps, check_size(size), lr, seed, precision, on_nonfinite, snaps_at,
-                    check_int("redirect_relu", redirect_relu, minimum=0))
+    return CheckedArgs(steps, check_size(size), lr, seed, precision, on_nonfinite, snaps_at,
+                       check_int("redirect_relu", redirect_relu, minimum=0))
 
 
 def _plan_of(objective: Any, models: Any) -> Plan:
@@ -140,7 +140,7 @@ def _plan_of(objective: Any, models: Any) -> Plan:
     return _LIVE_PLANS.setdefault(plan.key, plan)
 
 
-def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
+def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
            compile: Any, compile_mode: str | None, hardware: hw_lib.Hardware | None = None) -> Setup:
     """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step.
 
@@ -182,7 +182,7 @@ def set_up(plan: Plan, s: Settings, *, batch: Any, param: Any, transforms: Any, 
                  s.precision, hw_lib.defers_nonfinite_check(hw, s.on_nonfinite))
 
 
-def build_result(setup: Setup, s: Settings, record: steps_lib.StepRecord) -> RenderResult:
+def build_result(setup: Setup, s: CheckedArgs, record: steps_lib.StepRecord) -> RenderResult:
     """Phase 4: the final images and the per-term history (equal summands added up under one key)."""
     with torch.no_grad():
         images = setup.image_param.to_image(setup.leaves).detach().cpu()
@@ -259,7 +259,7 @@ def render(
         RenderResult; `history` has one series per distinct top-level summand, and the series add up
         to the total score at every step. Ctrl-C stops the run cleanly and returns the result so far.
     """
-    s = check_settings(steps=steps, size=size, lr=lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
+    s = check_args(steps=steps, size=size, lr=lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
                        thresholds=thresholds, redirect_relu=redirect_relu)
     plan = _plan_of(objective, models)
     setup = set_up(plan, s, batch=batch, param=param, transforms=transforms, optimizer=optimizer, device=device,

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..args import check_choice, check_int, check_size
+from ..args import check_choice, check_int, check_real, check_seed, check_size
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
-from ..models.info import device_of, info_of
+from ..models.info import device_of, info_of, spec_of
 from ..objectives import check_layer
 from ..plan.compiler import compile_plan
 from ..plan.forward import layer_reader, read_layers
@@ -144,34 +144,69 @@ def _centre(a: Tensor, p: int) -> int:
 
 @dc.dataclass(frozen=True)
 class Settings:
-    """Render settings that a `Recipe` can record (so every PNG replays with `lucent-dsl render --recipe`)."""
+    """How a toolbox method renders each of its images: one value instead of render's arguments repeated.
 
-    size: tuple[int, int]
+    Every field has render's default; a method resolves what is left open (`resolved`): `size=None`
+    is the method's default size (the model's input size, else 224; neuron groups: the image's size),
+    `precision="auto"` is decided once for the whole method, and `spec` is the model's. What is
+    resolved is what a `Recipe` records, so every PNG replays with `lucent-dsl render --recipe`.
+
+    Args:
+        size: the renders' size, an int or (H, W); None: the method's default.
+        steps, lr: the optimisation.
+        param: "fft" or "pixel"; transforms: "standard" or "none".
+        precision: render's ("auto", "fp32", "bf16").
+        seed: the method's base seed (sampling, layout or NMF, and each image's own seed).
+        batch: images per batched render.
+        device, compile, progress: render's (`compile` is off: each batch has its own objectives).
+        spec: the model's spec when `zoo.load`/`build_model` made it (`models.spec_of`); filled in by `resolved`.
+
+    Example:
+        >>> s = Settings(size=32, steps=64)
+        >>> s.size, s.precision, dc.replace(s, lr=0.1).lr
+        ((32, 32), 'auto', 0.1)
+    """
+
+    size: tuple[int, int] | None = None
     steps: int = 256
     lr: float = 0.05
     param: str = "fft"
     transforms: str = "standard"
     precision: str = "auto"  # render's; `resolved` makes it what runs ("fp32" or "bf16"), which recipes record
-    spec: str | None = None  # the model's spec when `zoo.load`/`build_model` made it (`models.spec_of`)
+    spec: str | None = None
+    _: dc.KW_ONLY
+    seed: int = 0
+    batch: int = 16
+    device: Any = None
+    compile: bool | str = False
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.param not in ("fft", "pixel"):
             raise InvalidArgumentError(f"param must be 'fft' or 'pixel', got {self.param!r}")
         if self.transforms not in ("standard", "none"):
             raise InvalidArgumentError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
-        check_int("steps", self.steps)
         check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        fix = {"size": None if self.size is None else check_size(self.size), "steps": check_int("steps", self.steps),
+               "lr": check_real("lr", self.lr, positive=True), "seed": check_seed(self.seed),
+               "batch": check_int("batch", self.batch)}
+        for name, value in fix.items():
+            object.__setattr__(self, name, value)
 
-    def resolved(self, model: nn.Module) -> Settings:
-        """These settings with `precision="auto"` decided for `model` on its device (render's rule,
-        `models.hardware.resolve_precision`), once for the whole method: every image's recipe says what ran."""
+    def resolved(self, model: nn.Module, *, default_size: tuple[int, int] | None = None) -> Settings:
+        """These settings with what was left open decided for `model` on its device, once for the whole method:
+        the size (`default_size`, else the model's input size, else 224), the model's spec, and
+        `precision="auto"` (render's rule, `models.hardware.resolve_precision`): every image's recipe says what ran."""
         from ..models.hardware import resolve_precision
 
-        dev = device_of(model)
-        return dc.replace(self, precision=resolve_precision(self.precision, [model], dev, self.size, 1))
+        size = self.size if self.size is not None else default_size or model_size(model, None)
+        spec = self.spec if self.spec is not None else spec_of(model)
+        precision = resolve_precision(self.precision, [model], device_of(model), size, 1)
+        return dc.replace(self, size=size, spec=spec, precision=precision)
 
     def recipe(self, objective: str, seed: int, spec: str | None) -> Any:
-        """The one-image `Recipe` of `objective` rendered with these settings (None without a model spec)."""
+        """The one-image `Recipe` of `objective` rendered with these (resolved) settings (None without a model
+        spec)."""
         spec = spec if spec is not None else self.spec
         if spec is None:
             return None
@@ -181,13 +216,56 @@ class Settings:
                       param=self.param, transforms=self.transforms, lr=self.lr, precision=self.precision)
 
 
-def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Module, settings: Settings, *,
-                batch: int = 16, device: Any = None, compile: bool | str = False,
-                progress: bool = True) -> tuple[Tensor, Tensor]:
-    """Render one image per objective, `batch` per run; image i equals the one-image render seeded `seeds[i]`.
+RENDER_KEYWORDS = tuple(f.name for f in dc.fields(Settings) if f.name not in ("_", "spec"))
+"""The keywords the toolbox methods took before `settings=`, one per field of `Settings`; still accepted."""
 
-    `compile` is off by default: each batch's objectives carry their own vectors as constants, so a
-    compiled step would compile again for every batch.
+
+def settings_from(settings: Settings | None, keywords: dict[str, Any], *, where: str,
+                  aliases: dict[str, str] | None = None) -> Settings:
+    """One `Settings` from a method's `settings=` and its render keywords (the old form: `steps=`, `lr=`, ...).
+
+    `aliases` maps a method's own name of a field to the field (neuron groups' `render_size` is `size`).
+    A keyword given beside `settings` must agree with it; one that differs is refused, naming the fix.
+
+    Raises:
+        TypeError: a keyword that is no render setting (as Python says of an unknown keyword).
+        InvalidArgumentError: a keyword that contradicts `settings`, or a bad value.
+
+    Example:
+        >>> settings_from(None, {"steps": 8}, where="f()").steps
+        8
+        >>> settings_from(Settings(steps=8), {"steps": 9}, where="f()")
+        Traceback (most recent call last):
+        ...
+        lucent_dsl.errors.InvalidArgumentError: f(): steps=9 contradicts settings.steps=8; ...
+    """
+    fields = {k: k for k in RENDER_KEYWORDS if k not in (aliases or {}).values()} | (aliases or {})
+    unknown = [k for k in keywords if k not in fields]
+    if unknown:
+        raise TypeError(f"{where} got an unexpected keyword argument {unknown[0]!r}; render settings go in "
+                        f"settings=Settings(...) (or the keywords {', '.join(sorted(fields))})")
+    values = {fields[k]: v for k, v in keywords.items()}
+    if settings is None:
+        return Settings(**values)
+    if not isinstance(settings, Settings):
+        raise InvalidArgumentError(f"{where}: settings must be a toolbox Settings, got {type(settings).__name__}")
+    given = dc.replace(settings, **values)
+    for k in keywords:
+        field = fields[k]
+        if getattr(given, field) != getattr(settings, field):
+            raise InvalidArgumentError(
+                f"{where}: {k}={keywords[k]!r} contradicts settings.{field}={getattr(settings, field)!r}; give one of "
+                f"them (to change a field of a settings value: dataclasses.replace(settings, {field}=...))"
+            )
+    return settings
+
+
+def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Module,
+                settings: Settings) -> tuple[Tensor, Tensor]:
+    """Render one image per objective, `settings.batch` per run; image i equals the one-image render seeded `seeds[i]`.
+
+    `settings` is resolved (`Settings.resolved`); its `compile` is off by default: each batch's objectives carry
+    their own vectors as constants, so a compiled step would compile again for every batch.
 
     Returns:
         (images (N, C, H, W) on the CPU, final scores (N,)).
@@ -195,11 +273,13 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
     from ..atlas import seeded_param, seeded_transforms
     from ..renderer.phases import image_channels, render
 
-    batch = check_int("batch", batch)
+    if settings.size is None:
+        raise InvalidArgumentError("render_each: resolve the settings first (Settings.resolved(model))")
     if len(objectives) != len(seeds) or not objectives:
         raise InvalidArgumentError(
             f"render_each: {len(objectives)} objectives and {len(seeds)} seeds (need as many, >= 1)"
         )
+    batch, device = settings.batch, settings.device
     dev = torch.device(device) if device is not None else device_of(model)
     images, scores = [], []
     for start in range(0, len(objectives), batch):
@@ -209,7 +289,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         result = render(plan, steps=settings.steps, lr=settings.lr, seed=int(seeds[start]),
                         param=seeded_param(settings.param, settings.size, gens, image_channels(plan)),
                         transforms=seeded_transforms(settings.transforms, gens), precision=settings.precision,
-                        device=device, compile=compile, progress=progress)
+                        device=device, compile=settings.compile, progress=settings.progress)
         if result.interrupted:
             raise KeyboardInterrupt
         images.append(result.images)

@@ -37,10 +37,9 @@ from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError
 from ..io.files import RECIPE_KEY, atomic_write, save_png
-from ..models.info import spec_of
 from ..objectives import check_layer, direction, direction_neuron
 from ..record.recipe import SCORE_KEY
-from ._common import Settings, collect, escape, model_size, render_each, require
+from ._common import Settings, collect, escape, render_each, require, settings_from
 
 LAYOUTS = ("tsne", "pca", "umap")
 OBJECTIVES = ("neuron", "channel")
@@ -246,19 +245,10 @@ def activation_atlas(
     position: str = "random",
     objective: str = "neuron",
     cossim_pow: float = 1.0,
-    size: int | tuple[int, int] | None = None,
-    steps: int = 256,
-    lr: float = 0.05,
-    param: str = "fft",
-    transforms: str = "standard",
-    seed: int = 0,
-    batch: int = 16,
     vectors: Tensor | None = None,
     layout: Tensor | None = None,
-    device: Any = None,
-    compile: bool | str = False,
-    precision: str = "auto",
-    progress: bool = True,
+    settings: Settings | None = None,
+    **render_kw: Any,
 ) -> ActivationAtlas:
     """Render an activation atlas of `layer` over `images`.
 
@@ -274,11 +264,13 @@ def activation_atlas(
         position: which position of a map gives an image's vector ("random", "center", "mean").
         objective: "neuron" (`direction_neuron` at the centre, Lucid's) or "channel" (`direction`).
         cossim_pow: the objectives' cosine exponent (Lucid's atlases: 2; 0: a plain dot product).
-        size, steps, lr, param, transforms: the cell renders ("standard" or "none" transforms).
-        precision: render's; "auto" is decided once for every cell (`Settings.resolved`).
-        seed: base seed of the activation sampling, the layout and every cell's render.
-        batch: cells per batched render.
         vectors, layout: precomputed (N, C) activations and their (N, 2) layout in [0, 1].
+        settings: the cell renders (`toolbox.Settings`: size, steps, lr, param, transforms, precision,
+            batch of cells per render, device, compile, progress); its `seed` is the base seed of the
+            activation sampling, the layout and every cell's render. "auto" precision is decided once for
+            every cell (`Settings.resolved`).
+        **render_kw: the same fields as keywords (`size=`, `steps=`, ...), the form before `settings=`;
+            beside `settings` they must agree with it.
 
     Raises:
         InvalidArgumentError, LayerNotFoundError, MissingExtraError: before anything renders.
@@ -286,8 +278,8 @@ def activation_atlas(
     layer = check_layer(layer)
     if objective not in OBJECTIVES:
         raise InvalidArgumentError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    settings = Settings(model_size(model, size), steps, float(lr), param, transforms, precision=precision,
-                        spec=spec_of(model)).resolved(model)
+    settings = settings_from(settings, render_kw, where="activation_atlas()").resolved(model)
+    seed = settings.seed
     vecs = (
         collect(model, images, layer, position=position, seed=seed)
         if vectors is None
@@ -299,7 +291,6 @@ def activation_atlas(
     cells = bin_layout(xy, vecs, grid, min_count=min_count, labels=labels)
     texts = tuple(cell_objective(layer, c.vector, objective, float(cossim_pow)) for c in cells)
     seeds = tuple(channel_seed(f"{layer}#atlas{grid}", c.row * grid + c.col, seed) for c in cells)
-    rendered, scores = render_each(texts, seeds, model, settings, batch=batch, device=device, compile=compile,
-                                   progress=progress)
+    rendered, scores = render_each(texts, seeds, model, settings)
     return ActivationAtlas(layer, grid, "given" if layout is not None else method, xy, cells, rendered, scores,
                            texts, seeds, settings)

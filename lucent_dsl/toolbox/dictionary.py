@@ -37,11 +37,10 @@ from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
-from ..models.info import spec_of
 from ..objectives import check_layer, direction, direction_neuron
 from ..plan.probe import channel_count
 from ..record.recipe import SCORE_KEY
-from ._common import Settings, as_rows, direction_scores, layer_outputs, model_size, render_each, require
+from ._common import Settings, as_rows, direction_scores, layer_outputs, render_each, require, settings_from
 
 ATOMS = ("rows", "columns")
 OBJECTIVES = ("channel", "neuron")
@@ -178,19 +177,10 @@ def render_dictionary(
     indices: Sequence[int] | None = None,
     objective: str = "channel",
     cossim_pow: float = 1.0,
-    size: int | tuple[int, int] | None = None,
-    steps: int = 256,
-    lr: float = 0.05,
-    param: str = "fft",
-    transforms: str = "standard",
-    seed: int = 0,
-    batch: int = 16,
     examples: Any = None,
     k: int = 6,
-    device: Any = None,
-    compile: bool | str = False,
-    precision: str = "auto",
-    progress: bool = True,
+    settings: Settings | None = None,
+    **render_kw: Any,
 ) -> DictionaryRenders:
     """Render atoms of `dictionary` (all, or `indices`) as direction objectives at `layer`.
 
@@ -200,7 +190,11 @@ def render_dictionary(
         objective: "channel" (`direction`, mean over positions) or "neuron" (`direction_neuron`).
         cossim_pow: the cosine exponent of the objectives (rewards the atom's direction over its size).
         examples: a dataset ((N, C, H, W) in [0, 1]) whose top-`k` images per atom are listed.
-        precision: render's; "auto" is decided once for every atom (`Settings.resolved`).
+        settings: the atom renders (`toolbox.Settings`: size, steps, lr, param, transforms, precision, seed,
+            batch of atoms per render, device, compile, progress); "auto" precision is decided once for every
+            atom (`Settings.resolved`).
+        **render_kw: the same fields as keywords (`size=`, `steps=`, ...), the form before `settings=`;
+            beside `settings` they must agree with it.
 
     Raises:
         InvalidArgumentError, ObjectiveShapeError, LayerNotFoundError: before anything renders.
@@ -208,15 +202,15 @@ def render_dictionary(
     Example:
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> r = render_dictionary(net, "1", torch.eye(4)[:2], size=12, steps=2, progress=False)
+        >>> r = render_dictionary(net, "1", torch.eye(4)[:2], settings=Settings(size=12, steps=2, progress=False))
         >>> r.images.shape, r.indices
         (torch.Size([2, 3, 12, 12]), (0, 1))
     """
     layer = check_layer(layer)
     if objective not in OBJECTIVES:
         raise InvalidArgumentError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    hw = model_size(model, size)
-    d = orient(load_dictionary(dictionary, key=key), channel_count(model, layer, hw), atoms)
+    settings = settings_from(settings, render_kw, where="render_dictionary()").resolved(model)
+    d = orient(load_dictionary(dictionary, key=key), channel_count(model, layer, settings.size), atoms)
     chosen = tuple(range(d.shape[0])) if indices is None else tuple(int(i) for i in indices)
     bad = [i for i in chosen if not 0 <= i < d.shape[0]]
     if bad or not chosen:
@@ -226,11 +220,8 @@ def render_dictionary(
     vecs = d[list(chosen)]
     make = direction if objective == "channel" else direction_neuron
     texts = tuple(repr(make(layer, v, cossim_pow=float(cossim_pow))) for v in vecs)
-    seeds = tuple(channel_seed(f"{layer}#dictionary", i, seed) for i in chosen)
-    settings = Settings(hw, steps, float(lr), param, transforms, precision=precision,
-                        spec=spec_of(model)).resolved(model)
-    images, scores = render_each(texts, seeds, model, settings, batch=batch, device=device, compile=compile,
-                                 progress=progress)
+    seeds = tuple(channel_seed(f"{layer}#dictionary", i, settings.seed) for i in chosen)
+    images, scores = render_each(texts, seeds, model, settings)
     found = None if examples is None else top_examples(model, layer, vecs, examples, k=k, objectives=texts)
     return DictionaryRenders(layer, chosen, vecs, images, scores, texts, seeds, settings, found)
 

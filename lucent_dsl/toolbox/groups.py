@@ -35,9 +35,19 @@ from ..args import check_int
 from ..atlas import channel_seed
 from ..errors import InvalidArgumentError
 from ..io.files import load_image, make_grid, save_png
-from ..models.info import device_of, spec_of
+from ..models.info import device_of
 from ..objectives import check_layer, direction
-from ._common import Settings, as_rows, has_input_size, image_channels, layer_outputs, model_size, render_each, require
+from ._common import (
+    Settings,
+    as_rows,
+    has_input_size,
+    image_channels,
+    layer_outputs,
+    model_size,
+    render_each,
+    require,
+    settings_from,
+)
 
 NEGATIVE = ("error", "split")
 
@@ -142,19 +152,10 @@ def neuron_groups(
     k: int = 6,
     *,
     size: int | tuple[int, int] | None = None,
-    render_size: int | tuple[int, int] | None = None,
-    steps: int = 256,
-    lr: float = 0.05,
-    param: str = "fft",
-    transforms: str = "standard",
     cossim_pow: float = 1.0,
     negative: str = "error",
-    seed: int = 0,
-    batch: int = 16,
-    device: Any = None,
-    compile: bool | str = False,
-    precision: str = "auto",
-    progress: bool = True,
+    settings: Settings | None = None,
+    **render_kw: Any,
 ) -> NeuronGroups:
     """Factorize `layer`'s activations on `image` into `k` groups and render each group's direction.
 
@@ -164,12 +165,13 @@ def neuron_groups(
         layer: a layer with non-negative activations (see the module docstring).
         k: number of groups.
         size: the image is resized to this (default: the model's input size, else its own size).
-        render_size: size of the renders (default: `size`).
-        steps, lr, param, transforms: the renders ("standard" or "none" transforms).
-        precision: render's; "auto" is decided once for every group (`Settings.resolved`).
         cossim_pow: the `direction` objectives' cosine exponent.
         negative: "error" (refuse negative activations) or "split".
-        seed: seeds NMF and the renders (each group has its own seed, so its recipe replays alone).
+        settings: the group renders (`toolbox.Settings`); its `size` is the renders' size (default: the
+            image's, `size`), its `seed` seeds NMF and the renders (each group has its own seed, so its recipe
+            replays alone), "auto" precision is decided once for every group (`Settings.resolved`).
+        **render_kw: the same fields as keywords (`steps=`, `lr=`, ...; the renders' size is `render_size=`),
+            the form before `settings=`; beside `settings` they must agree with it.
 
     Raises:
         InvalidArgumentError, LayerNotFoundError, MissingExtraError: before anything renders.
@@ -177,11 +179,12 @@ def neuron_groups(
     Example:
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
-        >>> g = neuron_groups(net, torch.rand(1, 3, 16, 16), "1", 2, steps=2, progress=False)
+        >>> g = neuron_groups(net, torch.rand(1, 3, 16, 16), "1", 2, settings=Settings(steps=2, progress=False))
         >>> g.renders.shape, g.maps.shape
         (torch.Size([2, 3, 16, 16]), torch.Size([2, 14, 14]))
     """
     layer = check_layer(layer)
+    settings = settings_from(settings, render_kw, where="neuron_groups()", aliases={"render_size": "size"})
     x = load_image(image, channels=image_channels(model))
     hw = model_size(model, size) if size is not None or has_input_size(model) else (x.shape[-2], x.shape[-1])
     if tuple(x.shape[-2:]) != hw:
@@ -189,13 +192,11 @@ def neuron_groups(
     (a,) = list(layer_outputs(model, x.to(device_of(model)), layer))
     cp = as_rows(a, layer)[0].float().cpu()
     acts = cp.reshape(cp.shape[0], *a.shape[2:]) if a.dim() == 4 else cp
-    dirs, maps, err = factorize(acts, k, seed=seed, negative=negative)
-    settings = Settings(model_size(model, render_size) if render_size is not None else hw, steps, float(lr), param,
-                        transforms, precision=precision, spec=spec_of(model)).resolved(model)
+    dirs, maps, err = factorize(acts, k, seed=settings.seed, negative=negative)
+    settings = settings.resolved(model, default_size=hw)
     texts = tuple(repr(direction(layer, d, cossim_pow=float(cossim_pow))) for d in dirs)
-    seeds = tuple(channel_seed(f"{layer}#groups", i, seed) for i in range(len(texts)))
-    renders, scores = render_each(texts, seeds, model, settings, batch=batch, device=device, compile=compile,
-                                  progress=progress)
+    seeds = tuple(channel_seed(f"{layer}#groups", i, settings.seed) for i in range(len(texts)))
+    renders, scores = render_each(texts, seeds, model, settings)
     if maps.dim() == 2:
         maps = _token_grid(maps)
     return NeuronGroups(layer, x, dirs, maps, err, renders, scores, texts, seeds, settings)

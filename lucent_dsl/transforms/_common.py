@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..args import check_real
 from ..errors import InvalidArgumentError
+from ..models.checks import generator_device
 
 TransformParams = Any  # a pytree of tensors, or None
 Shape = torch.Size
@@ -101,10 +102,6 @@ def check_shape(what: str, shape: Shape) -> Shape:
 
 # --------------------------------------------------------------------------------------------
 # Sampling helpers: tensors only, on the generator's device
-
-
-def generator_device(g: torch.Generator | None) -> torch.device | None:
-    return g.device if g is not None else None
 
 
 def draw(d: Dist, g: torch.Generator | None, n: int) -> Tensor:

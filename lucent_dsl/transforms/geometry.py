@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..args import check_int, check_real, is_real
 from ..errors import InvalidArgumentError
+from ..models.checks import generator_device
 from ._common import (
     GRID_PADDING,
     PAD_MODES,
@@ -36,7 +37,6 @@ from ._common import (
     distribution,
     draw,
     fail,
-    generator_device,
     matrix,
     same_shape,
 )

@@ -13,8 +13,9 @@ from torch import Tensor
 
 from ..args import check_int, check_real, is_real
 from ..errors import InvalidArgumentError
+from ..models.checks import generator_device
 from ..param.transparency import noise_background  # the noise background is a parameterization's draw
-from ._common import Dist, Shape, Transform, check_shape, distribution, draw, fail, generator_device
+from ._common import Dist, Shape, Transform, check_shape, distribution, draw, fail
 
 # --------------------------------------------------------------------------------------------
 # Pixel-value transforms
