@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from procs import END_TIMEOUT, START_TIMEOUT, reaped
+from procs import END_TIMEOUT, START_TIMEOUT, faulthandler_env, reaped
 
 from lucent_dsl import atlas, zoo
 from lucent_dsl.cli import app as cli
@@ -474,7 +474,7 @@ def test_a_real_sigint_saves_the_render_so_far_and_exits_130(tmp_path, capsys):
 
     (tmp_path / "slow.py").write_text(STEPPING)
     out = tmp_path / "long.png"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = faulthandler_env({**os.environ, "OMP_NUM_THREADS": "1"})
     argv = [sys.executable, "-m", "lucent_dsl", "render", "channel('2', 0)", "--model", f"{tmp_path}/slow.py:factory",
             "--size", "16", "--steps", "100000", "--out", str(out), "-q"]
     with reaped(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from procs import END_TIMEOUT, START_TIMEOUT, reaped
+from procs import END_TIMEOUT, START_TIMEOUT, faulthandler_env, reaped
 
 from lucent_dsl import atlas
 from lucent_dsl.atlas import distributed
@@ -232,7 +232,8 @@ def test_a_second_atlas_run_on_the_same_folder_is_refused_naming_the_first(tmp_p
     argv = ["atlas", "0", "--model", f"{tmp_path}/block.py:factory", "--channels", "0:2", "--size", "16", "--steps", "2",
             "--out", str(out), "-q"]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    with reaped(subprocess.Popen([sys.executable, "-m", "lucent_dsl", *argv], env={**env, "OMP_NUM_THREADS": "1"},
+    with reaped(subprocess.Popen([sys.executable, "-m", "lucent_dsl", *argv],
+                                 env=faulthandler_env({**env, "OMP_NUM_THREADS": "1"}),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as first:
         deadline = time.monotonic() + START_TIMEOUT
         while not (tmp_path / "STARTED").exists() and first.poll() is None and time.monotonic() < deadline:
