@@ -468,6 +468,10 @@ def factory():
 '''
 
 
+DEFAULT_SIGINT_MAIN = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "runpy.run_module('lucent_dsl', run_name='__main__', alter_sys=True)")
+
+
 def test_a_real_sigint_saves_the_render_so_far_and_exits_130(tmp_path, capsys):
     import signal
     import time
@@ -475,8 +479,10 @@ def test_a_real_sigint_saves_the_render_so_far_and_exits_130(tmp_path, capsys):
     (tmp_path / "slow.py").write_text(STEPPING)
     out = tmp_path / "long.png"
     env = faulthandler_env({**os.environ, "OMP_NUM_THREADS": "1"})
-    argv = [sys.executable, "-m", "lucent_dsl", "render", "channel('2', 0)", "--model", f"{tmp_path}/slow.py:factory",
-            "--size", "16", "--steps", "100000", "--out", str(out), "-q"]
+    # `python -m lucent_dsl`, with Python's own SIGINT handler put back first: a process started from a background
+    # job of a shell without job control inherits SIGINT ignored, and would then (rightly) ignore the test's signal.
+    argv = [sys.executable, "-c", DEFAULT_SIGINT_MAIN, "render", "channel('2', 0)", "--model",
+            f"{tmp_path}/slow.py:factory", "--size", "16", "--steps", "100000", "--out", str(out), "-q"]
     with reaped(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) as proc:
         deadline = time.monotonic() + START_TIMEOUT
         while not (tmp_path / "STEPPING").exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -158,6 +158,7 @@ def redirected_relu(models: Any, steps: int = LUCID_STEPS) -> Iterator[RedirectS
 
     Example:
         >>> import torch, torch.nn as nn
+        >>> _ = torch.manual_seed(0)  # the example's weights (the redirected gradient's sign depends on them)
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
         >>> with torch.no_grad():
         ...     _ = net[0].bias.fill_(-10.0)  # every unit dead for any small input
