@@ -160,12 +160,6 @@ def _layers_read(recipe: Any) -> list[str] | None:
     return None if not paths or "@output" in paths else sorted(paths)
 
 
-def _images_of(recipe: Any) -> int:
-    if recipe.command == "caricature":
-        return len(recipe.layers)
-    return 1 if recipe.command == "accentuate" else recipe.batch
-
-
 def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: str | None = None,
                  every: int | None = None, models: Any = None) -> int:
     """Check, build (unless `models`), render, write the image (and GIF); Ctrl-C writes what was rendered."""
@@ -188,7 +182,7 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
         every = every or max(1, recipe.steps // 50)
         thresholds = sorted({*range(every, recipe.steps + 1, every), recipe.steps})
     frames = len(thresholds or ())
-    n = _images_of(recipe)
+    n = recipe.images
     check_caps(steps=recipe.steps, size=recipe.size, batch=n, frames=frames, allow="large" in allowed)
     check_memory(models, recipe.size, n, frames=frames, layers=_layers_read(recipe), device=device,
                  allow="memory" in allowed)

@@ -35,7 +35,7 @@ from ..args import check_choice, check_int, check_seed, check_size
 from ..dsl.parser import parse
 from ..errors import InvalidArgumentError
 from ..models.hardware import resolve_precision
-from ..models.info import info_of
+from ..models.info import device_of, info_of
 from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
 from . import trust
 
@@ -240,14 +240,20 @@ class Recipe:
             size = _image_size(self.image)  # the recipes' own default: the image's size
         size = size or default_size(models)
         mods = list(models.values()) if isinstance(models, Mapping) else [models]
-        device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
-        images = len(self.layers) if self.command == "caricature" else 1 if self.command == "accentuate" else self.batch
+        precision = resolve_precision(self.precision, mods, device_of(mods[0]), size, self.images)
         return dc.replace(
             self,
             size=size,
             models=tuple(normalize_spec(m) for m in (self.models or (DEFAULT_MODEL,))),
-            precision=resolve_precision(self.precision, mods, device, size, images),
+            precision=precision,
         )
+
+    @property
+    def images(self) -> int:
+        """How many images a run of this recipe renders: one per caricature layer, one accentuated, else `batch`."""
+        if self.command == "caricature":
+            return len(self.layers)
+        return 1 if self.command == "accentuate" else self.batch
 
 
 def _image_size(path: Any) -> tuple[int, int]:

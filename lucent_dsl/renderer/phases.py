@@ -274,8 +274,8 @@ def render(
         if bar is not None:
             bar.close()
     result = build_result(setup, s, record)
-    hw = (int(result.images.shape[-2]), int(result.images.shape[-1]))
-    recipe, why = recipe_of(plan, size=hw, n=setup.n, channels=int(result.images.shape[1]),
+    image_hw = (int(result.images.shape[-2]), int(result.images.shape[-1]))
+    recipe, why = recipe_of(plan, size=image_hw, n=setup.n, channels=int(result.images.shape[1]),
                             steps=result.steps if result.interrupted else s.steps, seed=s.seed, lr=s.lr,
                             precision=setup.precision, param=param, transforms=transforms, optimizer=optimizer,
                             redirect_relu=s.redirect_relu)

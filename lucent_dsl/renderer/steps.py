@@ -47,6 +47,9 @@ CUDA_CHECK_EVERY = 32  # steps between device-to-host reads of the non-finite fl
 STEPS_PER_PLAN = 8  # compiled steps kept per plan (distinct parameterization / transform / shape)
 
 
+_LOW = (torch.bfloat16, torch.float16)  # activation dtypes autocast can return; the terms score in float32
+
+
 def forward_at(plan: Plan, x: Tensor | Mapping[str, Tensor], image: Tensor, precision: str) -> dict:
     """`plan.forward(x, raw=image)` in `precision`: the one place a render's models run under bf16 autocast.
 
@@ -66,9 +69,6 @@ def forward_at(plan: Plan, x: Tensor | Mapping[str, Tensor], image: Tensor, prec
     with torch.autocast(image.device.type, dtype=torch.bfloat16):
         acts = plan.forward(x, raw=image)
     return {k: v.float() if isinstance(v, Tensor) and v.dtype in _LOW else v for k, v in acts.items()}
-
-
-_LOW = (torch.bfloat16, torch.float16)
 
 
 def loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: str) -> Callable:
