@@ -49,6 +49,7 @@ from ..errors import (
 from ..models.info import ModelInfo, info_of
 from ..models.layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
 from ..models.sizes import Geometry
+from ..models.sources import adapt
 from . import sitemap
 from .truncate import Runner, make_runner
 
@@ -124,7 +125,7 @@ def batched(objectives: Sequence[Expr | str]) -> Expr:
 def as_models(models: Any) -> dict[str, nn.Module]:
     """One module or a mapping name -> module, as a dict (a single module is named "model")."""
     if isinstance(models, nn.Module):
-        return {DEFAULT_MODEL_NAME: models}
+        return {DEFAULT_MODEL_NAME: adapt(models)}
     if isinstance(models, Mapping):
         if not models:
             raise InvalidArgumentError("no models given: pass an nn.Module or a mapping name -> nn.Module")
@@ -134,7 +135,7 @@ def as_models(models: Any) -> dict[str, nn.Module]:
                 raise InvalidArgumentError(f"model names must be non-empty strings without ':', got {name!r}")
             if not isinstance(m, nn.Module):
                 raise InvalidArgumentError(f"model {name!r} is a {type(m).__name__}, not a torch.nn.Module")
-            out[name] = m
+            out[name] = adapt(m)
         return out
     raise InvalidArgumentError(
         f"models must be a torch.nn.Module or a mapping name -> nn.Module, got {type(models).__name__}"

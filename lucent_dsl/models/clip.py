@@ -1,0 +1,14 @@
+"""(stub: filled in by issue 25's work) See `lucent_dsl.models.sources`."""
+from __future__ import annotations
+
+from torch import nn
+
+from .info import ModelInfo
+
+
+def adapt(model: nn.Module) -> nn.Module | None:
+    return None
+
+
+def declared_info(model: nn.Module) -> ModelInfo | None:
+    return None
