@@ -6,7 +6,8 @@ them (one forward, truncated after the deepest layer any of them reads) and eval
 bound objective on each batch with the same interpreter a render uses (`expr.evaluate`). The
 pass streams: images are loaded `batch` at a time and only the running top-k and bottom-k of
 every unit are kept (memory O(units x k)). With `state=PATH` it writes its running lists there
-(atomically, every batch) and a rerun resumes after the last finished batch.
+(atomically, every batch) and a rerun resumes after the last finished batch, when the state was made by
+the same pass (units, k, size, model weights, image files and contents); else it starts again and says why.
 
 For a unit that reads one channel of a (B, C, H, W) map (`channel`, `neuron`, or a
 `class_logit` of a segmentation output), every example also gets a box: the receptive field
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses as dc
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,9 @@ from torch import Tensor, nn
 from .dsl.expr import Expr, Scale, Site, evaluate, sum_of, terms_of
 from .dsl.parser import parse
 from .errors import ImageError, InvalidArgumentError
+from .io.datasets import images_fingerprint
 from .io.files import atomic_write, load_image
+from .models.checks import weights_fingerprint
 from .models.info import device_of, info_of
 from .objectives.activation import Channel, ClassLogit, Neuron
 from .plan.compiler import as_models, bind, compile_plan
@@ -53,7 +57,15 @@ from .plan.fold import frozen_models
 from .plan.forward import read_layers
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the key names the model (weights fingerprint) and the images' contents
+
+
+class TooFewImagesWarning(UserWarning):
+    """Fewer than 2k images: each unit gets n // 2 top and n // 2 bottom examples, never one image in both."""
+
+
+class StaleStateWarning(UserWarning):
+    """A state file was made by another pass (other model, images, units or settings): the pass starts again."""
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels, x1/y1 excluded
 
 
@@ -291,8 +303,13 @@ class _Running:
             i = torch.cat([i, index.expand(scores.shape[0], -1)], 1)
             p = torch.cat([p, pos[key]], 1)
             kk = min(self.k, s.shape[1])
-            # stable: among equal scores the earlier image wins, whatever the batch size
-            order = torch.sort(-s if largest else s, dim=1, stable=True).indices[:, :kk]
+            # One total order, whatever the batch size: top is (score high to low, earlier image first on ties),
+            # bottom is exactly its reverse, so the two lists never share an image while 2k <= images.
+            if largest:
+                order = torch.sort(-s, dim=1, stable=True).indices[:, :kk]
+            else:
+                later = torch.sort(-i, dim=1, stable=True).indices
+                order = later.gather(1, torch.sort(s.gather(1, later), dim=1, stable=True).indices)[:, :kk]
             self.lists[key] = (s.gather(1, order), i.gather(1, order), p.gather(1, order[..., None].expand(-1, -1, 2)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,12 +331,16 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
         objectives: the units, as expressions or DSL text (each scores every image alone).
         model: one `nn.Module` (its `ModelInfo` preprocessing applies).
         images: a folder, a list of files, an (N, C, H, W) tensor in [0, 1], or a dataset (see `image_source`).
-        k: examples kept per unit and side; batch: images per forward.
-        state: a JSON file for the running lists: resumes from it when it matches, rewritten after every batch.
+        k: examples kept per unit and side (at most half the images: a `TooFewImagesWarning` says when fewer
+            are kept, so no image is both a top and a bottom example); batch: images per forward.
+        state: a JSON file for the running lists, rewritten after every batch. A rerun resumes from it only when
+            it was made by the same pass: the same units, k, size, model (class, preprocessing and weights
+            fingerprint) and images (`io.datasets.images_fingerprint`); otherwise a `StaleStateWarning` says what
+            changed and the pass starts again from the first image.
 
     Raises:
-        InvalidArgumentError: no objectives, a bad k/batch, a term that is not a per-image score,
-            or a `state` file made for other units, images or k.
+        InvalidArgumentError: no objectives, a bad k/batch, fewer than 2 images, or a term that is not a
+            per-image score.
     """
     if (
         isinstance(k, bool)
@@ -340,9 +361,11 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
     bound = [bind(e, models) for e in exprs]
     plan = compile_plan(sum_of([t for e in exprs for t in terms_of(e)]), model)
     source = image_source(images, model, size)
+    k = _fewer(k, len(source))
     spatial = [_spatial(b) for b in bound]
     running = _Running(len(exprs), k)
-    start = _resume(state, running, texts, source, k)
+    key = _state_key(texts, source, k, model) if state is not None else {}
+    start = _resume(state, running, key)
     bar = _bar(len(source), start, progress)
     device = device_of(model)
     try:
@@ -358,7 +381,7 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
                     )
                 running.add(scores, torch.tensor(idx)[None], _positions(spatial, acts, len(idx)))
                 if state is not None:
-                    _save_state(state, running, texts, source, k, idx[-1] + 1)
+                    _save_state(state, running, key, idx[-1] + 1)
                 if bar is not None:
                     bar.update(len(idx))
     finally:
@@ -368,6 +391,18 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
     fields = {site: _grid_and_field(plan.models[site.model], site.layer, source.size) for site in maps}  # type: ignore[index]
     return Examples(tuple(_unit(t, running, u, spatial[u], fields, source.size) for u, t in enumerate(texts)),
                     len(source), source.size)
+
+
+def _fewer(k: int, n: int) -> int:
+    """k, or n // 2 (with a warning) when n images cannot give k top and k other bottom examples."""
+    if n < 2:
+        raise InvalidArgumentError(f"dataset examples need at least 2 images (a top and a bottom example), got {n}")
+    if 2 * k <= n:
+        return k
+    warnings.warn(f"only {n} images for k={k} top and {k} bottom examples: showing {n // 2} of each, so that no image "
+                  "is both a top and a bottom example (give more images, or a smaller k)", TooFewImagesWarning,
+                  stacklevel=3)
+    return n // 2
 
 
 def _is_map(plan: Any, site: Site, source: ImageSource) -> bool:
@@ -408,30 +443,48 @@ def _unit(text: str, running: _Running, u: int, spatial: Any, fields: dict, size
     return UnitExamples(text, sides[0], sides[1])
 
 
-def _state_key(texts: list[str], source: ImageSource, k: int) -> dict[str, Any]:
-    items = source.items
-    ident = (
-        f"tensor{tuple(items.shape)}:{float(items.double().sum()):.6g}" if isinstance(items, Tensor) else list(items)
-    )
-    return {"format": STATE_FORMAT, "units": texts, "k": k, "size": list(source.size), "images": ident}
+def _state_key(texts: list[str], source: ImageSource, k: int, model: nn.Module) -> dict[str, Any]:
+    """What a state file must match to be resumed: the units, k, the size, the model (class, preprocessing,
+    weights) and the images (`io.datasets.images_fingerprint`: names, sizes, times, a sample of contents)."""
+    info = info_of(model)
+    key = {"format": STATE_FORMAT, "units": texts, "k": k, "size": list(source.size),
+           "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                     "weights": weights_fingerprint(model), "mean": info.mean, "std": info.std,
+                     "channels": info.channels},
+           "images": {"count": len(source), "fingerprint": images_fingerprint(source.items)}}
+    return json.loads(json.dumps(key))  # as read back from the file (tuples become lists)
 
 
-def _resume(state: str | Path | None, running: _Running, texts: list[str], source: ImageSource, k: int) -> int:
+_KEY_NAMES = {"format": "the state file's format", "units": "the units", "k": "k", "size": "the image size",
+              "model": "the model (its weights, class or preprocessing)", "images": "the images (their files or "
+              "contents)"}
+
+
+def _resume(state: str | Path | None, running: _Running, key: dict[str, Any]) -> int:
+    """Where the pass starts: after the state file's last batch when it was made by this same pass, else at 0
+    (a warning names what changed: resuming would report another pass's examples and scores)."""
     if state is None or not Path(state).is_file():
         return 0
-    d = json.loads(Path(state).read_text())
-    if d.get("key") != _state_key(texts, source, k):
-        raise InvalidArgumentError(
-            f"{str(state)!r} holds the state of another examples pass (other units, images, size or k); "
-            "delete it or give another state file"
-        )
+    try:
+        d = json.loads(Path(state).read_text())
+        have = d.get("key") if isinstance(d, dict) else None
+    except (ValueError, OSError, UnicodeDecodeError):
+        d, have = None, None
+    if have != key or not isinstance(d, dict):
+        changed = [name for field, name in _KEY_NAMES.items() if not isinstance(have, dict) or have.get(field)
+                   != key[field]]
+        warnings.warn(
+            f"{str(state)!r} holds the state of another examples pass ({', '.join(changed) or 'unreadable'} "
+            "changed): starting again from the first image, so no old example or score is reported",
+            StaleStateWarning, stacklevel=3)
+        return 0
     running.load(d["lists"])
     return int(d["seen"])
 
 
-def _save_state(state: str | Path, running: _Running, texts: list[str], source: ImageSource, k: int, seen: int) -> None:
+def _save_state(state: str | Path, running: _Running, key: dict[str, Any], seen: int) -> None:
     with atomic_write(state, "w") as f:
-        json.dump({"key": _state_key(texts, source, k), "seen": seen, "lists": running.to_dict()}, f)
+        json.dump({"key": key, "seen": seen, "lists": running.to_dict()}, f)
 
 
 def _bar(total: int, initial: int, enabled: bool):
@@ -462,5 +515,5 @@ def crops(examples: Sequence[Example], source: ImageSource, *, side: int | None 
     return torch.cat(tiles) if tiles else torch.empty(0, source.channels, side, side)
 
 
-__all__ = ["Example", "Examples", "ImageSource", "UnitExamples", "box_at", "crops", "dataset_examples", "image_source",
+__all__ = ["Example", "Examples", "ImageSource", "StaleStateWarning", "TooFewImagesWarning", "UnitExamples", "box_at", "crops", "dataset_examples", "image_source",
            "receptive_field"]

@@ -17,6 +17,8 @@ from lucent_dsl.cli import examples as examples_command
 from lucent_dsl.dataset_examples import (
     Examples,
     ImageSource,
+    StaleStateWarning,
+    TooFewImagesWarning,
     box_at,
     crops,
     dataset_examples,
@@ -126,8 +128,9 @@ def test_an_interrupted_pass_resumes_where_it_stopped(tmp_path, monkeypatch):
     again = dataset_examples(units, net, images, k=3, batch=4, state=state, progress=False)
     assert again == want and Examples.from_json(again.to_json()) == again
     assert json.loads(state.read_text())["seen"] == 20
-    with pytest.raises(InvalidArgumentError, match="another examples pass"):
-        dataset_examples(units, net, images, k=4, batch=4, state=state, progress=False)
+    with pytest.warns(StaleStateWarning, match="another examples pass \\(k changed\\)"):
+        other_k = dataset_examples(units, net, images, k=4, batch=4, state=state, progress=False)
+    assert other_k == dataset_examples(units, net, images, k=4, batch=4, progress=False)
 
 
 def test_terms_that_do_not_score_one_image_alone_are_refused():
@@ -165,3 +168,77 @@ def test_the_examples_command_on_a_folder_of_digit_pngs(tmp_path):
     strip = load_image(tmp_path / "out" / doc["units"][1]["top_png"])
     assert strip.shape[-1] > 3 * strip.shape[-2]  # a row of 4 crops
     assert len(crops([], ImageSource(images[:2], (28, 28), 1))) == 0
+
+
+def _fresh(units, net, images, **kw):
+    return dataset_examples(units, net, images, k=3, batch=4, progress=False, **kw)
+
+
+def test_a_state_from_another_model_or_other_images_is_never_resumed(tmp_path):
+    """Issue 28.1: the state names the model's weights and the images' contents; a rerun after either changed
+    starts again (with a warning naming what changed) and reports only the new pass's examples and scores."""
+    units, state = ["channel('2', 0)", "-channel('2', 1)"], tmp_path / "state.json"
+    folder = tmp_path / "photos"
+    for i in range(8):
+        save_png(folder / f"{i}.png", torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(i)))
+    first = _fresh(units, _net(0), folder, state=state)
+    assert _fresh(units, _net(0), folder, state=state) == first  # the same pass resumes (here: it was finished)
+    with pytest.warns(StaleStateWarning, match="the model"):
+        other_model = _fresh(units, _net(1), folder, state=state)
+    assert other_model == _fresh(units, _net(1), folder) != first
+    save_png(folder / "3.png", torch.ones(1, 3, 8, 8))  # same names, same count, other contents
+    with pytest.warns(StaleStateWarning, match="the images"):
+        other_images = _fresh(units, _net(1), folder, state=state)
+    assert other_images == _fresh(units, _net(1), folder) != other_model
+    tensor = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    _fresh(units, _net(0), tensor, state=state.with_name("t.json"))
+    with pytest.warns(StaleStateWarning, match="the images"):  # a permutation keeps the sum: contents are hashed
+        swapped = _fresh(units, _net(0), tensor.flip(0), state=state.with_name("t.json"))
+    assert swapped == _fresh(units, _net(0), tensor.flip(0))
+
+
+def test_the_examples_command_rerun_with_another_model_reports_that_model(tmp_path):
+    images, _ = mnist()
+    folder = tmp_path / "digits"
+    for i in range(12):
+        save_png(folder / f"{i:02d}.png", images[i])
+    parser = argparse.ArgumentParser(prog="lucent-dsl")
+    examples_command.add_parser(parser.add_subparsers(), [])
+
+    def run(spec):
+        args = parser.parse_args(["examples", str(folder), "--model", spec, "--objective", "class_logit('3')",
+                                  "--k", "3", "--out", str(tmp_path / "out")])
+        args.quiet = True
+        assert args.run(args) == 0
+        return json.loads((tmp_path / "out" / "examples.json").read_text())["units"][0]
+
+    plain = run("lenet5_mnist")
+    with pytest.warns(StaleStateWarning, match="the model"):
+        robust = run("lenet5_mnist_adv")
+    want = dataset_examples(["class_logit('3')"], zoo_model("lenet5_mnist_adv"), folder, k=3, progress=False).units[0]
+    assert [e["score"] for e in robust["top"]] == [e.score for e in want.top]
+    assert [e["score"] for e in robust["top"]] != [e["score"] for e in plain["top"]]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(2, 9), st.integers(1, 7), st.booleans())
+def test_no_image_is_both_a_top_and_a_bottom_example(n, k, dead):
+    """Issue 28.14: with fewer than 2k images, k is capped at n // 2 with a warning; ties (a dead unit) never put
+    one image in both lists."""
+    net = _net(n)
+    if dead:
+        nn.init.zeros_(net[2].weight), nn.init.zeros_(net[2].bias)
+    images = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(n))
+    if 2 * k > n:
+        with pytest.warns(TooFewImagesWarning, match=f"only {n} images"):
+            found = dataset_examples(["channel('2', 0)"], net, images, k=k, batch=3, progress=False)
+    else:
+        found = dataset_examples(["channel('2', 0)"], net, images, k=k, batch=3, progress=False)
+    u = found.units[0]
+    assert len(u.top) == len(u.bottom) == min(k, n // 2)
+    assert not {e.index for e in u.top} & {e.index for e in u.bottom}
+
+
+def test_one_image_gives_no_examples():
+    with pytest.raises(InvalidArgumentError, match="at least 2 images"):
+        dataset_examples(["channel('2', 0)"], _net(), torch.rand(1, 3, 8, 8), k=1, progress=False)
