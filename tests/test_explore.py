@@ -132,3 +132,31 @@ def test_a_segmentation_model_gets_one_unit_per_class_inside_the_central_region(
     assert done["units"] == 4 and all(f"{name} (" in index for name in ("bg", "cat", "dog", "plant"))  # every class on the index
     with pytest.raises(InvalidArgumentError, match="no entry 'aux2'"):
         model_units(model, ["@output/aux2"], None, (64, 64))
+
+
+def test_explore_after_a_model_change_reports_the_new_models_examples(tmp_path):
+    """Issue 28.1 and 28.14: after explore's own advice (delete img/*.png), a rerun with changed weights redoes the
+    dataset examples too; fewer photos than 2k give n // 2 per side with a warning, never one photo in both."""
+    import copy
+
+    from lucent_dsl.dataset_examples import Examples, StaleStateWarning, TooFewImagesWarning, dataset_examples
+
+    images, site = mnist()[0][:5], tmp_path / "site"
+    model = zoo_model("lenet5_mnist")
+    kw = dict(channels="0:1", images=images, steps=2, batch=8, k=3, progress=False, sanity=False)
+    with pytest.warns(TooFewImagesWarning, match="only 5 images"):
+        explore(model, "lenet5_mnist", ["conv2"], site, **kw)
+    first = Examples.from_json((site / "examples.json").read_text())
+    assert all(not {e.index for e in u.top} & {e.index for e in u.bottom} for u in first.units)
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.conv2.weight.neg_()
+    with pytest.raises(InvalidArgumentError, match="other weights"):
+        explore(changed, "lenet5_mnist", ["conv2"], site, **kw)
+    for png in (site / "img").glob("*.png"):
+        png.unlink()
+    with pytest.warns(StaleStateWarning, match="the model"), pytest.warns(TooFewImagesWarning):
+        explore(changed, "lenet5_mnist", ["conv2"], site, **kw)
+    with pytest.warns(TooFewImagesWarning):
+        want = dataset_examples(["channel('conv2', 0)"], changed, images, k=3, progress=False)
+    assert Examples.from_json((site / "examples.json").read_text()) == want != first

@@ -139,3 +139,31 @@ def test_texture_and_maco_commands(tmp_path):
         main("maco", "channel('3', 1)", "--model", spec, "--precision", "bf16", *FAST, "--out", tmp_path / "x.png")
     with pytest.raises(InvalidArgumentError, match="decay-power"):  # not silently ignored
         main("maco", "channel('3', 1)", "--model", spec, "--decay-power", "1.5", *FAST, "--out", tmp_path / "x.png")
+
+
+def test_array_datasets_are_scaled_by_one_rule_or_refused(tmp_path, capsys):
+    """Issue 28.2: integers in 0..255 are divided by 255 and the run says so; floats outside [0, 1] (or integers
+    outside 0..255) are refused with what to do, before anything renders."""
+    from lucent_dsl.cli.app import main as cli_main
+
+    net = torch.nn.Conv2d(1, 2, 1)
+    ints = np.arange(48, dtype=np.int32).reshape(3, 1, 4, 4) * 5
+    np.save(tmp_path / "ints.npy", ints)
+    said: list[str] = []
+    images, _ = command.dataset(str(tmp_path / "ints.npy"), net, say=said.append)
+    assert torch.equal(images, torch.tensor(ints, dtype=torch.float32) / 255)
+    assert len(said) == 1 and "int32 values in 0..255: divided by 255" in said[0]
+    unit = torch.rand(2, 1, 4, 4)
+    torch.save(unit, tmp_path / "unit.pt")
+    said.clear()
+    assert torch.equal(command.dataset(str(tmp_path / "unit.pt"), net, say=said.append)[0], unit) and not said
+    np.save(tmp_path / "floats.npy", np.full((3, 1, 4, 4), 200.0, np.float32))
+    with pytest.raises(ImageError, match=r"outside \[0, 1\].*x / 255"):
+        command.dataset(str(tmp_path / "floats.npy"), net)
+    torch.save(torch.full((2, 1, 4, 4), 300, dtype=torch.int64), tmp_path / "big.pt")
+    with pytest.raises(ImageError, match=r"int64 values in 300..300, outside 0..255"):
+        command.dataset(str(tmp_path / "big.pt"), net)
+    code = cli_main(["activation-atlas", str(tmp_path / "floats.npy"), "--model", "lenet5_mnist", "--layer", "relu3",
+                     "--steps", "2", "--out", str(tmp_path / "atlas")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "outside [0, 1]" in err and not (tmp_path / "atlas").exists()

