@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from .record.recipe import (
     TRANSFORMS as TRANSFORMS,
     Recipe as Recipe,
 )
+from .record.recipe import supply_message
 from .record.resources import torch_threads
 from .renderer import phases  # phases.render read at call time, so a patched render is the one run
 from .toolbox import inversion
@@ -52,21 +54,55 @@ def run(
     """Render `recipe` (building its models unless given) and return the `RenderResult`.
 
     The trust rule applies first (`Recipe.check_trusted`, with `allow`): given `models` are the
-    caller's own, so only the recipe's image (and the caps) are checked then.
+    caller's own, so only the recipe's image (and the caps) are checked then. A recipe whose models
+    are to be supplied (`Recipe.supplied`: a render of a module of your own) runs only with `models`
+    given; a `SuppliedModelWarning` says when their weights fingerprint (or class) is not the recorded one:
+    the replay then renders the model given, and its pixels differ from the file's.
 
     Raises:
         UntrustedRecipeError: the recipe asks for what `allow` does not name.
+        InvalidArgumentError: a recipe with supplied models and no `models`.
         LucentError: a bad objective, layer or setting.
     """
+    if models is None and recipe.supplied:
+        raise InvalidArgumentError(supply_message(recipe))
     recipe.check_trusted(allow, models=models is None)
     if models is None:
         models = build_models(recipe.models, device=device)
     check_models(models)
+    check_supplied(recipe, models)
     with torch_threads(recipe.threads):  # the pixels depend on it (reductions split per thread); restored after
         return _replay(recipe, models, device, compile, progress, thresholds, callback)
 
 
 Recipe.run = run  # `recipe.run(...)`; see `record.recipe.Recipe.run`
+
+
+class SuppliedModelWarning(UserWarning):
+    """A model given to replay a recipe is not the one it recorded (other weights or class): the pixels differ."""
+
+
+def check_supplied(recipe: Recipe, models: nn.Module | Mapping[str, nn.Module]) -> None:
+    """Warn (`SuppliedModelWarning`) for each model of `recipe.supplied` whose weights fingerprint or class differs
+    from what `models` gives under its name (one module stands for the recipe's one model).
+
+    Raises:
+        InvalidArgumentError: `models` lacks a supplied model's name.
+    """
+    from .models.checks import weights_fingerprint
+
+    for name, cls, fingerprint in recipe.supplied:
+        model = models if isinstance(models, nn.Module) else models.get(name)
+        if model is None:
+            raise InvalidArgumentError(f"the recipe's model {name!r} (a {cls}) is to be supplied, but the models "
+                                       f"given are {sorted(cast(Mapping, models))}")
+        have = f"{type(model).__module__}.{type(model).__qualname__}"
+        got = weights_fingerprint(model)
+        if (have, got) != (cls, fingerprint):
+            warnings.warn(
+                f"the model given for {name!r} is a {have} with weights fingerprint {got}; the recipe recorded a {cls} "
+                f"with {fingerprint}: this replay renders the model given, and its pixels will differ from the "
+                "recorded image's", SuppliedModelWarning, stacklevel=3)
 
 
 def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bool, thresholds: Any,

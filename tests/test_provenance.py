@@ -1,6 +1,9 @@
 """A Python render's recipe (`lucent_dsl.renderer.provenance`): it replays to the same pixels, or says why it cannot."""
 from __future__ import annotations
 
+import json
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -62,7 +65,6 @@ def test_ensembles_and_specs_are_named_as_a_recipe_reads_them():
 
 
 @pytest.mark.parametrize("change, why", [
-    (lambda net: dict(models=nn.Sequential(nn.Conv2d(3, 4, 3))), "module of your own"),
     (lambda net: dict(param=ld.param.fft(28, channels=1, sd=0.1)), "parameterization"),
     (lambda net: dict(transforms=[ld.transforms.jitter(2)]), "transforms"),
     (lambda net: dict(optimizer=torch.optim.SGD), "optimizer"),
@@ -84,7 +86,7 @@ def test_a_model_changed_after_it_was_built_is_not_named_by_its_spec():
     assert ld.render("channel('features.0', 0)", net, size=32, steps=1, progress=False).recipe is not None
     net.load_state_dict(net.state_dict())  # same values, but loaded: the spec no longer proves what the weights are
     r = ld.render("channel('features.0', 0)", net, size=32, steps=1, progress=False)
-    assert r.recipe is None and "changed after it was built" in r.unreplayable[0]
+    assert r.recipe.models == () and [entry[0] for entry in r.recipe.supplied] == ["model"]  # to be supplied
 
 
 def test_an_objective_of_your_own_is_not_written_as_a_recipe(lenet):
@@ -94,3 +96,71 @@ def test_an_objective_of_your_own_is_not_written_as_a_recipe(lenet):
 
     r = ld.render(provenance_mean("conv1"), lenet, **FAST)
     assert r.recipe is None and "provenance_mean" in r.unreplayable[0]
+
+
+OWN = '''
+import torch, torch.nn as nn
+def factory(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3))
+def other():
+    return factory(1)
+'''
+
+
+def test_a_render_of_your_own_module_carries_a_recipe_replayed_with_the_model_supplied(tmp_path, capsys):
+    """Issue 28.7: everything but the model is written, the model is marked to be supplied (class, weights
+    fingerprint); `render --recipe x.png --model SPEC` replays it, refuses without --model, warns on other weights."""
+    import importlib.util
+
+    from lucent_dsl.models.checks import weights_fingerprint
+    from lucent_dsl.replay import SuppliedModelWarning
+
+    (tmp_path / "own.py").write_text(OWN)
+    spec = importlib.util.spec_from_file_location("own_module_for_test", tmp_path / "own.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    net = mod.factory()
+    r = ld.render("channel('2', 1) - 0.01 * total_variation()", net, size=20, steps=3, seed=4, progress=False)
+    assert r.unreplayable == () and r.recipe.models == ()
+    assert r.recipe.supplied == (("model", "torch.nn.modules.container.Sequential", weights_fingerprint(net)),)
+    r.save(tmp_path / "own.png")
+    meta = read_metadata(tmp_path / "own.png")
+    d = json.loads(meta[RECIPE_KEY])
+    assert (d["objective"], d["seed"], d["steps"], d["precision"], d["threads"], d["torch"]) == (
+        repr(ld.parse("channel('2', 1) - 0.01 * total_variation()")), 4, 3, r.precision, torch.get_num_threads(),
+        torch.__version__) and d["lucent_dsl"] and d["supplied"][0]["weights"] == weights_fingerprint(net)
+    loaded = Recipe.load(tmp_path / "own.png")
+    with pytest.raises(ld.errors.InvalidArgumentError, match="module of your own"):
+        loaded.run(progress=False)
+    assert torch.equal(loaded.run(net, progress=False).images, r.images)
+    out = ["--out", str(tmp_path / "cli.png"), "-q"]
+    assert cli.main(["render", "--recipe", str(tmp_path / "own.png"), *out]) == 2
+    assert "--model SPEC" in capsys.readouterr().err and not (tmp_path / "cli.png").exists()
+    assert cli.main(["render", "--recipe", str(tmp_path / "own.png"), "--model", f"{tmp_path}/own.py:factory",
+                     *out]) == 0
+    assert torch.equal(load_image(tmp_path / "cli.png"), load_image(tmp_path / "own.png"))
+    replayed = Recipe.load(tmp_path / "cli.png")
+    assert replayed.models == (f"{tmp_path}/own.py:factory",) and replayed.supplied == ()
+    with pytest.warns(SuppliedModelWarning, match="weights fingerprint"):
+        assert cli.main(["render", "--recipe", str(tmp_path / "own.png"), "--model", f"{tmp_path}/own.py:other",
+                         *out]) == 0
+
+
+@pytest.mark.parametrize("made_on, replayed_on", [(True, False), (False, True)])
+def test_a_recipe_records_the_precision_that_ran_and_replays_it_on_another_cpu_class(made_on, replayed_on,
+                                                                                     monkeypatch, real_cpu_probe):
+    """Issue 28.4: precision 'auto' is written as what ran, so a recipe from a native-bf16 CPU replays in bf16 on an
+    AVX2-class CPU (emulated, with its warning), and one from an AVX2 CPU replays in fp32 on a bf16 CPU."""
+    net = build_model("torchvision:alexnet")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: made_on)
+    r = ld.render("channel('features.0', 2)", net, size=64, steps=2, progress=False)
+    ran = "bf16" if made_on else "fp32"
+    assert r.precision == r.recipe.precision == ran
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: replayed_on)
+    again = Recipe.from_json(r.recipe.to_json())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        replay = again.run(net, progress=False)
+    assert replay.precision == ran and torch.equal(replay.images, r.images)
+    assert any("without bf16 units" in str(w.message) for w in caught) == (ran == "bf16" and not replayed_on)

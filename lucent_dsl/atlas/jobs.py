@@ -198,10 +198,12 @@ def _cat(parts: Sequence[Any]) -> Any:
 
 
 def seeded_param(
-    kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int
+    kind: str, size: tuple[int, int], gens: Sequence[torch.Generator], channels: int, decay_power: float = 1.0
 ) -> param_lib.ImageParam:
-    """A batch whose image i is initialized exactly as a one-image render seeded like `gens[i]`."""
-    one = param_lib.image(size, kind=kind, batch=1, channels=channels)
+    """A batch whose image i is initialized exactly as a one-image render seeded like `gens[i]` (an fft's
+    spectrum falling as 1/f^`decay_power`, as a recipe's replay builds it)."""
+    one = (param_lib.fft(size, batch=1, channels=channels, decay_power=decay_power) if kind == "fft"
+           else param_lib.image(size, kind=kind, batch=1, channels=channels))
 
     def init(_generator: Any) -> dict[str, Tensor]:
         leaves = [one.init(g) for g in gens]
@@ -211,8 +213,9 @@ def seeded_param(
 
 
 def seeded_transforms(kind: str, gens: Sequence[torch.Generator]) -> tf_lib.Transform:
-    """Transforms whose image-i parameters come from `gens[i]`, as in a one-image render."""
-    base = tf_lib.standard() if kind == "standard" else tf_lib.identity()
+    """Transforms whose image-i parameters come from `gens[i]`, as in a one-image render: `kind` is a recipe's
+    ("standard", "robust" or "none")."""
+    base = {"standard": tf_lib.standard, "robust": tf_lib.robust, "none": tf_lib.identity}[kind]()
 
     def sample(_generator: Any, shape: torch.Size) -> Any:
         one = torch.Size((1, *shape[1:]))
@@ -311,7 +314,7 @@ def run_atlas(
                 steps=base.steps,
                 lr=base.lr,
                 seed=chunk[0].seed,
-                param=seeded_param(base.param, size, gens, image_channels(plan)),
+                param=seeded_param(base.param, size, gens, image_channels(plan), base.decay_power),
                 transforms=seeded_transforms(base.transforms, gens),
                 precision=base.precision,
                 device=device,

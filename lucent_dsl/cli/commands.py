@@ -196,6 +196,8 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
                         thresholds=thresholds, allow="all")
     if result.precision != recipe.precision:  # the file records what ran (resolved() decided it by render's rule)
         recipe = recipe.replace(precision=result.precision)
+    if recipe.supplied:  # replayed with --model: the new file names the models by those specs
+        recipe = recipe.replace(supplied=())
     scores = [float(s) for s in result.scores()]
     score = scores[0] if len(scores) == 1 else None
     if result.interrupted:
@@ -248,6 +250,10 @@ def render(args: argparse.Namespace) -> int:
     if args.recipe:
         extra = {"objective": args.objective, "image": image_path(args.image) if args.image else None}
         recipe = Recipe.load(args.recipe).replace(**overrides(args, **extra))
+        if recipe.supplied and not args.model:
+            from ..record.recipe import supply_message
+
+            raise UsageError(f"{args.recipe}: {supply_message(recipe)}")
         recipe.check_trusted(sorted(allowed), source=str(args.recipe), models=not args.model, image=not args.image)
     elif args.objective is None:
         raise UsageError("render needs an OBJECTIVE (DSL text) or --recipe FILE")

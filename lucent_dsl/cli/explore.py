@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         ranks=ranks,
         sanity=args.sanity,
         precision=getattr(args, "precision", None) or "auto",
+        decay_power=1.0 if getattr(args, "decay_power", None) is None else args.decay_power,
     )
     if done["rank"] == 0 and not quiet:
         print(f"wrote {done['units']} units of {', '.join(args.layers)} to {args.out} ({done['images_rendered']} of "

@@ -29,6 +29,8 @@ from .commands import positive as _positive
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco")
+PRECISION_KEY = "lucent_dsl.precision"
+"""PNG metadata key of the precision a texture or style transfer ran in ("fp32" or "bf16")."""
 
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
@@ -219,7 +221,8 @@ def _texture(args: argparse.Namespace) -> str:
 
         t = tf_lib.standard() if getattr(args, "transforms", None) == "standard" else ()
         r = texture(model, _file(args.style), args.layers, size=getattr(args, "size", None), transforms=t, **kw)
-    save_png(args.out, r.images, metadata={"lucent_dsl.objective": repr(r.plan.objective)})
+    save_png(args.out, r.images, metadata={"lucent_dsl.objective": repr(r.plan.objective),
+                                           PRECISION_KEY: r.precision})  # what ran ("auto" resolved)
     return args.out
 
 

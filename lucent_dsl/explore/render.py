@@ -154,6 +154,8 @@ def render_command(recipe: dict[str, Any] | None, out: str) -> str:
               "--param", recipe["param"], "--transforms", recipe["transforms"]]
     if recipe.get("batch", 1) != 1:
         parts += ["--batch", str(recipe["batch"])]
+    if recipe.get("decay_power", 1.0) != 1.0:
+        parts += ["--decay-power", f"{recipe['decay_power']:g}"]
     parts += ["--precision", recipe.get("precision", "fp32")]  # always: the CLI's own default is "auto"
     return " ".join(parts + ["--out", shell_quote(out)])
 

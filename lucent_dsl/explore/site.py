@@ -65,11 +65,11 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
             images: Any = None, k: int = 9, size: tuple[int, int] | None = None, steps: int = 256, seed: int = 0,
             lr: float = 0.05, param: str = "fft", transforms: str = "standard", batch: int = 16, device: Any = None,
             progress: bool = True, timeout: float = 3600.0, ranks: Any = None, sanity: bool = True,
-            precision: str = "auto") -> dict[str, Any]:
+            precision: str = "auto", decay_power: float = 1.0) -> dict[str, Any]:
     """Write the site of `model` (built from model spec `spec`, which the recipes name) into `out`.
 
     `precision` is render's; "auto" is resolved once for the whole site (`Recipe.resolved`), so every image's
-    recipe records what ran.
+    recipe records what ran. `decay_power` is the fft parameterization's (every image's and set's recipe says it).
 
     Returns:
         what was done: images and diversity sets rendered, units, and (rank 0) the pages written.
@@ -80,7 +80,7 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     out = Path(out)
     units = model_units(model, layers, channels, size or _size(model))
     base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed, lr=lr, param=param,
-                  transforms=transforms, precision=precision).resolved(model)
+                  transforms=transforms, precision=precision, decay_power=decay_power).resolved(model)
     rows = probe(model, base.size)
     shapes = {r.name: r.shape for r in rows}
     maps = default_layers(model, base.size)
@@ -171,6 +171,8 @@ def _write_pages(out: Path, spec: str, base: Recipe, units: Sequence[Unit], view
         "lr": base.lr,
         "param": base.param,
         "transforms": base.transforms,
+        **({"decay power": base.decay_power} if base.decay_power != 1.0 else {}),
+        "precision": base.precision,
         "units": len(units),
         "dataset examples": f"{len(found.units[0].top)} per unit from {found.seen} images"
         if found

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses as dc
+import functools as ft
 import json
 import math
 import numbers
@@ -50,7 +51,9 @@ SCORE_KEY = "lucent_dsl.score"
 """PNG metadata key of an image's final score (written next to `io.RECIPE_KEY`)."""
 # Keys written for information only; reading ignores them. "interrupted": {"steps_done", "steps_asked"}
 # of an image saved after Ctrl-C (its "steps" are the steps done, so it replays exactly).
-_INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted")
+_INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted", "lucent_dsl")
+SUPPLIED_KEYS = ("name", "class", "weights")
+"""The keys of each entry of a recipe's `supplied` models in its JSON."""
 MAX_RECIPE_BYTES = 16 * 2**20
 
 
@@ -73,6 +76,10 @@ class Recipe:
         command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.toolbox.inversion`).
         image: the input image of caricature/accentuate (an absolute path).
         layers: the layers of a caricature.
+        supplied: the models the recipe cannot build, which whoever replays it supplies: (name in the plan,
+            class, `models.checks.weights_fingerprint`) each. A Python render of a module of your own records
+            it so (`renderer.provenance`); `run` then needs the models given (`recipe.run(models)`,
+            `lucent-dsl render --recipe FILE --model SPEC`) and warns when their weights are not the recorded ones.
     """
 
     objective: str | None = None
@@ -90,8 +97,10 @@ class Recipe:
     layers: tuple[str, ...] = ()
     decay_power: float = 1.0
     threads: int | None = None
+    supplied: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "supplied", _supplied(self.supplied))
         check_choice("command", self.command, COMMANDS, where="recipe")
         if self.objective is not None:
             if not isinstance(self.objective, str):
@@ -140,10 +149,13 @@ class Recipe:
         d: dict[str, Any] = {"lucent_dsl_recipe": FORMAT, "command": self.command}
         for f in dc.fields(self):
             v = getattr(self, f.name)
-            if f.name == "command" or (f.name in ("image", "layers") and not v):
+            if f.name == "command" or (f.name in ("image", "layers", "supplied") and not v):
                 continue
+            if f.name == "supplied":
+                v = [dict(zip(SUPPLIED_KEYS, entry)) for entry in v]
             d[f.name] = list(v) if isinstance(v, tuple) else v
         d["torch"] = torch.__version__
+        d["lucent_dsl"] = library_version()
         return d
 
     def to_json(self, **dumps_kwargs: Any) -> str:
@@ -225,6 +237,8 @@ class Recipe:
             UntrustedRecipeError: a file spec or a download that `allow` does not name.
         """
         self.check_trusted(allow, image=False)
+        if self.supplied:
+            raise InvalidArgumentError(supply_message(self))
         return build_models(self.models, device=device)
 
     def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
@@ -241,12 +255,8 @@ class Recipe:
         size = size or default_size(models)
         mods = list(models.values()) if isinstance(models, Mapping) else [models]
         precision = resolve_precision(self.precision, mods, device_of(mods[0]), size, self.images)
-        return dc.replace(
-            self,
-            size=size,
-            models=tuple(normalize_spec(m) for m in (self.models or (DEFAULT_MODEL,))),
-            precision=precision,
-        )
+        named = self.models or (() if self.supplied else (DEFAULT_MODEL,))  # supplied models are not the zoo's
+        return dc.replace(self, size=size, models=tuple(normalize_spec(m) for m in named), precision=precision)
 
     @property
     def images(self) -> int:
@@ -254,6 +264,39 @@ class Recipe:
         if self.command == "caricature":
             return len(self.layers)
         return 1 if self.command == "accentuate" else self.batch
+
+
+def _supplied(entries: Any) -> tuple[tuple[str, str, str], ...]:
+    """`supplied` as tuples, from tuples or from its JSON (a list of {"name", "class", "weights"} objects)."""
+    if isinstance(entries, (str, Mapping)) or not isinstance(entries, Sequence):
+        raise InvalidArgumentError(f"recipe: supplied must be a list of {{name, class, weights}}, got {entries!r}")
+    out = []
+    for e in entries:
+        fields = tuple(e.get(k) for k in SUPPLIED_KEYS) if isinstance(e, Mapping) else e
+        if (isinstance(e, Mapping) and set(e) != set(SUPPLIED_KEYS)) or isinstance(fields, str) \
+                or not isinstance(fields, Sequence) or len(fields) != 3 or not all(isinstance(f, str) for f in fields):
+            raise InvalidArgumentError(f"recipe: each supplied model is {{name, class, weights}} text, got {e!r}")
+        out.append(tuple(fields))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def supply_message(recipe: Recipe) -> str:
+    """What to do with a recipe whose models are to be supplied: give them."""
+    listed = ", ".join(f"{name!r} (a {cls}, weights fingerprint {fp})" for name, cls, fp in recipe.supplied)
+    return (f"the recipe was rendered from a module of your own, which it cannot build: {listed}. Supply it: "
+            "recipe.run(model) in Python (a mapping name -> module for several), or lucent-dsl render --recipe FILE "
+            "--model SPEC (e.g. --model path/to/file.py:factory)")
+
+
+@ft.cache
+def library_version() -> str:
+    """lucent_dsl's installed version (recorded in every recipe, for information), or "unknown"."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lucent_dsl")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _image_size(path: Any) -> tuple[int, int]:

@@ -140,6 +140,19 @@ def _plan_of(objective: Any, models: Any) -> Plan:
     return _LIVE_PLANS.setdefault(plan.key, plan)
 
 
+def _check_no_outer_autocast(dev: torch.device) -> None:
+    """Refuse a render inside the caller's `torch.autocast`: it would run the parameterization, the transforms and
+    the objective in low precision too, which no `precision` names, so the result and its recipe could not say
+    what ran (and a replay would differ). render's own `precision="bf16"` autocasts the models alone."""
+    if torch.is_autocast_enabled(dev.type):
+        dtype = str(torch.get_autocast_dtype(dev.type)).removeprefix("torch.")
+        raise InvalidArgumentError(
+            f"render was called inside torch.autocast({dev.type!r}, dtype={dtype}), which render does not record: "
+            "call it outside the autocast and pass precision='bf16' (render autocasts the models to bf16 itself, "
+            "and the result and its recipe say so) or precision='fp32'"
+        )
+
+
 def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
            compile: Any, compile_mode: str | None, hardware: hw_lib.Hardware | None = None) -> Setup:
     """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step.
@@ -151,6 +164,7 @@ def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: An
     if plan.n_images and batch is not None and batch != plan.n_images:
         raise InvalidArgumentError(f"batch={batch} but {plan.n_images} objectives were given (one image each)")
     n = check_int("batch", plan.n_images or batch or 1)
+    _check_no_outer_autocast(dev)
     hw = hardware or hw_lib.Hardware.of(dev)
     image_param = param if param is not None else _default_param(s.size, n, image_channels(plan))
     transform = _as_transform(transforms)
@@ -246,7 +260,9 @@ def render(
         precision: "auto" (see `resolve_precision`: bf16 on CUDA, and on CPUs with native bf16 where it
             was measured faster; fp32 elsewhere), "fp32", or "bf16" (autocast for the models; image
             parameters and optimizer stay fp32; on a CPU without bf16 units it is emulated and slower: a
-            warning says so). `RenderResult.precision` says what ran.
+            warning says so). `RenderResult.precision` says what ran. Inside the caller's own
+            `torch.autocast` render refuses (InvalidArgumentError): that autocast would reach the image and
+            the objective too, which no precision names, so neither the result nor its recipe could say what ran.
         on_nonfinite: "raise" (NonFiniteError naming the step and the term) or "skip" (drop that step).
         progress: True: a tqdm progress bar with the current total score, and one summary line when it ends
             (the same quantity); "bar": the bar only (the CLI prints its own line); False: nothing.

@@ -2,11 +2,13 @@
 
 `render` calls `recipe_of` with what it was given; `RenderResult.recipe` holds the answer and
 `RenderResult.save` writes it into the PNG (as the CLI does), so `lucent-dsl render --recipe out.png`
-replays a notebook's picture. What a recipe cannot name leaves `recipe` None and says why in
-`RenderResult.unreplayable` (the PNG then carries that note instead of a recipe):
+replays a notebook's picture. A model not built by `zoo.load` or `specs.build_model` (your own
+module), or one whose weights changed after it was built (`models.spec_of`), is recorded as to be
+supplied (`Recipe.supplied`: its name, class and `weights_fingerprint`): everything else is written,
+and `lucent-dsl render --recipe x.png --model SPEC` (or `recipe.run(model)`) replays it with the model
+given. What a recipe cannot name leaves `recipe` None and says why in `RenderResult.unreplayable`
+(the PNG then carries that note instead of a recipe):
 
-- a model not built by `zoo.load` or `specs.build_model` (your own module), or one whose weights
-  changed after it was built (`models.spec_of`);
 - a parameterization other than `param.fft` / `param.pixel` at their defaults (size, batch,
   channels and `decay_power` may be anything), transforms other than `transforms.standard()`
   (the default), `transforms.robust()` or none, an optimizer other than the default Adam, `redirect_relu`;
@@ -21,8 +23,12 @@ Example:
     >>> r.recipe.models, r.recipe.objective, r.recipe.steps
     (('torchvision:alexnet',), "channel('features.0', 0)", 2)
     >>> import torch.nn as nn
-    >>> ld.render("channel('0', 0)", nn.Sequential(nn.Conv2d(3, 4, 3)), size=8, steps=1, progress=False).unreplayable
-    ("model 'model' is a module of your own (not built by zoo.load or specs.build_model)",)
+    >>> own = ld.render("channel('0', 0)", nn.Sequential(nn.Conv2d(3, 4, 3)), size=8, steps=1, progress=False)
+    >>> own.recipe.models, [(name, cls) for name, cls, _ in own.recipe.supplied]
+    ((), [('model', 'torch.nn.modules.container.Sequential')])
+    >>> ld.render("channel('0', 0)", nn.Sequential(nn.Conv2d(3, 4, 3)), size=8, steps=1, progress=False,
+    ...           optimizer=torch.optim.SGD).unreplayable
+    ('an optimizer other than the default Adam',)
 """
 from __future__ import annotations
 
@@ -37,19 +43,21 @@ __all__ = ["recipe_of"]
 _DEFAULT_OPTIONS = (("truncate", "auto"), ("fuse", True))
 
 
-def _models(plan: Any) -> tuple[tuple[str, ...], list[str]]:
-    from ..models.info import SPEC_ATTR, spec_of
+def _models(plan: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]:
+    """(the specs of the models a spec names, the (name, class, weights fingerprint) of those to be supplied)."""
+    from ..models.checks import weights_fingerprint
+    from ..models.info import spec_of
     from ..plan.compiler import DEFAULT_MODEL_NAME
 
-    specs, why = [], []
+    specs, supplied = [], []
     for name, model in plan.models.items():
         spec = spec_of(model)
-        if spec is None:
-            why.append(f"model {name!r} is a module of your own (not built by zoo.load or specs.build_model)"
-                       if not hasattr(model, SPEC_ATTR) else
-                       f"model {name!r} changed after it was built (weights loaded, edited or moved)")
-        specs.append(spec if name == DEFAULT_MODEL_NAME and len(plan.models) == 1 else f"{name}={spec}")
-    return tuple(specs), why
+        if spec is None:  # a module of your own, or one changed after it was built: the reader supplies it
+            cls = type(model)
+            supplied.append((name, f"{cls.__module__}.{cls.__qualname__}", weights_fingerprint(model)))
+        else:
+            specs.append(spec if name == DEFAULT_MODEL_NAME and len(plan.models) == 1 else f"{name}={spec}")
+    return tuple(specs), tuple(supplied)
 
 
 def _unbound(plan: Any) -> Any:
@@ -129,9 +137,8 @@ def recipe_of(
     """(the `Recipe` that replays this render, or None; why not, as short sentences)."""
     from ..record.recipe import Recipe
 
-    models, why = _models(plan)
-    objective, more = _objective(plan)
-    why += more
+    models, supplied = _models(plan)
+    objective, why = _objective(plan)
     param_fields, more = _param(param, size, n, channels)
     why += more
     transform_kind, more = _transforms(transforms)
@@ -155,6 +162,7 @@ def recipe_of(
         precision=precision,
         transforms=cast(str, transform_kind),
         threads=torch.get_num_threads(),
+        supplied=supplied,
         **param_fields,
     )
     return recipe, ()
