@@ -525,3 +525,23 @@ def test_threads_apply_to_the_command_only(monkeypatch):
     assert cli.main(["objectives", "--threads", str(other)]) == 0
     assert seen == [other]
     assert torch.get_num_threads() == before
+
+
+def test_atlas_images_are_rendered_with_the_settings_their_recipes_record(tmp_path):
+    """Issue 28.4: an atlas (and explore, which renders through it) drew every image with decay power 1 and no
+    transforms for "robust" while its recipe said otherwise."""
+    from lucent_dsl.io.files import load_image
+
+    model = zoo.load("lenet5_mnist")
+    jobs = atlas.atlas_jobs("conv2", [1])
+    images = {}
+    for name, change in {"plain": {}, "decay": {"decay_power": 1.5}, "robust": {"transforms": "robust"}}.items():
+        base = Recipe(objective="channel('conv2', 1)", models=("lenet5_mnist",), size=(28, 28), steps=3,
+                      precision="fp32", **change)
+        atlas.run_atlas(jobs, base, model, tmp_path / name, progress=False)
+        png = tmp_path / name / jobs[0].filename
+        recorded = Recipe.from_json(read_png_metadata(png)[RECIPE_KEY])
+        assert (recorded.decay_power, recorded.transforms) == (base.decay_power, base.transforms)
+        images[name] = load_image(png, channels=1)
+        assert (recorded.run(model, progress=False).images - images[name]).abs().max() <= 1 / 255 + 1e-6
+    assert not torch.equal(images["plain"], images["decay"]) and not torch.equal(images["plain"], images["robust"])

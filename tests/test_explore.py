@@ -160,3 +160,24 @@ def test_explore_after_a_model_change_reports_the_new_models_examples(tmp_path):
     with pytest.warns(TooFewImagesWarning):
         want = dataset_examples(["channel('conv2', 0)"], changed, images, k=3, progress=False)
     assert Examples.from_json((site / "examples.json").read_text()) == want != first
+
+
+def test_explore_renders_and_records_decay_power_and_precision(tmp_path, monkeypatch):
+    """Issue 28.4: explore's --decay-power was dropped (its images drew 1/f while the flag said otherwise)."""
+    site = tmp_path / "site"
+    explore(zoo_model("lenet5_mnist"), "lenet5_mnist", ["conv2"], site, channels="0:1", steps=1, batch=8,
+            progress=False, precision="fp32", decay_power=1.5)
+    for name in ("conv2_0000.png", "conv2_0000.neg.png", "conv2_0000.div0.png"):
+        recipe = Recipe.from_json(read_png_metadata(site / "img" / name)[RECIPE_KEY])
+        assert (recipe.decay_power, recipe.precision) == (1.5, "fp32")
+    assert "--decay-power 1.5" in (site / "u" / "conv2_0000.html").read_text()
+    seen = {}
+    monkeypatch.setattr("lucent_dsl.explore.site.explore", lambda *a, **kw: seen.update(kw) or {"rank": 1})
+    parser = argparse.ArgumentParser()
+    optim = argparse.ArgumentParser(add_help=False)
+    optim.add_argument("--decay-power", type=float)
+    optim.add_argument("--precision")
+    command.add_parser(parser.add_subparsers(), [optim])
+    args = parser.parse_args(["explore", "lenet5_mnist", "--layers", "conv2", "--out", str(site), "--decay-power",
+                              "1.25", "--precision", "bf16"])
+    assert args.run(args) == 0 and (seen["decay_power"], seen["precision"]) == (1.25, "bf16")

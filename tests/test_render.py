@@ -296,3 +296,13 @@ def test_a_render_sampled_at_the_model_size_scores_as_the_resized_image(monkeypa
     two_step = first_score()
     assert fused != two_step  # the paths differ (else this test would compare a path with itself)
     assert abs(fused - two_step) <= 0.02 * abs(two_step), (fused, two_step)
+
+
+def test_an_outer_autocast_is_refused_rather_than_recorded_as_fp32():
+    """Issue 28.4: the caller's torch.autocast would reach the image and the objective, which no precision names."""
+    net = tiny_net()
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ld.errors.InvalidArgumentError,
+                                                                     match="inside torch.autocast.*precision='bf16'"):
+        render(ld.channel("3", 0), net, size=16, steps=1, progress=False)
+    with torch.autocast("cpu", enabled=False):  # an autocast that is off changes nothing
+        assert render(ld.channel("3", 0), net, size=16, steps=1, progress=False).precision == "fp32"

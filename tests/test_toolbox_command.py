@@ -167,3 +167,18 @@ def test_array_datasets_are_scaled_by_one_rule_or_refused(tmp_path, capsys):
                      "--steps", "2", "--out", str(tmp_path / "atlas")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "outside [0, 1]" in err and not (tmp_path / "atlas").exists()
+
+
+@pytest.mark.parametrize("asked", ["fp32", "bf16"])
+def test_texture_runs_the_precision_asked_and_records_it(tmp_path, asked):
+    """Issue 28.4: texture ran bf16 while refusing --precision bf16; it takes the flag, and its PNG says what ran
+    (`RenderResult.precision`)."""
+    import warnings
+
+    (tmp_path / "tiny.py").write_text(TINY)
+    Image.fromarray((np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*without bf16 units")  # an AVX2-class run emulates bf16
+        assert main("texture", tmp_path / "s.png", "--layers", "1", "--model", f"{tmp_path}/tiny.py:factory",
+                    "--precision", asked, *FAST, "--out", tmp_path / "t.png") == 0
+    assert read_png_metadata(tmp_path / "t.png")[command.PRECISION_KEY] == asked
