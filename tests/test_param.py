@@ -352,3 +352,26 @@ def test_compiled_to_image_matches_eager():
     leaves["spectrum"].grad = None
     p.to_image(leaves).sum().backward()
     torch.testing.assert_close(grad, leaves["spectrum"].grad, atol=1e-4, rtol=1e-4)
+
+
+def test_a_trained_cppn_is_drawn_again_at_another_size_from_its_leaves():
+    """Issue 28.11: a RenderResult keeps its leaves; a CPPN's draw the same pattern at any size."""
+    import torch.nn.functional as F
+
+    import lucent_dsl as ld
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    r = ld.render("channel('1', 2)", net, param=ld.param.cppn((24, 32), layers=3), steps=12, lr=0.002,
+                  transforms=[], progress=False)
+    assert torch.equal(r.image_at((24, 32)), r.images)  # its own size: exactly the final image
+    big = r.image_at((96, 128))
+    assert big.shape == (1, 3, 96, 128) and 0 <= float(big.min()) and float(big.max()) <= 1
+    small = F.interpolate(big, size=(24, 32), mode="bilinear", antialias=True, align_corners=False)
+    a, b = (x.flatten() - x.mean() for x in (small, r.images))
+    assert float(((r.images > 0.02) & (r.images < 0.98)).float().mean()) > 0.5  # a pattern, not saturated
+    assert float(r.images.std()) > 0.05 and float((a @ b) / (a.norm() * b.norm())) > 0.99  # the same picture
+    fourier = ld.render("channel('1', 2)", net, size=16, steps=1, progress=False)
+    assert fourier.leaves is not None and fourier.leaves.keys() == set(ld.param.fft(16).init(None))
+    with pytest.raises(InvalidArgumentError, match="param.cppn"):
+        fourier.image_at(32)

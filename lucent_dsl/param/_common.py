@@ -43,6 +43,9 @@ class ImageParam(NamedTuple):
         to_image: `to_image(leaves) -> image`; the image batch (B, C, H, W) in [0, 1].
         recipe: what a `replay.Recipe` needs to build it again ((key, value) pairs: param, size, batch,
             channels, decay_power), set by `fft` and `pixel` at settings a recipe can name; () otherwise.
+        at_size: `at_size((H, W)) -> ImageParam`, the same parameterization drawing the same leaves at another
+            size, for one whose leaves do not depend on the size (`pattern.cppn`); None otherwise. A
+            `RenderResult` keeps its leaves, so `result.image_at(size)` draws a trained CPPN at any size.
 
     Example:
         >>> import torch
@@ -55,6 +58,7 @@ class ImageParam(NamedTuple):
     init: Callable[[torch.Generator], dict[str, Tensor]]
     to_image: Callable[[Mapping[str, Tensor]], Tensor]
     recipe: tuple[tuple[str, Any], ...] = ()
+    at_size: Callable[[tuple[int, int]], ImageParam] | None = None
 
 
 # --------------------------------------------------------------------------- argument checks

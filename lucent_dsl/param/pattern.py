@@ -48,7 +48,8 @@ def cppn(
         normalize: normalize each hidden layer over the pixels (instance norm, no affine).
 
     Returns:
-        an `ImageParam` whose leaves are `{"w0": (B, 2, hidden), "b0": (B, 1, hidden), "w1": (B, 2 * hidden,
+        an `ImageParam` (with `at_size`: the trained leaves draw the same pattern at any size, finer or
+        coarser, the longer side always spanning the same coordinates) whose leaves are `{"w0": (B, 2, hidden), "b0": (B, 1, hidden), "w1": (B, 2 * hidden,
         hidden), ..., "w{layers}": (B, 2 * hidden, channels), "b{layers}": (B, 1, channels)}`.
 
     Shape:
@@ -61,6 +62,8 @@ def cppn(
         ['b0', 'b1', 'b2', 'w0', 'w1', 'w2']
         >>> float(p.to_image(p.init(None)).detach().std())  # the output layer starts at zero: plain grey
         0.0
+        >>> p.at_size((32, 48)).to_image(p.init(None)).shape  # the same leaves, drawn at another size
+        torch.Size([1, 3, 32, 48])
     """
     h, w = check_size(size)
     batch, channels = check_int("batch", batch), check_int("channels", channels)
@@ -96,4 +99,7 @@ def cppn(
         x = torch.sigmoid(torch.baddbmm(leaves[f"b{layers}"], x, leaves[f"w{layers}"]))
         return x.transpose(1, 2).reshape(batch, channels, h, w)
 
-    return ImageParam(init, to_image)
+    def at_size(other: tuple[int, int]) -> ImageParam:  # the same network, sampled on another grid
+        return cppn(other, batch=batch, channels=channels, hidden=hidden, layers=layers, normalize=normalize)
+
+    return ImageParam(init, to_image, at_size=at_size)

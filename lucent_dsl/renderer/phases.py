@@ -212,6 +212,8 @@ def build_result(setup: Setup, s: CheckedArgs, record: steps_lib.StepRecord) -> 
         interrupted=record.interrupted,
         skipped_steps=tuple(record.skipped),
         precision=setup.precision,
+        leaves={k: v.detach().cpu().clone() for k, v in setup.leaves.items()},
+        param=setup.image_param,
     )
 
 

@@ -40,6 +40,8 @@ class RenderResult:
         recipe: the `record.Recipe` that makes these pixels again (`renderer.provenance`), or None;
             `save` writes it into the PNG, so `lucent-dsl render --recipe out.png` replays it.
         unreplayable: why there is no recipe (a module of your own, a custom parameterization...).
+        leaves: the trained parameters of the parameterization (detached, on the CPU), and `param`, the
+            `ImageParam` that draws them: `image_at(size)` draws a CPPN's again at another size.
     """
 
     images: Tensor
@@ -53,6 +55,8 @@ class RenderResult:
     precision: str = "fp32"
     recipe: Any = None
     unreplayable: tuple[str, ...] = ()
+    leaves: dict[str, Tensor] | None = dc.field(default=None, repr=False)
+    param: Any = dc.field(default=None, repr=False)
 
     @property
     def pil(self) -> list:
@@ -60,6 +64,35 @@ class RenderResult:
         from ..io.files import to_pil
 
         return to_pil(self.images)
+
+    def image_at(self, size: int | tuple[int, int]) -> Tensor:
+        """The final images drawn again from the trained leaves at `size` (n or (H, W)), (n, C, H, W) on the CPU.
+
+        Only a parameterization whose leaves do not depend on the size can (`ImageParam.at_size`: `param.cppn`);
+        a pixel or Fourier image has a leaf per pixel or frequency of its own size.
+
+        Raises:
+            InvalidArgumentError: a bad size, or a parameterization without `at_size`.
+
+        Example:
+            >>> import lucent_dsl as ld, torch.nn as nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3))
+            >>> r = ld.render("channel('0', 1)", net, param=ld.param.cppn(16, layers=2), steps=2, progress=False)
+            >>> r.image_at(40).shape
+            torch.Size([1, 3, 40, 40])
+        """
+        from ..args import check_size
+        from ..errors import InvalidArgumentError
+
+        hw = check_size(size)
+        at_size = getattr(self.param, "at_size", None)
+        if at_size is None or self.leaves is None:
+            raise InvalidArgumentError(
+                "image_at draws a result again at another size only for a parameterization whose leaves do not "
+                "depend on the size (param.cppn); this render's leaves are tied to its "
+                f"{tuple(self.images.shape[-2:])} pixels: render again at the size you want (or with param.cppn)")
+        with torch.no_grad():
+            return at_size(hw).to_image(self.leaves).detach().cpu()
 
     def scores(self) -> Tensor:
         """Per-image total scores at the last step, shape (n,)."""
