@@ -515,5 +515,5 @@ def crops(examples: Sequence[Example], source: ImageSource, *, side: int | None 
     return torch.cat(tiles) if tiles else torch.empty(0, source.channels, side, side)
 
 
-__all__ = ["Example", "Examples", "ImageSource", "StaleStateWarning", "TooFewImagesWarning", "UnitExamples", "box_at", "crops", "dataset_examples", "image_source",
-           "receptive_field"]
+__all__ = ["Example", "Examples", "ImageSource", "StaleStateWarning", "TooFewImagesWarning", "UnitExamples", "box_at",
+           "crops", "dataset_examples", "image_source", "receptive_field"]

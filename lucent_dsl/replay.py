@@ -33,8 +33,8 @@ from .record.recipe import (
     SCORE_KEY as SCORE_KEY,
     TRANSFORMS as TRANSFORMS,
     Recipe as Recipe,
+    supply_message,
 )
-from .record.recipe import supply_message
 from .record.resources import torch_threads
 from .renderer import phases  # phases.render read at call time, so a patched render is the one run
 from .toolbox import inversion

@@ -7,7 +7,6 @@ import warnings
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from torch import nn
 
 import lucent_dsl as ld
 from lucent_dsl import zoo

@@ -48,9 +48,9 @@ def cppn(
         normalize: normalize each hidden layer over the pixels (instance norm, no affine).
 
     Returns:
-        an `ImageParam` (with `at_size`: the trained leaves draw the same pattern at any size, finer or
-        coarser, the longer side always spanning the same coordinates) whose leaves are `{"w0": (B, 2, hidden), "b0": (B, 1, hidden), "w1": (B, 2 * hidden,
-        hidden), ..., "w{layers}": (B, 2 * hidden, channels), "b{layers}": (B, 1, channels)}`.
+        an `ImageParam` whose leaves are `{"w0": (B, 2, hidden), "b0": (B, 1, hidden), "w1": (B, 2 * hidden,
+        hidden), ..., "w{layers}": (B, 2 * hidden, channels), "b{layers}": (B, 1, channels)}`, with `at_size`:
+        the trained leaves draw the same pattern at any size (the longer side spans the same coordinates).
 
     Shape:
         to_image: leaves -> (B, channels, H, W)
