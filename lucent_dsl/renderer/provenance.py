@@ -147,6 +147,8 @@ def recipe_of(
         why.append("an optimizer other than the default Adam")
     if redirect_relu:
         why.append("redirect_relu (a recipe has no field for it)")
+    if steps < 1:
+        why.append("it was interrupted before its first step (a recipe renders at least one)")
     if tuple(plan.options) != _DEFAULT_OPTIONS:
         why.append(f"a plan compiled with options {dict(plan.options)} (a recipe compiles with the defaults)")
     if why:
