@@ -3,7 +3,8 @@
     lucent-dsl examples photos/ --layer features.14 --channels 0:16 --out examples/
     lucent-dsl examples digits/ --model lenet5_mnist --objective 'class_logit("3")' --k 16 --out ex/
 
-One streaming pass over the folder (`dataset_examples`), resumable (`OUT/examples.state.json`).
+One streaming pass over the folder (`dataset_examples`), resumable (`OUT/examples.state.json`): a rerun
+resumes only the same pass (units, k, size, model weights, image files); else it warns and starts again.
 Writes `OUT/examples.json` (every unit's top and bottom examples: file, score, box) and per unit
 `OUT/<unit>.top.png` and `.bottom.png` (the examples' crops, highest or lowest first).
 
