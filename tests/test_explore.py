@@ -154,6 +154,11 @@ def test_explore_after_a_model_change_reports_the_new_models_examples(tmp_path):
     with pytest.raises(InvalidArgumentError, match="other weights"):
         explore(changed, "lenet5_mnist", ["conv2"], site, **kw)
     for png in (site / "img").glob("*.png"):
+        if ".div" not in png.name:  # the channel images only: a diversity set of the old weights is refused too
+            png.unlink()
+    with pytest.raises(InvalidArgumentError, match="div0.png' was rendered from other weights"):
+        explore(changed, "lenet5_mnist", ["conv2"], site, **kw)
+    for png in (site / "img").glob("*.png"):
         png.unlink()
     with pytest.warns(StaleStateWarning, match="the model"), pytest.warns(TooFewImagesWarning):
         explore(changed, "lenet5_mnist", ["conv2"], site, **kw)

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atlas import distributed, shard
+from ..atlas import WEIGHTS_KEY, distributed, shard
+from ..errors import InvalidArgumentError
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
+from ..models.checks import weights_fingerprint
 from ..record.recipe import SCORE_KEY, Recipe
 from .units import (
     DIVERSITY_SET,
@@ -55,24 +57,40 @@ def diversity_recipes(units: Sequence[Unit], base: Recipe, img: Path, layers: di
             for u in units}
 
 
-def _stored_recipe(path: Path) -> Recipe | None:
+def _stored(path: Path) -> tuple[Recipe | None, str | None]:
+    """A set image's recipe and weights fingerprint (None, None: missing or unreadable, so rendered again)."""
     try:
         meta = read_png_metadata(path)
     except Exception:  # noqa: BLE001 - an unreadable file is one to render again
-        return None
-    return Recipe.from_json(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None
+        return None, None
+    return (Recipe.from_json(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None), meta.get(WEIGHTS_KEY)
 
 
-def missing_sets(recipes: dict[Unit, Recipe], img: Path) -> list[Unit]:
-    """The units whose diversity set is not complete in `img` with its recipe (a changed recipe is redone)."""
-    return [
-        u for u, want in recipes.items() if any(_stored_recipe(img / u.div(i)) != want for i in range(DIVERSITY_SET))
-    ]
+def missing_sets(recipes: dict[Unit, Recipe], img: Path, weights: str | None = None) -> list[Unit]:
+    """The units whose diversity set is not complete in `img` with its recipe (a changed recipe is redone).
+
+    Raises:
+        InvalidArgumentError: a set image rendered from other weights than `weights` (a `weights_fingerprint`),
+            as the atlas refuses its channel images: a site never mixes two versions of a model.
+    """
+    out = []
+    for u, want in recipes.items():
+        stored = [_stored(img / u.div(i)) for i in range(DIVERSITY_SET)]
+        for i, (_, had) in enumerate(stored):
+            if weights is not None and had is not None and had != weights:
+                raise InvalidArgumentError(
+                    f"{str(img / u.div(i))!r} was rendered from other weights (fingerprint {had}, the model now gives "
+                    f"{weights}): use another --out folder, or delete the old images to redo them")
+        if any(recipe != want for recipe, _ in stored):
+            out.append(u)
+    return out
 
 
 def render_sets(units: Sequence[Unit], recipes: dict[Unit, Recipe], model: nn.Module, img: Path, *,
-                device: Any = None, progress: bool = True) -> int:
-    """Render the diversity sets of `units` (all of them: pass only the missing ones); return how many."""
+                device: Any = None, progress: bool = True, weights: str | None = None) -> int:
+    """Render the diversity sets of `units` (all of them: pass only the missing ones); return how many. Each image
+    carries its set's recipe, its score and the model's `weights_fingerprint` (`weights`, computed when None)."""
+    weights = weights or weights_fingerprint(model)
     bar = None
     if progress and units:
         from tqdm.auto import tqdm
@@ -87,7 +105,8 @@ def render_sets(units: Sequence[Unit], recipes: dict[Unit, Recipe], model: nn.Mo
             scores = result.scores()
             for i in range(DIVERSITY_SET):
                 save_png(img / u.div(i), result.images[i:i + 1],
-                         metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i])), INDEX_KEY: str(i)})
+                         metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i])), INDEX_KEY: str(i),
+                                   WEIGHTS_KEY: weights})
             if bar is not None:
                 bar.update(1)
     finally:
@@ -112,10 +131,11 @@ def render_site_images(units: Sequence[Unit], base: Recipe, model: nn.Module, ou
                                        timeout=timeout, ranks=group.ranks)
         me = group.ranks
         recipes = diversity_recipes(units, base, img, layers)  # every rank reads the finished vis PNGs
-        todo = missing_sets(recipes, img) if me.rank == 0 else []
+        weights = weights_fingerprint(model)
+        todo = missing_sets(recipes, img, weights)  # every rank reads the same files: a refusal stops all of them
         todo = [units[i] for i in group.broadcast([units.index(u) for u in todo])]
         sets = render_sets(shard(todo, me.rank, me.world_size), recipes, model, img, device=device,
-                           progress=progress and me.rank == 0)
+                           progress=progress and me.rank == 0, weights=weights)
         group.barrier()
         return {"rank": me.rank, "world_size": me.world_size, "images_rendered": run.rendered, "images": len(jobs),
                 "sets_rendered": len(todo), "sets": len(units), "mine": run.mine + sets}
