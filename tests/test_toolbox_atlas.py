@@ -127,3 +127,16 @@ def test_atlas_files_and_a_cell_recipe_that_replays(mnist_atlas, tmp_path):
     assert Recipe.from_json(read_png_metadata(tmp_path / cell.filename)[RECIPE_KEY]) == recipe
     again = recipe.run(model, progress=False).images
     torch.testing.assert_close(again, atlas.images[3:4], atol=2e-3, rtol=0)
+
+
+def test_activation_atlas_images_must_be_floats_in_unit_range():
+    """Issue 28.2, in Python: 0-255 pixels (floats like 200.0, or uint8) were read as they are, 255x too bright."""
+    from lucent_dsl.errors import ImageError
+    from lucent_dsl.toolbox import collect
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert collect(net, torch.rand(3, 3, 8, 8), "1").shape == (3, 4)
+    with pytest.raises(ImageError, match=r"lie in \[0, 1\], got values in 200..200"):
+        collect(net, torch.full((3, 3, 8, 8), 200.0), "1")
+    with pytest.raises(ImageError, match="torch.uint8 values: divide 0-255 pixels by 255"):
+        collect(net, torch.full((3, 3, 8, 8), 200, dtype=torch.uint8), "1")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..args import check_choice, check_int, check_real, check_seed, check_size
-from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
+from ..errors import ImageError, InvalidArgumentError, LucentError, ObjectiveShapeError
 from ..models.info import device_of, info_of, spec_of
 from ..objectives import check_layer
 from ..plan.compiler import compile_plan
@@ -96,7 +96,18 @@ def layer_outputs(model: nn.Module, images: Any, layer: str, *, batch: int = 128
         if not isinstance(x, Tensor) or x.dim() != 4:
             got = getattr(x, "shape", x)
             raise InvalidArgumentError(f"each batch of images must be (B, C, H, W) in [0, 1], got {got!r}")
+        _check_unit_range(x)
         yield read_layers(model, x.to(torch.float32), layer, reader=reader)[layer]
+
+
+def _check_unit_range(x: Tensor) -> None:
+    """Images are floats in [0, 1]: 0-255 pixels (uint8, or floats like 200.0) would be read 255x too bright."""
+    if not x.is_floating_point():
+        raise ImageError(f"images must be floats in [0, 1], got {x.dtype} values: divide 0-255 pixels by 255")
+    if x.numel() and not (float(x.min()) >= -1e-4 and float(x.max()) <= 1 + 1e-4):
+        raise ImageError(f"images must lie in [0, 1], got values in {float(x.min()):.4g}..{float(x.max()):.4g}: "
+                         "divide 0-255 pixels by 255, and undo a mean/std normalization (the model's own "
+                         "preprocessing is applied to [0, 1] images)")
 
 
 def collect(model: nn.Module, images: Any, layer: str, *, position: str = "random", batch: int = 128,
