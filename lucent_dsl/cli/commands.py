@@ -9,10 +9,11 @@ interrupted), says where, and exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ class UsageError(LucentError):
 def say(args: argparse.Namespace, text: str) -> None:
     if not getattr(args, "quiet", False):
         print(text, flush=True)
+
+
+@contextlib.contextmanager
+def plain_warnings() -> Iterator[None]:
+    """Warnings shown as one line, `warning: <message>`, rather than Python's file:line and source text."""
+    import warnings
+
+    before = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = before
 
 
 def _allowed(args: argparse.Namespace) -> frozenset[str]:
@@ -260,7 +274,8 @@ def render(args: argparse.Namespace) -> int:
     else:
         recipe = fresh_recipe(args, objective=args.objective)
         check_caps(steps=recipe.steps, size=recipe.size, batch=recipe.batch, allow="large" in allowed)
-    return run_and_save(args, recipe, out, args.gif, args.every)
+    with plain_warnings():  # e.g. a supplied --model with other weights than the recipe's: one line
+        return run_and_save(args, recipe, out, args.gif, args.every)
 
 
 def caricature(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from .commands import positive, size_arg
+from .commands import plain_warnings, positive, size_arg
 
 TILE = 64
 
@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     quiet = getattr(args, "quiet", False)
     start = time.perf_counter()
-    found = dataset_examples(units, model, args.images, k=args.k, batch=args.batch, size=getattr(args, "size", None),
-                             state=out / "examples.state.json", progress=not quiet)
+    with plain_warnings():  # a stale state file or too few images: one line each
+        found = dataset_examples(units, model, args.images, k=args.k, batch=args.batch,
+                                 size=getattr(args, "size", None), state=out / "examples.state.json",
+                                 progress=not quiet)
     source = image_source(args.images, model, found.size)
     doc = json.loads(found.to_json())
     for i, (u, entry) in enumerate(zip(found.units, doc["units"])):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from .commands import positive, size_arg
+from .commands import plain_warnings, positive, size_arg
 
 
 def layer_list(text: str) -> list[str]:
@@ -112,29 +112,30 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, device=device)
     quiet = getattr(args, "quiet", False)
     start = time.perf_counter()
-    done = explore(
-        model,
-        args.model,
-        args.layers,
-        args.out,
-        channels=args.channels,
-        images=args.images,
-        k=args.k,
-        size=getattr(args, "size", None),
-        steps=getattr(args, "steps", None) or 256,
-        seed=getattr(args, "seed", None) or 0,
-        lr=getattr(args, "lr", None) or 0.05,
-        param=args.param,
-        transforms=getattr(args, "transforms", None) or "standard",
-        batch=args.batch,
-        device=device,
-        progress=not quiet,
-        timeout=float(args.timeout),
-        ranks=ranks,
-        sanity=args.sanity,
-        precision=getattr(args, "precision", None) or "auto",
-        decay_power=1.0 if getattr(args, "decay_power", None) is None else args.decay_power,
-    )
+    with plain_warnings():  # a stale examples state or too few images: one line each
+        done = explore(
+            model,
+            args.model,
+            args.layers,
+            args.out,
+            channels=args.channels,
+            images=args.images,
+            k=args.k,
+            size=getattr(args, "size", None),
+            steps=getattr(args, "steps", None) or 256,
+            seed=getattr(args, "seed", None) or 0,
+            lr=getattr(args, "lr", None) or 0.05,
+            param=args.param,
+            transforms=getattr(args, "transforms", None) or "standard",
+            batch=args.batch,
+            device=device,
+            progress=not quiet,
+            timeout=float(args.timeout),
+            ranks=ranks,
+            sanity=args.sanity,
+            precision=getattr(args, "precision", None) or "auto",
+            decay_power=1.0 if getattr(args, "decay_power", None) is None else args.decay_power,
+        )
     if done["rank"] == 0 and not quiet:
         print(f"wrote {done['units']} units of {', '.join(args.layers)} to {args.out} ({done['images_rendered']} of "
               f"{done['images']} images and {done['sets_rendered']} of {done['sets']} diversity sets rendered, "

@@ -212,7 +212,7 @@ def build_result(setup: Setup, s: CheckedArgs, record: steps_lib.StepRecord) -> 
         interrupted=record.interrupted,
         skipped_steps=tuple(record.skipped),
         precision=setup.precision,
-        leaves={k: v.detach().cpu().clone() for k, v in setup.leaves.items()},
+        leaves={k: v.detach().cpu() for k, v in setup.leaves.items()},  # no step runs after this one
         param=setup.image_param,
     )
 
