@@ -442,3 +442,22 @@ def test_the_toolkit_leaves_the_global_random_state_alone():
     assert torch.equal(torch.get_rng_state(), state)
     a, b = layout_model(ActivationSpec("nchw", 4, 2, 3), seed=3), layout_model(ActivationSpec("nchw", 4, 2, 3), seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.module.parameters(), b.module.parameters()))
+
+
+# --- issue 28, item 8: the default check passes correct, layout-agnostic code ---------------------------------
+
+
+@ld.objective
+def tst_mean_of_every_axis(a):
+    return a.mean(dim=tuple(range(1, a.dim())))  # any rank: (B,) scores its values, (B, C, H, W) its maps
+
+
+def test_a_correct_layout_agnostic_term_passes_the_default_check():
+    check_objective(tst_mean_of_every_axis, max_examples=6)  # it scores (B,) and (B, 2, 2, 2, 2) correctly
+
+
+def test_shape_strictness_is_asked_for_and_built_ins_keep_it():
+    message = fails("wrong shapes", check_objective, tst_mean_of_every_axis, strict_shapes=True, models=False)
+    assert "strict_shapes=True" in message
+    fails("wrong shapes", check_objective, ld.l1, models=False)  # a built-in claims exact ranks: strict by default
+    check_objective(ld.l1, strict_shapes=False, models=False, max_examples=4)

@@ -13,8 +13,10 @@ models of those layout families):
   `batch=` is refused by `batched`.
 - *algebra*: `parse(repr(t)) == t`, `from_json(to_json(t)) == t`, equal hashes, the same values.
 - *layouts*: the same grid of activations scores the same in every layout the term claims.
-- *wrong shapes*: ranks and layouts it does not claim, and tuple/dict outputs, raise
-  `ObjectiveShapeError`, and `render` raises it before any optimizer step.
+- *wrong shapes*: tuple/dict outputs and the `wrong_shapes=` you name raise `ObjectiveShapeError`;
+  with `strict_shapes=True` (the default for built-in terms only) so do all ranks and layouts it does not
+  claim, and `render` raises it before any optimizer step. A correct term that reads any rank (say a
+  mean over every axis but the batch) passes by default.
 - *plans*: the fx and hooks runners (`compile_plan(..., truncate="fx" / "hooks")`) give the same
   scores, and the gradient reaches the image and is finite.
 
@@ -78,6 +80,7 @@ class Claims:
     tell_layout: Callable[[ActivationSpec], Mapping[str, Any]] | None = None
     wrong_shapes: st.SearchStrategy | None = None
     dtypes: tuple[torch.dtype, ...] = DTYPES
+    strict_shapes: bool = True  # refuse every rank and layout not claimed (not only `wrong_shapes`)
 
     def __post_init__(self) -> None:
         bad = [k for k in self.layouts if k not in LAYOUTS]
@@ -325,12 +328,12 @@ def _algebra(case: Case, data: st.DataObject) -> None:
 def _wrong_shapes(claims: Claims) -> st.SearchStrategy | None:
     """Per-image shapes (or "tuple"/"dict" outputs) that the term must refuse with ObjectiveShapeError."""
     options = []
-    ranks = [r for r in (0, 4) if r + 1 not in claims.accepts_ranks]
+    ranks = [r for r in (0, 4) if r + 1 not in claims.accepts_ranks] if claims.strict_shapes else []
     if ranks:
         options.append(unsupported_shapes(ranks))
     unclaimed = [k for k in RANK_LAYOUTS
                  if k not in claims.layouts and {"nchw": 4, "tokens": 3, "vectors": 2}[k] not in claims.accepts_ranks]
-    if unclaimed:
+    if unclaimed and claims.strict_shapes:
         options.append(activation_specs(unclaimed, channels=(1, 6), sides=(1, 4), prefix=(0, 1)).map(lambda s: s.shape))
     if claims.wrong_shapes is not None:
         options.append(claims.wrong_shapes)
@@ -348,9 +351,10 @@ def _wrong(case: Case, shape: Any, seed: int) -> dict[Site, Any] | None:
     return case.acts(seeded((case.act.shape[0], *shape), seed, case.act.dtype))
 
 
-def _refuses(case: Case, data: st.DataObject, shapes: st.SearchStrategy) -> None:
+def _refuses(case: Case, data: st.DataObject, shapes: st.SearchStrategy | None) -> None:
     law = "wrong shapes"
-    shape = data.draw(shapes | st.sampled_from(("tuple", "dict")), label="wrong shape")
+    outputs = st.sampled_from(("tuple", "dict"))
+    shape = data.draw(outputs if shapes is None else shapes | outputs, label="wrong shape")
     acts = _wrong(case, shape, data.draw(st.integers(0, 99)))
     if acts is None:
         return
@@ -362,7 +366,7 @@ def _refuses(case: Case, data: st.DataObject, shapes: st.SearchStrategy) -> None
         raise failure(law, case, f"on a {shape} activation it raised {type(err).__name__} ({err}), "
                     "not ObjectiveShapeError") from None
     raise failure(law, case, f"it scored activations of per-image shape {shape}, which it does not claim; "
-                "raise ObjectiveShapeError (or claim that layout)")
+                "raise ObjectiveShapeError (or claim that layout; this law runs with strict_shapes=True)")
 
 
 def _layouts(terms: Callable, claims: Claims, data: st.DataObject) -> None:
@@ -398,12 +402,18 @@ def _never(seen: list, what: str, target: Any) -> None:
                              "its score does not depend on what it reads")
 
 
+def _strict_by_default(target: Any, args: Mapping[str, Any] | None, builder: Builder | None) -> bool:
+    """Built-in terms claim exact layouts and are held to them; a user's term is, only when asked."""
+    return builder is None and not args and _builtin(target) is not None
+
+
 def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layouts: Sequence[str] = RANK_LAYOUTS,
                     scope: str = "image", min_images: int = 1, channels: tuple[int, int] = (1, 6),
                     prefix_tokens: Sequence[int] = (0, 1), accepts_ranks: Sequence[int] = (),
                     tell_layout: Callable[[ActivationSpec], Mapping[str, Any]] | None = None,
                     wrong_shapes: st.SearchStrategy | None = None, builder: Builder | None = None,
-                    models: bool = True, max_examples: int = 25, settings: hypothesis.settings | None = None) -> None:
+                    models: bool = True, max_examples: int = 25, settings: hypothesis.settings | None = None,
+                    strict_shapes: bool | None = None) -> None:
     """Check every law of the module docstring for `target`; AssertionError names the counterexample.
 
     Args:
@@ -420,6 +430,9 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
         tell_layout: `spec -> keywords` that tell the term its layout, needed for "nhwc"; a term with
             a `layout=` keyword is told `{"layout": spec.pattern}` (an einops pattern) by default.
         wrong_shapes: more per-image shapes that it must refuse with ObjectiveShapeError.
+        strict_shapes: also require ObjectiveShapeError on every rank (0-D and 4-D per image) and layout it
+            does not claim. Default (None): True for a built-in term (they claim exact layouts), False for
+            your own, which may well read any rank correctly.
         builder: a `Builder` (e.g. `custom_builder(...)`) that draws the terms, instead of `target` and `args`.
         models: also check plans on random models and renders (slower).
         max_examples: examples per law (laws on models run a fifth of them).
@@ -440,6 +453,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
         tuple(accepts_ranks),
         tell_layout,
         wrong_shapes,
+        strict_shapes=_strict_by_default(target, args, builder) if strict_shapes is None else bool(strict_shapes),
     )
     few, terms = max(2, max_examples // 5), _term_source(target, args, builder, claims)
     for kind in claims.layouts:  # a claim that no term fits is the caller's mistake: say so before any law runs
@@ -455,8 +469,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
         if scope != "batch" and case.n > 1:
             steps.append(("per image", lambda: _per_image(case, data, scope == "source")))
         steps += [("batch", lambda: _batch(case, data)), ("algebra", lambda: _algebra(case, data))]
-        if shapes is not None:
-            steps.append(("wrong shapes", lambda shapes=shapes: _refuses(case, data, shapes)))
+        steps.append(("wrong shapes", lambda shapes=shapes: _refuses(case, data, shapes)))
         for law, step in steps:
             try:
                 step()
