@@ -172,3 +172,41 @@ def test_conventions_round_trip_and_bad_ones_are_refused():
 def test_the_vocabulary_table_says_how_to_port_each(name):
     assert "convention='lucid'" in catalog.ROWS[name].formula or "Lucid" in catalog.ROWS[name].formula
     assert "convention" in catalog.signature(name)
+
+
+# --- item 9: lucent's direction, the cosine similarity alone --------------------------------------------------
+
+
+def lucent_direction(nchw: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """lucent's direction per image: CosineSimilarity(dim=1)(vec.reshape(1, -1, 1, 1), acts), mean over positions."""
+    return torch.nn.CosineSimilarity(dim=1)(vec.reshape(1, -1, 1, 1), nchw).flatten(1).mean(1)
+
+
+def lucent_direction_neuron(nchw: torch.Tensor, vec: torch.Tensor, x: int, y: int) -> torch.Tensor:
+    at = nchw[:, :, y:y + 1, x:x + 1]  # lucent's _extract_act_pos with x and y given
+    return torch.nn.CosineSimilarity(dim=1)(vec.reshape(1, -1, 1, 1), at).flatten(1).mean(1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shapes, st.floats(0.1, 10), st.integers(0, 2**16))
+def test_cosine_direction_is_lucents_and_ignores_how_strongly_the_layer_fires(shape, k, seed):
+    a, v = seeded(shape, seed), seeded((shape[1],), seed + 1)
+    n = shape[0]
+    t = ld.direction("L", v, cosine=True)
+    torch.testing.assert_close(t.score({L: a}, n), lucent_direction(a, v))
+    torch.testing.assert_close(t.score({L: k * a}, n), t.score({L: a}, n))  # scale-free, unlike Lucid's dot
+    x, y = shape[3] - 1, 0
+    torch.testing.assert_close(ld.direction_neuron("L", v, x=x, y=y, cosine=True).score({L: a}, n),
+                               lucent_direction_neuron(a, v, x, y))
+
+
+def test_cosine_direction_round_trips_and_refuses_a_power_too():
+    e = ld.direction("L", (1.0, -1.0), cosine=True) + ld.direction_neuron("L", (1.0, 2.0), x=1, cosine=True)
+    assert repr(e) == "direction('L', (1.0, -1.0), cosine=True) + direction_neuron('L', (1.0, 2.0), x=1, cosine=True)"
+    from lucent_dsl.dsl.serialize import from_json, to_json
+
+    assert ld.parse(repr(e)) == e and from_json(to_json(e)) == e
+    with pytest.raises(ld.errors.InvalidArgumentError, match="one or the other"):
+        ld.direction("L", (1.0,), cosine=True, cossim_pow=1)
+    with pytest.raises(ld.errors.InvalidArgumentError, match="True or False"):
+        ld.direction("L", (1.0,), cosine=1)

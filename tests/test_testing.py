@@ -116,7 +116,8 @@ def test_non_finite_scores_are_caught():
 
 
 def test_index_errors_on_wrong_shapes_are_caught():
-    message = fails("wrong shapes", check_objective, tst_index_error, accepts_ranks=(5,), models=False)
+    message = fails("wrong shapes", check_objective, tst_index_error, accepts_ranks=(5,), models=False,
+                    strict_shapes=True)  # a user's term is held to unclaimed ranks when asked (issue 28, item 8)
     assert "IndexError" in message and "not ObjectiveShapeError" in message
 
 

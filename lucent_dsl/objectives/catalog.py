@@ -42,13 +42,14 @@ _ROWS = [
     Row("deepdream", "the same as layer", ALL, "deepdream('features.10')"),
     Row(
         "direction",
-        "mean_p dot(a[:, p], v) * max(cos(a[:, p], v), 0.1)^cossim_pow",
+        "mean_p dot(a[:, p], v) * max(cos(a[:, p], v), 0.1)^cossim_pow (Lucid's direction); cosine=True: "
+        "mean_p cos(a[:, p], v) (lucent's direction)",
         ALL,
         "direction('layer4', (1.0, 0.0, -1.0))",
     ),
     Row(
         "direction_neuron",
-        "direction at one position p(x, y)",
+        "direction at one position p(x, y) (cosine=True: lucent's direction_neuron)",
         ALL,
         "direction_neuron('layer4', (1.0, -1.0), x=2, y=2)",
     ),
