@@ -11,8 +11,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
 from lucent_dsl.dsl.expr import IMAGE, Site

@@ -1,8 +1,11 @@
 """DSL text of expressions: what `repr` prints, abbreviated labels, and the plan's site-named tree.
 
 Printing is the inverse of `parser.parse`: `parse(to_text(e)) == e` for every expression (large
-tensors in full). `short_text` abbreviates tensors of more than 8 values to a digest, for labels
-and messages only (it does not parse back); `format_tree` names sites by a plan's short names.
+tensors in full). `short_text` abbreviates tensors and vectors of more than 8 values, for labels
+and messages only (it does not parse back); `display_text` (what `repr` prints) is `to_text` up to
+`REPR_LIMIT` characters and `short_text` beyond, so a term holding a 512-d vector prints in one
+line; whatever is written for `parse` (recipes, files, JSON) uses `to_text`. `format_tree` names
+sites by a plan's short names.
 
 Example:
     >>> from lucent_dsl import channel, neuron
@@ -18,17 +21,25 @@ from typing import Any
 from .arrays import Array
 from .expr import Const, Expr, Product, Scale, Site, Sum, Term, walk
 
-__all__ = ["format_tree", "format_value", "short_text", "to_text"]
+__all__ = ["REPR_LIMIT", "display_text", "format_tree", "format_value", "short_text", "to_text"]
+
+REPR_LIMIT = 400
+"""Longest `repr` of an expression printed in full; a longer one is abbreviated (`display_text`)."""
+SHORT_VALUES = 8
+"""Tensors and vectors with more values than this are abbreviated by `short_text`."""
 
 
 def format_value(v: Any, *, short: bool = False) -> str:
     """DSL text of one argument value (`short`: large tensors abbreviated, for display only)."""
     if isinstance(v, float):
         return repr(v)
+    if short and isinstance(v, tuple) and len(v) > SHORT_VALUES and all(isinstance(x, float) for x in v):
+        head = ", ".join(f"{x:.4g}" for x in v[:3])
+        return f"({head}, ..., {v[-1]:.4g} <{len(v)} values>)"
     if isinstance(v, tuple):
         inner = ", ".join(format_value(x, short=short) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
-    if short and isinstance(v, Array) and v.tensor.numel() > 8:
+    if short and isinstance(v, Array) and v.tensor.numel() > SHORT_VALUES:
         import hashlib
 
         return f"tensor(<{hashlib.sha1(v.key).hexdigest()[:8]}>, shape={format_value(v.shape)})"
@@ -54,8 +65,22 @@ def short_text(e: Expr) -> str:
 
 
 def to_text(e: Expr) -> str:
-    """The DSL text of `e` (what `repr` prints)."""
+    """The DSL text of `e`, in full: `parse(to_text(e)) == e`. Write this wherever the text is read back."""
     return _print_with(e, _term_text)
+
+
+def display_text(e: Expr) -> str:
+    """What `repr(e)` prints: `to_text(e)` when it is at most `REPR_LIMIT` characters, else `short_text(e)`.
+
+    Example:
+        >>> from lucent_dsl import direction
+        >>> display_text(direction("layer4", [0.5] * 512))
+        "direction('layer4', (0.5, 0.5, 0.5, ..., 0.5 <512 values>))"
+        >>> len(to_text(direction("layer4", [0.5] * 512)))
+        2588
+    """
+    text = to_text(e)
+    return text if len(text) <= REPR_LIMIT else short_text(e)
 
 
 def format_tree(e: Expr, names: Mapping[Site, str]) -> str:

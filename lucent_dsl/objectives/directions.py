@@ -117,7 +117,8 @@ class DirectionNeuron(LayerTerm):
         pos = position_index(self, site, a, self.x, self.y, self.token)
         v = torch.tensor(self.vector, dtype=cp.dtype, device=cp.device).view(1, -1)
         at = cp[:, :, pos]
-        return per_image(self, cosine_similarity(at, v) if self.cosine else dot_cos(at, v, self.cossim_pow), n, self.batch)
+        along = cosine_similarity(at, v) if self.cosine else dot_cos(at, v, self.cossim_pow)
+        return per_image(self, along, n, self.batch)
 
 
 def direction_neuron(layer: str, vector: Sequence[float] | Tensor, *, x: int | None = None, y: int | None = None,

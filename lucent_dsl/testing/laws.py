@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ..dsl.expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
 from ..dsl.parser import parse
+from ..dsl.printing import to_text
 from ..dsl.serialize import from_json, to_json
 from ..errors import InvalidArgumentError, ObjectiveShapeError, ParseError
 from ..objectives.custom import Custom
@@ -304,7 +305,7 @@ def _algebra(case: Case, data: st.DataObject) -> None:
     law, t = "algebra", case.term
     other = data.draw(st.floats(-3, 3), label="constant")
     for e in (t, 0.5 * t - t * t + other):
-        text = repr(e)
+        text = to_text(e)
         try:
             back = parse(text)
         except ParseError as err:
@@ -314,14 +315,14 @@ def _algebra(case: Case, data: st.DataObject) -> None:
                 f"repr {text!r} does not parse back ({err}); make the term with @lucent_dsl.objective "
                 "or register its factory with lucent_dsl.dsl.expr.register(name, factory)",
             ) from None
-        if back != e or hash(back) != hash(e) or repr(back) != text:
+        if back != e or hash(back) != hash(e) or to_text(back) != text:
             raise failure(law, case, f"parse(repr(e)) gives {back!r}, not an equal expression with the same hash")
         back = from_json(to_json(e))
         if back != e or hash(back) != hash(e):
             raise failure(
                 law, case, f"from_json(to_json(e)) gives {back!r}, not an equal expression with the same hash"
             )
-    if not torch.equal(evaluate(parse(repr(t)), case.acts(), case.n), evaluate(t, case.acts(), case.n)):
+    if not torch.equal(evaluate(parse(to_text(t)), case.acts(), case.n), evaluate(t, case.acts(), case.n)):
         raise failure(law, case, "the term read back from its repr scores differently")
 
 
