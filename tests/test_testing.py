@@ -17,6 +17,7 @@ from hypothesis import given, settings, strategies as st
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
 from lucent_dsl.dsl.expr import Site, Term, evaluate, register
+from lucent_dsl.dsl.printing import to_text
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.objectives import LayerTerm
 from lucent_dsl.objectives._term import frozen, per_image, rows_channels_positions, tensor_at
@@ -432,7 +433,7 @@ def test_batched_lists_put_each_objective_on_its_own_image(objectives, seed):
 @settings(max_examples=25)
 @given(exprs(S.TABLE, 3, image=S.IMAGE_SHAPE, builders=S.BUILDERS, max_leaves=5))
 def test_exprs_round_trip_and_evaluate(e):
-    assert ld.parse(repr(e)) == e and ld.from_json(ld.to_json(e)) == e
+    assert ld.parse(to_text(e)) == e and ld.from_json(ld.to_json(e)) == e
     assert evaluate(e, S.full_acts(), 3).shape == (3,)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .arrays import Array
-from .expr import Const, Expr, Product, Scale, Site, Sum, Term, walk
+from .expr import Const, Expr, Product, Scale, Site, Sum, Term, terms_of, walk
 
 __all__ = ["REPR_LIMIT", "display_text", "format_tree", "format_value", "short_text", "to_text"]
 
@@ -34,8 +34,11 @@ def format_value(v: Any, *, short: bool = False) -> str:
     if isinstance(v, float):
         return repr(v)
     if short and isinstance(v, tuple) and len(v) > SHORT_VALUES and all(isinstance(x, float) for x in v):
+        import hashlib
+
         head = ", ".join(f"{x:.4g}" for x in v[:3])
-        return f"({head}, ..., {v[-1]:.4g} <{len(v)} values>)"
+        digest = hashlib.sha1(repr(v).encode()).hexdigest()[:8]  # two vectors alike at both ends still differ
+        return f"({head}, ..., {v[-1]:.4g} <{len(v)} values, {digest}>)"
     if isinstance(v, tuple):
         inner = ", ".join(format_value(x, short=short) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
@@ -75,12 +78,28 @@ def display_text(e: Expr) -> str:
     Example:
         >>> from lucent_dsl import direction
         >>> display_text(direction("layer4", [0.5] * 512))
-        "direction('layer4', (0.5, 0.5, 0.5, ..., 0.5 <512 values>))"
+        "direction('layer4', (0.5, 0.5, 0.5, ..., 0.5 <512 values, df399c9f>))"
         >>> len(to_text(direction("layer4", [0.5] * 512)))
-        2588
+        2581
     """
     text = to_text(e)
-    return text if len(text) <= REPR_LIMIT else short_text(e)
+    if len(text) <= REPR_LIMIT or not any(_abbreviated(v) for t in terms_of(e) for v in _values(t)):
+        return text
+    return short_text(e)
+
+
+def _values(t: Term) -> list[Any]:
+    pos, kw = t.dsl_args()
+    return [*pos, *kw.values()]
+
+
+def _abbreviated(v: Any) -> bool:
+    """Whether `format_value(v, short=True)` shortens `v`."""
+    if isinstance(v, Array):
+        return v.tensor.numel() > SHORT_VALUES
+    return isinstance(v, tuple) and (
+        (len(v) > SHORT_VALUES and all(isinstance(x, float) for x in v)) or any(_abbreviated(x) for x in v)
+    )
 
 
 def format_tree(e: Expr, names: Mapping[Site, str]) -> str:

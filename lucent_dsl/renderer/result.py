@@ -108,14 +108,18 @@ class RenderResult:
         return grid
 
     def plot(self, ax: Any = None) -> Any:
-        """Plot each term's history (mean over images) against the step; needs matplotlib. Returns the axes."""
+        """Plot each term's history (mean over images) against the step; needs matplotlib. Returns the axes.
+
+        Without `ax`, a new figure with a constrained layout, so its labels stay whole when it is saved
+        (`ax.figure.savefig(...)`); with `ax`, its figure's layout is yours.
+        """
         try:
             import matplotlib.pyplot as plt  # pyright: ignore[reportMissingImports]
         except ImportError:
             from ..errors import LucentError
 
             raise LucentError("RenderResult.plot needs matplotlib: pip install matplotlib") from None
-        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5), layout="constrained")[1]
         steps = torch.arange(1, self.steps + 1)
         label = self.plan.history_labels
         for key, series in self.history.items():
