@@ -172,12 +172,13 @@ def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: An
             UserWarning, stacklevel=3)
     apply = steps_lib.model_inputs(plan, transform, first.shape)
     optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
-    eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)
+    eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision, redirect=True)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
     if _should_compile(compile, hw, s.steps):
         # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
         key = (image_param.to_image, apply, tuple(first.shape), str(dev), s.precision, compile_mode)
-        step = steps_lib.compiled_step(plan, key, eager, compile_mode)
+        plain = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)  # compiled: no redirect
+        step = steps_lib.compiled_step(plan, key, plain, compile_mode)
     return Setup(plan, n, image_param, transform, apply, generator, leaves, first.shape, optim, step, eager,
                  s.precision, hw_lib.defers_nonfinite_check(hw, s.on_nonfinite))
 
