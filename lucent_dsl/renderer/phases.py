@@ -98,8 +98,12 @@ def resolve_precision(precision: str, plan: Plan, device: torch.device, size: tu
 
 
 def image_channels(plan: Plan) -> int:
-    """Colour channels of the rendered image: 3, or fewer when every model reads fewer (grayscale)."""
-    return min(3, max((info.channels for info in plan.infos.values()), default=3))
+    """Channels of the rendered image: the count every model reads when they agree (1 for grayscale, 4 for an
+    RGB+NIR model); else 3, or fewer when every model reads fewer (RGB images are averaged for a grayscale one)."""
+    counts = {info.channels for info in plan.infos.values()}
+    if len(counts) == 1:
+        return counts.pop()
+    return min(3, max(counts, default=3))
 
 
 class CheckedArgs(NamedTuple):
