@@ -42,6 +42,8 @@ def format_value(v: Any, *, short: bool = False) -> str:
     if isinstance(v, tuple):
         inner = ", ".join(format_value(x, short=short) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, Expr):  # a term holding a term (masked): its text, in full unless `short`
+        return short_text(v) if short else to_text(v)
     if short and isinstance(v, Array) and v.tensor.numel() > SHORT_VALUES:
         import hashlib
 
@@ -95,6 +97,8 @@ def _values(t: Term) -> list[Any]:
 
 def _abbreviated(v: Any) -> bool:
     """Whether `format_value(v, short=True)` shortens `v`."""
+    if isinstance(v, Expr):
+        return any(_abbreviated(x) for t in terms_of(v) for x in _values(t))
     if isinstance(v, Array):
         return v.tensor.numel() > SHORT_VALUES
     return isinstance(v, tuple) and (
