@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from .dsl.expr import Expr, Scale, Site, evaluate, sum_of, terms_of
 from .dsl.parser import parse
+from .dsl.printing import to_text
 from .errors import ImageError, InvalidArgumentError
 from .io.datasets import images_fingerprint
 from .io.files import atomic_write, load_image
@@ -354,7 +355,7 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
     exprs = [parse(o) if isinstance(o, str) else o for o in objectives]
     if not exprs or not all(isinstance(e, Expr) for e in exprs):
         raise InvalidArgumentError("dataset_examples needs at least one objective (an expression or DSL text)")
-    texts = [repr(e) for e in exprs]
+    texts = [to_text(e) for e in exprs]
     for text, e in zip(texts, exprs):
         _check_unit(text, e)
     models = as_models(model)

@@ -30,6 +30,7 @@ from lucent_dsl.dsl.expr import (
     top_terms,
     walk,
 )
+from lucent_dsl.dsl.printing import to_text
 from lucent_dsl.dsl.serialize import from_json, to_json
 from lucent_dsl.errors import InvalidArgumentError
 
@@ -137,7 +138,7 @@ def _check_canonical(e: Expr) -> None:
 @given(S.wild_exprs())
 def test_operators_build_canonical_forms(e):
     _check_canonical(e)
-    _check_canonical(ld.parse(repr(e)))
+    _check_canonical(ld.parse(to_text(e)))
 
 
 @given(S.exprs(), weights, weights)
@@ -172,7 +173,7 @@ def test_sum_of_folds_constants_and_flattens():
 
 @given(S.exprs())
 def test_equality_is_structural_and_hashable(e):
-    twin = ld.parse(repr(e))
+    twin = ld.parse(to_text(e))
     assert (e == twin) is True and (e != twin) is False
     assert hash(e) == hash(twin)
     assert {e: 1}[twin] == 1
@@ -202,10 +203,10 @@ def test_arrays_compare_by_value():
 @settings(max_examples=30)
 @given(S.wild_exprs())
 def test_parse_of_repr_round_trips(e):
-    back = ld.parse(repr(e))
+    back = ld.parse(to_text(e))
     assert back == e
     assert hash(back) == hash(e)
-    assert repr(back) == repr(e)
+    assert to_text(back) == to_text(e)
 
 
 @settings(max_examples=30)
@@ -221,13 +222,13 @@ def test_json_round_trips(e):
 @settings(max_examples=30)
 @given(S.wild_exprs())
 def test_python_reads_repr_to_an_equal_expression(e):
-    value = py_eval(repr(e))
+    value = py_eval(to_text(e))
     assert (value if isinstance(value, Expr) else as_expr(value)) == e  # a lone constant reads as a number
 
 
 @given(S.exprs(), seeds)
 def test_round_trips_keep_values(e, seed):
-    assert torch.equal(ev(ld.parse(repr(e)), seed), ev(e, seed))
+    assert torch.equal(ev(ld.parse(to_text(e)), seed), ev(e, seed))
     assert torch.equal(ev(from_json(to_json(e)), seed), ev(e, seed))
 
 

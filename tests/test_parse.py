@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 import lucent_dsl as ld
 from lucent_dsl.dsl.expr import VOCABULARY, Array, Expr
+from lucent_dsl.dsl.printing import to_text
 from lucent_dsl.dsl.serialize import from_json, to_json
 from lucent_dsl.errors import ParseError
 
@@ -59,7 +60,7 @@ def test_dsl_like_token_soup_gives_an_expression_or_a_parse_error(text):
 
 @given(S.exprs(max_leaves=4), st.data())
 def test_mutated_objective_text_gives_an_expression_or_a_parse_error(e, data):
-    text = repr(e)
+    text = to_text(e)
     i = data.draw(st.integers(0, len(text)))
     j = data.draw(st.integers(i, min(len(text), i + 3)))
     piece = data.draw(st.sampled_from(TOKENS) | st.text(max_size=2))
@@ -382,7 +383,7 @@ def test_duplicate_keywords_are_refused_like_python_does(text):
 
 @given(S.exprs(max_leaves=3))
 def test_repeating_any_keyword_is_refused(e):
-    text = repr(e)
+    text = to_text(e)
     for m in re.finditer(r"([a-z_]+)=", text):  # each keyword of the text, written twice
         twice = text[: m.start()] + m.group() + "0, " + text[m.start():]
         with pytest.raises(ParseError, match=f"keyword argument repeated: {m.group(1)}"):
@@ -546,7 +547,7 @@ def test_what_parse_accepts_python_reads_the_same(text):
 
 @given(S.exprs(max_leaves=4), st.data())
 def test_mutated_text_that_parses_reads_as_python_reads_it(e, data):
-    text = repr(e)
+    text = to_text(e)
     i = data.draw(st.integers(0, len(text)))
     j = data.draw(st.integers(i, min(len(text), i + 3)))
     same_reading(text[:i] + data.draw(st.sampled_from(NUMBER_SOUP)) + text[j:])

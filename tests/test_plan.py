@@ -13,6 +13,7 @@ from torch import nn
 
 import lucent_dsl as ld
 from lucent_dsl.dsl.expr import IMAGE, INPUT, OUTPUT, Site, evaluate, terms_of
+from lucent_dsl.dsl.printing import to_text
 from lucent_dsl.errors import (
     AmbiguousModelError,
     InvalidArgumentError,
@@ -430,7 +431,7 @@ def test_class_logit_by_name_resolves_with_labels():
 @settings(max_examples=20)
 @given(ensemble_exprs)
 def test_equal_expressions_give_equal_plans(e):
-    a, b = compile_plan(e, MODELS), compile_plan(ld.parse(repr(e)), dict(MODELS))
+    a, b = compile_plan(e, MODELS), compile_plan(ld.parse(to_text(e)), dict(MODELS))
     assert a == b and hash(a) == hash(b)
     other = dict(MODELS, conv=M.conv_net())
     if "conv" in a.models:

@@ -154,3 +154,79 @@ def test_render_redirect_relu_revives_a_dead_channel():
     assert_unchanged(before, snapshot(net))
     with pytest.raises(InvalidArgumentError, match="redirect_relu"):
         render(ld.channel("1", 0), net, size=8, steps=1, redirect_relu=-1, progress=False)
+
+
+# --- issue 28, item 10: functional ReLUs (torchvision GoogLeNet's BasicConv2d calls F.relu) -----------------------
+
+F_RELU = torch.nn.functional.relu
+
+
+def dead_input_gradient() -> float:
+    """The gradient F.relu gives a dead input when minimizing -relu: 0 unless something redirects it."""
+    x = torch.full((1, 3), -1.0, requires_grad=True)
+    (-torch.nn.functional.relu(x).sum()).backward()
+    return float(x.grad.abs().sum())
+
+
+def dead_googlenet() -> nn.Module:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    with torch.no_grad():
+        net.conv1.bn.bias.fill_(-1e3)  # conv1's F.relu is dead for every image
+    return net.eval()
+
+
+def test_redirect_reaches_googlenets_functional_relus_and_leaves_f_relu_alone():
+    net = dead_googlenet()
+    before = snapshot(net)
+    kw = dict(size=32, steps=1, lr=0.5, transforms=[], progress=False, seed=0)
+    plain = render(ld.channel("conv1", 0), net, **kw)
+    revived = render(ld.channel("conv1", 0), net, redirect_relu=1, **kw)
+    later = render(ld.channel("conv1", 0), net, **{**kw, "steps": 2})
+    assert torch.equal(plain.images, later.images)  # F.relu's own gradient is 0: nothing moves (Adam)
+    assert not torch.equal(revived.images, plain.images)  # the redirected one reached the image
+    assert torch.nn.functional.relu is F_RELU and dead_input_gradient() == 0.0
+    assert_unchanged(before, snapshot(net))
+
+
+class Boom(nn.Module):
+    def forward(self, x):
+        x = torch.nn.functional.relu(x)
+        raise RuntimeError("boom inside the forward")
+
+
+def test_an_exception_mid_render_leaves_f_relu_ordinary():
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), Boom())
+    with pytest.raises(Exception, match="boom"):
+        render(ld.channel("1", 0), net, size=8, steps=2, redirect_relu=2, transforms=[], progress=False)
+    assert torch.nn.functional.relu is F_RELU and dead_input_gradient() == 0.0
+    from lucent_dsl.renderer.relu import functional_relus
+
+    with functional_relus() as on:
+        assert not on  # no render of this thread is redirecting
+
+
+def test_a_redirecting_render_in_one_thread_does_not_reach_another():
+    import threading
+
+    from lucent_dsl.renderer.relu import functional_relus
+
+    inside, done, seen = threading.Event(), threading.Event(), {}
+
+    def redirecting():
+        with redirected_relu(nn.Linear(1, 1), steps=1), functional_relus() as on:
+            seen["on"] = on
+            seen["here"] = dead_input_gradient()
+            inside.set()
+            done.wait(30)
+
+    t = threading.Thread(target=redirecting)
+    t.start()
+    try:
+        assert inside.wait(30)
+        seen["other thread"] = dead_input_gradient()
+    finally:
+        done.set()
+        t.join(30)
+    assert seen == {"on": True, "here": 3.0, "other thread": 0.0}

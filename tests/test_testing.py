@@ -17,6 +17,7 @@ from hypothesis import given, settings, strategies as st
 import lucent_dsl as ld
 from lucent_dsl import param, transforms
 from lucent_dsl.dsl.expr import Site, Term, evaluate, register
+from lucent_dsl.dsl.printing import to_text
 from lucent_dsl.errors import InvalidArgumentError, ObjectiveShapeError
 from lucent_dsl.objectives import LayerTerm
 from lucent_dsl.objectives._term import frozen, per_image, rows_channels_positions, tensor_at
@@ -116,7 +117,8 @@ def test_non_finite_scores_are_caught():
 
 
 def test_index_errors_on_wrong_shapes_are_caught():
-    message = fails("wrong shapes", check_objective, tst_index_error, accepts_ranks=(5,), models=False)
+    message = fails("wrong shapes", check_objective, tst_index_error, accepts_ranks=(5,), models=False,
+                    strict_shapes=True)  # a user's term is held to unclaimed ranks when asked (issue 28, item 8)
     assert "IndexError" in message and "not ObjectiveShapeError" in message
 
 
@@ -431,7 +433,7 @@ def test_batched_lists_put_each_objective_on_its_own_image(objectives, seed):
 @settings(max_examples=25)
 @given(exprs(S.TABLE, 3, image=S.IMAGE_SHAPE, builders=S.BUILDERS, max_leaves=5))
 def test_exprs_round_trip_and_evaluate(e):
-    assert ld.parse(repr(e)) == e and ld.from_json(ld.to_json(e)) == e
+    assert ld.parse(to_text(e)) == e and ld.from_json(ld.to_json(e)) == e
     assert evaluate(e, S.full_acts(), 3).shape == (3,)
 
 
@@ -442,3 +444,22 @@ def test_the_toolkit_leaves_the_global_random_state_alone():
     assert torch.equal(torch.get_rng_state(), state)
     a, b = layout_model(ActivationSpec("nchw", 4, 2, 3), seed=3), layout_model(ActivationSpec("nchw", 4, 2, 3), seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.module.parameters(), b.module.parameters()))
+
+
+# --- issue 28, item 8: the default check passes correct, layout-agnostic code ---------------------------------
+
+
+@ld.objective
+def tst_mean_of_every_axis(a):
+    return a.mean(dim=tuple(range(1, a.dim())))  # any rank: (B,) scores its values, (B, C, H, W) its maps
+
+
+def test_a_correct_layout_agnostic_term_passes_the_default_check():
+    check_objective(tst_mean_of_every_axis, max_examples=6)  # it scores (B,) and (B, 2, 2, 2, 2) correctly
+
+
+def test_shape_strictness_is_asked_for_and_built_ins_keep_it():
+    message = fails("wrong shapes", check_objective, tst_mean_of_every_axis, strict_shapes=True, models=False)
+    assert "strict_shapes=True" in message
+    fails("wrong shapes", check_objective, ld.l1, models=False)  # a built-in claims exact ranks: strict by default
+    check_objective(ld.l1, strict_shapes=False, models=False, max_examples=4)

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..dsl.printing import to_text
 from ..errors import ImageError, InvalidArgumentError
 from ..record.resources import torch_threads
 from .commands import positive as _positive
@@ -221,7 +222,7 @@ def _texture(args: argparse.Namespace) -> str:
 
         t = tf_lib.standard() if getattr(args, "transforms", None) == "standard" else ()
         r = texture(model, _file(args.style), args.layers, size=getattr(args, "size", None), transforms=t, **kw)
-    save_png(args.out, r.images, metadata={"lucent_dsl.objective": repr(r.plan.objective),
+    save_png(args.out, r.images, metadata={"lucent_dsl.objective": to_text(r.plan.objective),
                                            PRECISION_KEY: r.precision})  # what ran ("auto" resolved)
     return args.out
 
@@ -234,9 +235,8 @@ def _maco(args: argparse.Namespace) -> str:
     kw = _common(args)
     kw.pop("compile")
     r = maco_method(args.objective, model, size=getattr(args, "size", None) or 512, crops=args.crops, **kw)
-    save_png(
-        args.out, r.rgba() if args.transparent else r.images, metadata={"lucent_dsl.objective": repr(r.plan.objective)}
-    )
+    images = r.rgba() if args.transparent else r.images
+    save_png(args.out, images, metadata={"lucent_dsl.objective": to_text(r.plan.objective)})
     return args.out
 
 

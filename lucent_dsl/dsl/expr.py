@@ -10,7 +10,9 @@ positive amount that users *subtract*.
 
 Canonical forms keep equality useful: `k * (j * a)` is `Scale(k*j, a)`, `1 * a` is `a`, sums are
 flat and carry all their numbers in one trailing `Const`, and `a + 0` is `a`. With these rules
-`repr(e)` is DSL text that `parse` (and Python itself) turns back into an equal expression. Sums
+`repr(e)` is DSL text that `parse` (and Python itself) turns back into an equal expression (up to
+`printing.REPR_LIMIT` characters; a longer repr abbreviates large vectors, and `printing.to_text` is
+always in full). Sums
 may be of any length; nesting (scales of sums, products, masks) is refused past `MAX_DEPTH` levels
 when a node is built, so printing, parsing and evaluating never run out of stack.
 
@@ -124,9 +126,9 @@ class Expr:
         return scale(1.0 / k, self)
 
     def __repr__(self) -> str:
-        from .printing import to_text
+        from .printing import display_text
 
-        return to_text(self)
+        return display_text(self)  # abbreviated past printing.REPR_LIMIT characters; printing.to_text is in full
 
 
 @dc.dataclass(frozen=True, slots=True, repr=False)

@@ -1,8 +1,11 @@
 """DSL text of expressions: what `repr` prints, abbreviated labels, and the plan's site-named tree.
 
 Printing is the inverse of `parser.parse`: `parse(to_text(e)) == e` for every expression (large
-tensors in full). `short_text` abbreviates tensors of more than 8 values to a digest, for labels
-and messages only (it does not parse back); `format_tree` names sites by a plan's short names.
+tensors in full). `short_text` abbreviates tensors and vectors of more than 8 values, for labels
+and messages only (it does not parse back); `display_text` (what `repr` prints) is `to_text` up to
+`REPR_LIMIT` characters and `short_text` beyond, so a term holding a 512-d vector prints in one
+line; whatever is written for `parse` (recipes, files, JSON) uses `to_text`. `format_tree` names
+sites by a plan's short names.
 
 Example:
     >>> from lucent_dsl import channel, neuron
@@ -16,19 +19,32 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .arrays import Array
-from .expr import Const, Expr, Product, Scale, Site, Sum, Term, walk
+from .expr import Const, Expr, Product, Scale, Site, Sum, Term, terms_of, walk
 
-__all__ = ["format_tree", "format_value", "short_text", "to_text"]
+__all__ = ["REPR_LIMIT", "display_text", "format_tree", "format_value", "short_text", "to_text"]
+
+REPR_LIMIT = 400
+"""Longest `repr` of an expression printed in full; a longer one is abbreviated (`display_text`)."""
+SHORT_VALUES = 8
+"""Tensors and vectors with more values than this are abbreviated by `short_text`."""
 
 
 def format_value(v: Any, *, short: bool = False) -> str:
     """DSL text of one argument value (`short`: large tensors abbreviated, for display only)."""
     if isinstance(v, float):
         return repr(v)
+    if short and isinstance(v, tuple) and len(v) > SHORT_VALUES and all(isinstance(x, float) for x in v):
+        import hashlib
+
+        head = ", ".join(f"{x:.4g}" for x in v[:3])
+        digest = hashlib.sha1(repr(v).encode()).hexdigest()[:8]  # two vectors alike at both ends still differ
+        return f"({head}, ..., {v[-1]:.4g} <{len(v)} values, {digest}>)"
     if isinstance(v, tuple):
         inner = ", ".join(format_value(x, short=short) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
-    if short and isinstance(v, Array) and v.tensor.numel() > 8:
+    if isinstance(v, Expr):  # a term holding a term (masked): its text, in full unless `short`
+        return short_text(v) if short else to_text(v)
+    if short and isinstance(v, Array) and v.tensor.numel() > SHORT_VALUES:
         import hashlib
 
         return f"tensor(<{hashlib.sha1(v.key).hexdigest()[:8]}>, shape={format_value(v.shape)})"
@@ -54,8 +70,40 @@ def short_text(e: Expr) -> str:
 
 
 def to_text(e: Expr) -> str:
-    """The DSL text of `e` (what `repr` prints)."""
+    """The DSL text of `e`, in full: `parse(to_text(e)) == e`. Write this wherever the text is read back."""
     return _print_with(e, _term_text)
+
+
+def display_text(e: Expr) -> str:
+    """What `repr(e)` prints: `to_text(e)` when it is at most `REPR_LIMIT` characters, else `short_text(e)`.
+
+    Example:
+        >>> from lucent_dsl import direction
+        >>> display_text(direction("layer4", [0.5] * 512))
+        "direction('layer4', (0.5, 0.5, 0.5, ..., 0.5 <512 values, df399c9f>))"
+        >>> len(to_text(direction("layer4", [0.5] * 512)))
+        2581
+    """
+    text = to_text(e)
+    if len(text) <= REPR_LIMIT or not any(_abbreviated(v) for t in terms_of(e) for v in _values(t)):
+        return text
+    return short_text(e)
+
+
+def _values(t: Term) -> list[Any]:
+    pos, kw = t.dsl_args()
+    return [*pos, *kw.values()]
+
+
+def _abbreviated(v: Any) -> bool:
+    """Whether `format_value(v, short=True)` shortens `v`."""
+    if isinstance(v, Expr):
+        return any(_abbreviated(x) for t in terms_of(v) for x in _values(t))
+    if isinstance(v, Array):
+        return v.tensor.numel() > SHORT_VALUES
+    return isinstance(v, tuple) and (
+        (len(v) > SHORT_VALUES and all(isinstance(x, float) for x in v)) or any(_abbreviated(x) for x in v)
+    )
 
 
 def format_tree(e: Expr, names: Mapping[Site, str]) -> str:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..atlas import channel_seed, parse_channels, safe_name
 from ..dsl.expr import OUTPUT
+from ..dsl.printing import to_text
 from ..errors import InvalidArgumentError
 from ..models.info import info_of
 from ..objectives import channel, class_logit, diversity, masked
@@ -98,7 +99,8 @@ def image_jobs(units: Sequence[Unit], *, seed: int = 0) -> list[ImageJob]:
         mine = [u for u in units if u.layer == layer]
         out += [ImageJob(layer, u.index, channel_seed(layer, u.index, seed), u.objective, u.vis) for u in mine]
         out += [
-            ImageJob(layer + NEG, u.index, channel_seed(layer + NEG, u.index, seed), repr(-_parse(u.objective)), u.neg)
+            ImageJob(layer + NEG, u.index, channel_seed(layer + NEG, u.index, seed), to_text(-_parse(u.objective)),
+                     u.neg)
             for u in mine
         ]
     return out
@@ -118,7 +120,7 @@ def diversity_weight(vis_score: float | None) -> float:
 
 def diversity_objective(unit: Unit, layer: str, weight: float) -> str:
     """The objective of a unit's diversity set: the objective minus `weight` x diversity at `layer`."""
-    return repr(_parse(unit.objective) - weight * diversity(layer))
+    return to_text(_parse(unit.objective) - weight * diversity(layer))
 
 
 def diversity_seed(unit: Unit, seed: int = 0) -> int:

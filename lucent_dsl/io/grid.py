@@ -40,6 +40,26 @@ def to_pil(images: Tensor) -> list[Image.Image]:
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
 
 
+def channel_tiles(images: Tensor) -> Tensor:
+    """Each image of a (B, C, H, W) batch as tiles that any viewer shows: its RGB (channels 0-2, when C >= 3)
+    and then every other channel as a grey tile, each (3, H, W). For images of models that read C != 3
+    channels (RGB+NIR, hyperspectral), which a PNG cannot hold as they are (4 channels would read as alpha).
+
+    Example:
+        >>> channel_tiles(torch.rand(2, 4, 8, 8)).shape   # 2 images x (RGB + 1 grey)
+        torch.Size([4, 3, 8, 8])
+        >>> channel_tiles(torch.rand(1, 2, 8, 8)).shape   # 2 grey tiles
+        torch.Size([2, 3, 8, 8])
+    """
+    if images.ndim != 4:
+        raise ImageError(f"channel_tiles needs a (B, C, H, W) batch, got shape {tuple(images.shape)}")
+    rgb = 3 if images.shape[1] >= 3 else 0
+    per_image = ([images[:, :rgb]] if rgb else []) + [
+        images[:, c : c + 1].expand(-1, 3, -1, -1) for c in range(rgb, images.shape[1])
+    ]
+    return torch.stack(per_image, 1).flatten(0, 1)
+
+
 def make_grid(
     images: Tensor | Sequence[Image.Image],
     *,

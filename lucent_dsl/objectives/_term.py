@@ -103,6 +103,21 @@ def check_layout(v: Any) -> str | None:
     return None if v is None else parse_layout(v).pattern
 
 
+CONVENTIONS = ("lucent_dsl", "lucid")
+"""`convention=` of the terms whose peers (Lucid, lucent, captum) compute another number under the same name:
+"lucent_dsl" (the default: per-image means, what saved recipes mean) or "lucid" (the peers' number, so weights
+copied from their notebooks act as strongly as there). objectives.catalog's rows give each conversion."""
+
+
+def check_convention(v: Any) -> str:
+    if v not in CONVENTIONS:
+        raise InvalidArgumentError(
+            f"convention= must be one of {CONVENTIONS} ('lucid': the number Lucid, lucent and captum compute under "
+            f"this name), got {v!r}"
+        )
+    return v
+
+
 def check_target(v: Any) -> Array | float:
     if isinstance(v, Array) or isinstance(v, Tensor) or isinstance(v, (list, tuple)):
         return Array.of(v)

@@ -21,6 +21,7 @@ from ._term import (
     LayerTerm,
     check_batch,
     check_channel,
+    check_convention,
     check_index,
     check_layer,
     check_layout,
@@ -86,21 +87,26 @@ class Neuron(LayerTerm):
     batch: Batch = None
     model: str | None = None
     layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
+    convention: str = "lucent_dsl"  # "lucid": x is the row and y the column, as in Lucid and captum
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
         cp = rows_channels_positions(self, site, a)
         check_channel(self, site, self.index, cp.shape[1])
-        pos = position_index(self, site, a, self.x, self.y, self.token)
+        col, row = (self.x, self.y) if self.convention == "lucent_dsl" else (self.y, self.x)
+        pos = position_index(self, site, a, col, row, self.token)
         return per_image(self, cp[:, self.index, pos], n, self.batch)
 
 
 def neuron(layer: str, index: int, *, x: int | None = None, y: int | None = None, token: int | None = None,
-           batch: Batch = None, model: str | None = None, layout: str | None = None) -> Expr:
+           batch: Batch = None, model: str | None = None, layout: str | None = None,
+           convention: str = "lucent_dsl") -> Expr:
     """Activation of channel `index` at column `x`, row `y` (default: the centre, W//2 and H//2).
 
     On (B, tokens, C) sequences x/y index the square patch grid (after a CLS token if there is one)
-    and `token=` picks a token directly (`token=0`: the CLS token).
+    and `token=` picks a token directly (`token=0`: the CLS token). x is the column as in lucent (and in
+    image coordinates); Lucid's and captum's `neuron(..., x=a, y=b)` read row a, column b, which is
+    `neuron(..., x=b, y=a)` here, or `convention="lucid"` (x the row). The default centre is the same in all.
 
     Example:
         >>> neuron("layer3", 5, x=2)
@@ -115,6 +121,7 @@ def neuron(layer: str, index: int, *, x: int | None = None, y: int | None = None
         check_batch(batch),
         check_model(model),
         check_layout(layout),
+        check_convention(convention),
     )
 
 

@@ -35,19 +35,21 @@ class Row(NamedTuple):
 _ROWS = [
     Row("channel", "mean_p a[index, p]", ALL, "channel('features.14', 10)"),
     Row(
-        "neuron", "a[index, p(x, y)] (default: the centre; token= picks a token)", ALL, "neuron('layer3', 5, x=3, y=3)"
+        "neuron", "a[index, p(x, y)], x the column (default: the centre; token= picks a token). Lucid's and captum's "
+        "x=a, y=b is x=b, y=a here, or convention='lucid'", ALL, "neuron('layer3', 5, x=3, y=3)"
     ),
     Row("layer", "mean_{c,p} a[c, p]^2 (DeepDream)", ALL, "layer('features.10')"),
     Row("deepdream", "the same as layer", ALL, "deepdream('features.10')"),
     Row(
         "direction",
-        "mean_p dot(a[:, p], v) * max(cos(a[:, p], v), 0.1)^cossim_pow",
+        "mean_p dot(a[:, p], v) * max(cos(a[:, p], v), 0.1)^cossim_pow (Lucid's direction); cosine=True: "
+        "mean_p cos(a[:, p], v) (lucent's direction)",
         ALL,
         "direction('layer4', (1.0, 0.0, -1.0))",
     ),
     Row(
         "direction_neuron",
-        "direction at one position p(x, y)",
+        "direction at one position p(x, y) (cosine=True: lucent's direction_neuron)",
         ALL,
         "direction_neuron('layer4', (1.0, -1.0), x=2, y=2)",
     ),
@@ -67,7 +69,8 @@ _ROWS = [
     ),
     Row(
         "diversity",
-        "penalty for image i: mean_{j != i} cos(G_i, G_j), G = channel Gram matrix (Lucid's diversity)",
+        "penalty for image i: mean_{j != i} cos(G_i, G_j), G = channel Gram matrix; the batch totals n/(n-1) times "
+        "Lucid's, lucent's and captum's diversity: convention='lucid' is theirs",
         "maps, tokens",
         "diversity('features.10')",
     ),
@@ -85,13 +88,32 @@ _ROWS = [
     ),
     Row(
         "total_variation",
-        "penalty: mean |x[h+1] - x[h]| + mean |x[w+1] - x[w]| of the image (or a map)",
+        "penalty: mean |x[h+1] - x[h]| + mean |x[w+1] - x[w]| of the image (or a map); Lucid's and captum's is the "
+        "batch sum (C*H*(H-1) times ours on C x H x H images): convention='lucid'",
         "maps",
         "total_variation()",
     ),
-    Row("l1", "penalty: mean |a - target|", ALL + ", images", "l1(target=0.5)"),
-    Row("l2", "penalty: mean (a - target)^2", ALL + ", images", "l2()"),
-    Row("blur", "penalty: mean (x - blur3x3(x))^2 (the blurred copy is a constant)", "maps", "blur()"),
+    Row(
+        "l1",
+        "penalty: mean |a - target|; Lucid's and captum's L1 is the batch sum (numel per image times ours): "
+        "convention='lucid'",
+        ALL + ", images",
+        "l1(target=0.5)",
+    ),
+    Row(
+        "l2",
+        "penalty: mean (a - target)^2; Lucid's and captum's L2 is the norm sqrt(1e-6 + batch sum of squares): "
+        "convention='lucid' (the images then score together)",
+        ALL + ", images",
+        "l2()",
+    ),
+    Row(
+        "blur",
+        "penalty: mean (x - box3x3(x))^2 (the blurred copy is a constant); Lucid's blur_input_each_step (another "
+        "kernel and border, 0.5 * batch sum): convention='lucid'",
+        "maps",
+        "blur()",
+    ),
     Row("opacity", "penalty: mean alpha of an RGBA image (param.alpha)", "images (B, 4, H, W)", "opacity()"),
     Row(
         "masked",

@@ -1,9 +1,14 @@
 """Terms that read a direction in activation space: direction, direction_neuron, channel_weight,
 neuron_weight, activation_match.
 
+`direction` and `direction_neuron` are Lucid's (dot * cos^cossim_pow); `cosine=True` makes them lucent's
+(the cosine similarity alone, which ignores how strongly the layer fires).
+
 Example:
     >>> direction("layer4", [1.0, 0.0, -1.0])
     direction('layer4', (1.0, 0.0, -1.0))
+    >>> direction("layer4", [1.0, 0.0, -1.0], cosine=True)
+    direction('layer4', (1.0, 0.0, -1.0), cosine=True)
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..dsl.expr import Acts, Array, Expr, finite
-from ..errors import ObjectiveShapeError
+from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ._term import (
     Batch,
     LayerTerm,
@@ -45,25 +50,47 @@ class Direction(LayerTerm):
     batch: Batch = None
     model: str | None = None
     layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
+    cosine: bool = False  # lucent's direction: the cosine similarity alone
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
         cp = rows_channels_positions(self, site, a)
         check_len(self, site, len(self.vector), cp.shape[1], "the direction vector")
         v = torch.tensor(self.vector, dtype=cp.dtype, device=cp.device).view(1, -1, 1)
-        return per_image(self, dot_cos(cp, v, self.cossim_pow).mean(-1), n, self.batch)
+        along = cosine_similarity(cp, v) if self.cosine else dot_cos(cp, v, self.cossim_pow)
+        return per_image(self, along.mean(-1), n, self.batch)
+
+
+def cosine_similarity(x: Tensor, y: Tensor) -> Tensor:
+    """The cosine similarity along dim 1, as lucent's `direction` computes it (torch.nn.CosineSimilarity)."""
+    return torch.nn.functional.cosine_similarity(x, y, dim=1)
+
+
+def check_cosine(cosine: Any, cossim_pow: float) -> bool:
+    if not isinstance(cosine, bool):
+        raise InvalidArgumentError(f"cosine= must be True or False, got {cosine!r}")
+    if cosine and cossim_pow != 0:
+        raise InvalidArgumentError(
+            f"cosine=True scores the cosine similarity alone; cossim_pow={cossim_pow} weighs the dot product by a "
+            "power of it (Lucid's direction): give one or the other"
+        )
+    return cosine
 
 
 def direction(layer: str, vector: Sequence[float] | Tensor, *, cossim_pow: float = 0.0, batch: Batch = None,
-              model: str | None = None, layout: str | None = None) -> Expr:
+              model: str | None = None, layout: str | None = None, cosine: bool = False) -> Expr:
     """Activation along `vector` in channel space: dot * max(cos, 0.1)**cossim_pow, mean over positions.
+
+    This is Lucid's `direction` (and `direction_cossim`, the same function there). lucent's `direction` is
+    the cosine similarity alone, mean over positions: `cosine=True`.
 
     Example:
         >>> direction("layer2", [1.0, 0.0, -1.0], cossim_pow=1)
         direction('layer2', (1.0, 0.0, -1.0), cossim_pow=1.0)
     """
-    return Direction(check_layer(layer), check_vector(vector, "the direction vector"), finite(cossim_pow, "cossim_pow"),
-                     check_batch(batch), check_model(model), check_layout(layout))
+    power = finite(cossim_pow, "cossim_pow")
+    return Direction(check_layer(layer), check_vector(vector, "the direction vector"), power,
+                     check_batch(batch), check_model(model), check_layout(layout), check_cosine(cosine, power))
 
 
 @frozen
@@ -81,6 +108,7 @@ class DirectionNeuron(LayerTerm):
     batch: Batch = None
     model: str | None = None
     layout: str | None = None  # einops pattern of the activation, when the plan should not detect it
+    cosine: bool = False  # lucent's direction_neuron: the cosine similarity alone
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
@@ -88,21 +116,24 @@ class DirectionNeuron(LayerTerm):
         check_len(self, site, len(self.vector), cp.shape[1], "the direction vector")
         pos = position_index(self, site, a, self.x, self.y, self.token)
         v = torch.tensor(self.vector, dtype=cp.dtype, device=cp.device).view(1, -1)
-        return per_image(self, dot_cos(cp[:, :, pos], v, self.cossim_pow), n, self.batch)
+        at = cp[:, :, pos]
+        along = cosine_similarity(at, v) if self.cosine else dot_cos(at, v, self.cossim_pow)
+        return per_image(self, along, n, self.batch)
 
 
 def direction_neuron(layer: str, vector: Sequence[float] | Tensor, *, x: int | None = None, y: int | None = None,
                      token: int | None = None, cossim_pow: float = 0.0, batch: Batch = None,
-                     model: str | None = None, layout: str | None = None) -> Expr:
-    """`direction` at one position (default: the centre).
+                     model: str | None = None, layout: str | None = None, cosine: bool = False) -> Expr:
+    """`direction` at one position (default: the centre); `cosine=True`: lucent's, the cosine similarity alone.
 
     Example:
         >>> direction_neuron("layer2", [1, 2], x=0, y=0)
         direction_neuron('layer2', (1.0, 2.0), x=0, y=0)
     """
+    power = finite(cossim_pow, "cossim_pow")
     return DirectionNeuron(check_layer(layer), check_vector(vector, "the direction vector"), check_opt_index(x, "x"),
-                           check_opt_index(y, "y"), check_opt_index(token, "token"), finite(cossim_pow, "cossim_pow"),
-                           check_batch(batch), check_model(model), check_layout(layout))
+                           check_opt_index(y, "y"), check_opt_index(token, "token"), power,
+                           check_batch(batch), check_model(model), check_layout(layout), check_cosine(cosine, power))
 
 
 @frozen

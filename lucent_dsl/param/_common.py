@@ -78,9 +78,11 @@ def color_matrix(decorrelate: Any, channels: int) -> Tensor | None:
         return lucid_matrix() if channels == 3 else None
     if decorrelate is False or decorrelate is None:
         return None
+    if decorrelate == "rgb":
+        return rgb_first_matrix(channels)
     if isinstance(decorrelate, (str, bytes, numbers.Number)):
         raise InvalidArgumentError(
-            "decorrelate must be True, False, or a (C, C) matrix (tensor or nested tuple, e.g. from "
+            "decorrelate must be True, False, \"rgb\" or a (C, C) matrix (tensor or nested tuple, e.g. from "
             f"color_correlation(images)), got {decorrelate!r}"
         )
     try:
@@ -95,6 +97,22 @@ def color_matrix(decorrelate: Any, channels: int) -> Tensor | None:
     if not bool(torch.isfinite(m).all()):
         raise InvalidArgumentError("decorrelate contains NaN or infinite values")
     return m
+
+
+def rgb_first_matrix(channels: int) -> Tensor:
+    """`decorrelate="rgb"`: Lucid's colour matrix on channels 0-2 (RGB), the others independent (RGB+NIR, RGB+depth).
+
+    Only the user knows that the first three channels are RGB, so `decorrelate=True` never assumes it for
+    channels != 3.
+
+    Example:
+        >>> m = rgb_first_matrix(4)
+        >>> m.shape, bool((m[:3, :3] == lucid_matrix()).all()), m[3].tolist()
+        (torch.Size([4, 4]), True, [0.0, 0.0, 0.0, 1.0])
+    """
+    if channels < 3:
+        raise InvalidArgumentError(f'decorrelate="rgb" needs RGB in channels 0-2, but the image has {channels}')
+    return torch.block_diag(lucid_matrix(), torch.eye(channels - 3, dtype=torch.float64))
 
 
 def lucid_matrix() -> Tensor:

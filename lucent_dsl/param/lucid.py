@@ -81,9 +81,11 @@ def pixel(
     Args:
         size: an int n for n x n, or (H, W).
         batch: images in the batch.
-        channels: colour channels (decorrelate=True only acts when channels == 3).
+        channels: colour channels (decorrelate=True only acts when channels == 3; for a 4-channel RGB+NIR
+            or RGBD model, decorrelate="rgb" decorrelates channels 0-2 and leaves the others independent).
         sd: standard deviation of the random leaves.
-        decorrelate: True for Lucid's ImageNet colour matrix, False for none, or a (C, C) matrix
+        decorrelate: True for Lucid's ImageNet colour matrix, False for none, "rgb" for that matrix on
+            channels 0-2 only, or a (C, C) matrix
             (tensor or nested tuple), e.g. `color_correlation(images)`.
         squash: "sigmoid", or "clamp" (to [0, 1] around a 0.5 offset, with a straight-through
             gradient: the value is clamped, the gradient passes as if it were not).
@@ -156,10 +158,12 @@ def fft(
     Args:
         size: an int n for n x n, or (H, W).
         batch: images in the batch.
-        channels: colour channels (decorrelate=True only acts when channels == 3).
+        channels: colour channels (decorrelate=True only acts when channels == 3; for a 4-channel RGB+NIR
+            or RGBD model, decorrelate="rgb" decorrelates channels 0-2 and leaves the others independent).
         sd: standard deviation of the random spectrum.
         decay_power: how fast the spectrum is damped with frequency (0: white noise).
-        decorrelate: True for Lucid's ImageNet colour matrix, False for none, or a (C, C) matrix
+        decorrelate: True for Lucid's ImageNet colour matrix, False for none, "rgb" for that matrix on
+            channels 0-2 only, or a (C, C) matrix
             (tensor or nested tuple), e.g. `color_correlation(images)`.
         squash: "sigmoid", or "clamp" (straight-through; see `pixel`).
         init: an image (1 or batch, C, H, W) in [0, 1] to start from instead of noise;

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..args import check_choice, check_int, check_seed, check_size
 from ..dsl.parser import parse
+from ..dsl.printing import to_text
 from ..errors import InvalidArgumentError
 from ..models.hardware import resolve_precision
 from ..models.info import device_of, info_of
@@ -105,7 +106,7 @@ class Recipe:
         if self.objective is not None:
             if not isinstance(self.objective, str):
                 raise InvalidArgumentError(f"recipe: objective must be DSL text, got {type(self.objective).__name__}")
-            object.__setattr__(self, "objective", repr(parse(self.objective)))
+            object.__setattr__(self, "objective", to_text(parse(self.objective)))
         elif self.command != "caricature":
             raise InvalidArgumentError(f"recipe: a {self.command} needs an objective")
         if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):

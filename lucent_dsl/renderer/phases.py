@@ -98,8 +98,12 @@ def resolve_precision(precision: str, plan: Plan, device: torch.device, size: tu
 
 
 def image_channels(plan: Plan) -> int:
-    """Colour channels of the rendered image: 3, or fewer when every model reads fewer (grayscale)."""
-    return min(3, max((info.channels for info in plan.infos.values()), default=3))
+    """Channels of the rendered image: the count every model reads when they agree (1 for grayscale, 4 for an
+    RGB+NIR model); else 3, or fewer when every model reads fewer (RGB images are averaged for a grayscale one)."""
+    counts = {info.channels for info in plan.infos.values()}
+    if len(counts) == 1:
+        return counts.pop()
+    return min(3, max(counts, default=3))
 
 
 class CheckedArgs(NamedTuple):
@@ -186,12 +190,13 @@ def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: An
             UserWarning, stacklevel=3)
     apply = steps_lib.model_inputs(plan, transform, first.shape)
     optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
-    eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)
+    eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision, redirect=True)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
     if _should_compile(compile, hw, s.steps):
         # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
         key = (image_param.to_image, apply, tuple(first.shape), str(dev), s.precision, compile_mode)
-        step = steps_lib.compiled_step(plan, key, eager, compile_mode)
+        plain = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)  # compiled: no redirect
+        step = steps_lib.compiled_step(plan, key, plain, compile_mode)
     return Setup(plan, n, image_param, transform, apply, generator, leaves, first.shape, optim, step, eager,
                  s.precision, hw_lib.defers_nonfinite_check(hw, s.on_nonfinite))
 

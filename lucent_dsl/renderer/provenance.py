@@ -85,7 +85,9 @@ def _objective(plan: Any) -> tuple[str | None, list[str]]:
         return None, [f"the objective uses @objective terms ({', '.join(own)}) that a reader would have to register"]
     # Built-in terms print as text that parses back to them (tests/test_pipeline_law.py, test_objectives.py), so
     # the text is not parsed again here: that would cost seconds for objectives that carry large tensors.
-    text = repr(objective)
+    from ..dsl.printing import to_text
+
+    text = to_text(objective)
     from ..dsl.parser import MAX_TEXT
 
     if len(text) > MAX_TEXT:

@@ -18,9 +18,17 @@ How: `redirected_relu(models, steps)` temporarily changes the class of every `to
 `torch.nn.ReLU6` module (exactly those types, not subclasses) to a subclass whose forward uses
 the redirected gradient, and restores the class afterwards. Module identity, parameters, buffers,
 hooks and the `inplace` flag are untouched, so plans compiled before (their torch.fx graphs call
-the very same module objects) see the change too. Functional calls (`F.relu`, `torch.relu`,
-`x.clamp(min=0)`) are not modules and are not redirected. While redirected, an `inplace=True`
-ReLU computes out of place.
+the very same module objects) see the change too. While redirected, an `inplace=True` ReLU
+computes out of place.
+
+Functional calls (`F.relu`, `torch.relu`, `x.relu()`, `F.relu6`: torchvision's GoogLeNet and
+Inception call `F.relu` in every `BasicConv2d`) are redirected by `functional_relus()`, which a
+render enters around its models' forward only (never around the objective, the parameterization
+or the transforms, as Lucid overrides the gradients of the imported model's ops only). It is a
+`TorchFunctionMode`, entered only while the render's own `redirected_relu` state (a `ContextVar`, so
+per thread and never seen by another render) is active, and left when the forward returns or
+raises; `torch.nn.functional.relu` itself is never replaced. Calls written in place
+(`torch.relu_(x)`, `x.relu_()`, whose result is often dropped) and `x.clamp(min=0)` are not redirected.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -34,16 +42,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ..args import check_int
 from ..errors import InvalidArgumentError
 
-__all__ = ["RedirectState", "RedirectedReLU", "RedirectedReLU6", "redirected_relu", "redirected_relu_grad"]
+__all__ = ["RedirectState", "RedirectedReLU", "RedirectedReLU6", "functional_relus", "redirected_relu",
+           "redirected_relu_grad"]
 
 LUCID_STEPS = 16  # Lucid overrides the ReLU gradient for its first 16 steps
 
@@ -145,6 +157,44 @@ def _modules(models: Any) -> list[nn.Module]:
     return list(seen.values())
 
 
+# The functional ReLUs: each maps to its upper bound (None: plain ReLU).
+_FUNCTIONAL: dict[Any, float | None] = {F.relu: None, torch.relu: None, Tensor.relu: None, F.relu6: 6.0}
+_CURRENT: contextvars.ContextVar[RedirectState | None] = contextvars.ContextVar("lucent_dsl_relu", default=None)
+
+
+class _RedirectFunctional(TorchFunctionMode):
+    """Functional ReLU calls take the redirected gradient; everything else runs as it is."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Mapping | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _FUNCTIONAL and args and isinstance(args[0], Tensor) and args[0].is_floating_point():
+            return _RedirectedFn.apply(args[0], _FUNCTIONAL[func])  # out of place, as the modules are
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def functional_relus() -> Iterator[bool]:
+    """Redirect functional ReLU calls (`F.relu`, `torch.relu`, `x.relu()`, `F.relu6`) inside this block while this
+    thread's `redirected_relu` is active; yields whether it does. A render wraps its models' forward in it.
+
+    Example:
+        >>> import torch, torch.nn as nn, torch.nn.functional as F
+        >>> net = nn.Linear(2, 2)
+        >>> x = torch.ones(1, 2, requires_grad=True)
+        >>> with redirected_relu(net, steps=1), functional_relus() as on:
+        ...     y = F.relu(x - 5)        # dead everywhere: the ordinary gradient is 0
+        >>> (-y.sum()).backward()        # minimizing -y: the redirected gradient lets x grow
+        >>> on, bool(x.grad.abs().sum() > 0), F.relu is torch.nn.functional.relu
+        (True, True, True)
+    """
+    state = _CURRENT.get()
+    if state is None or not state.active:
+        yield False
+        return
+    with _RedirectFunctional():
+        yield True
+
+
 @contextlib.contextmanager
 def redirected_relu(models: Any, steps: int = LUCID_STEPS) -> Iterator[RedirectState]:
     """Redirected-ReLU gradients in `models` (a module, or a list/dict of them) for `steps` steps.
@@ -171,8 +221,10 @@ def redirected_relu(models: Any, steps: int = LUCID_STEPS) -> Iterator[RedirectS
     """
     steps = check_int("steps", steps, minimum=0)
     state = RedirectState(_modules(models), steps)
+    token = _CURRENT.set(state)  # what functional_relus() redirects on this thread
     state.redirect()
     try:
         yield state
     finally:
         state.restore()
+        _CURRENT.reset(token)

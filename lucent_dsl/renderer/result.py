@@ -100,8 +100,14 @@ class RenderResult:
 
     def save(self, path: Any, *, metadata: Mapping[str, str] | None = None) -> None:
         """Write the images as one PNG (a grid for a batch), atomically, with the render's recipe and final score
-        in its metadata as the CLI writes them (or, without a recipe, `UNREPLAYABLE_KEY`: why not)."""
+        in its metadata as the CLI writes them (or, without a recipe, `UNREPLAYABLE_KEY`: why not).
+
+        Grey (1 channel), RGB and RGBA (an alpha render: `param.alpha`) images are written as they are. Images
+        of models that read other channel counts (4 for RGB+NIR, 2, 5, ...) are written as `io.grid.channel_tiles`:
+        a row per image, its RGB and then each further channel in grey (`self.images` keeps every channel).
+        """
         from ..io.files import RECIPE_KEY, save_png
+        from ..io.grid import channel_tiles, make_grid
         from ..record.recipe import SCORE_KEY
 
         meta: dict[str, str] = {}
@@ -111,7 +117,12 @@ class RenderResult:
                 meta[SCORE_KEY] = repr(float(self.scores().sum()))
         elif self.unreplayable:
             meta[UNREPLAYABLE_KEY] = "; ".join(self.unreplayable)
-        save_png(path, self.images, metadata={**meta, **(metadata or {})})
+        images: Any = self.images
+        c = int(images.shape[1])
+        if c not in (1, 3) and (c != 4 or any(info.channels == 4 for info in self.plan.infos.values())):
+            tiles = channel_tiles(images)
+            images = make_grid(tiles, ncol=len(tiles) // len(images))
+        save_png(path, images, metadata={**meta, **(metadata or {})})
 
     def __repr__(self) -> str:
         """A short summary (shape, steps, final per-term scores averaged over images), not the tensors."""
@@ -141,14 +152,18 @@ class RenderResult:
         return grid
 
     def plot(self, ax: Any = None) -> Any:
-        """Plot each term's history (mean over images) against the step; needs matplotlib. Returns the axes."""
+        """Plot each term's history (mean over images) against the step; needs matplotlib. Returns the axes.
+
+        Without `ax`, a new figure with a constrained layout, so its labels stay whole when it is saved
+        (`ax.figure.savefig(...)`); with `ax`, its figure's layout is yours.
+        """
         try:
             import matplotlib.pyplot as plt  # pyright: ignore[reportMissingImports]
         except ImportError:
             from ..errors import LucentError
 
             raise LucentError("RenderResult.plot needs matplotlib: pip install matplotlib") from None
-        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+        ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5), layout="constrained")[1]
         steps = torch.arange(1, self.steps + 1)
         label = self.plan.history_labels
         for key, series in self.history.items():

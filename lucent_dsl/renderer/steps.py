@@ -42,6 +42,7 @@ from ..models.sizes import resize_target
 from ..plan.compiler import Plan
 from ..transforms import Transform, sampled_at
 from ..transforms.compose import out_shape
+from .relu import functional_relus
 
 CUDA_CHECK_EVERY = 32  # steps between device-to-host reads of the non-finite flag on CUDA
 STEPS_PER_PLAN = 8  # compiled steps kept per plan (distinct parameterization / transform / shape)
@@ -71,11 +72,22 @@ def forward_at(plan: Plan, x: Tensor | Mapping[str, Tensor], image: Tensor, prec
     return {k: v.float() if isinstance(v, Tensor) and v.dtype in _LOW else v for k, v in acts.items()}
 
 
-def loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: str) -> Callable:
-    """The differentiable part of one step: (leaves, transform params) -> (loss, (T, n) per-summand scores)."""
+def loss_fn(plan: Plan, to_image: Callable, apply: Callable, n: int, precision: str, *,
+            redirect: bool = False) -> Callable:
+    """The differentiable part of one step: (leaves, transform params) -> (loss, (T, n) per-summand scores).
+
+    `redirect`: the models' functional ReLUs take the redirected gradient while a `redirected_relu` is active
+    (`relu.functional_relus`, around the models' forward only; never compiled).
+    """
     def forward(leaves: dict[str, Tensor], tparams: Any) -> tuple[Tensor, Tensor]:
         img = to_image(leaves)
-        s = plan.scores(forward_at(plan, apply(img, tparams), img, precision), n)
+        x = apply(img, tparams)
+        if redirect:
+            with functional_relus():
+                acts = forward_at(plan, x, img, precision)
+        else:
+            acts = forward_at(plan, x, img, precision)
+        s = plan.scores(acts, n)
         return -s.total, s.rows
 
     return forward

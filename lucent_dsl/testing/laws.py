@@ -13,8 +13,10 @@ models of those layout families):
   `batch=` is refused by `batched`.
 - *algebra*: `parse(repr(t)) == t`, `from_json(to_json(t)) == t`, equal hashes, the same values.
 - *layouts*: the same grid of activations scores the same in every layout the term claims.
-- *wrong shapes*: ranks and layouts it does not claim, and tuple/dict outputs, raise
-  `ObjectiveShapeError`, and `render` raises it before any optimizer step.
+- *wrong shapes*: tuple/dict outputs and the `wrong_shapes=` you name raise `ObjectiveShapeError`;
+  with `strict_shapes=True` (the default for built-in terms only) so do all ranks and layouts it does not
+  claim, and `render` raises it before any optimizer step. A correct term that reads any rank (say a
+  mean over every axis but the batch) passes by default.
 - *plans*: the fx and hooks runners (`compile_plan(..., truncate="fx" / "hooks")`) give the same
   scores, and the gradient reaches the image and is finite.
 
@@ -41,6 +43,7 @@ from torch import Tensor
 
 from ..dsl.expr import IMAGE, VOCABULARY, Expr, Site, evaluate, map_terms
 from ..dsl.parser import parse
+from ..dsl.printing import to_text
 from ..dsl.serialize import from_json, to_json
 from ..errors import InvalidArgumentError, ObjectiveShapeError, ParseError
 from ..objectives.custom import Custom
@@ -78,6 +81,7 @@ class Claims:
     tell_layout: Callable[[ActivationSpec], Mapping[str, Any]] | None = None
     wrong_shapes: st.SearchStrategy | None = None
     dtypes: tuple[torch.dtype, ...] = DTYPES
+    strict_shapes: bool = True  # refuse every rank and layout not claimed (not only `wrong_shapes`)
 
     def __post_init__(self) -> None:
         bad = [k for k in self.layouts if k not in LAYOUTS]
@@ -209,6 +213,17 @@ def run_law(name: str, examples: int, body: Callable[[st.DataObject], None],
 # --- the laws, on activations -------------------------------------------------------------------------
 
 
+def _gradient_nearby(score: Callable[[Tensor], Tensor], x: Tensor) -> bool:
+    """Whether a gradient reaches `x` a little way off: true at a kink (|a - t| where a == t exactly), false for a
+    score that never passes one (a .detach())."""
+    nudged = (x.detach() + 1e-3 * seeded(tuple(x.shape), 11, x.dtype)).requires_grad_(True)
+    s = score(nudged)
+    if not s.requires_grad:
+        return False
+    g = torch.autograd.grad(s.sum(), nudged, allow_unused=True)[0]
+    return g is not None and bool(torch.isfinite(g).all()) and float(g.abs().sum()) > 0
+
+
 def check_gradient(law: str, where: Any, score: Callable[[Tensor], Tensor], x: Tensor, seen: list, what: str) -> None:
     """The gradient of the score with respect to `x` is finite; where it is zero, so is the score's change.
 
@@ -225,7 +240,7 @@ def check_gradient(law: str, where: Any, score: Callable[[Tensor], Tensor], x: T
         seen.append(True)
         return
     moved = score(x.detach() + 0.5 * seeded(tuple(x.shape), 7, x.dtype))
-    if not close(moved, s):
+    if not close(moved, s) and not _gradient_nearby(score, x):
         raise failure(law, where, f"the score changes with the {what} but no gradient reaches it "
                     "(a .detach(), an integer or another non-differentiable step)")
 
@@ -301,7 +316,7 @@ def _algebra(case: Case, data: st.DataObject) -> None:
     law, t = "algebra", case.term
     other = data.draw(st.floats(-3, 3), label="constant")
     for e in (t, 0.5 * t - t * t + other):
-        text = repr(e)
+        text = to_text(e)
         try:
             back = parse(text)
         except ParseError as err:
@@ -311,26 +326,26 @@ def _algebra(case: Case, data: st.DataObject) -> None:
                 f"repr {text!r} does not parse back ({err}); make the term with @lucent_dsl.objective "
                 "or register its factory with lucent_dsl.dsl.expr.register(name, factory)",
             ) from None
-        if back != e or hash(back) != hash(e) or repr(back) != text:
+        if back != e or hash(back) != hash(e) or to_text(back) != text:
             raise failure(law, case, f"parse(repr(e)) gives {back!r}, not an equal expression with the same hash")
         back = from_json(to_json(e))
         if back != e or hash(back) != hash(e):
             raise failure(
                 law, case, f"from_json(to_json(e)) gives {back!r}, not an equal expression with the same hash"
             )
-    if not torch.equal(evaluate(parse(repr(t)), case.acts(), case.n), evaluate(t, case.acts(), case.n)):
+    if not torch.equal(evaluate(parse(to_text(t)), case.acts(), case.n), evaluate(t, case.acts(), case.n)):
         raise failure(law, case, "the term read back from its repr scores differently")
 
 
 def _wrong_shapes(claims: Claims) -> st.SearchStrategy | None:
     """Per-image shapes (or "tuple"/"dict" outputs) that the term must refuse with ObjectiveShapeError."""
     options = []
-    ranks = [r for r in (0, 4) if r + 1 not in claims.accepts_ranks]
+    ranks = [r for r in (0, 4) if r + 1 not in claims.accepts_ranks] if claims.strict_shapes else []
     if ranks:
         options.append(unsupported_shapes(ranks))
     unclaimed = [k for k in RANK_LAYOUTS
                  if k not in claims.layouts and {"nchw": 4, "tokens": 3, "vectors": 2}[k] not in claims.accepts_ranks]
-    if unclaimed:
+    if unclaimed and claims.strict_shapes:
         options.append(activation_specs(unclaimed, channels=(1, 6), sides=(1, 4), prefix=(0, 1)).map(lambda s: s.shape))
     if claims.wrong_shapes is not None:
         options.append(claims.wrong_shapes)
@@ -348,9 +363,10 @@ def _wrong(case: Case, shape: Any, seed: int) -> dict[Site, Any] | None:
     return case.acts(seeded((case.act.shape[0], *shape), seed, case.act.dtype))
 
 
-def _refuses(case: Case, data: st.DataObject, shapes: st.SearchStrategy) -> None:
+def _refuses(case: Case, data: st.DataObject, shapes: st.SearchStrategy | None) -> None:
     law = "wrong shapes"
-    shape = data.draw(shapes | st.sampled_from(("tuple", "dict")), label="wrong shape")
+    outputs = st.sampled_from(("tuple", "dict"))
+    shape = data.draw(outputs if shapes is None else shapes | outputs, label="wrong shape")
     acts = _wrong(case, shape, data.draw(st.integers(0, 99)))
     if acts is None:
         return
@@ -362,7 +378,7 @@ def _refuses(case: Case, data: st.DataObject, shapes: st.SearchStrategy) -> None
         raise failure(law, case, f"on a {shape} activation it raised {type(err).__name__} ({err}), "
                     "not ObjectiveShapeError") from None
     raise failure(law, case, f"it scored activations of per-image shape {shape}, which it does not claim; "
-                "raise ObjectiveShapeError (or claim that layout)")
+                "raise ObjectiveShapeError (or claim that layout; this law runs with strict_shapes=True)")
 
 
 def _layouts(terms: Callable, claims: Claims, data: st.DataObject) -> None:
@@ -398,12 +414,18 @@ def _never(seen: list, what: str, target: Any) -> None:
                              "its score does not depend on what it reads")
 
 
+def _strict_by_default(target: Any, args: Mapping[str, Any] | None, builder: Builder | None) -> bool:
+    """Built-in terms claim exact layouts and are held to them; a user's term is, only when asked."""
+    return builder is None and not args and _builtin(target) is not None
+
+
 def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layouts: Sequence[str] = RANK_LAYOUTS,
                     scope: str = "image", min_images: int = 1, channels: tuple[int, int] = (1, 6),
                     prefix_tokens: Sequence[int] = (0, 1), accepts_ranks: Sequence[int] = (),
                     tell_layout: Callable[[ActivationSpec], Mapping[str, Any]] | None = None,
                     wrong_shapes: st.SearchStrategy | None = None, builder: Builder | None = None,
-                    models: bool = True, max_examples: int = 25, settings: hypothesis.settings | None = None) -> None:
+                    models: bool = True, max_examples: int = 25, settings: hypothesis.settings | None = None,
+                    strict_shapes: bool | None = None) -> None:
     """Check every law of the module docstring for `target`; AssertionError names the counterexample.
 
     Args:
@@ -420,6 +442,9 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
         tell_layout: `spec -> keywords` that tell the term its layout, needed for "nhwc"; a term with
             a `layout=` keyword is told `{"layout": spec.pattern}` (an einops pattern) by default.
         wrong_shapes: more per-image shapes that it must refuse with ObjectiveShapeError.
+        strict_shapes: also require ObjectiveShapeError on every rank (0-D and 4-D per image) and layout it
+            does not claim. Default (None): True for a built-in term (they claim exact layouts), False for
+            your own, which may well read any rank correctly.
         builder: a `Builder` (e.g. `custom_builder(...)`) that draws the terms, instead of `target` and `args`.
         models: also check plans on random models and renders (slower).
         max_examples: examples per law (laws on models run a fifth of them).
@@ -440,6 +465,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
         tuple(accepts_ranks),
         tell_layout,
         wrong_shapes,
+        strict_shapes=_strict_by_default(target, args, builder) if strict_shapes is None else bool(strict_shapes),
     )
     few, terms = max(2, max_examples // 5), _term_source(target, args, builder, claims)
     for kind in claims.layouts:  # a claim that no term fits is the caller's mistake: say so before any law runs
@@ -455,8 +481,7 @@ def check_objective(target: Any, *, args: Mapping[str, Any] | None = None, layou
         if scope != "batch" and case.n > 1:
             steps.append(("per image", lambda: _per_image(case, data, scope == "source")))
         steps += [("batch", lambda: _batch(case, data)), ("algebra", lambda: _algebra(case, data))]
-        if shapes is not None:
-            steps.append(("wrong shapes", lambda shapes=shapes: _refuses(case, data, shapes)))
+        steps.append(("wrong shapes", lambda shapes=shapes: _refuses(case, data, shapes)))
         for law, step in steps:
             try:
                 step()

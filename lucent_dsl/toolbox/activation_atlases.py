@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..args import check_int
 from ..atlas import channel_seed
+from ..dsl.printing import to_text
 from ..errors import InvalidArgumentError
 from ..io.files import RECIPE_KEY, atomic_write, save_png
 from ..objectives import check_layer, direction, direction_neuron
@@ -230,7 +231,7 @@ def index_html(manifest: dict[str, Any]) -> str:
 def cell_objective(layer: str, vector: Tensor, kind: str, cossim_pow: float) -> str:
     """The DSL text a cell renders: `direction_neuron` (centre position) or `direction` (all positions)."""
     make = direction_neuron if kind == "neuron" else direction
-    return repr(make(layer, vector, cossim_pow=cossim_pow))
+    return to_text(make(layer, vector, cossim_pow=cossim_pow))
 
 
 def activation_atlas(

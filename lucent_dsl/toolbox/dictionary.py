@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..args import check_int
 from ..atlas import channel_seed
+from ..dsl.printing import to_text
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
 from ..objectives import check_layer, direction, direction_neuron
@@ -219,7 +220,7 @@ def render_dictionary(
         )
     vecs = d[list(chosen)]
     make = direction if objective == "channel" else direction_neuron
-    texts = tuple(repr(make(layer, v, cossim_pow=float(cossim_pow))) for v in vecs)
+    texts = tuple(to_text(make(layer, v, cossim_pow=float(cossim_pow))) for v in vecs)
     seeds = tuple(channel_seed(f"{layer}#dictionary", i, settings.seed) for i in chosen)
     images, scores = render_each(texts, seeds, model, settings)
     found = None if examples is None else top_examples(model, layer, vecs, examples, k=k, objectives=texts)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..args import check_int
 from ..atlas import channel_seed
+from ..dsl.printing import to_text
 from ..errors import InvalidArgumentError
 from ..io.files import load_image, make_grid, save_png
 from ..models.info import device_of
@@ -194,7 +195,7 @@ def neuron_groups(
     acts = cp.reshape(cp.shape[0], *a.shape[2:]) if a.dim() == 4 else cp
     dirs, maps, err = factorize(acts, k, seed=settings.seed, negative=negative)
     settings = settings.resolved(model, default_size=hw)
-    texts = tuple(repr(direction(layer, d, cossim_pow=float(cossim_pow))) for d in dirs)
+    texts = tuple(to_text(direction(layer, d, cossim_pow=float(cossim_pow))) for d in dirs)
     seeds = tuple(channel_seed(f"{layer}#groups", i, settings.seed) for i in range(len(texts)))
     renders, scores = render_each(texts, seeds, model, settings)
     if maps.dim() == 2:
