@@ -135,7 +135,13 @@ class Facet(LayerTerm):
 
 
 def _grad(f: Tensor, a: Tensor) -> Tensor | None:
-    return torch.autograd.grad(f.sum(), a, retain_graph=True, allow_unused=True)[0]
+    """d f.sum() / d a, where `a` may be a clone the plan took before a later in-place write (`plan.inplace`): the
+    model computed on the tensor it was cloned from, so the gradient is taken at that tensor's autograd edge."""
+    node = a.grad_fn
+    at: Any = a
+    if node is not None and type(node).__name__.startswith("CloneBackward") and node.next_functions[0][0] is not None:
+        at = torch.autograd.graph.GradientEdge(*node.next_functions[0])
+    return torch.autograd.grad(f.sum(), at, retain_graph=True, allow_unused=True)[0]
 
 
 def facet(expr: Expr, layer: str, weights: Sequence[float] | Tensor, *, rectify: bool = True, batch: Batch = None,
