@@ -86,19 +86,22 @@ class Facet(LayerTerm):
     batch: Batch = None
     model: str | None = None
 
+    def __post_init__(self) -> None:
+        # The unit reads this term's model: binding (and unbinding, for a recipe) this term names its unit's too.
+        object.__setattr__(self, "expr", map_terms(self.expr, self._named))
+
+    def _named(self, t: Term) -> Expr:
+        if not hasattr(t, "model") or getattr(t, "model") == self.model or all(s.layer == IMAGE for s in t.sites()):
+            return t
+        return dc.replace(t, model=self.model)  # type: ignore[type-var]
+
     def sites(self) -> tuple[Site, ...]:
         inner = (s for t in terms_of(self.expr) for s in t.sites())
         return tuple(dict.fromkeys([Site(self.model, self.layer), *inner]))  # its own first: `read` reads it
 
     def bind(self, info: Any) -> Term:
-        """The inner objective bound to this term's model too (the plan binds this term as one leaf)."""
-        def bind_leaf(t: Term) -> Expr:
-            if not t.sites() or all(s.layer == IMAGE for s in t.sites()):
-                return t
-            named = dc.replace(t, model=self.model) if hasattr(t, "model") else t  # type: ignore[type-var]
-            return named.bind(info)
-
-        return dc.replace(self, expr=map_terms(self.expr, bind_leaf))
+        """The unit bound too (class names resolved): the plan binds this term as one leaf."""
+        return dc.replace(self, expr=map_terms(self.expr, lambda t: t.bind(info)))
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)

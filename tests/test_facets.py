@@ -1,0 +1,204 @@
+"""Faceted feature visualization: the probe, the facet term, the faceted render (toolbox.facets, objectives.attribution)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from digits import mnist
+from models import zoo_model
+
+import lucent_dsl as ld
+from lucent_dsl.dsl.serialize import from_json, to_json
+from lucent_dsl.errors import InvalidArgumentError, LayerNotFoundError, ObjectiveShapeError
+from lucent_dsl.io.files import load_image, save_png
+from lucent_dsl.models.info import info_of
+from lucent_dsl.objectives import facet
+from lucent_dsl.toolbox.facets import FacetProbe, faceted, render_faceted, train_probe
+
+SIDE = 64
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "colorwheel")
+
+
+def photos(n: int, seed: int) -> torch.Tensor:
+    """`n` random square crops of skimage's colour photos, SIDE x SIDE."""
+    g, out = torch.Generator().manual_seed(seed), []
+    for i in range(n):
+        x = _photo(PHOTOS[i % len(PHOTOS)])
+        h, w = x.shape[-2:]
+        s = int(torch.randint(min(h, w) // 2, min(h, w) + 1, (1,), generator=g))
+        top, left = (int(torch.randint(0, d - s + 1, (1,), generator=g)) for d in (h, w))
+        out.append(F.interpolate(x[..., top:top + s, left:left + s], size=(SIDE, SIDE), mode="bilinear", antialias=True))
+    return torch.cat(out).clamp(0, 1)
+
+
+@functools.cache
+def _photo(name: str) -> torch.Tensor:
+    import skimage.data
+
+    return load_image(getattr(skimage.data, name)())
+
+
+def digits(start: int, n: int) -> torch.Tensor:
+    """MNIST digits start..start+n, upscaled to SIDE x SIDE RGB."""
+    x = mnist()[0][start:start + n]
+    return F.interpolate(x, size=(SIDE, SIDE), mode="bilinear").clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+
+
+@functools.cache
+def digit_probe() -> FacetProbe:
+    """Digits (the facet) against photos at mobilenet_v2's features.6."""
+    return train_probe(zoo_model("mobilenet_v2"), "features.6", digits(0, 12), photos(12, seed=0))
+
+
+# --- the probe --------------------------------------------------------------------------------------------
+
+
+def test_probe_tells_digits_from_photos_on_images_it_never_saw():
+    model, probe = zoo_model("mobilenet_v2"), digit_probe()
+    assert probe.counts == (12, 12) and len(probe.weights) == 32 and probe.model == "mobilenet_v2"
+    assert probe.accuracy == 1.0 and probe.holdout_accuracy is not None and probe.holdout_accuracy >= 0.75
+    new_digits, new_photos = probe.logits(model, digits(100, 8)), probe.logits(model, photos(8, seed=1))
+    accuracy = (float((new_digits > 0).sum()) + float((new_photos < 0).sum())) / 16
+    assert accuracy >= 0.9, (new_digits.tolist(), new_photos.tolist())
+
+
+def test_probe_is_deterministic_and_round_trips_through_json():
+    model = zoo_model("mobilenet_v2")
+    again = train_probe(model, "features.6", digits(0, 12), photos(12, seed=0))
+    assert again == digit_probe()  # bit for bit: float64 L-BFGS from zeros, a seeded split
+    assert FacetProbe.from_json(again.to_json()) == again
+    other_split = train_probe(model, "features.6", digits(0, 12), photos(12, seed=0), seed=1)
+    assert other_split.weights != again.weights  # the seed draws the held-out fifth
+
+
+def test_probe_reads_image_folders(tmp_path):
+    net = _small_net()
+    for name, images in (("bright", 0.6 + 0.4 * torch.rand(3, 3, 20, 20)), ("dark", 0.3 * torch.rand(3, 3, 12, 12))):
+        (tmp_path / name).mkdir()
+        for i, x in enumerate(images):
+            save_png(tmp_path / name / f"{i}.png", x[None])
+    probe = train_probe(net, "1", tmp_path / "bright", tmp_path / "dark", size=16)  # folders load at one size
+    assert probe.counts == (3, 3) and probe.holdout_accuracy is None and probe.accuracy == 1.0
+
+
+@pytest.mark.parametrize("facet_images, generic_images, message", [
+    (torch.rand(0, 3, 16, 16), torch.rand(4, 3, 16, 16), "empty"),
+    (torch.rand(4, 3, 16, 16), torch.rand(4, 3, 20, 20), "size"),
+    (255 * torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16), r"\[0, 1\]"),
+    (torch.rand(3, 16, 16), torch.rand(4, 3, 16, 16), r"\(N, C, H, W\)"),
+    ("/no/such/folder", torch.rand(4, 3, 16, 16), "neither"),
+])
+def test_bad_image_sets_are_refused(facet_images, generic_images, message):
+    with pytest.raises((InvalidArgumentError, ld.errors.ImageError), match=message):
+        train_probe(_small_net(), "1", facet_images, generic_images)
+
+
+def test_bad_layers_are_refused_before_any_forward():
+    images = torch.rand(4, 3, 16, 16)
+    with pytest.raises(LayerNotFoundError, match="Did you mean"):
+        train_probe(_small_net(), "11", images, images)
+
+    class Pair(nn.Module):  # a layer whose output is a pair, not one activation
+        def forward(self, x):
+            return x, x
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Pair())
+    with pytest.raises(ObjectiveShapeError):
+        train_probe(net, "1", images, images)
+
+
+# --- the facet term -----------------------------------------------------------------------------------------
+
+
+def test_facet_term_equals_a_hand_computation_with_forward_hooks():
+    """The plan (BatchNorms folded, channels-last, a clone before an in-place write) against plain hooks."""
+    model, probe = zoo_model("mobilenet_v2"), digit_probe()
+    unit = ld.channel("features.16", 7)
+    x = photos(2, seed=2).requires_grad_(True)  # as in a render: the activations carry a graph
+    plan = ld.compile_plan(probe.term(unit), model)
+    with torch.enable_grad():
+        got = ld.dsl.expr.evaluate(plan.objective, plan.forward(x), 2)
+
+    seen = {}
+    hooks = [model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+             for name in ("features.6", "features.16")]
+    try:
+        model.eval()
+        with torch.enable_grad():
+            model(info_of(model).preprocess(x))
+            a = seen["features.6"]
+            f = seen["features.16"][:, 7].mean((1, 2))
+            (g,) = torch.autograd.grad(f.sum(), a)
+    finally:
+        for h in hooks:
+            h.remove()
+    w = torch.tensor(probe.weights).view(1, -1, 1, 1)
+    expected = (w * a.detach() * g.clamp(min=0)).sum((1, 2, 3))
+    assert torch.allclose(got, expected, rtol=2e-3, atol=1e-5), (got.tolist(), expected.tolist())
+    assert float(expected.abs().min()) > 0
+
+
+def test_facet_term_on_plain_activations_and_its_laws():
+    a = torch.randn(2, 3, 4, 5)
+    site = ld.dsl.expr.Site(None, "L")
+    w = (0.5, -1.0, 2.0)
+    t = facet(ld.channel("L", 1), "L", w, rectify=False)  # d channel / d a = 1/20 on channel 1
+    assert torch.allclose(t.score({site: a}, 2), -1.0 * a[:, 1].sum((1, 2)) / 20)
+    assert torch.equal(facet(ld.channel("L", 1), "L", w).score({site: a}, 2), t.score({site: a}, 2))
+    for e in (t, faceted(ld.channel("L", 1), FacetProbe("L", w, 0.0, None, 1.0, None, (1, 1), 1.0), weight=3)):
+        assert ld.parse(repr(e)) == e and from_json(to_json(e)) == e
+
+
+def test_facet_refuses_what_has_no_gradient():
+    net = _small_net()
+    x = torch.rand(1, 3, 16, 16)
+    early = ld.compile_plan(facet(ld.channel("1", 0), "3", [1.0] * 4), net)  # the unit reads an earlier layer
+    with pytest.raises(ObjectiveShapeError, match="not on the autograd path"):
+        early.scores(early.forward(x), 1)
+    plan = ld.compile_plan(facet(ld.channel("3", 0), "1", [1.0] * 8), net)
+    with torch.no_grad(), pytest.raises(ObjectiveShapeError, match="gradients are off"):
+        plan.scores(plan.forward(x), 1)
+    with pytest.raises(InvalidArgumentError, match="compile=False"):
+        ld.render(plan, size=16, steps=1, compile=True, progress=False)
+    with pytest.raises(ObjectiveShapeError, match="8 values but layer model:3 has 4"):
+        ld.render(facet(ld.channel("3", 0), "3", [1.0] * 8), net, size=16, steps=1, progress=False)
+    with pytest.raises(InvalidArgumentError, match="one model"):
+        facet(ld.channel("3", 0, model="a") + ld.channel("3", 0, model="b"), "1", [1.0])
+
+
+# --- the faceted render -----------------------------------------------------------------------------------------
+
+
+def test_faceted_render_raises_the_probe_score_over_the_unit_alone():
+    model, probe = zoo_model("mobilenet_v2"), digit_probe()
+    unit = ld.channel("features.16", 7)
+    kw = dict(size=SIDE, steps=32, progress=False, seed=0)
+    alone = ld.render(unit, model, **kw)
+    steered = render_faceted(model, unit, probe, weight=5.0, **kw)
+    before, after = float(probe.logits(model, alone.images)), float(probe.logits(model, steered.images))
+    assert after > before + 1.0, (before, after)  # measured: -4.69 -> -1.81
+    assert steered.recipe is not None and ld.parse(steered.recipe.objective) == faceted(unit, probe, weight=5.0)
+
+
+def test_a_weight_pair_ramps_the_facet_over_the_images():
+    probe = FacetProbe("1", (1.0,) * 8, 0.0, None, 1.0, None, (1, 1), 1.0)
+    r = render_faceted(_small_net(), "channel('3', 0)", probe, weight=(0.5, 2.0), images=3, size=16, steps=1,
+                       progress=False)
+    weights = [e.k for e in r.plan.objective.terms[1:]]
+    assert weights == [0.5, 1.25, 2.0] and [e.expr.batch for e in r.plan.objective.terms[1:]] == [0, 1, 2]
+
+
+def test_a_probe_of_another_model_is_refused():
+    probe = dataclasses.replace(digit_probe(), model="efficientnet_lite0")
+    with pytest.raises(InvalidArgumentError, match="trained on model"):
+        render_faceted(zoo_model("mobilenet_v2"), "channel('features.16', 7)", probe, size=SIDE, steps=1,
+                       progress=False)
+
+
+def _small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.ReLU())
