@@ -149,7 +149,9 @@ def test_facet_term_on_plain_activations_and_its_laws():
     t = facet(ld.channel("L", 1), "L", w, rectify=False)  # d channel / d a = 1/20 on channel 1
     assert torch.allclose(t.score({site: a}, 2), -1.0 * a[:, 1].sum((1, 2)) / 20)
     assert torch.equal(facet(ld.channel("L", 1), "L", w).score({site: a}, 2), t.score({site: a}, 2))
-    for e in (t, faceted(ld.channel("L", 1), FacetProbe("L", w, 0.0, None, 1.0, None, (1, 1), 1.0), weight=3)):
+    named = facet(ld.neuron("blocks.9", 1, model="vit"), "blocks.4", w)  # the facet reads its unit's model
+    assert named.model == "vit" and repr(named).count("model=") == 1
+    for e in (t, named, faceted(ld.channel("L", 1), FacetProbe("L", w, 0.0, None, 1.0, None, (1, 1), 1.0), weight=3)):
         assert ld.parse(repr(e)) == e and from_json(to_json(e)) == e
 
 

@@ -91,9 +91,17 @@ class Facet(LayerTerm):
         object.__setattr__(self, "expr", map_terms(self.expr, self._named))
 
     def _named(self, t: Term) -> Expr:
-        if not hasattr(t, "model") or getattr(t, "model") == self.model or all(s.layer == IMAGE for s in t.sites()):
+        if getattr(t, "model", self.model) == self.model or all(s.layer == IMAGE for s in t.sites()):
             return t
         return dc.replace(t, model=self.model)  # type: ignore[type-var]
+
+    def dsl_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The unit prints without its model: it is this term's (`model=`), which the factory gives it back."""
+        pos, kw = Term.dsl_args(self)
+        if self.model is None:
+            return pos, kw
+        bare = map_terms(self.expr, lambda t: dc.replace(t, model=None) if getattr(t, "model", None) else t)  # type: ignore[type-var]
+        return (bare, *pos[1:]), kw
 
     def sites(self) -> tuple[Site, ...]:
         inner = (s for t in terms_of(self.expr) for s in t.sites())
@@ -142,8 +150,9 @@ def _grad(f: Tensor, a: Tensor) -> Tensor | None:
     model computed on the tensor it was cloned from, so the gradient is taken at that tensor's autograd edge."""
     node = a.grad_fn
     at: Any = a
-    if node is not None and type(node).__name__.startswith("CloneBackward") and node.next_functions[0][0] is not None:
-        at = torch.autograd.graph.GradientEdge(*node.next_functions[0])
+    source = node.next_functions[0][0] if node is not None and type(node).__name__.startswith("CloneBackward") else None
+    if node is not None and source is not None:
+        at = torch.autograd.graph.GradientEdge(source, node.next_functions[0][1])
     return torch.autograd.grad(f.sum(), at, retain_graph=True, allow_unused=True)[0]
 
 

@@ -172,8 +172,8 @@ def train_probe(model: nn.Module, layer: str, facet_images: Any, generic_images:
     neg = as_images(generic_images, model, size=size, what="generic_images")
     if pos.shape[1:] != neg.shape[1:]:
         raise InvalidArgumentError(
-            f"facet_images are {tuple(pos.shape[1:])} per image but generic_images are {tuple(neg.shape[1:])}: give both "
-            "sets one size and colour format (the probe could otherwise tell them apart by size alone)")
+            f"facet_images are {tuple(pos.shape[1:])} per image but generic_images are {tuple(neg.shape[1:])}: give "
+            "both sets one size and colour format (the probe could otherwise tell them apart by size alone)")
     x = collect(model, torch.cat([pos, neg]), layer, position="mean", batch=check_int("batch", batch)).double()
     y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).double()
     train, held = _split(y, holdout, seed)
@@ -257,7 +257,7 @@ def faceted(unit: Expr | str, probe: FacetProbe, *, weight: float = 1.0, rectify
 def render_faceted(model: nn.Module, unit: Expr | str, probe: FacetProbe, *, weight: float | tuple[float, float] = 1.0,
                    images: int = 1, l2_weight: float = 0.0, rectify: bool = True, settings: Settings | None = None,
                    **render_kw: Any) -> RenderResult:
-    """Render `unit` steered towards `probe`'s facet: `faceted(unit, probe, weight)`, minus `l2_weight * l2(target=0.5)`.
+    """Render `unit` steered towards `probe`'s facet: `faceted(unit, probe, weight) - l2_weight * l2(target=0.5)`.
 
     Args:
         weight: the facet's weight; a pair (lo, hi) gives image i of `images` the weight lo + (hi - lo) * i / (n - 1)
