@@ -204,3 +204,27 @@ def test_a_probe_of_another_model_is_refused():
 def _small_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.ReLU())
+
+
+def test_facet_command_trains_on_two_folders_and_writes_a_replayable_png(tmp_path, capsys):
+    from lucent_dsl.cli.app import main
+    from lucent_dsl.io.files import RECIPE_KEY, read_png_metadata
+    from lucent_dsl.replay import Recipe
+
+    zoo_model("mobilenet_v2")
+    for name, images in (("digits", digits(0, 5)), ("photos", photos(5, seed=0))):
+        (tmp_path / name).mkdir()
+        for i, x in enumerate(images):
+            save_png(tmp_path / name / f"{i}.png", x[None])
+    out = tmp_path / "facet.png"
+    assert main(["facet", "channel('features.16', 7)", str(tmp_path / "digits"), str(tmp_path / "photos"),
+                 "--model", "mobilenet_v2", "--layer", "features.6", "--size", str(SIDE), "--steps", "2",
+                 "--weight", "0.5", "2", "--images", "2", "--probe-out", str(tmp_path / "probe.json"),
+                 "--out", str(out)]) == 0
+    assert "accuracy 1.000 (held out: 1.000)" in capsys.readouterr().out
+    probe = FacetProbe.from_json((tmp_path / "probe.json").read_text())
+    recipe = Recipe.from_json(read_png_metadata(out)[RECIPE_KEY])
+    assert recipe.steps == 2 and recipe.batch == 2 and f"facet(channel('features.16', 7), 'features.6'" in recipe.objective
+    assert ld.parse(recipe.objective).terms[1].expr.weights == probe.weights
+    assert main(["facet", "channel('features.16', 7)", str(tmp_path / "digits"), str(tmp_path / "photos"),
+                 "--model", "mobilenet_v2", "--layer", "features.6", "--weight", "1", "2", "3", "--out", str(out)]) == 2
