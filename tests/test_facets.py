@@ -224,7 +224,7 @@ def test_facet_command_trains_on_two_folders_and_writes_a_replayable_png(tmp_pat
     assert "accuracy 1.000 (held out: 1.000)" in capsys.readouterr().out
     probe = FacetProbe.from_json((tmp_path / "probe.json").read_text())
     recipe = Recipe.from_json(read_png_metadata(out)[RECIPE_KEY])
-    assert recipe.steps == 2 and recipe.batch == 2 and f"facet(channel('features.16', 7), 'features.6'" in recipe.objective
+    assert recipe.steps == 2 and recipe.batch == 2 and "facet(channel('features.16', 7), 'features.6'" in recipe.objective
     assert ld.parse(recipe.objective).terms[1].expr.weights == probe.weights
     assert main(["facet", "channel('features.16', 7)", str(tmp_path / "digits"), str(tmp_path / "photos"),
                  "--model", "mobilenet_v2", "--layer", "features.6", "--weight", "1", "2", "3", "--out", str(out)]) == 2
