@@ -228,3 +228,17 @@ def test_facet_command_trains_on_two_folders_and_writes_a_replayable_png(tmp_pat
     assert ld.parse(recipe.objective).terms[1].expr.weights == probe.weights
     assert main(["facet", "channel('features.16', 7)", str(tmp_path / "digits"), str(tmp_path / "photos"),
                  "--model", "mobilenet_v2", "--layer", "features.6", "--weight", "1", "2", "3", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_facets_on_a_vit_read_token_sequences(precision):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=10).eval()
+    bright, dark = 0.6 + 0.4 * torch.rand(6, 3, 32, 32), 0.4 * torch.rand(6, 3, 32, 32)
+    probe = train_probe(vit, "blocks.1", bright, dark)  # (B, tokens, C): pooled over every token
+    assert len(probe.weights) == 192 and probe.accuracy == 1.0
+    r = render_faceted(vit, "channel('blocks.3', 3)", probe, weight=2.0, size=32, steps=2, precision=precision,
+                       progress=False)
+    assert r.precision == precision and all(bool(torch.isfinite(v).all()) for v in r.history.values())
+    assert float(r.history[repr(2.0 * probe.term(ld.channel("blocks.3", 3)))].abs().sum()) > 0
