@@ -43,7 +43,8 @@ def photos(n: int, side: int, seed: int = 0) -> torch.Tensor:
         h, w = x.shape[-2:]
         s = int(torch.randint(min(h, w) // 2, min(h, w) + 1, (1,), generator=g))
         top, left = (int(torch.randint(0, d - s + 1, (1,), generator=g)) for d in (h, w))
-        out.append(F.interpolate(x[..., top:top + s, left:left + s], size=(side, side), mode="bilinear", antialias=True))
+        crop = x[..., top:top + s, left:left + s]
+        out.append(F.interpolate(crop, size=(side, side), mode="bilinear", antialias=True))
     return torch.cat(out).clamp(0, 1)
 
 
@@ -74,7 +75,8 @@ def main() -> None:
     ramp = [weights[0] + (weights[1] - weights[0]) * i / 3 for i in range(4)]
     labels = [f"w={w:.2g}: unit {u:.1f}, probe {v:+.1f}" for w, u, v in zip(ramp, unit, logits)]
     settings = {"unit": args.unit, "layer": "features.6", "size": args.size, "steps": args.steps, "weights": ramp,
-                "unit_scores": unit, "probe_logits": logits, "probe_accuracy": probe.accuracy, "probe_holdout": probe.holdout_accuracy,
+                "unit_scores": unit, "probe_logits": logits, "probe_accuracy": probe.accuracy,
+                "probe_holdout": probe.holdout_accuracy,
                 "seconds": round(time.perf_counter() - start, 1)}
     save_png(args.out, make_grid(r.images, labels=labels), metadata={"lucent_dsl.gallery": json.dumps(settings)})
     print(json.dumps(settings))
