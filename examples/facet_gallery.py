@@ -73,7 +73,7 @@ def main() -> None:
     logits = probe.logits(model, r.images).tolist()
     unit = [float(v) for v in next(iter(r.history.values()))[-1]]  # the unit's own summand comes first
     ramp = [weights[0] + (weights[1] - weights[0]) * i / 3 for i in range(4)]
-    labels = [f"w={w:.2g}: unit {u:.1f}, probe {v:+.1f}" for w, u, v in zip(ramp, unit, logits)]
+    labels = [f"w={w:.2g} unit {u:.0f} probe {v:+.1f}" for w, u, v in zip(ramp, unit, logits)]
     settings = {"unit": args.unit, "layer": "features.6", "size": args.size, "steps": args.steps, "weights": ramp,
                 "unit_scores": unit, "probe_logits": logits, "probe_accuracy": probe.accuracy,
                 "probe_holdout": probe.holdout_accuracy,
