@@ -242,3 +242,20 @@ def test_facets_on_a_vit_read_token_sequences(precision):
                        progress=False)
     assert r.precision == precision and all(bool(torch.isfinite(v).all()) for v in r.history.values())
     assert float(r.history[repr(2.0 * probe.term(ld.channel("blocks.3", 3)))].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("truncate", ["fx", "hooks"])
+def test_facet_reads_the_gradient_of_a_value_written_in_place_later(truncate):
+    """ReLU(inplace=True) overwrites conv "0"'s output: the plan reads a clone, the model runs on the original."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3))
+    twin = nn.Sequential(net[0], nn.ReLU(), net[2])  # the same weights, nothing in place
+    x = torch.rand(2, 3, 10, 10, requires_grad=True)
+    w = [1.0, -2.0, 0.5, 3.0]
+    plan = ld.compile_plan(facet(ld.channel("2", 1), "0", w), net, truncate=truncate)
+    got = plan.scores(plan.forward(x), 2).per_image
+    a = twin[0](x)
+    f = twin[2](twin[1](a))[:, 1].mean((1, 2))
+    (g,) = torch.autograd.grad(f.sum(), a)
+    expected = (torch.tensor(w).view(1, -1, 1, 1) * a * g.clamp(min=0)).sum((1, 2, 3))
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6) and float(expected.detach().abs().min()) > 0

@@ -146,14 +146,17 @@ class Facet(LayerTerm):
 
 
 def _grad(f: Tensor, a: Tensor) -> Tensor | None:
-    """d f.sum() / d a, where `a` may be a clone the plan took before a later in-place write (`plan.inplace`): the
-    model computed on the tensor it was cloned from, so the gradient is taken at that tensor's autograd edge."""
+    """d f.sum() / d a. When nothing downstream used `a` and `a` is a clone (`plan.inplace` reads a clone of an
+    output that a later op writes in place), the model computed on the tensor it was cloned from: the gradient is
+    taken at that tensor's autograd edge, i.e. with respect to the value `a` holds."""
+    grad = torch.autograd.grad(f.sum(), a, retain_graph=True, allow_unused=True)[0]
     node = a.grad_fn
-    at: Any = a
-    source = node.next_functions[0][0] if node is not None and type(node).__name__.startswith("CloneBackward") else None
-    if node is not None and source is not None:
-        at = torch.autograd.graph.GradientEdge(source, node.next_functions[0][1])
-    return torch.autograd.grad(f.sum(), at, retain_graph=True, allow_unused=True)[0]
+    if grad is None and node is not None and type(node).__name__.startswith("CloneBackward"):
+        source, index = node.next_functions[0]
+        if source is not None:
+            edge = torch.autograd.graph.GradientEdge(source, index)
+            grad = torch.autograd.grad(f.sum(), edge, retain_graph=True, allow_unused=True)[0]
+    return grad
 
 
 def facet(expr: Expr, layer: str, weights: Sequence[float] | Tensor, *, rectify: bool = True, batch: Batch = None,
