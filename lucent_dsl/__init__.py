@@ -93,6 +93,9 @@ __all__ = [
     "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
+from .objectives import facet as facet  # noqa: E402  faceted visualization's term (objectives/attribution.py)
+
+__all__ += ["facet"]
 
 
 def __getattr__(name: str):

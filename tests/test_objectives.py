@@ -50,6 +50,7 @@ ENTRIES = [
     Entry("source_match", {"scope": "source", "min_images": 2}),
     Entry("source_l2", {"scope": "source", "min_images": 2}),
     Entry("style"),
+    Entry("facet"),
     Entry("tst_energy", {"accepts_ranks": (1, 5), "builder": S.BUILDERS["tst_energy"]}),  # a custom @objective
 ]
 BY_NAME = {e.name: e for e in ENTRIES}

