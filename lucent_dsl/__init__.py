@@ -82,6 +82,7 @@ from .toolbox import (
     inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
 )
 from .toolbox.transparency import transparency_map as transparency_map
+from .objectives.text import clip_text as clip_text  # noqa: E402, I001 - CLIP-like models (issue 25)
 
 __all__ = [
     "IMAGE", "INPUT", "OUTPUT", "AmbiguousModelError", "Expr", "ImageError", "InvalidArgumentError",
@@ -93,6 +94,7 @@ __all__ = [
     "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
+__all__ += ["clip_text"]
 
 
 def __getattr__(name: str):

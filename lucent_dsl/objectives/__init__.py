@@ -6,7 +6,7 @@ ensemble (`None`: the only model).
 
 Rooms: `activation` (units of a layer), `directions` (directions in activation space), `penalty`
 (image and batch penalties), `masks` (spatial masks), `source` (paired renders), `gram` (`style`:
-Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes
+Gram-matrix match), `custom` (the `@objective` decorator), `text` (`clip_text`: CLIP-like models). `_term` is the toolkit they share. A new built-in term goes
 in the room
 of its kind and gets one line in `BUILTINS` below; `parse`, JSON and the docs table then know it.
 
@@ -67,6 +67,7 @@ from .penalty import (
     total_variation,
 )
 from .source import SourceL2, SourceMatch, source_l2, source_match
+from .text import ClipText, clip_text
 
 BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel": channel, "neuron": neuron, "layer": layer, "deepdream": deepdream, "direction": direction,
@@ -76,6 +77,7 @@ BUILTINS: dict[str, Callable[..., Expr]] = {
     "l1": l1, "l2": l2, "blur": blur, "opacity": opacity, "masked": masked, "source_match": source_match,
     "source_l2": source_l2, "style": style,
 }
+BUILTINS["clip_text"] = clip_text  # objectives.text (CLIP-like models)
 VOCABULARY_FACTORIES = BUILTINS  # the name the conformance tests use
 for _name, _factory in BUILTINS.items():
     register(_name, _factory)
@@ -91,6 +93,7 @@ __all__ = [
     "ChannelWeight",
     "check_layer",
     "ClassLogit",
+    "ClipText",
     "Custom",
     "Direction",
     "DirectionNeuron",
@@ -116,6 +119,7 @@ __all__ = [
     "channel_interpolate",
     "channel_weight",
     "class_logit",
+    "clip_text",
     "deepdream",
     "direction",
     "direction_neuron",

@@ -112,6 +112,12 @@ _ROWS = [
         ALL,
         "style('features.4', ((1.0, 0.0), (0.0, 1.0)))",
     ),
+    Row(
+        "clip_text",
+        "cos(e, t) at '@output': e the image embedding of a CLIP-like model, t the prompt's text embedding",
+        "vectors",
+        "clip_text('a photo of a dog')",
+    ),
 ]
 ROWS = {r.name: r for r in _ROWS}
 
