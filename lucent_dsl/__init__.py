@@ -73,6 +73,7 @@ from .objectives import (
     style as style,
     total_variation as total_variation,
 )
+from .objectives.text import clip_text as clip_text
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
 from .renderer import relu as relu
 from .renderer.phases import render as render
@@ -82,7 +83,6 @@ from .toolbox import (
     inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
 )
 from .toolbox.transparency import transparency_map as transparency_map
-from .objectives.text import clip_text as clip_text  # noqa: E402, I001 - CLIP-like models (issue 25)
 
 __all__ = [
     "IMAGE", "INPUT", "OUTPUT", "AmbiguousModelError", "Expr", "ImageError", "InvalidArgumentError",

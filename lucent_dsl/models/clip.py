@@ -71,6 +71,13 @@ class ClipImage(nn.Module):
         kind: "open_clip", "hf_clip" or "hf_siglip".
     """
 
+    clip_model: Any
+    visual: Any
+    vision_model: Any
+    visual_projection: Any
+    kind: str
+    tokenizer: Tokenizer | None
+
     def __init__(self, model: nn.Module, *, tokenizer: Tokenizer | None = None) -> None:
         super().__init__()
         kind = kind_of(model)
@@ -129,12 +136,12 @@ class ClipImage(nn.Module):
         if isinstance(out, Mapping) and isinstance(out.get("input_ids"), Tensor):
             return dict(out)
         raise InvalidArgumentError(
-            f"the tokenizer of {type(self.clip_model).__name__} returned a {type(out).__name__}; a tokenizer must return "
-            "token ids, a (N, L) tensor or a mapping with 'input_ids'"
+            f"the tokenizer of {type(self.clip_model).__name__} returned a {type(out).__name__}; a tokenizer "
+            "must return token ids, a (N, L) tensor or a mapping with 'input_ids'"
         )
 
     def text_embedding(self, prompt: str) -> Tensor:
-        """(D,) float32 embedding of `prompt`, computed once per model, prompt and tokenizer (until weights change)."""
+        """(D,) float32 embedding of `prompt`, once per model, prompt and tokenizer (until the weights change)."""
         model = self.clip_model
         cache = _texts.setdefault(model, {})
         key = (prompt, id(self.tokenizer) if self.tokenizer is not None else None)
@@ -159,7 +166,7 @@ def _is_hf_tokenizer(tok: Any) -> bool:
 
 
 def default_tokenizer(model: nn.Module, kind: str) -> Tokenizer:
-    """The tokenizer a model's text tower reads when none was given, else InvalidArgumentError saying how to give one."""
+    """The tokenizer the text tower reads when none was given; else InvalidArgumentError saying how to give one."""
     if kind == "open_clip":
         found = openclip.context_tokenizer(model)
         where = ("its text tower does not read open_clip's BPE vocabulary; give open_clip.get_tokenizer(ARCH) "
@@ -216,7 +223,7 @@ def _hf_size(cfg: Mapping[str, Any], fallback: int) -> tuple[int, int]:
     return (int(size), int(size)) if size else (fallback, fallback)
 
 
-def hf_info(model: nn.Module, kind: str) -> ModelInfo:
+def hf_info(model: Any, kind: str) -> ModelInfo:
     """The `ModelInfo` of an HF CLIPModel / SiglipModel (see the module docstring)."""
     fallback = int(model.config.vision_config.image_size)
     cfg = _processor_config(model)

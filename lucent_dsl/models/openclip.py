@@ -12,7 +12,7 @@ A tower passed alone (`model.visual`: `VisionTransformer`, `ModifiedResNet`) run
 shallow copy that carries the declared `ModelInfo` (the user's module is not changed; its submodules,
 weights and names are shared). A whole CLIP model runs through `lucent_dsl.models.clip`.
 
-`build(arch, pretrained)` builds what an `open_clip:ARCH[:PRETRAINED]` spec names; `pretrained` must be
+`create(arch, pretrained)` builds what an `open_clip:ARCH[:PRETRAINED]` spec names; `pretrained` must be
 one of open_clip's tags for `arch` (never a file path), and random weights need no download.
 open_clip (`pip install open_clip_torch`, the `clip` extra) is imported only when one of its models is seen.
 
@@ -183,17 +183,18 @@ def tokenizer_of(arch: str) -> Callable[[Sequence[str]], Tensor]:
     return _open_clip().get_tokenizer(arch)
 
 
-def build(arch: str, pretrained: str | None = None) -> nn.Module:
-    """The open_clip model `open_clip:ARCH[:PRETRAINED]` names, ready to render: its image tower (`clip_image`),
-    with open_clip's tokenizer for `arch` for `clip_text`. Random weights when `pretrained` is None."""
+def create(arch: str, pretrained: str | None = None) -> nn.Module:
+    """The open_clip model `open_clip:ARCH[:PRETRAINED]` names (`specs` runs it through `clip.clip_image` with
+    `arch_tokenizer(arch)`), in eval mode. Random weights when `pretrained` is None."""
     oc = _open_clip()
     check_arch(arch)
     tag = pretrained_tag(pretrained, oc.list_pretrained_tags_by_model(arch))
-    model = oc.create_model(arch, pretrained=tag)
-    model.eval().requires_grad_(False)
-    from .clip import clip_image
+    return oc.create_model(arch, pretrained=tag).eval().requires_grad_(False)
 
-    return clip_image(model, tokenizer=ft.partial(_tokenize, arch), name=arch)
+
+def arch_tokenizer(arch: str) -> Callable[[Sequence[str]], Tensor]:
+    """open_clip's tokenizer for `arch`, loaded when first called."""
+    return ft.partial(_tokenize, arch)
 
 
 def _tokenize(arch: str, prompts: Sequence[str]) -> Tensor:
@@ -218,7 +219,7 @@ def _simple_tokenizer(context: int) -> Any:
     return SimpleTokenizer(context_length=context)
 
 
-def encode_text(model: nn.Module, tokens: Tensor | Mapping[str, Tensor]) -> Tensor:
+def encode_text(model: Any, tokens: Tensor | Mapping[str, Tensor]) -> Tensor:
     """(N, D) text embeddings of an open_clip CLIP model (its text projection included, not normalized)."""
     if isinstance(tokens, Mapping):
         tokens = tokens["input_ids"]

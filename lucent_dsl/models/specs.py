@@ -7,7 +7,7 @@
 | `torchvision:resnet18`             | a torchvision architecture, random weights                   |
 | `torchvision:resnet18:weights=DEFAULT` | ... with torchvision's pretrained weights (downloads)    |
 | `timm:NAME[:pretrained=true]`      | a timm model (when timm is installed)                        |
-| `open_clip:ARCH[:PRETRAINED]`      | an open_clip model's image tower (`models.clip`); PRETRAINED is a tag (downloads) |
+| `open_clip:ARCH[:PRETRAINED]`      | open_clip's CLIP, its image tower (`models.clip`); a tag downloads |
 | `path/to/file.py:factory`          | `factory()` from that file (imported with importlib)         |
 | `name=SPEC`                        | any of the above, named `name` for an ensemble               |
 
@@ -199,10 +199,12 @@ def _timm(spec: ModelSpec, text: str) -> nn.Module:
 
 
 def _open_clip(spec: ModelSpec, text: str) -> nn.Module:
-    from .openclip import build
+    from .clip import clip_image
+    from .openclip import arch_tokenizer, create
 
     try:
-        return build(spec.target, dict(spec.options).get("pretrained"))
+        model = create(spec.target, dict(spec.options).get("pretrained"))
+        return clip_image(model, tokenizer=arch_tokenizer(spec.target), name=spec.target)
     except InvalidArgumentError as e:
         raise _spec_error(text, str(e)) from None
 

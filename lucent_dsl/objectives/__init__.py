@@ -6,9 +6,10 @@ ensemble (`None`: the only model).
 
 Rooms: `activation` (units of a layer), `directions` (directions in activation space), `penalty`
 (image and batch penalties), `masks` (spatial masks), `source` (paired renders), `gram` (`style`:
-Gram-matrix match), `custom` (the `@objective` decorator), `text` (`clip_text`: CLIP-like models). `_term` is the toolkit they share. A new built-in term goes
+Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes
 in the room
 of its kind and gets one line in `BUILTINS` below; `parse`, JSON and the docs table then know it.
+Room `text`: `clip_text`, the cosine with a prompt's embedding through a CLIP-like model's text tower.
 
 Example:
     >>> e = channel("layer4", 12) + 0.5 * neuron("layer3", 5) - 0.1 * diversity("layer4")

@@ -31,7 +31,8 @@ from ._term import Batch, check_batch, check_model, frozen, per_image, tensor_at
 def check_prompt(v: Any) -> str:
     """A prompt: a string with some non-space text."""
     if not isinstance(v, str) or not v.strip():
-        raise InvalidArgumentError(f"clip_text's prompt must be a non-empty string such as 'a photo of a dog', got {v!r}")
+        raise InvalidArgumentError(
+            f"clip_text's prompt must be a non-empty string such as 'a photo of a dog', got {v!r}")
     return v
 
 

@@ -195,7 +195,7 @@ def bind(objective: Expr, models: Mapping[str, nn.Module]) -> Expr:
             _check_layer(t, s, models[model], names[model])
         bound = bound.bind(info_of(models[model]))
         reach = getattr(bound, "bind_model", None)  # a term that needs the module itself (clip_text: its text tower)
-        return reach(models[model]) if callable(reach) else bound
+        return reach(models[model]) if callable(reach) else bound  # pyright: ignore[reportReturnType]
 
     return map_terms(objective, bind_term)
 
