@@ -118,6 +118,39 @@ def test_a_neuron_of_the_image_tower_plus_a_text_term():
     torch.testing.assert_close(got, tokens[:, 1 + 2 * 4 + 1, 5] + 0.25 * text, atol=1e-5, rtol=1e-5)
 
 
+def _outputs(model: nn.Module, x: torch.Tensor, names) -> dict:
+    """Every named module's output in one plain forward of `model` (hooks, removed after)."""
+    seen = {}
+    handles = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: seen.setdefault(n, o))
+               for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["open_clip", "clip", "siglip"])
+def test_every_token_site_reads_the_patch_grid_after_its_prefix_tokens(kind):
+    model = tiny_open_clip("vit") if kind == "open_clip" else tiny_hf(kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreprocessingWarning)
+        wrapper = clip.clip_image(model, tokenizer=_ids)
+    stated = dict(ld.info_of(wrapper).layouts)
+    assert len(stated) >= 10 and all(p == ("b (h w) c" if kind == "siglip" else "b (1 + h w) c")
+                                      for p in stated.values())
+    prefix = 0 if kind == "siglip" else 1
+    plan = ld.compile_plan(ld.sum_of(ld.neuron(n, 1, x=1, y=2) for n in sorted(stated)), wrapper)
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        rows = plan.scores(plan.forward(image), 2).rows
+    seen = _outputs(wrapper, plan.infos["model"].preprocess(image), sorted(stated))
+    for name, row in zip(sorted(stated), rows):
+        torch.testing.assert_close(row, seen[name][:, prefix + 2 * 4 + 1, 1], msg=name)
+
+
 def test_the_text_tower_runs_once_per_prompt_and_again_when_weights_change(monkeypatch):
     model = tiny_open_clip("vit")
     calls = []

@@ -240,10 +240,12 @@ def hf_info(model: Any, kind: str) -> ModelInfo:
                 f"{mean} and std {std}, at {size[0]}x{size[1]}; attach the right one to silence this: "
                 "lucent_dsl.with_info(model, lucent_dsl.ModelInfo(mean=..., std=..., input_size=...))",
                 PreprocessingWarning, stacklevel=5)
-    cls = 1 if kind == "hf_clip" else 0
-    depth = int(model.config.vision_config.num_hidden_layers)
-    pattern = f"b ({cls} + h w) c" if cls else "b (h w) c"
-    layouts = tuple((f"vision_model.encoder.layers.{i}", pattern) for i in range(depth))
+    # CLIP: a CLS token before the patches, post_layernorm on the pooled CLS vector; SigLIP: patches only
+    roots = ["embeddings", "pre_layrnorm", "encoder.layers"] if kind == "hf_clip" else [
+        "embeddings", "encoder.layers", "post_layernorm"]
+    pattern = "b (1 + h w) c" if kind == "hf_clip" else "b (h w) c"
+    layouts = tuple((name, pattern) for name, pattern in openclip.token_layouts(
+        model.vision_model, roots, pattern, prefix="vision_model.") if not name.startswith("vision_model.embeddings."))
     return ModelInfo(tuple(map(float, mean)), tuple(map(float, std)), size, name=type(model).__name__,
                      layouts=layouts)
 

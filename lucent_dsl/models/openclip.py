@@ -70,15 +70,34 @@ def preprocess_cfg(tower: nn.Module) -> dict[str, Any]:
     return cfg
 
 
+def token_layouts(model: nn.Module, roots: Sequence[str], pattern: str, *, prefix: str = "") -> tuple[tuple[str, str], ...]:
+    """(layer, pattern) for `roots` and every module under them (`model`'s names, `prefix` before each), except
+    block lists and attention modules, whose outputs are tuples (read them with '/0').
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+        >>> token_layouts(net, ["1"], "b (1 + h w) c")
+        (('1', 'b (1 + h w) c'), ('1.0', 'b (1 + h w) c'), ('1.1', 'b (1 + h w) c'))
+    """
+    out = []
+    for name, module in model.named_modules():
+        under = any(name == r or name.startswith(r + ".") for r in roots)
+        attention = isinstance(module, nn.MultiheadAttention) or name.rsplit(".", 1)[-1] in ("attn", "self_attn")
+        inside_attention = any(part in ("attn", "self_attn") for part in name.split(".")[:-1])
+        if under and not attention and not inside_attention and not isinstance(module, nn.ModuleList):
+            out.append((prefix + name, pattern))
+    return tuple(out)
+
+
 def _vit_layouts(tower: nn.Module, prefix: str) -> tuple[tuple[str, str], ...]:
-    """Every residual block of an open_clip ViT holds (B, 1 + h*w, C) tokens (batch first), CLS first."""
-    transformer = getattr(tower, "transformer", None)
-    blocks = getattr(transformer, "resblocks", None)
-    if not isinstance(blocks, nn.ModuleList) or not getattr(transformer, "batch_first", True):
+    """An open_clip ViT's tokens are (B, 1 + h*w, C), batch first, CLS first, from patch_dropout to ln_post."""
+    if not getattr(getattr(tower, "transformer", None), "batch_first", True):
         return ()
     cls = 1 if getattr(tower, "class_embedding", None) is not None else 0
-    pattern = f"b ({cls} + h w) c" if cls else "b (h w) c"
-    return tuple((f"{prefix}transformer.resblocks.{i}", pattern) for i in range(len(blocks)))
+    roots = ["patch_dropout", "ln_pre", "transformer"]
+    if getattr(tower, "attn_pool", None) is None and not getattr(tower, "final_ln_after_pool", False):
+        roots.append("ln_post")
+    return token_layouts(tower, roots, f"b ({cls} + h w) c" if cls else "b (h w) c", prefix=prefix)
 
 
 def tower_info(tower: nn.Module, *, prefix: str = "", name: str | None = None) -> ModelInfo:
