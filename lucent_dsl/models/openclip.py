@@ -70,7 +70,8 @@ def preprocess_cfg(tower: nn.Module) -> dict[str, Any]:
     return cfg
 
 
-def token_layouts(model: nn.Module, roots: Sequence[str], pattern: str, *, prefix: str = "") -> tuple[tuple[str, str], ...]:
+def token_layouts(model: nn.Module, roots: Sequence[str], pattern: str, *,
+                  prefix: str = "") -> tuple[tuple[str, str], ...]:
     """(layer, pattern) for `roots` and every module under them (`model`'s names, `prefix` before each), except
     block lists and attention modules, whose outputs are tuples (read them with '/0').
 
