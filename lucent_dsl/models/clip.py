@@ -14,9 +14,9 @@ tokenizer when the text tower reads its vocabulary; HF models use the tokenizer 
 `name_or_path`. Anything else: give one, `clip_image(model, tokenizer=...)` (a transformers tokenizer
 or processor, or any `prompts -> token ids` function), and pass that module to `render`.
 
-Preprocessing: open_clip's `preprocess_cfg` (`lucent_dsl.models.openclip`); for HF, the local
-`preprocessor_config.json` at `name_or_path`, else the family's published mean and std and the
-config's image size, with a `PreprocessingWarning`. A `ModelInfo` the user attached to the model wins.
+Preprocessing: open_clip's `preprocess_cfg` (`lucent_dsl.models.openclip`); for HF, the
+`preprocessor_config.json` of `name_or_path` (a folder, or a Hub id already in the local cache), else the
+family's published mean and std and the config's image size, with a `PreprocessingWarning`. A `ModelInfo` the user attached to the model wins.
 
 Example:
     >>> import torch.nn as nn
@@ -203,11 +203,23 @@ def name_or_path(model: nn.Module) -> str:
 
 
 def _processor_config(model: nn.Module) -> dict[str, Any] | None:
-    """`preprocessor_config.json` of a model loaded from a local folder, else None (nothing is downloaded)."""
-    path = Path(name_or_path(model))
-    file = path / "preprocessor_config.json"
-    if not str(path) or not file.is_file():
+    """`preprocessor_config.json` of the model's folder or of its Hub id in the local cache, else None (nothing is
+    downloaded)."""
+    where = name_or_path(model)
+    if not where:
         return None
+    file = Path(where) / "preprocessor_config.json"
+    if not file.is_file():
+        try:
+            from transformers.utils import cached_file  # pyright: ignore[reportMissingImports]
+
+            found = cached_file(where, "preprocessor_config.json", local_files_only=True,
+                                _raise_exceptions_for_missing_entries=False)
+        except Exception:  # noqa: BLE001 - not in the cache, or not a Hub id: no config
+            return None
+        if not found:
+            return None
+        file = Path(found)
     try:
         return json.loads(file.read_text())
     except (OSError, ValueError):
