@@ -193,6 +193,9 @@ def test_a_bound_term_prints_the_prompt_and_equals_the_unbound_one():
     assert repr(bound) == "clip_text(\"a 'quoted' café\", model='model')"
     assert plan.term_names == ("clip_text(\"a 'quoted' café\")",)
     assert ld.parse(repr(bound)) == bound and bound.text is not None  # pyright: ignore[reportAttributeAccessIssue]
+    assert ld.from_json(ld.to_json(bound)) == bound and "text" not in ld.to_json(bound).replace("clip_text", "")
+    kept = ld.compile_plan(bound, plan.models["model"]).objective  # binding again keeps the embedding
+    assert torch.equal(kept.text, bound.text)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 # --- refusals -----------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ or processor, or any `prompts -> token ids` function), and pass that module to `
 
 Preprocessing: open_clip's `preprocess_cfg` (`lucent_dsl.models.openclip`); for HF, the
 `preprocessor_config.json` of `name_or_path` (a folder, or a Hub id already in the local cache), else the
-family's published mean and std and the config's image size, with a `PreprocessingWarning`. A `ModelInfo` the user attached to the model wins.
+family's published mean and std and the config's image size, with a `PreprocessingWarning`. A `ModelInfo` the
+user attached to the model wins.
 
 Example:
     >>> import torch.nn as nn

@@ -42,7 +42,6 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's default Preproc
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _warned: weakref.WeakSet = weakref.WeakSet()
-_adapted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def attached_info(model: nn.Module) -> ModelInfo | None:
@@ -138,19 +137,8 @@ def adapt(model: nn.Module) -> nn.Module:
     """A tower passed alone, under a shallow copy carrying its declared `ModelInfo` (the user's own info wins)."""
     if not is_tower(model) or attached_info(model) is not None:
         return model
-    known = _adapted.get(model)
-    if known is not None and known.__dict__.get("_lucent_source") == _shared(model):
-        return known
     twin = copy.copy(model)  # a new object over the same submodule, parameter and buffer dicts: same names
-    twin.__dict__["_lucent_source"] = _shared(model)
-    with_info(twin, tower_info(model))
-    _adapted[model] = twin
-    return twin
-
-
-def _shared(model: nn.Module) -> tuple[int, int, int]:
-    """The identity of what a shallow copy shares (replaced dicts mean a stale copy)."""
-    return (id(model._modules), id(model._parameters), id(model._buffers))
+    return with_info(twin, tower_info(model))
 
 
 # --- open_clip: specs and tokenizers ------------------------------------------------------------------

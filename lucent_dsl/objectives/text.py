@@ -40,8 +40,8 @@ def check_prompt(v: Any) -> str:
 class ClipText(Term):
     """cos(image embedding, text embedding of `prompt`) at a CLIP-like model's `@output`.
 
-    `text` is the prompt's embedding, set by `bind_model` when a plan is compiled: it is not an argument
-    (the DSL text holds the prompt only) and not part of equality (it is what the model says about the prompt).
+    `text` is the prompt's embedding, set by `bind_model` when a plan is compiled: it is not a DSL argument
+    (the text and JSON hold the prompt only) nor part of equality (it is what the model says about the prompt).
     """
 
     name = "clip_text"
@@ -49,7 +49,12 @@ class ClipText(Term):
     prompt: str
     batch: Batch = None
     model: str | None = None
-    text: Tensor | None = dc.field(default=None, init=False, compare=False)
+    text: Tensor | None = dc.field(default=None, compare=False)
+
+    def dsl_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        pos, kw = Term.dsl_args(self)
+        kw.pop("text", None)  # what the model says about the prompt, not an argument: the text holds the prompt
+        return pos, kw
 
     def sites(self) -> tuple[Site, ...]:
         return (Site(self.model, OUTPUT),)
@@ -65,9 +70,7 @@ class ClipText(Term):
         if not isinstance(module, ClipImage):
             raise InvalidArgumentError(f"{self!r} compares the image with a prompt through a CLIP-like model's text "
                                        f"tower, but {not_clip(module)}")
-        bound = dc.replace(self)
-        object.__setattr__(bound, "text", module.text_embedding(self.prompt))
-        return bound
+        return dc.replace(self, text=module.text_embedding(self.prompt))
 
     def score(self, acts: Acts, n: int) -> Tensor:
         if self.text is None:
