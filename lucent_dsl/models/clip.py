@@ -212,7 +212,7 @@ def _processor_config(model: nn.Module) -> dict[str, Any] | None:
     file = Path(where) / "preprocessor_config.json"
     if not file.is_file():
         try:
-            from transformers.utils import cached_file  # pyright: ignore[reportMissingImports]
+            from transformers.utils.hub import cached_file  # pyright: ignore[reportMissingImports]
 
             found = cached_file(where, "preprocessor_config.json", local_files_only=True,
                                 _raise_exceptions_for_missing_entries=False)
