@@ -331,3 +331,16 @@ def test_hf_clip_models_render_through_their_image_tower(kind, tmp_path):
     assert (info.mean, info.std, info.input_size) == ((0.1, 0.2, 0.3), (0.3, 0.2, 0.1), (32, 32))
     with pytest.raises(InvalidArgumentError, match="tokenizer="):
         ld.compile_plan(ld.clip_text("a dog"), model)  # no tokenizer files in the folder
+
+
+def test_an_open_clip_spec_builds_the_same_image_tower_with_its_tokenizer():
+    first, again = specs.build_model("open_clip:RN50"), specs.build_model("open_clip:RN50:none")
+    assert isinstance(first, clip.ClipImage) and ld.models.spec_of(first) == "open_clip:RN50"
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    info = ld.info_of(first)
+    assert (info.input_size, info.mean, info.name) == ((224, 224), openclip.OPENAI_MEAN, "RN50")
+    plan = ld.compile_plan(ld.clip_text(PROMPTS[0]), first)
+    model = first.clip_model
+    with torch.no_grad():
+        text = model.encode_text(open_clip.get_tokenizer("RN50")([PROMPTS[0]]))[0]
+    torch.testing.assert_close(plan.objective.text, text)  # pyright: ignore[reportAttributeAccessIssue]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools as ft
+import logging
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -197,7 +198,17 @@ def create(arch: str, pretrained: str | None = None) -> nn.Module:
     oc = _open_clip()
     check_arch(arch)
     tag = pretrained_tag(pretrained, oc.list_pretrained_tags_by_model(arch))
-    return oc.create_model(arch, pretrained=tag).eval().requires_grad_(False)
+    quiet = _NoRandomWeightsNote()
+    logging.getLogger().addFilter(quiet)  # the spec asked for random weights: open_clip's note says nothing new
+    try:
+        return oc.create_model(arch, pretrained=tag).eval().requires_grad_(False)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _NoRandomWeightsNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
 
 
 def arch_tokenizer(arch: str) -> Callable[[Sequence[str]], Tensor]:
