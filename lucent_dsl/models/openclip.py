@@ -4,8 +4,8 @@ open_clip's `create_model` writes the preprocessing a checkpoint was trained wit
 (`model.visual.preprocess_cfg`: size, mean, std, interpolation, resize mode; older models carry
 `image_size`, `image_mean`, `image_std`). `declared_info` turns it into a `ModelInfo`: the mean and std,
 the one input size the tower takes (ViT position embeddings and ModifiedResNet's attention pool are
-built for it), and, for a ViT, the CLS token that comes before the patch grid of every residual block
-(so `channel`/`neuron` read the patch tokens, and `token=0` the CLS token). A tower without a config
+built for it), and, for a ViT, the CLS token that comes before the patch grid at every token site (so
+`neuron`'s x/y index the patch grid, and `token=0` reads the CLS token). A tower without a config
 gets open_clip's default (OpenAI CLIP's mean and std) and a `PreprocessingWarning` saying so.
 
 A tower passed alone (`model.visual`: `VisionTransformer`, `ModifiedResNet`) runs as it is, under a
