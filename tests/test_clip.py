@@ -118,11 +118,15 @@ def test_a_neuron_of_the_image_tower_plus_a_text_term():
     torch.testing.assert_close(got, tokens[:, 1 + 2 * 4 + 1, 5] + 0.25 * text, atol=1e-5, rtol=1e-5)
 
 
-def _outputs(model: nn.Module, x: torch.Tensor, names) -> dict:
-    """Every named module's output in one plain forward of `model` (hooks, removed after)."""
+def _outputs(model: nn.Module, x: torch.Tensor, sites) -> dict:
+    """Every site's output in one plain forward of `model` (hooks, removed after; 'name/0': the first entry)."""
     seen = {}
-    handles = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: seen.setdefault(n, o))
-               for n in names]
+
+    def keep(site, out):
+        seen.setdefault(site, out[0] if site.endswith("/0") else out)
+
+    handles = [model.get_submodule(s.removesuffix("/0")).register_forward_hook(
+        lambda m, i, o, s=s: keep(s, o)) for s in sites]
     try:
         with torch.no_grad():
             model(x)
@@ -141,6 +145,7 @@ def test_every_token_site_reads_the_patch_grid_after_its_prefix_tokens(kind):
     stated = dict(ld.info_of(wrapper).layouts)
     assert len(stated) >= 10 and all(p == ("b (h w) c" if kind == "siglip" else "b (1 + h w) c")
                                       for p in stated.values())
+    assert sum(s.endswith("attn/0") for s in stated) == 2  # one attention module per block, read as its output
     prefix = 0 if kind == "siglip" else 1
     plan = ld.compile_plan(ld.sum_of(ld.neuron(n, 1, x=1, y=2) for n in sorted(stated)), wrapper)
     image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))

@@ -72,20 +72,24 @@ def preprocess_cfg(tower: nn.Module) -> dict[str, Any]:
 
 def token_layouts(model: nn.Module, roots: Sequence[str], pattern: str, *,
                   prefix: str = "") -> tuple[tuple[str, str], ...]:
-    """(layer, pattern) for `roots` and every module under them (`model`'s names, `prefix` before each), except
-    block lists and attention modules, whose outputs are tuples (read them with '/0').
+    """(site, pattern) for `roots` and every module under them (`model`'s names, `prefix` before each), but block
+    lists and the insides of attention modules; an attention module returns a tuple, so its site is `name/0` (the
+    attention output, what a term reads there).
 
     Example:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.MultiheadAttention(2, 1)))
         >>> token_layouts(net, ["1"], "b (1 + h w) c")
-        (('1', 'b (1 + h w) c'), ('1.0', 'b (1 + h w) c'), ('1.1', 'b (1 + h w) c'))
+        (('1', 'b (1 + h w) c'), ('1.0', 'b (1 + h w) c'), ('1.1/0', 'b (1 + h w) c'))
     """
-    out = []
+    out, attentions = [], []
     for name, module in model.named_modules():
         under = any(name == r or name.startswith(r + ".") for r in roots)
-        attention = isinstance(module, nn.MultiheadAttention) or name.rsplit(".", 1)[-1] in ("attn", "self_attn")
-        inside_attention = any(part in ("attn", "self_attn") for part in name.split(".")[:-1])
-        if under and not attention and not inside_attention and not isinstance(module, nn.ModuleList):
+        if not under or isinstance(module, nn.ModuleList) or any(name.startswith(a + ".") for a in attentions):
+            continue
+        if isinstance(module, nn.MultiheadAttention) or name.rsplit(".", 1)[-1] in ("attn", "self_attn"):
+            attentions.append(name)
+            out.append((f"{prefix}{name}/0", pattern))
+        else:
             out.append((prefix + name, pattern))
     return tuple(out)
 
