@@ -73,6 +73,7 @@ from .objectives import (
     style as style,
     total_variation as total_variation,
 )
+from .objectives.text import clip_text as clip_text
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
 from .renderer import relu as relu
 from .renderer.phases import render as render
@@ -95,7 +96,7 @@ __all__ = [
 ]
 from .objectives import facet as facet  # noqa: E402  faceted visualization's term (objectives/attribution.py)
 
-__all__ += ["facet"]
+__all__ += ["facet", "clip_text"]
 
 
 def __getattr__(name: str):

@@ -7,6 +7,7 @@
 | `torchvision:resnet18`             | a torchvision architecture, random weights                   |
 | `torchvision:resnet18:weights=DEFAULT` | ... with torchvision's pretrained weights (downloads)    |
 | `timm:NAME[:pretrained=true]`      | a timm model (when timm is installed)                        |
+| `open_clip:ARCH[:PRETRAINED]`      | open_clip's CLIP, its image tower (`models.clip`); a tag downloads |
 | `path/to/file.py:factory`          | `factory()` from that file (imported with importlib)         |
 | `name=SPEC`                        | any of the above, named `name` for an ensemble               |
 
@@ -38,7 +39,7 @@ MODEL_SEED = 0
 
 _NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_\-]*)=(.+)$")
 _SPEC_HELP = (
-    "a zoo name ({zoo}), torchvision:NAME[:weights=W], timm:NAME[:pretrained=true], "
+    "a zoo name ({zoo}), torchvision:NAME[:weights=W], timm:NAME[:pretrained=true], open_clip:ARCH[:PRETRAINED], "
     "path/to/file.py:factory, or name=SPEC for an ensemble"
 )
 
@@ -104,6 +105,8 @@ def parse_spec(spec: str) -> ModelSpec:
                 raise _spec_error(spec, f"unknown option {opt!r}; {head} specs take {allowed[0]}=...")
             options.append((key, value))
         return ModelSpec(name, head, target, tuple(options))
+    if head == "open_clip":
+        return _open_clip_spec(name, rest, spec)
     path, colon, factory = text.rpartition(":")
     if colon and path.endswith(".py"):
         if not factory.isidentifier():
@@ -114,6 +117,19 @@ def parse_spec(spec: str) -> ModelSpec:
     close = [n for n in _zoo().names() if n.startswith(text[:3].lower())]
     hint = f"did you mean {close[0]!r}" if close else "not a zoo name, torchvision:, timm: or file.py:factory"
     raise _spec_error(spec, hint)
+
+
+def _open_clip_spec(name: str | None, rest: str, spec: str) -> ModelSpec:
+    """`open_clip:ARCH[:PRETRAINED]` (or `:pretrained=TAG`): the tag is kept as an option, `none` dropped."""
+    arch, *opts = rest.split(":")
+    if not arch or len(opts) > 1:
+        raise _spec_error(spec, "open_clip: takes an architecture and an optional pretrained tag, e.g. "
+                                "open_clip:ViT-B-32 or open_clip:ViT-B-32:laion2b_s34b_b79k")
+    tag = opts[0].partition("=")[2] if opts and opts[0].lower().startswith("pretrained=") else (opts or [""])[0]
+    if opts and not tag:
+        raise _spec_error(spec, "the pretrained tag is empty")
+    options = (("pretrained", tag),) if tag and tag.lower() != "none" else ()
+    return ModelSpec(name, "open_clip", arch, options)
 
 
 def normalize_spec(spec: str) -> str:
@@ -182,6 +198,17 @@ def _timm(spec: ModelSpec, text: str) -> nn.Module:
     return with_info(model, info)
 
 
+def _open_clip(spec: ModelSpec, text: str) -> nn.Module:
+    from .clip import clip_image
+    from .openclip import arch_tokenizer, create
+
+    try:
+        model = create(spec.target, dict(spec.options).get("pretrained"))
+        return clip_image(model, tokenizer=arch_tokenizer(spec.target), name=spec.target)
+    except InvalidArgumentError as e:
+        raise _spec_error(text, str(e)) from None
+
+
 def _from_file(spec: ModelSpec, text: str) -> nn.Module:
     path_text, factory_name = spec.target.rsplit(":", 1)
     path = Path(path_text).expanduser()
@@ -230,7 +257,8 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
     if s.kind == "zoo":
         model = _zoo().load(s.target)
     else:
-        build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}[
+        build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file,
+                                                      "open_clip": _open_clip}[
             s.kind
         ]
         with torch.random.fork_rng(devices=[]):

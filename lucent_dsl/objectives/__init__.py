@@ -9,6 +9,7 @@ Rooms: `activation` (units of a layer), `directions` (directions in activation s
 Gram-matrix match), `custom` (the `@objective` decorator). `_term` is the toolkit they share. A new built-in term goes
 in the room
 of its kind and gets one line in `BUILTINS` below; `parse`, JSON and the docs table then know it.
+Room `text`: `clip_text`, the cosine with a prompt's embedding through a CLIP-like model's text tower.
 
 Example:
     >>> e = channel("layer4", 12) + 0.5 * neuron("layer3", 5) - 0.1 * diversity("layer4")
@@ -68,6 +69,7 @@ from .penalty import (
     total_variation,
 )
 from .source import SourceL2, SourceMatch, source_l2, source_match
+from .text import ClipText, clip_text
 
 BUILTINS: dict[str, Callable[..., Expr]] = {
     "channel": channel, "neuron": neuron, "layer": layer, "deepdream": deepdream, "direction": direction,
@@ -78,6 +80,7 @@ BUILTINS: dict[str, Callable[..., Expr]] = {
     "source_l2": source_l2, "style": style,
 }
 BUILTINS["facet"] = facet  # objectives/attribution.py: faceted feature visualization (Goh et al. 2021)
+BUILTINS["clip_text"] = clip_text  # objectives.text (CLIP-like models)
 VOCABULARY_FACTORIES = BUILTINS  # the name the conformance tests use
 for _name, _factory in BUILTINS.items():
     register(_name, _factory)
@@ -93,6 +96,7 @@ __all__ = [
     "ChannelWeight",
     "check_layer",
     "ClassLogit",
+    "ClipText",
     "Custom",
     "Direction",
     "DirectionNeuron",
@@ -118,6 +122,7 @@ __all__ = [
     "channel_interpolate",
     "channel_weight",
     "class_logit",
+    "clip_text",
     "deepdream",
     "direction",
     "direction_neuron",

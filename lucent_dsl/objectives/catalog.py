@@ -140,6 +140,12 @@ _ROWS = [
         ALL,
         "facet(channel('features.16', 7), 'features.6', (0.5, -1.0))",
     ),
+    Row(
+        "clip_text",
+        "cos(e, t) at '@output': e the image embedding of a CLIP-like model, t the prompt's text embedding",
+        "vectors",
+        "clip_text('a photo of a dog')",
+    ),
 ]
 ROWS = {r.name: r for r in _ROWS}
 

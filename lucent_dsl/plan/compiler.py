@@ -193,7 +193,9 @@ def bind(objective: Expr, models: Mapping[str, nn.Module]) -> Expr:
             if s.module_path == IMAGE:
                 continue
             _check_layer(t, s, models[model], names[model])
-        return bound.bind(info_of(models[model]))
+        bound = bound.bind(info_of(models[model]))
+        reach = getattr(bound, "bind_model", None)  # a term that needs the module itself (clip_text: its text tower)
+        return reach(models[model]) if callable(reach) else bound  # pyright: ignore[reportReturnType]
 
     return map_terms(objective, bind_term)
 

@@ -12,7 +12,7 @@ and it reads no file. Everything else is an *ask*, and runs only when the user a
 | kind       | what the recipe asks for                                    |
 | ---------- | ----------------------------------------------------------- |
 | `file`     | import a Python file and call a function in it (`file.py:factory`) |
-| `download` | download pretrained weights (torchvision `weights=`, timm `pretrained=true`) |
+| `download` | download pretrained weights (torchvision `weights=`, timm `pretrained=true`, open_clip tags) |
 | `image`    | read the input image of a caricature/accentuate recipe      |
 | `large`    | settings above `resources.CAPS` (steps, size, batch, GIF frames) |
 | `memory`   | a render estimated to need more memory than the machine has (`resources.check_memory`) |
@@ -117,6 +117,9 @@ def model_asks(specs: Iterable[str]) -> list[Ask]:
                 out.append(Ask("download", text, does))
         elif s.kind == "timm" and dict(s.options).get("pretrained", "false").lower() in _TRUE:
             out.append(Ask("download", text, f"downloads timm's pretrained weights of {s.target}"))
+        elif s.kind == "open_clip" and dict(s.options).get("pretrained", "none").strip().lower() != "none":
+            tag = dict(s.options)["pretrained"]
+            out.append(Ask("download", text, f"downloads open_clip's {tag} weights of {s.target}"))
     return out
 
 
