@@ -33,7 +33,7 @@ from .record.recipe import (
     TRANSFORMS as TRANSFORMS,
     Recipe as Recipe,
 )
-from .record.resources import torch_threads
+from .record.resources import check_model_specs, torch_threads
 from .renderer import phases  # phases.render read at call time, so a patched render is the one run
 from .toolbox import inversion
 
@@ -60,6 +60,7 @@ def run(
     """
     recipe.check_trusted(allow, models=models is None)
     if models is None:
+        check_model_specs(recipe.models, device=device, allow=allow or ())
         models = build_models(recipe.models, device=device)
     check_models(models)
     with torch_threads(recipe.threads):  # the pixels depend on it (reductions split per thread); restored after

@@ -165,11 +165,12 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
     """Check, build (unless `models`), render, write the image (and GIF); Ctrl-C writes what was rendered."""
     from ..models.checks import check_models
     from ..models.specs import build_models
-    from ..record.resources import check_caps, check_memory, check_writable
+    from ..record.resources import check_caps, check_memory, check_model_specs, check_writable
 
     allowed = _allowed(args)
     device = _device(args)
     if models is None:
+        check_model_specs(recipe.models, device=device, allow=allowed)
         models = build_models(recipe.models, device=device)  # the trust rule was checked by the caller
     check_models(models)
     recipe = recipe.resolved(models)

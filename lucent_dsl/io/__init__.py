@@ -1,7 +1,8 @@
 """Every file format lucent_dsl reads or writes, and every write atomic.
 
-Rooms: `files` (images in and out, the recipe key, atomic writes, checks before decoding), `grid`
-(tensors to labelled image grids), `metadata` (reading PNG/JPEG/WebP metadata without decoding pixels).
+Rooms: `files` (images in and out, the recipe key, checks before decoding), `grid`
+(tensors to labelled image grids), `metadata` (reading PNG/JPEG/WebP metadata without decoding pixels),
+`atomic` (atomic writes; what a killed writer left is removed), `tensors` (`.npy`/`.pt` files, read safely).
 
 Example:
     >>> import torch

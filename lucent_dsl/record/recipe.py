@@ -38,6 +38,7 @@ from ..models.hardware import resolve_precision
 from ..models.info import device_of, info_of
 from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
 from . import trust
+from .resources import check_model_specs, check_threads
 
 FORMAT = 1
 """Version of the recipe JSON layout (the `lucent_dsl_recipe` key)."""
@@ -117,6 +118,7 @@ class Recipe:
         object.__setattr__(self, "decay_power", float(self.decay_power))
         if self.threads is not None:
             object.__setattr__(self, "threads", check_int("threads", self.threads, where="recipe"))
+            check_threads(self.threads, "recipe: threads")
         if (
             isinstance(self.lr, bool)
             or not isinstance(self.lr, numbers.Real)
@@ -225,6 +227,7 @@ class Recipe:
             UntrustedRecipeError: a file spec or a download that `allow` does not name.
         """
         self.check_trusted(allow, image=False)
+        check_model_specs(self.models, device=device, allow=allow or ())
         return build_models(self.models, device=device)
 
     def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:
