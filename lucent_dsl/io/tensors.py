@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,18 +67,19 @@ def load_tensor_file(path: str | os.PathLike[str], *, what: str = "a dataset",
     if suffix == ".npy":
         try:
             return np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged header fails in numpy's parser (ValueError, TokenError, ...)
             raise error(f"cannot read {p.name!r} as a NumPy .npy file ({_first_line(e)}); it is damaged, of "
                         "another format, or an object array (write numbers: np.save(path, array))") from None
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file's odd pickle protocol warns before it fails
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):
             raise error(f"{what} {p.name!r} is not loaded: {_PICKLE_HINT}") from None
         raise error(f"cannot read {p.name!r} as a PyTorch file ({_unpickling_reason(e)}); it is damaged or of "
                     "another format") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, IndexError, KeyError,
-            AttributeError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - a damaged file fails anywhere in torch's reader (zip, pickle, storages)
         raise error(f"cannot read {p.name!r} as a PyTorch file ({type(e).__name__}: {_first_line(e)}); it is "
                     "damaged or of another format") from None
 

@@ -100,7 +100,7 @@ class Recipe:
             object.__setattr__(self, "objective", repr(parse(self.objective)))
         elif self.command != "caricature":
             raise InvalidArgumentError(f"recipe: a {self.command} needs an objective")
-        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+        if not isinstance(self.models, (list, tuple)) or not all(isinstance(m, str) for m in self.models):
             raise InvalidArgumentError(f"recipe: models must be a list of spec strings, got {self.models!r}")
         object.__setattr__(self, "models", tuple(self.models))
         for m in self.models:
@@ -127,11 +127,13 @@ class Recipe:
             raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "batch", check_int("batch", self.batch, where="recipe"))
+        if self.image is not None and not isinstance(self.image, str):
+            raise InvalidArgumentError(f"recipe: image must be a path (text), got {self.image!r}")
         if self.command != "render" and self.image is None:
             raise InvalidArgumentError(f"recipe: a {self.command} needs an image")
         if self.command == "caricature" and not self.layers:
             raise InvalidArgumentError("recipe: a caricature needs layers")
-        if isinstance(self.layers, str) or not all(isinstance(s, str) for s in self.layers):
+        if not isinstance(self.layers, (list, tuple)) or not all(isinstance(s, str) for s in self.layers):
             raise InvalidArgumentError(f"recipe: layers must be a list of layer names, got {self.layers!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
 

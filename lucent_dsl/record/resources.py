@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses as dc
+import functools as ft
 import math
 import os
 import shutil
@@ -250,6 +251,7 @@ ZOO_MODEL_BYTES = 2**27
 """What one zoo model is counted as (an upper bound: the largest, vit_s_focus, holds 22 M float32 parameters)."""
 
 
+@ft.lru_cache(maxsize=64)
 def _meta_parameters(kind: str, target: str) -> int:
     """Parameters of a torchvision/timm architecture, built on the meta device (no memory, no weights); 0 if unknown."""
     try:
