@@ -1,4 +1,8 @@
 """Atlas files: per-layer grids, the manifest rebuilt from the PNGs, and index.html.
+
+Example:
+    >>> grid_filename("features.4", single=False), grid_filename("features.4", single=True)
+    ('features.4.grid.png', 'grid.png')
 """
 import html
 import json

@@ -5,6 +5,10 @@ read from files (`trust`), the caps and the memory a render needs (`resources`),
 the models (`checks`), the output files (writable, room, a format their extension names). Ctrl-C
 during a render saves what was rendered (its recipe says the steps done, and is marked
 interrupted), says where, and exits 130.
+
+Example:
+    >>> size_arg("32x48"), size_arg("64")
+    ((32, 48), (64, 64))
 """
 from __future__ import annotations
 

@@ -14,6 +14,14 @@ parsers, e.g. [common, models, optim]); each sets `run` to `run(args) -> int`. E
 (every batch of cells, groups or atoms has its own objectives, which a compiled step would compile
 again). `--precision` is render's (default auto, decided once per command; each image's recipe records what
 ran), except for maco, whose own loop runs fp32 and refuses bf16; `--decay-power` is refused rather than ignored.
+
+Example:
+    >>> import pathlib, tempfile, numpy as np, torch.nn as nn
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.npy"
+    >>> np.save(p, np.zeros((2, 1, 8, 8), np.float32))
+    >>> images, labels = dataset(str(p), nn.Conv2d(1, 2, 3))
+    >>> tuple(images.shape), labels
+    ((2, 1, 8, 8), None)
 """
 from __future__ import annotations
 

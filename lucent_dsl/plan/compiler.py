@@ -46,7 +46,6 @@ from ..errors import (
     ModelNotFoundError,
     ObjectiveShapeError,
 )
-from ..models.checks import check_models
 from ..models.info import ModelInfo, info_of
 from ..models.layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
 from ..models.sizes import Geometry
@@ -398,8 +397,7 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
             e.g. {"features.3": "b h w c"} (see `lucent_dsl.models.layouts`).
 
     Raises:
-        LayerNotFoundError, ModelNotFoundError, AmbiguousModelError, InvalidArgumentError: before any forward
-            (a model `render` cannot drive, e.g. on the meta device or with float16 weights: `models.checks`).
+        LayerNotFoundError, ModelNotFoundError, AmbiguousModelError, InvalidArgumentError: before any forward.
     """
     n_images = None
     if isinstance(objective, str):
@@ -418,7 +416,6 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
     sites = tuple(sorted({s for t in terms_of(bound) for s in t.sites()}, key=lambda s: (s.model or "", s.layer)))
     used = {name: m for name, m in all_models.items() if any(s.model == name for s in sites)}
     _device_of(used)
-    check_models(used)  # meta weights, fp16/bf16/fp64 parameters, TorchScript: refused by name, before any forward
     runners = {
         name: make_runner(
             m, tuple(sorted({s.module_path for s in sites if s.model == name} - {INPUT})), strategy=truncate, fuse=fuse
