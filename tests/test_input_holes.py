@@ -41,10 +41,14 @@ def load_tensor_file(path, **kwargs):  # imported when called, so that this file
 HANG_GUARD_S = 120  # generous: what is bounded here took 25 minutes or forever before
 
 
+class Hang(BaseException):
+    """A hang, raised by SIGALRM: a BaseException, so that no `except OSError` on its way makes it look handled."""
+
+
 @contextlib.contextmanager
 def _within(seconds: float):
     def hung(*_):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
+        raise Hang(f"still running after {seconds} s: a hang")
 
     old = signal.signal(signal.SIGALRM, hung)
     signal.setitimer(signal.ITIMER_REAL, seconds)
