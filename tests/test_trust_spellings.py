@@ -8,11 +8,13 @@ it would download, the rule must have asked.
 
 `KINDS` is the one table: a row per spec kind that can ask for something, naming the option, its values, where the
 builder's downloading call is, and how its arguments show a download. A new spec kind (e.g. `hf:`, `open_clip:`) adds
-a row; `test_every_spec_kind_that_downloads_has_a_row` fails until it does.
+a row; `test_every_spec_kind_with_an_option_has_a_row` reads the spec table of `models.specs`'s docstring and fails
+until every `kind:...:option=value` it shows has one.
 """
 from __future__ import annotations
 
 import dataclasses as dc
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ class KindAsks:
     """How one spec kind asks for a download: `spec(value)` is a spec with `option=value`; `patch` is (module path,
     attribute) of the builder's call that downloads; `downloads(args, kwargs)` tells from that call whether it would."""
 
+    option: str
     spec: Callable[[str], str]
     values: tuple[str, ...]
     patch: tuple[str, str]
@@ -36,12 +39,14 @@ class KindAsks:
 
 KINDS: dict[str, KindAsks] = {
     "torchvision": KindAsks(
+        option="weights",
         spec=lambda v: f"torchvision:resnet18:weights={v}",
         values=("DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "none", "None"),
         patch=("torchvision.models", "get_model"),
         downloads=lambda args, kwargs: kwargs.get("weights") is not None,
     ),
     "timm": KindAsks(
+        option="pretrained",
         spec=lambda v: f"timm:resnet18:pretrained={v}",
         values=("true", "1", "yes", "false", "0", "no"),
         patch=("timm", "create_model"),
@@ -49,8 +54,6 @@ KINDS: dict[str, KindAsks] = {
     ),
 }
 """Spec kinds that can ask for a download, each with every value its option takes (see the module docstring)."""
-ASKING_KINDS = ("torchvision", "timm")
-"""The kinds of `models.specs.parse_spec` that take an option; each needs a row in `KINDS` (the test below)."""
 
 
 class _Stop(Exception):
@@ -120,9 +123,16 @@ def test_upper_case_true_asks_for_a_download():  # the mutant the audit found: a
         assert _asks_download(spec), spec
 
 
-def test_every_spec_kind_that_downloads_has_a_row():
-    assert set(ASKING_KINDS) <= set(KINDS), sorted(set(ASKING_KINDS) - set(KINDS))
-    # every kind parse_spec gives that takes options is in ASKING_KINDS (zoo and file specs take none)
-    for kind, text in (("torchvision", "torchvision:resnet18:weights=none"), ("timm", "timm:resnet18:pretrained=no")):
-        assert specs.parse_spec(text).kind == kind and specs.parse_spec(text).options
-    assert not specs.parse_spec("mobilenet_v2").options
+def documented_options() -> set[tuple[str, str]]:
+    """(kind, option) of every `kind:NAME:option=value` (or `[:option=value]`) in the spec table of `models.specs`."""
+    return set(re.findall(r"`(\w+):[^`:]+\[?:(\w+)=[^`]*`", specs.__doc__ or ""))
+
+
+def test_every_spec_kind_with_an_option_has_a_row():
+    found = documented_options()
+    assert {("torchvision", "weights"), ("timm", "pretrained")} <= found, found  # the reader reads the table
+    missing = sorted(f"{kind}:...:{option}=" for kind, option in found if kind not in KINDS or KINDS[kind].option != option)
+    assert not missing, f"add a row to KINDS for {missing}"
+    for kind, row in KINDS.items():  # and each row's spec is one of that kind, with that option
+        assert specs.parse_spec(row.spec(row.values[0])).kind == kind
+        assert dict(specs.parse_spec(row.spec(row.values[0])).options).keys() == {row.option}
