@@ -186,7 +186,8 @@ class Recipe:
 
         p = Path(path)
         if not p.is_file():
-            raise InvalidArgumentError(f"recipe file {str(p)!r} does not exist")
+            why = "is not a regular file (a folder, a FIFO, a device)" if p.exists() else "does not exist"
+            raise InvalidArgumentError(f"recipe file {str(p)!r} {why}")
         if sniff(p) is not None:
             meta = read_metadata(p)
             if RECIPE_KEY not in meta:
