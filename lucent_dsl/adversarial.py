@@ -2,6 +2,14 @@
 
 `ld.adversarial` still names that module. Importing `lucent_dsl.adversarial` warns (a FutureWarning naming the new
 import) and gives the same objects; this shim will be removed in a later release.
+
+Example:
+    >>> import importlib, warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     old = importlib.reload(importlib.import_module("lucent_dsl.adversarial"))
+    >>> caught[0].category.__name__, old.fgsm is importlib.import_module("lucent_dsl.toolbox.adversarial").fgsm
+    ('FutureWarning', True)
 """
 import warnings
 

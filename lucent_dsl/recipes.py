@@ -2,6 +2,15 @@
 
 `ld.recipes` still names that module. Importing `lucent_dsl.recipes` warns (a FutureWarning naming the new
 import) and gives the same objects; this shim will be removed in a later release.
+
+Example:
+    >>> import importlib, warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     old = importlib.reload(importlib.import_module("lucent_dsl.recipes"))
+    >>> new = importlib.import_module("lucent_dsl.toolbox.inversion")
+    >>> caught[0].category.__name__, old.caricature is new.caricature
+    ('FutureWarning', True)
 """
 import warnings
 

@@ -35,7 +35,7 @@ from .record.recipe import (
     Recipe as Recipe,
     supply_message,
 )
-from .record.resources import torch_threads
+from .record.resources import check_model_specs, torch_threads
 from .renderer import phases  # phases.render read at call time, so a patched render is the one run
 from .toolbox import inversion
 
@@ -68,6 +68,7 @@ def run(
         raise InvalidArgumentError(supply_message(recipe))
     recipe.check_trusted(allow, models=models is None)
     if models is None:
+        check_model_specs(recipe.models, device=device, allow=allow or ())
         models = build_models(recipe.models, device=device)
     check_models(models)
     check_supplied(recipe, models)

@@ -44,9 +44,28 @@ settings.register_profile("ci", parent=settings.get_profile("default"), derandom
 # The suite is deterministic by default (the same examples every run, so CI never flakes);
 # HYPOTHESIS_RANDOM=1 explores fresh examples on each run.
 settings.load_profile("default" if os.environ.get("HYPOTHESIS_RANDOM") else "ci")
+# LUCENT_EXPLORE=1: fresh examples (seeded by pytest's --hypothesis-seed, which a failure's message repeats), at most
+# LUCENT_EXPLORE_EXAMPLES (default 10) per test; tests/test_hypothesis_explore.py runs it in every CI run.
+settings.register_profile("explore", parent=settings.get_profile("default"), derandomize=False, database=None,
+                          max_examples=int(os.environ.get("LUCENT_EXPLORE_EXAMPLES", "10")), print_blob=True)
+if os.environ.get("LUCENT_EXPLORE"):
+    settings.load_profile("explore")
+
+
+def _explore_budget(items) -> None:
+    """Under LUCENT_EXPLORE, a test's own max_examples is capped at the explore budget and its sample is fresh."""
+    cap = settings.get_profile("explore").max_examples
+    for item in items:
+        test = getattr(item, "obj", None)
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if own is not None:
+            test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+                own, max_examples=min(own.max_examples, cap), derandomize=False, database=None)
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("LUCENT_EXPLORE"):
+        _explore_budget(items)
     # With ATEN_CPU_CAPABILITY forced below the CPU's own (AVX2 kernels on an AVX-512 machine, to compute as an
     # AVX2 machine does), inductor's generated code gave NaN or wrong values in three torch.compile tests; they pass
     # on real AVX2 and AVX-512 machines. Skipped, with the reason, only under that forcing.

@@ -1,11 +1,15 @@
 """Fuzz: random expression trees against random activation shapes.
 
-The terms are drawn without looking at the shapes they will read (indices, positions, vector
-lengths and batch selections may or may not fit), and the activations are drawn with random
-ranks (1 to 5), sizes (sometimes empty), row counts (sometimes not a multiple of the images),
-dtypes (float, double, half, integer, bool) and containers (tuples). The contract: every evaluation
-either gives finite, per-image scores of shape (n,) (a finite scalar loss for a plan), or
-raises a `LucentError`; never an IndexError/RuntimeError from deep inside torch, never NaN.
+Two kinds of case (`cases`). Wild cases (one in five): the terms are drawn without looking at the
+shapes they will read (indices, positions, vector lengths and batch selections may or may not fit),
+and the activations are drawn with random ranks (1 to 5), sizes (sometimes empty), row counts
+(sometimes not a multiple of the images), dtypes (float, double, half, integer, bool) and
+containers (tuples). Fitting cases (four in five): float32 maps of `FIT_CHANNELS` channels and
+`FIT_SIDE` pixels a side, and terms whose indices, positions, vectors and batch selections fit
+them, so that most cases reach scoring (wild cases alone: 6 of 150 scored, the rest refused).
+The contract: every evaluation either gives finite, per-image scores of shape (n,) (a finite
+scalar loss for a plan), or raises a `LucentError`; never an IndexError/RuntimeError from deep
+inside torch, never NaN.
 
 Trees are small (at most 4 leaves) and the budgets are fixed; CI derandomizes (conftest).
 """
@@ -43,9 +47,11 @@ def fz_total(a: Tensor) -> Tensor:
     return a.float().sum()
 
 
-def batch_selections() -> st.SearchStrategy[Any]:
-    ranges = st.tuples(st.integers(0, 3), st.integers(1, 5), st.integers(1, 2)).filter(lambda t: t[0] < t[1])
-    return st.none() | st.integers(0, 3) | ranges.map(lambda t: range(*t))
+def batch_selections(n: int | None = None) -> st.SearchStrategy[Any]:
+    """Any selection, or (n given) one that fits n images."""
+    top = 5 if n is None else n
+    ranges = st.tuples(st.integers(0, top - 1), st.integers(1, top), st.integers(1, 2)).filter(lambda t: t[0] < t[1])
+    return st.none() | st.integers(0, 3 if n is None else n - 1) | ranges.map(lambda t: range(*t))
 
 
 SITES = ("a", "b", "a", "b", "c/0", "c/1", "a", "b", "c/0", "c/1", "c", "c/5", "c/out")
@@ -56,9 +62,9 @@ def sites() -> st.SearchStrategy[str]:
     return st.sampled_from(SITES)
 
 
-def position() -> st.SearchStrategy[dict[str, Any]]:
+def position(fit: bool = False) -> st.SearchStrategy[dict[str, Any]]:
     xy = st.fixed_dictionaries({}, optional={"x": st.integers(0, 3), "y": st.integers(0, 3)})
-    return xy | st.fixed_dictionaries({"token": st.integers(0, 5)})
+    return xy if fit else xy | st.fixed_dictionaries({"token": st.integers(0, 5)})
 
 
 def vectors() -> st.SearchStrategy[list[float]]:
@@ -72,33 +78,48 @@ def targets() -> st.SearchStrategy[Any]:
     )
 
 
-def term_strategies() -> st.SearchStrategy[Expr]:
-    b = batch_selections()
-    L = sites()
+FIT_CHANNELS, FIT_SIDE = 4, 4
+FIT_SITES = ("a", "b", "c/0", "c/1")
+FIT_LAYERS = ("a", "b")
+
+
+def term_strategies(n: int | None = None) -> st.SearchStrategy[Expr]:
+    """Terms drawn apart from the shapes they read; or (n given) terms that fit `fitting_tables(n)`."""
+    fit = n is not None
+    b = batch_selections(n)
+    L = st.sampled_from(FIT_SITES) if fit else sites()
+    idx = st.integers(0, FIT_CHANNELS - 1) if fit else indices
+    vec = st.lists(small, min_size=FIT_CHANNELS, max_size=FIT_CHANNELS) if fit else vectors()
+    pos = position(fit)
+    tgt = small if fit else targets()
+    tensor_target = (st.integers(0, 2**16).map(lambda s: torch.randn(FIT_CHANNELS, FIT_SIDE, FIT_SIDE,
+                                                                      generator=torch.Generator().manual_seed(s)))
+                     if fit else targets().filter(lambda t: isinstance(t, Tensor)))
+    layers = st.sampled_from(FIT_LAYERS if fit else LAYERS)
     return st.one_of(
-        st.builds(lambda lay, i, bb: ld.channel(lay, i, batch=bb), L, indices, b),
-        st.builds(lambda lay, i, pos, bb: ld.neuron(lay, i, batch=bb, **pos), L, indices, position(), b),
+        st.builds(lambda lay, i, bb: ld.channel(lay, i, batch=bb), L, idx, b),
+        st.builds(lambda lay, i, pos, bb: ld.neuron(lay, i, batch=bb, **pos), L, idx, pos, b),
         st.builds(lambda lay, bb: ld.layer(lay, batch=bb), L, b),
-        st.builds(lambda lay, v, p, bb: ld.direction(lay, v, cossim_pow=p, batch=bb), L, vectors(), st.sampled_from((0.0, 1.0, 2.5)), b),
-        st.builds(lambda lay, v, pos, bb: ld.direction_neuron(lay, v, batch=bb, **pos), L, vectors(), position(), b),
-        st.builds(lambda lay, v, bb: ld.channel_weight(lay, v, batch=bb), L, vectors(), b),
-        st.builds(lambda lay, v, pos: ld.neuron_weight(lay, v, **pos), L, vectors(), position()),
-        st.builds(ld.channel_interpolate, L, indices, L, indices),
+        st.builds(lambda lay, v, p, bb: ld.direction(lay, v, cossim_pow=p, batch=bb), L, vec, st.sampled_from((0.0, 1.0, 2.5)), b),
+        st.builds(lambda lay, v, pos, bb: ld.direction_neuron(lay, v, batch=bb, **pos), L, vec, pos, b),
+        st.builds(lambda lay, v, bb: ld.channel_weight(lay, v, batch=bb), L, vec, b),
+        st.builds(lambda lay, v, pos: ld.neuron_weight(lay, v, **pos), L, vec, pos),
+        st.builds(ld.channel_interpolate, L, idx, L, idx),
         st.builds(lambda lay, r: ld.alignment(lay, decay_ratio=r), L, st.floats(0.5, 4.0)),
         st.builds(ld.diversity, L),
-        st.builds(lambda i, lay, bb: ld.class_logit(i, layer=lay, batch=bb), indices, L | st.just(OUTPUT), b),
-        st.builds(lambda lay, t: ld.activation_match(lay, t), L, targets().filter(lambda t: isinstance(t, Tensor))),
+        st.builds(lambda i, lay, bb: ld.class_logit(i, layer=lay, batch=bb), idx, st.just(OUTPUT) if fit else L | st.just(OUTPUT), b),
+        st.builds(lambda lay, t: ld.activation_match(lay, t), L, tensor_target),
         st.builds(lambda lay, bb: ld.total_variation(layer=lay, batch=bb), L | st.just(IMAGE), b),
-        st.builds(lambda lay, t, bb: ld.l1(layer=lay, target=t, batch=bb), L | st.just(IMAGE), targets(), b),
-        st.builds(lambda lay, t: ld.l2(layer=lay, target=t), L | st.just(IMAGE), targets()),
+        st.builds(lambda lay, t, bb: ld.l1(layer=lay, target=t, batch=bb), L | st.just(IMAGE), tgt, b),
+        st.builds(lambda lay, t: ld.l2(layer=lay, target=t), L | st.just(IMAGE), tgt),
         st.builds(lambda lay: ld.blur(layer=lay), L | st.just(IMAGE)),
-        st.builds(lambda lays, p: fz_rows(*lays, power=p), st.lists(st.sampled_from(LAYERS), min_size=1, max_size=2),
+        st.builds(lambda lays, p: fz_rows(*lays, power=p), st.lists(layers, min_size=1, max_size=2),
                   st.sampled_from((1.0, 2.0))),
-        st.builds(fz_total, st.sampled_from(LAYERS)),
+        st.builds(fz_total, layers),
     )
 
 
-def expressions() -> st.SearchStrategy[Expr]:
+def expressions(n: int | None = None) -> st.SearchStrategy[Expr]:
     def extend(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
         return st.one_of(
             st.tuples(weights, children).map(lambda t: t[0] * t[1]),
@@ -106,7 +127,7 @@ def expressions() -> st.SearchStrategy[Expr]:
             st.tuples(children, children).map(lambda t: t[0] * t[1]),
         )
 
-    leaves = term_strategies() | small.map(lambda v: Const(float(v)))
+    leaves = term_strategies(n) | small.map(lambda v: Const(float(v)))
     return st.recursive(leaves, extend, max_leaves=4)
 
 
@@ -146,6 +167,37 @@ def activation_tables(draw: st.DrawFn) -> tuple[int, dict[Site, Any]]:
     return n, acts
 
 
+@st.composite
+def fitting_tables(draw: st.DrawFn, n: int) -> tuple[int, dict[Site, Any]]:
+    """Activations that `term_strategies(n)` fits: (n, FIT_CHANNELS, FIT_SIDE, FIT_SIDE) float32 maps, a tuple of
+    two for "c", (n, FIT_CHANNELS) logits, and an (n, 3, h, w) image."""
+    def maps(*dims: int) -> Tensor:
+        return torch.randn((n, *dims), generator=torch.Generator().manual_seed(draw(SEEDS)))
+
+    square = (FIT_CHANNELS, FIT_SIDE, FIT_SIDE)
+    acts: dict[Site, Any] = {Site(None, "a"): maps(*square), Site(None, "b"): maps(*square),
+                             Site(None, "c"): (maps(*square), maps(*square)), Site(None, OUTPUT): maps(FIT_CHANNELS)}
+    h, w = draw(SIDES), draw(SIDES)
+    acts[Site(None, IMAGE)] = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(n * 100 + h * 10 + w))
+    return n, acts
+
+
+EXPRESSIONS = expressions()
+FITTING = {n: st.tuples(expressions(n), fitting_tables(n)) for n in (1, 2, 3)}
+WILD = st.tuples(EXPRESSIONS, activation_tables())
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[Expr, tuple[int, dict[Site, Any]]]:
+    """One wild case in five (terms and shapes drawn apart), else a fitting one (see the module docstring)."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(WILD)
+    return draw(FITTING[draw(N_IMAGES)])
+
+
+CASES = cases()
+
+
 def check_scores(scores: Tensor, n: int, expr: Expr) -> None:
     assert isinstance(scores, Tensor), expr
     assert scores.shape == (n,), (expr, tuple(scores.shape))
@@ -163,13 +215,10 @@ class Outputs(dict):
         return _select(self[Site(site.model, site.module_path)], site)
 
 
-EXPRESSIONS = expressions()
-
-
 @settings(max_examples=150)
-@given(EXPRESSIONS, activation_tables())
-def test_evaluate_gives_finite_scores_or_a_lucent_error(expr: Expr, table: tuple[int, dict[Site, Any]]):
-    n, acts = table
+@given(CASES)
+def test_evaluate_gives_finite_scores_or_a_lucent_error(case: tuple[Expr, tuple[int, dict[Site, Any]]]):
+    expr, (n, acts) = case
     try:
         scores = evaluate(expr, Outputs(acts), n)
     except ld.LucentError as err:
@@ -182,26 +231,30 @@ def test_evaluate_gives_finite_scores_or_a_lucent_error(expr: Expr, table: tuple
 
 
 class Emit(nn.Module):
-    """Outputs a fixed random activation, scaled by the input's mean so that gradients reach the image."""
+    """Outputs a fixed random activation, scaled by the input's mean so that gradients reach the image. An activation
+    of one row per image follows the input's batch (the plan's probe forwards one image)."""
 
-    def __init__(self, value: Any):
+    def __init__(self, value: Any, rows: int):
         super().__init__()
-        self.value = value
+        self.value, self.rows = value, rows
 
     def forward(self, x: Tensor) -> Any:
         def out(v: Tensor) -> Tensor:
-            return v * (1 + x.mean()) if v.is_floating_point() else v
+            floating = v.is_floating_point()  # asked of the stored tensor: torch.fx traces this, no branch on x
+            if v.dim() and v.shape[0] == self.rows:
+                v = v[torch.arange(x.shape[0]) % self.rows]
+            return v * (1 + x.mean()) if floating else v
 
         return tuple(out(v) for v in self.value) if isinstance(self.value, tuple) else out(self.value)
 
 
 class Synthetic(nn.Module):
-    def __init__(self, acts: dict[Site, Any]):
+    def __init__(self, acts: dict[Site, Any], rows: int):
         super().__init__()
-        self.a = Emit(acts[Site(None, "a")])
-        self.b = Emit(acts[Site(None, "b")])
-        self.c = Emit(acts[Site(None, "c")])
-        self.head = Emit(acts[Site(None, OUTPUT)])
+        self.a = Emit(acts[Site(None, "a")], rows)
+        self.b = Emit(acts[Site(None, "b")], rows)
+        self.c = Emit(acts[Site(None, "c")], rows)
+        self.head = Emit(acts[Site(None, OUTPUT)], rows)
 
     def forward(self, x: Tensor) -> Any:
         self.a(x), self.b(x), self.c(x)
@@ -209,10 +262,10 @@ class Synthetic(nn.Module):
 
 
 @settings(max_examples=40)
-@given(EXPRESSIONS, activation_tables(), st.sampled_from(("fx", "hooks")))
-def test_plan_loss_is_a_finite_scalar_or_a_lucent_error(expr: Expr, table: tuple[int, dict[Site, Any]], truncate: str):
-    n, acts = table
-    model = Synthetic(acts)
+@given(CASES, st.sampled_from(("fx", "hooks")))
+def test_plan_loss_is_a_finite_scalar_or_a_lucent_error(case: tuple[Expr, tuple[int, dict[Site, Any]]], truncate: str):
+    expr, (n, acts) = case
+    model = Synthetic(acts, n)
     image = acts[Site(None, IMAGE)].clone().requires_grad_(True)
     try:
         plan = ld.compile_plan(expr, model, truncate=truncate)
@@ -250,6 +303,40 @@ def test_the_fuzz_reaches_both_outcomes():
         return outcomes["scores"] >= 5 and outcomes["error"] >= 5
 
     with contextlib.suppress(NoSuchExample):  # the assertion below says what was missing
-        find(st.tuples(EXPRESSIONS, activation_tables()), enough,
+        find(WILD, enough,
              settings=settings(max_examples=1000, database=None, derandomize=True, phases=[Phase.generate]))
     assert outcomes["scores"] >= 5 and outcomes["error"] >= 5, outcomes
+
+
+def _outcomes(strategy: st.SearchStrategy[Any], draws: int, plan: bool = False) -> dict[str, int]:
+    """How `draws` draws of `strategy` end: scored (a term's score, or a plan's loss), refused, or a constant."""
+    outcomes = {"scored": 0, "refused": 0, "constant": 0}
+
+    def tally(case: Any) -> bool:
+        expr, (n, acts) = case
+        try:
+            if plan:
+                model = Synthetic(acts, n)
+                p = ld.compile_plan(expr, model, truncate="hooks")
+                p.loss(p.forward(acts[Site(None, IMAGE)]), n)
+            else:
+                evaluate(expr, Outputs(acts), n)
+        except ld.LucentError:
+            outcomes["refused"] += 1
+        else:
+            outcomes["scored" if terms_of(expr) else "constant"] += 1
+        return False
+
+    with contextlib.suppress(NoSuchExample):
+        find(strategy, tally, settings=settings(max_examples=draws, database=None, derandomize=True,
+                                                phases=[Phase.generate]))
+    return outcomes
+
+
+def test_most_fuzz_cases_reach_scoring():
+    """Issue 28: the fuzz ended in an accepted error for 144 of 150 examples. Its cases now mostly score (measured:
+    see the report of issue 28), wild cases still reach the refusals."""
+    for plan, draws in ((False, 150), (True, 40)):
+        outcomes = _outcomes(CASES, draws, plan)
+        assert outcomes["scored"] >= draws // 2, (plan, outcomes)
+        assert outcomes["refused"] >= 1, (plan, outcomes)

@@ -1,4 +1,8 @@
 """Atlas files: per-layer grids, the manifest rebuilt from the PNGs, and index.html.
+
+Example:
+    >>> grid_filename("features.4", single=False), grid_filename("features.4", single=True)
+    ('features.4.grid.png', 'grid.png')
 """
 import html
 import json
@@ -27,19 +31,16 @@ def _read(job: AtlasJob, path: Path, side: int | None) -> tuple[Any, dict[str, A
             im.load()  # PNG text chunks may follow the pixels
             meta = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
             tile = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
-    except (OSError, SyntaxError, ValueError) as e:
+        score = float(meta[SCORE_KEY]) if SCORE_KEY in meta else None
+        recipe = json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None  # damaged metadata: a ValueError
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InvalidArgumentError(
             f"cannot read the channel image {str(path)!r} ({e}): delete it and run the same command again, which "
             "renders just the missing channels"
         ) from None
     if side is not None:
         tile.thumbnail((side, side))  # shrink each tile as it is read: a big layer never sits in memory whole
-    entry = {
-        "file": job.filename,
-        "score": float(meta[SCORE_KEY]) if SCORE_KEY in meta else None,
-        "seed": job.seed,
-        "recipe": json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None,
-    }
+    entry = {"file": job.filename, "score": score, "seed": job.seed, "recipe": recipe}
     return tile, entry
 
 

@@ -21,6 +21,10 @@ Exit codes: 0 success, 2 bad input (a bad objective, layer, spec, setting or fil
 A recipe read with `--recipe` is data (`lucent_dsl.trust`): it builds only zoo models and
 torchvision/timm architectures with random weights unless `--allow file,download,image` says
 otherwise, or `--model` / `--image` replace what it names.
+
+Example:
+    >>> one_line(ValueError("a bad layer\\n  did you mean 'features.4'?"))
+    "a bad layer did you mean 'features.4'?"
 """
 from __future__ import annotations
 

@@ -5,6 +5,10 @@ read from files (`trust`), the caps and the memory a render needs (`resources`),
 the models (`checks`), the output files (writable, room, a format their extension names). Ctrl-C
 during a render saves what was rendered (its recipe says the steps done, and is marked
 interrupted), says where, and exits 130.
+
+Example:
+    >>> size_arg("32x48"), size_arg("64")
+    ((32, 48), (64, 64))
 """
 from __future__ import annotations
 
@@ -179,11 +183,12 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
     """Check, build (unless `models`), render, write the image (and GIF); Ctrl-C writes what was rendered."""
     from ..models.checks import check_models
     from ..models.specs import build_models
-    from ..record.resources import check_caps, check_memory, check_writable
+    from ..record.resources import check_caps, check_memory, check_model_specs, check_writable
 
     allowed = _allowed(args)
     device = _device(args)
     if models is None:
+        check_model_specs(recipe.models, device=device, allow=allowed)
         models = build_models(recipe.models, device=device)  # the trust rule was checked by the caller
     check_models(models)
     recipe = recipe.resolved(models)

@@ -15,6 +15,14 @@ parsers, e.g. [common, models, optim]); each sets `run` to `run(args) -> int`. E
 (every batch of cells, groups or atoms has its own objectives, which a compiled step would compile
 again). `--precision` is render's (default auto, decided once per command; each image's recipe records what
 ran), except for maco, whose own loop runs fp32 and refuses bf16; `--decay-power` is refused rather than ignored.
+
+Example:
+    >>> import pathlib, tempfile, numpy as np, torch.nn as nn
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.npy"
+    >>> np.save(p, np.zeros((2, 1, 8, 8), np.float32))
+    >>> images, labels = dataset(str(p), nn.Conv2d(1, 2, 3))
+    >>> tuple(images.shape), labels
+    ((2, 1, 8, 8), None)
 """
 from __future__ import annotations
 
@@ -306,16 +314,20 @@ def dataset(source: str, model: Any, *, limit: int | None = None, batch: int = 6
         return images, [str(int(v)) for v in y[:limit]]
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:limit]
         if not files:
             raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {source!r}")
         labels = [p.parent.name for p in files] if any(p.parent != path for p in files) else None
         return _stream(files, model_size(model, None), image_channels(model), batch), labels
-    if path.is_file() and path.suffix.lower() in (".npy", ".pt", ".pth"):
+    if path.exists() and path.suffix.lower() in (".npy", ".pt", ".pth"):
         import numpy as np
 
-        raw = (np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy"
-               else torch.load(path, map_location="cpu", weights_only=True))
+        from ..io.tensors import load_tensor_file
+
+        raw = load_tensor_file(path)  # FIFOs, damaged files and pickles of more than tensors: ImageError
+        if not isinstance(raw, (torch.Tensor, np.ndarray)):
+            raise ImageError(f"{source!r} holds a {type(raw).__name__}; expected one tensor or array of images, "
+                             "(N, C, H, W) or (N, H, W)")
         t = torch.as_tensor(raw)[:limit]
         t = t[:, None] if t.dim() == 3 else t
         if t.dim() != 4:

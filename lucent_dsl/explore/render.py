@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..atlas import WEIGHTS_KEY, distributed, shard
-from ..errors import InvalidArgumentError
+from ..errors import ImageError, InvalidArgumentError
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
 from ..models.checks import weights_fingerprint
 from ..record.recipe import SCORE_KEY, Recipe
@@ -144,8 +144,12 @@ def render_site_images(units: Sequence[Unit], base: Recipe, model: nn.Module, ou
 def read_image_info(path: Path) -> dict[str, Any]:
     """A site image's score and recipe, from its PNG metadata."""
     meta = read_png_metadata(path)
-    return {"score": float(meta[SCORE_KEY]) if SCORE_KEY in meta else None,
-            "recipe": json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None}
+    try:
+        return {"score": float(meta[SCORE_KEY]) if SCORE_KEY in meta else None,
+                "recipe": json.loads(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None}
+    except ValueError as e:
+        raise ImageError(f"{str(path)!r} carries damaged lucent_dsl metadata ({e}); delete it and run the same "
+                         "command again, which renders just what is missing") from None
 
 
 def load_images(paths: Sequence[Path], channels: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Every file format lucent_dsl reads or writes, and every write atomic.
 
-Rooms: `files` (images in and out, the recipe key, atomic writes, checks before decoding), `grid`
-(tensors to labelled image grids), `metadata` (reading PNG/JPEG/WebP metadata without decoding pixels),
-`datasets` (image arrays from files to [0, 1] by one rule; the fingerprint a resumed pass checks).
+Rooms: `files` (images in and out, the recipe key, checks before decoding), `grid` (tensors to labelled image
+grids), `metadata` (reading PNG/JPEG/WebP metadata without decoding pixels), `atomic` (atomic writes; what a killed
+writer left is removed), `tensors` (`.npy`/`.pt` files, read safely), `datasets` (image arrays from files to [0, 1]
+by one rule; the fingerprint a resumed pass checks).
 
 Example:
     >>> import torch

@@ -1,9 +1,10 @@
 """Images in and out: every file format lucent_dsl reads or writes lives here.
 
-Writes are atomic (`atomic_write`): a crash or Ctrl-C mid-save never leaves a half-written
-PNG where a good one was. A render's recipe travels inside its image as metadata under
-`RECIPE_KEY` (PNG text chunks; a JPEG comment or WebP XMP with `save_image`), so an image can be
-reproduced from the file alone; `read_metadata` reads it without decoding a single pixel.
+Writes are atomic (`atomic_write`, from `io.atomic`): a crash or Ctrl-C mid-save never leaves a
+half-written PNG where a good one was, and what a killed writer left is removed by the next write.
+A render's recipe travels inside its image as metadata under `RECIPE_KEY` (PNG text chunks; a JPEG
+comment or WebP XMP with `save_image`), so an image can be reproduced from the file alone;
+`read_metadata` reads it without decoding a single pixel.
 
 Input images are checked before their pixels are decoded: at most `MAX_IMAGE_PIXELS` pixels (a
 164 KB PNG can claim 13000 x 13000), and PIL's errors become `ImageError`. 32-bit integer images
@@ -23,11 +24,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import secrets
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..errors import ImageError, InvalidArgumentError
 from . import metadata as _meta
+from .atomic import atomic_write as atomic_write, remove_stale_temps as remove_stale_temps
 from .grid import make_grid, to_pil
 
 RECIPE_KEY = "lucent_dsl.recipe"
@@ -53,58 +54,6 @@ _ACCEPTED = (
     "a path, a PIL image, a numpy array (H, W) or (H, W, C) with C in {1, 3, 4}, "
     "or a tensor (H, W), (C, H, W) or (1, C, H, W)"
 )
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Write a file all at once: a temp file in the same directory, fsynced, then `os.replace`d.
-
-    On any exception (KeyboardInterrupt included) the temp file is removed and an existing
-    `path` is left untouched. Parent directories are created. Text modes use UTF-8.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "sub" / "a.txt"
-        >>> with atomic_write(p, "w") as f:
-        ...     _ = f.write("hello")
-        >>> p.read_text()
-        'hello'
-    """
-    if not mode.startswith("w"):
-        raise InvalidArgumentError(f"atomic_write mode must be a write mode ('w', 'wb', ...), got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
-    try:
-        if path.exists():  # keep the mode of the file it replaces
-            os.fchmod(fd, path.stat().st_mode & 0o7777)
-        f = os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    try:
-        with f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _create_temp(path: Path) -> tuple[int, str]:
-    """A new `.NAME.XXXXXXXX.tmp` next to `path`, created as a plain open() would (mode 0o666 less the
-    umask, applied by the kernel: the process umask is never read or changed)."""
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot create a temporary file next to {str(path)!r}")
 
 
 def _as_image(image: ImageLike) -> Image.Image:
@@ -261,6 +210,7 @@ def save_gif(
 def _lazy(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """The image opened (header only, pixels not decoded), its size checked against `MAX_IMAGE_PIXELS`."""
     im = None
+    _meta.check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with our own limit

@@ -40,6 +40,7 @@ from ..models.hardware import resolve_precision
 from ..models.info import device_of, info_of
 from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
 from . import trust
+from .resources import check_model_specs, check_threads
 
 FORMAT = 1
 """Version of the recipe JSON layout (the `lucent_dsl_recipe` key)."""
@@ -109,7 +110,7 @@ class Recipe:
             object.__setattr__(self, "objective", to_text(parse(self.objective)))
         elif self.command != "caricature":
             raise InvalidArgumentError(f"recipe: a {self.command} needs an objective")
-        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+        if not isinstance(self.models, (list, tuple)) or not all(isinstance(m, str) for m in self.models):
             raise InvalidArgumentError(f"recipe: models must be a list of spec strings, got {self.models!r}")
         object.__setattr__(self, "models", tuple(self.models))
         for m in self.models:
@@ -127,6 +128,7 @@ class Recipe:
         object.__setattr__(self, "decay_power", float(self.decay_power))
         if self.threads is not None:
             object.__setattr__(self, "threads", check_int("threads", self.threads, where="recipe"))
+            check_threads(self.threads, "recipe: threads")
         if (
             isinstance(self.lr, bool)
             or not isinstance(self.lr, numbers.Real)
@@ -135,11 +137,13 @@ class Recipe:
             raise InvalidArgumentError(f"recipe: lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "batch", check_int("batch", self.batch, where="recipe"))
+        if self.image is not None and not isinstance(self.image, str):
+            raise InvalidArgumentError(f"recipe: image must be a path (text), got {self.image!r}")
         if self.command != "render" and self.image is None:
             raise InvalidArgumentError(f"recipe: a {self.command} needs an image")
         if self.command == "caricature" and not self.layers:
             raise InvalidArgumentError("recipe: a caricature needs layers")
-        if isinstance(self.layers, str) or not all(isinstance(s, str) for s in self.layers):
+        if not isinstance(self.layers, (list, tuple)) or not all(isinstance(s, str) for s in self.layers):
             raise InvalidArgumentError(f"recipe: layers must be a list of layer names, got {self.layers!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
 
@@ -195,7 +199,8 @@ class Recipe:
 
         p = Path(path)
         if not p.is_file():
-            raise InvalidArgumentError(f"recipe file {str(p)!r} does not exist")
+            why = "is not a regular file (a folder, a FIFO, a device)" if p.exists() else "does not exist"
+            raise InvalidArgumentError(f"recipe file {str(p)!r} {why}")
         if sniff(p) is not None:
             meta = read_metadata(p)
             if RECIPE_KEY not in meta:
@@ -240,6 +245,7 @@ class Recipe:
         self.check_trusted(allow, image=False)
         if self.supplied:
             raise InvalidArgumentError(supply_message(self))
+        check_model_specs(self.models, device=device, allow=allow or ())
         return build_models(self.models, device=device)
 
     def resolved(self, models: nn.Module | Mapping[str, nn.Module]) -> Recipe:

@@ -8,6 +8,11 @@
   GIF snapshots; a render that needs more than `available_bytes` is refused (`--allow memory`).
 - `check_writable`: the output folder exists or can be made, a file can be created in it, and it
   has room for the result; all before any work.
+- `check_threads`: a thread count above `MAX_THREADS` is refused (100000 threads crash libgomp, the
+  process dies with no error line); no `--allow` lifts it.
+- `check_model_specs`: a recipe's models are counted (at most `CAPS.models`) and their parameters
+  estimated from the specs (architectures built on the meta device: no memory, no weights) before
+  any is built, so 700 MobileNets or four ViT-H/14 are refused, not built.
 
 Example:
     >>> check_caps(steps=512, size=(224, 224), batch=4)
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses as dc
+import functools as ft
 import math
 import os
 import shutil
@@ -43,9 +49,12 @@ class Caps:
     side: int = 4096
     batch: int = 256
     frames: int = 1000
+    models: int = 16
 
 
 CAPS = Caps()
+MAX_THREADS = 1024
+"""The most torch CPU threads a command or recipe may ask for (a hard limit: far more threads crash libgomp)."""
 PROBE_SIDE = 64
 """Side of the probe forward that counts activations (scaled up to the render's size)."""
 ACTIVATION_FACTOR = 2.0
@@ -236,6 +245,71 @@ def check_memory(models: nn.Module | Mapping[str, nn.Module], size: tuple[int, i
     return need
 
 
+# --- a recipe's models, before any is built ---------------------------------------------------------------
+
+ZOO_MODEL_BYTES = 2**27
+"""What one zoo model is counted as (an upper bound: the largest, vit_s_focus, holds 22 M float32 parameters)."""
+
+
+@ft.lru_cache(maxsize=64)
+def _meta_parameters(kind: str, target: str) -> int:
+    """Parameters of a torchvision/timm architecture, built on the meta device (no memory, no weights); 0 if unknown."""
+    try:
+        with torch.device("meta"):
+            if kind == "torchvision":
+                from torchvision import models as tvm
+
+                model = tvm.get_model(target)
+            else:
+                import timm  # pyright: ignore[reportMissingImports]
+
+                model = timm.create_model(target, pretrained=False)
+    except Exception:  # noqa: BLE001 - an unknown name fails with its own message when it is built
+        return 0
+    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+
+
+def spec_bytes(specs: Sequence[str]) -> int:
+    """Bytes the float32 weights of `specs` take once built, estimated without building any of them.
+
+    torchvision/timm architectures are built on the meta device and counted (each name once); a zoo
+    model counts `ZOO_MODEL_BYTES`; a file spec counts 0 (its code runs only when the user allows it).
+
+    Example:
+        >>> spec_bytes(["torchvision:resnet18", "torchvision:resnet18"]) // 2**20  # 11.7 M parameters, twice
+        89
+    """
+    from ..models.specs import parse_spec
+
+    parsed = [parse_spec(s) for s in specs]
+    sizes = {(p.kind, p.target): _meta_parameters(p.kind, p.target) * 4 for p in parsed
+             if p.kind in ("torchvision", "timm")}
+    return sum(ZOO_MODEL_BYTES if p.kind == "zoo" else sizes.get((p.kind, p.target), 0) for p in parsed)
+
+
+def check_model_specs(specs: Sequence[str], *, device: str | torch.device | None = None,
+                      allow: str | Sequence[str] | frozenset[str] = frozenset(), what: str = "the recipe") -> int:
+    """Refuse, before any model is built, more than `CAPS.models` models (unless "large" is allowed) or models whose
+    weights alone need more than `available_bytes` (unless "memory" is allowed); return the estimate (`spec_bytes`)."""
+    allowed = {allow} if isinstance(allow, str) else set(allow)
+    allowed = {a.strip() for x in allowed for a in x.split(",")}
+    if "all" in allowed:
+        allowed |= {"large", "memory"}
+    if len(specs) > CAPS.models and "large" not in allowed:
+        raise InvalidArgumentError(
+            f"{what} names {len(specs)} models, above the cap of {CAPS.models} (lucent_dsl.record.resources.CAPS); "
+            "pass --allow large if you mean it"
+        )
+    need = spec_bytes(specs)
+    have, where = available_bytes(device)
+    if have is not None and need > have and "memory" not in allowed:
+        raise InvalidArgumentError(
+            f"{what} names models whose weights alone need about {_gb(need)}, but {where} is {_gb(have)}; "
+            "name fewer or smaller models, or pass --allow memory to try anyway"
+        )
+    return need
+
+
 # --- the output ------------------------------------------------------------------------------------------
 
 
@@ -282,6 +356,26 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False, need_b
     return p
 
 
+def check_threads(n: Any, what: str = "threads") -> None:
+    """Refuse a thread count that is not an int in 1..`MAX_THREADS` (None passes: torch's own count).
+
+    Example:
+        >>> check_threads(100000)
+        Traceback (most recent call last):
+        ...
+        lucent_dsl.errors.InvalidArgumentError: threads 100000 is above the limit of 1024 ...
+    """
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidArgumentError(f"{what} must be a positive int, got {n!r}")
+    if n > MAX_THREADS:
+        raise InvalidArgumentError(
+            f"{what} {n} is above the limit of {MAX_THREADS} torch threads (lucent_dsl.record.resources.MAX_THREADS; "
+            f"far more crash the OpenMP runtime); this machine has {os.cpu_count()} CPUs: ask for at most that many"
+        )
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[int]:
     """`torch.set_num_threads(n)` for the body, the caller's count restored after (None: leave it). A command run
@@ -295,6 +389,7 @@ def torch_threads(n: int | None) -> Iterator[int]:
         >>> torch.get_num_threads() == before
         True
     """
+    check_threads(n)
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)

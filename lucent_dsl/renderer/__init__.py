@@ -4,6 +4,11 @@ Rooms: `phases` (`render` in named phases: check the arguments, set up, run the 
 `steps` (the loop, the non-finite policy, the compiled-step cache), `result` (`RenderResult`), `relu`
 (Lucid's redirected ReLU), `provenance` (the `record.Recipe` of a Python render, or why there is none).
 Named `renderer`, not `render`, so that `lucent_dsl.render` stays the function.
+
+Example:
+    >>> import lucent_dsl
+    >>> lucent_dsl.render is render, render.__module__
+    (True, 'lucent_dsl.renderer.phases')
 """
 from .phases import render as render
 from .result import RenderResult as RenderResult

@@ -20,18 +20,18 @@ import dataclasses as dc
 import functools as ft
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import param as param_lib, transforms as tf_lib
 from ..args import check_choice, check_int, check_real, check_seed, check_size
 from ..dsl.expr import Expr
 from ..errors import InvalidArgumentError
 from ..models import hardware as hw_lib
-from ..models.checks import normalize_device
+from ..models.checks import check_models, normalize_device
 from ..plan.compiler import Plan, compile_plan, history_rows
 from ..plan.fold import frozen_models
 from . import steps as steps_lib
@@ -152,6 +152,7 @@ def _plan_of(objective: Any, models: Any) -> Plan:
         return objective
     if models is None:
         raise InvalidArgumentError("render needs models: an nn.Module or a mapping name -> nn.Module")
+    _check_drivable(models)
     plan = compile_plan(objective, models)
     # An equal plan still in use (held by a RenderResult, say) brings its compiled steps along.
     return _LIVE_PLANS.setdefault(plan.key, plan)
@@ -168,6 +169,16 @@ def _check_no_outer_autocast(dev: torch.device) -> None:
             "call it outside the autocast and pass precision='bf16' (render autocasts the models to bf16 itself, "
             "and the result and its recipe say so) or precision='fp32'"
         )
+
+
+def _check_drivable(models: Any) -> None:
+    """Models render cannot drive (weights on the meta device, float16/bfloat16/float64 parameters, TorchScript)
+    are refused by name before the plan's probe runs them; models on several devices get `compile_plan`'s message."""
+    given = {"model": models} if isinstance(models, nn.Module) else dict(models) if isinstance(models, Mapping) else {}
+    modules = {name: m for name, m in given.items() if isinstance(m, nn.Module)}
+    devices = {t.device for m in modules.values() for t in [*m.parameters(), *m.buffers()][:1]}
+    if len(devices) <= 1:
+        check_models(modules)
 
 
 def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,

@@ -38,6 +38,7 @@ from ..atlas import channel_seed
 from ..dsl.printing import to_text
 from ..errors import InvalidArgumentError, ObjectiveShapeError
 from ..io.files import RECIPE_KEY, atomic_write, make_grid, save_png
+from ..io.tensors import load_tensor_file
 from ..objectives import check_layer, direction, direction_neuron
 from ..plan.probe import channel_count
 from ..record.recipe import SCORE_KEY
@@ -60,10 +61,8 @@ def load_dictionary(source: Any, *, key: str | None = None) -> Tensor:
         if not path.is_file():
             raise InvalidArgumentError(f"dictionary file {str(path)!r} does not exist")
         suffix = path.suffix.lower()
-        if suffix in (".pt", ".pth", ".bin"):
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-        elif suffix == ".npy":
-            obj = np.load(path, allow_pickle=False)
+        if suffix in (".pt", ".pth", ".bin", ".npy"):  # damaged files and pickles of more: InvalidArgumentError
+            obj: Any = load_tensor_file(path, what="dictionary file", error=InvalidArgumentError)
         elif suffix == ".safetensors":
             obj = require("safetensors.torch", package="safetensors", what="reading .safetensors").load_file(str(path))
         else:
