@@ -1,14 +1,191 @@
-"""(stub: filled in by issue 25's work) See `lucent_dsl.models.sources`."""
+"""Hugging Face transformers vision models: what they declare about themselves, as a `ModelInfo`.
+
+A transformers model passed to a plan (`ViTModel`, `ViTForImageClassification`, `Dinov2Model`,
+`CLIPVisionModel`, `SiglipVisionModel`, `BeitModel`, `SwinModel`, `ConvNextModel`, `ResNetModel`, ...) runs as
+it is: `adapt` attaches the `ModelInfo` below unless the user attached one, and changes nothing else.
+
+- preprocessing: the model's image processor (`lucent_dsl.models.hf_processors`: its file, else transformers'
+  defaults for the model type);
+- input geometry: ViT, DeiT, BEiT, CLIP and SigLIP towers take `config.image_size` only (their position
+  embeddings; a render is resized to it); DINOv2 multiples of the patch (it interpolates its embeddings in every
+  forward); Swin, ConvNeXt, ResNet and the rest any size, rendered by default at the processor's size;
+- prefix tokens, per family: 1 (CLS: ViT, BEiT, DINOv2, CLIP), 2 (DeiT: CLS + distillation), 1 + registers
+  (`Dinov2WithRegisters`), 0 (SigLIP); `channel` and `direction` average the patch tokens after them, `token=`
+  reaches them (`lucent_dsl.plan.sitemap` finds the layouts, helped by `token_hint`);
+- labels: `config.id2label`, unless its names are transformers' placeholders (`LABEL_0`, `LABEL_1`, ...);
+- sites: `@output/logits`, `@output/last_hidden_state`, `@output/pooler_output`, `@output/image_embeds` are
+  ModelOutput fields; `@output` alone reads the first field (HF's `outputs[0]`: a classifier's logits, else the
+  last hidden state), so `class_logit("goldfish")` needs no layer;
+- tuple outputs: a layer that returns a tuple (`(hidden_states, attention)`, Swin's stages) is read at its hidden
+  state (position 0) unless a selector (`layer/1`) names another entry (`first_entry`).
+
+The input reaches the model as its first positional argument, which is `pixel_values` for every transformers
+vision model. transformers itself is imported only where a model's preprocessing is looked up.
+
+Example:
+    >>> import transformers
+    >>> cfg = transformers.ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+    ...                              image_size=32, patch_size=8, id2label={0: "cat", 1: "goldfish"})
+    >>> info = declared_info(transformers.ViTForImageClassification(cfg))
+    >>> info.mean, info.input_size, info.labels, str(info.geometry)
+    ((0.5, 0.5, 0.5), (32, 32), ('cat', 'goldfish'), '32x32 only')
+    >>> token_hint(transformers.ViTModel(cfg))   # one CLS token before a 4 x 4 patch grid
+    (1, (4, 4))
+"""
 from __future__ import annotations
 
-from torch import nn
+import re
+import warnings
+import weakref
+from collections.abc import Mapping
+from typing import Any
 
-from .info import ModelInfo
+from torch import Tensor, nn
+
+from .hf_processors import Preprocessing, model_type_of, name_or_path_of, preprocessing_of
+from .info import ModelInfo, PreprocessingWarning, with_info
+from .sizes import Geometry
+
+__all__ = ["PREFIX_TOKENS", "adapt", "declared_info", "first_entry", "geometry_of", "is_transformers", "labels_of",
+           "prefix_tokens", "token_hint"]
+
+PREFIX_TOKENS: dict[str, int] = {
+    "vit": 1, "vit_msn": 1, "deit": 2, "beit": 1, "data2vec-vision": 1, "dinov2": 1, "dinov2_with_registers": 1,
+    "clip_vision_model": 1, "siglip_vision_model": 0,
+}
+"""Tokens before the patch grid, per model_type (DINOv2 with registers adds `config.num_register_tokens`)."""
+_INTERPOLATING = ("dinov2", "dinov2_with_registers")  # position embeddings interpolated in every forward
+_PLACEHOLDER = re.compile(r"LABEL_\d+")
+_ATTR = "lucent_info"
+_warned: weakref.WeakSet = weakref.WeakSet()
 
 
-def adapt(model: nn.Module) -> nn.Module:
-    return model
+def is_transformers(model: nn.Module) -> bool:
+    """Whether `model`'s class comes from transformers."""
+    return type(model).__module__.split(".", 1)[0] == "transformers"
+
+
+def _pair(v: Any) -> tuple[int, int] | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v, v
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        return int(v[0]), int(v[1])
+    return None
+
+
+def prefix_tokens(model: nn.Module) -> int | None:
+    """Tokens before the patch grid in the model's token sites (None: not a known token family)."""
+    kind = model_type_of(model)
+    if kind not in PREFIX_TOKENS:
+        return None
+    registers = getattr(model.config, "num_register_tokens", 0) if kind == "dinov2_with_registers" else 0
+    return PREFIX_TOKENS[kind] + int(registers or 0)
+
+
+def _image_and_patch(model: nn.Module) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    cfg = getattr(model, "config", None)
+    image, patch = _pair(getattr(cfg, "image_size", None)), _pair(getattr(cfg, "patch_size", None))
+    return (image, patch) if image is not None and patch is not None else None
+
+
+def geometry_of(model: nn.Module) -> Geometry | None:
+    """The input sizes a transformers model takes: its `config.image_size` only (fixed position embeddings),
+    multiples of the patch (DINOv2), or None (the plan's probe decides; Swin, ConvNeXt, ResNet take any size)."""
+    kind = model_type_of(model)
+    sizes = _image_and_patch(model)
+    if kind not in PREFIX_TOKENS or sizes is None:
+        return None
+    image, patch = sizes
+    if kind in _INTERPOLATING:
+        return Geometry(None, max(patch), "model")
+    return Geometry(image, 1, "model")
+
+
+def token_hint(model: nn.Module) -> tuple[int, tuple[int, int]] | None:
+    """(prefix tokens, patch grid) of a fixed-size transformers token model, or None."""
+    geometry, sizes, prefix = geometry_of(model), _image_and_patch(model), prefix_tokens(model)
+    if geometry is None or geometry.size is None or sizes is None or prefix is None:
+        return None
+    (h, w), (ph, pw) = sizes
+    return prefix, (h // ph, w // pw)
+
+
+def labels_of(model: nn.Module) -> tuple[str, ...] | None:
+    """`config.id2label` as names in index order, or None where there are none or they are transformers'
+    placeholders (`LABEL_0`, `LABEL_1`, ...: a config without real labels)."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if not isinstance(id2label, Mapping) or not id2label:
+        return None
+    try:
+        by_index = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(by_index) != list(range(len(by_index))):
+        return None
+    names = tuple(by_index[i] for i in range(len(by_index)))
+    return None if all(_PLACEHOLDER.fullmatch(n) for n in names) else names
+
+
+def _warn_once(model: nn.Module, message: str) -> None:
+    if model in _warned:
+        return
+    _warned.add(model)
+    warnings.warn(message, PreprocessingWarning, stacklevel=5)
+
+
+def _check_preprocessing(model: nn.Module, pre: Preprocessing | None) -> None:
+    kind, name = model_type_of(model), name_or_path_of(model)
+    fix = ("attach it: lucent_dsl.with_info(model, lucent_dsl.ModelInfo(mean=..., std=..., input_size=...)); "
+           "ModelInfo() silences this for a model that takes raw pixels")
+    if pre is None:
+        _warn_once(model, f"{type(model).__name__} (model_type {kind!r}) has no image processor in transformers, so "
+                          f"its preprocessing is unknown and it will see raw [0, 1] pixels; {fix}")
+    elif name and not pre.source.endswith(".json"):
+        _warn_once(model, f"{type(model).__name__} was loaded from {name!r}, but its {'preprocessor_config.json'} "
+                          f"was not found there or in the Hugging Face cache, so it gets {pre.source}: mean "
+                          f"{pre.mean}, std {pre.std}, which may not be the checkpoint's. Load the processor once "
+                          f"(transformers.AutoImageProcessor.from_pretrained({name!r}) caches it), or {fix}")
 
 
 def declared_info(model: nn.Module) -> ModelInfo | None:
-    return None
+    """The preprocessing, geometry and labels a transformers model declares (None: not a transformers model with a
+    config). Warns (`PreprocessingWarning`, once per model) where its preprocessing is unknown or only transformers'
+    defaults for a model loaded from a name or folder."""
+    kind = model_type_of(model)
+    if kind is None or not is_transformers(model):
+        return None
+    pre = preprocessing_of(model)
+    _check_preprocessing(model, pre)
+    geometry = geometry_of(model)
+    fixed = geometry is not None and geometry.size is not None
+    size = geometry.size if geometry is not None and geometry.size is not None else (pre.size if pre else None)
+    channels = getattr(model.config, "num_channels", 3)
+    return ModelInfo(
+        mean=pre.mean if pre else None, std=pre.std if pre else None, input_size=size,
+        channels=int(channels) if isinstance(channels, int) else 3, labels=labels_of(model),
+        name=name_or_path_of(model) or kind, resize=fixed, geometry=geometry)
+
+
+def adapt(model: nn.Module) -> nn.Module:
+    """`model` itself, with its `declared_info` attached unless a `ModelInfo` is attached already (the user's)."""
+    if isinstance(getattr(model, _ATTR, None), ModelInfo):
+        return model
+    info = declared_info(model)
+    return with_info(model, info) if info is not None else model
+
+
+def first_entry(value: Any) -> Any:
+    """What a site without a selector reads of a transformers output: a ModelOutput's first field (HF's
+    `outputs[0]`), a tuple's first tensor (the hidden state of `(hidden_states, attention)`), else `value`.
+
+    Example:
+        >>> import torch
+        >>> first_entry((torch.zeros(1, 5, 8), None)).shape, first_entry([1, 2])
+        (torch.Size([1, 5, 8]), [1, 2])
+    """
+    if isinstance(value, Mapping) and hasattr(value, "to_tuple"):  # a ModelOutput: its set fields, in order
+        entries = list(value.values())
+        return entries[0] if entries else value
+    if isinstance(value, tuple) and value and isinstance(value[0], Tensor):
+        return value[0]
+    return value

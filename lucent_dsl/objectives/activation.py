@@ -28,6 +28,7 @@ from ._term import (
     check_opt_index,
     frozen,
     layout_of,
+    patch_positions,
     per_image,
     position_index,
     rows_channels_positions,
@@ -49,7 +50,7 @@ class Channel(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = rows_channels_positions(self, site, a)
+        cp = patch_positions(self, site, a)
         check_channel(self, site, self.index, cp.shape[1])
         return per_image(self, cp[:, self.index].mean(-1), n, self.batch)
 
@@ -57,7 +58,8 @@ class Channel(LayerTerm):
 def channel(
     layer: str, index: int, *, batch: Batch = None, model: str | None = None, layout: str | None = None
 ) -> Expr:
-    """Mean activation of channel `index` of `layer` (over positions or tokens).
+    """Mean activation of channel `index` of `layer` (over positions, or the patch tokens after the prefix tokens a
+    token site's layout states: CLS, distillation, registers).
 
     Example:
         >>> channel("features.14", 10, batch=0)
