@@ -34,20 +34,23 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import InvalidArgumentError
 from .hf_processors import Preprocessing, model_type_of, name_or_path_of, preprocessing_of
 from .info import ModelInfo, PreprocessingWarning, with_info
 from .sizes import Geometry
 
-__all__ = ["PREFIX_TOKENS", "adapt", "declared_info", "first_entry", "geometry_of", "is_transformers", "labels_of",
-           "prefix_tokens", "token_hint"]
+__all__ = ["PREFIX_TOKENS", "adapt", "build", "declared_info", "first_entry", "geometry_of", "is_transformers",
+           "labels_of", "model_class", "prefix_tokens", "token_hint"]
 
 PREFIX_TOKENS: dict[str, int] = {
     "vit": 1, "vit_msn": 1, "deit": 2, "beit": 1, "data2vec-vision": 1, "dinov2": 1, "dinov2_with_registers": 1,
@@ -189,3 +192,65 @@ def first_entry(value: Any) -> Any:
     if isinstance(value, tuple) and value and isinstance(value[0], Tensor):
         return value[0]
     return value
+
+
+# --- the `hf:` model spec ---------------------------------------------------------------------------------------
+
+
+def model_class(config: Any) -> type:
+    """The class an `hf:` spec builds for a config: the one its checkpoint was saved from (`config.architectures`,
+    e.g. `ViTForImageClassification` with its head, `Dinov2Model`, `CLIPModel`), else an image classifier where the
+    config has real labels, else the base model (`AutoModel`).
+
+    Example:
+        >>> import transformers
+        >>> model_class(transformers.ViTConfig(architectures=["ViTForImageClassification"])).__name__
+        'ViTForImageClassification'
+        >>> model_class(transformers.ViTConfig()).__name__
+        'AutoModel'
+    """
+    import transformers
+
+    for name in getattr(config, "architectures", None) or ():
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls
+    id2label = getattr(config, "id2label", None) or {}
+    if id2label and not all(_PLACEHOLDER.fullmatch(str(v)) for v in id2label.values()):
+        return transformers.AutoModelForImageClassification
+    return transformers.AutoModel
+
+
+def build(target: str, text: str, *, local: bool) -> nn.Module:
+    """The model an `hf:` spec names, with its pretrained weights: `target` is a Hub name (downloads, or reads the
+    Hugging Face cache) or a local `save_pretrained` folder. The image processor is fetched with it when it exists,
+    so the model's own preprocessing is known (`hf_processors`). Never runs code from the Hub (no
+    `trust_remote_code`).
+
+    Raises:
+        InvalidArgumentError: transformers is not installed, no such model or folder, or no network and no cache.
+    """
+    try:
+        import transformers
+    except ImportError:
+        raise InvalidArgumentError(f"model spec {text!r}: transformers is not installed (pip install "
+                                   "'lucent_dsl[hf]')") from None
+    source = str(Path(target).expanduser()) if local else target
+    if local and not Path(source).is_dir():
+        raise InvalidArgumentError(f"model spec {text!r}: no such folder {source!r} (hf: takes a Hub name, ORG/NAME, "
+                                   "or a folder written by save_pretrained, starting with /, . or ~)")
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        cls = model_class(config)
+        model = cls.from_pretrained(source, config=config)
+    except (OSError, ValueError, KeyError) as e:
+        where = "the folder" if local else "the Hugging Face Hub (needs the internet, or the model in the local cache)"
+        raise InvalidArgumentError(f"model spec {text!r}: cannot load {source!r} from {where}: {e}") from e
+    with contextlib.suppress(Exception):  # a model without an image processor: its preprocessing is then defaults
+        transformers.AutoImageProcessor.from_pretrained(source)  # caches preprocessor_config.json (hf_processors)
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError(f"model spec {text!r}: {cls.__name__}.from_pretrained gave a "
+                                   f"{type(model).__name__}, not a torch.nn.Module")
+    from .sources import adapt
+
+    return adapt(model)

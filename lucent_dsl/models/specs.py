@@ -8,6 +8,8 @@
 | `torchvision:resnet18:weights=DEFAULT` | ... with torchvision's pretrained weights (downloads)    |
 | `timm:NAME[:pretrained=true]`      | a timm model (when timm is installed)                        |
 | `path/to/file.py:factory`          | `factory()` from that file (imported with importlib)         |
+| `hf:ORG/NAME`                      | a transformers model and its weights (downloads; `huggingface.build`) |
+| `hf:./folder`, `hf:/abs/folder`    | ... from a `save_pretrained` folder (a path: `/`, `.` or `~` first) |
 | `name=SPEC`                        | any of the above, named `name` for an ensemble               |
 
 Random weights are drawn under `torch.manual_seed(0)` (in a forked RNG state), so a spec always
@@ -39,7 +41,7 @@ MODEL_SEED = 0
 _NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_\-]*)=(.+)$")
 _SPEC_HELP = (
     "a zoo name ({zoo}), torchvision:NAME[:weights=W], timm:NAME[:pretrained=true], "
-    "path/to/file.py:factory, or name=SPEC for an ensemble"
+    "path/to/file.py:factory, hf:ORG/NAME or hf:./folder (Hugging Face transformers), or name=SPEC for an ensemble"
 )
 
 
@@ -67,6 +69,8 @@ class ModelSpec(NamedTuple):
         """The name an unnamed spec gets in an ensemble: the zoo/architecture/factory name."""
         if self.kind == "file":
             return self.target.rsplit(":", 1)[1]
+        if self.kind == "hf":
+            return self.target.rstrip("/").rsplit("/", 1)[-1] or "hf"
         return self.target.replace(":", "_")
 
 
@@ -104,6 +108,10 @@ def parse_spec(spec: str) -> ModelSpec:
                 raise _spec_error(spec, f"unknown option {opt!r}; {head} specs take {allowed[0]}=...")
             options.append((key, value))
         return ModelSpec(name, head, target, tuple(options))
+    if head == "hf":
+        if not rest.strip():
+            raise _spec_error(spec, "hf: needs a Hub name or a folder, e.g. hf:google/vit-base-patch16-224")
+        return ModelSpec(name, "hf", rest.strip())
     path, colon, factory = text.rpartition(":")
     if colon and path.endswith(".py"):
         if not factory.isidentifier():
@@ -122,7 +130,20 @@ def normalize_spec(spec: str) -> str:
     if s.kind == "file":
         path, factory = s.target.rsplit(":", 1)
         s = s._replace(target=f"{Path(path).expanduser().resolve()}:{factory}")
+    if s.kind == "hf" and is_local_folder(s.target):
+        s = s._replace(target=str(Path(s.target).expanduser().resolve()))
     return str(s)
+
+
+def is_local_folder(target: str) -> bool:
+    """Whether an `hf:` spec's target names a local folder (a path starting with `/`, `.` or `~`), not a Hub name."""
+    return target.startswith(("/", ".", "~"))
+
+
+def _huggingface(spec: ModelSpec, text: str) -> nn.Module:
+    from . import huggingface
+
+    return huggingface.build(spec.target, text, local=is_local_folder(spec.target))
 
 
 def _torchvision(spec: ModelSpec, text: str) -> nn.Module:
@@ -230,9 +251,8 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
     if s.kind == "zoo":
         model = _zoo().load(s.target)
     else:
-        build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}[
-            s.kind
-        ]
+        build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file,
+                                                        "hf": _huggingface}[s.kind]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(MODEL_SEED)
             model = build(s, text)
