@@ -225,7 +225,8 @@ def build(target: str, text: str, *, local: bool) -> nn.Module:
     """The model an `hf:` spec names, with its pretrained weights: `target` is a Hub name (downloads, or reads the
     Hugging Face cache) or a local `save_pretrained` folder. The image processor is fetched with it when it exists,
     so the model's own preprocessing is known (`hf_processors`). Never runs code from the Hub (no
-    `trust_remote_code`).
+    `trust_remote_code`). The model comes back as transformers built it: `models.sources.adapt` makes it one a
+    plan runs (`specs` does).
 
     Raises:
         InvalidArgumentError: transformers is not installed, no such model or folder, or no network and no cache.
@@ -251,6 +252,4 @@ def build(target: str, text: str, *, local: bool) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError(f"model spec {text!r}: {cls.__name__}.from_pretrained gave a "
                                    f"{type(model).__name__}, not a torch.nn.Module")
-    from .sources import adapt
-
-    return adapt(model)
+    return model

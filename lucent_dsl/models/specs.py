@@ -141,9 +141,9 @@ def is_local_folder(target: str) -> bool:
 
 
 def _huggingface(spec: ModelSpec, text: str) -> nn.Module:
-    from . import huggingface
+    from . import huggingface, sources
 
-    return huggingface.build(spec.target, text, local=is_local_folder(spec.target))
+    return sources.adapt(huggingface.build(spec.target, text, local=is_local_folder(spec.target)))
 
 
 def _torchvision(spec: ModelSpec, text: str) -> nn.Module:
