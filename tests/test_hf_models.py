@@ -278,3 +278,24 @@ def test_hf_spec_without_network_says_so(monkeypatch):
     monkeypatch.setattr(T.AutoConfig, "from_pretrained", offline)
     with pytest.raises(InvalidArgumentError, match="Hugging Face Hub.*internet"):
         build_model("hf:org/missing")
+
+
+def test_any_size_interpolates_position_embeddings_and_keeps_layer_names():
+    model = tiny("clip_vision")
+    wide = hf.any_size(model)
+    plan = ld.compile_plan(ld.channel("encoder.layers.1", 0) + ld.neuron("encoder.layers.1", 1, x=7, y=5), wide)
+    site = Site("model", "encoder.layers.1")
+    assert str(plan.infos["model"].input_geometry) == "multiples of 8" and plan.layouts[site].prefix == 1
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(6))  # not the 32 x 32 it was built for
+    seen = []
+    handle = model.encoder.layers[1].register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(plan.infos["model"].preprocess(x), interpolate_pos_encoding=True)
+        handle.remove()
+        acts = plan.forward(x)
+        _, neuron = (evaluate(t, acts, 1) for t in top_terms(plan.objective))
+    torch.testing.assert_close(acts[site], seen[0])
+    torch.testing.assert_close(neuron, seen[0][:, 1:].reshape(1, 6, 8, 32)[:, 5, 7, 1])  # a 6 x 8 grid after CLS
+    assert ld.render(plan, size=(48, 64), steps=2, progress=False).images.shape == (1, 3, 48, 64)
+    with pytest.raises(InvalidArgumentError, match="interpolate_pos_encoding"):
+        hf.any_size(tiny("convnext"))

@@ -49,8 +49,8 @@ from .hf_processors import Preprocessing, model_type_of, name_or_path_of, prepro
 from .info import ModelInfo, PreprocessingWarning, with_info
 from .sizes import Geometry
 
-__all__ = ["PREFIX_TOKENS", "adapt", "build", "declared_info", "first_entry", "geometry_of", "is_transformers",
-           "labels_of", "model_class", "prefix_tokens", "token_hint"]
+__all__ = ["PREFIX_TOKENS", "AnySize", "adapt", "any_size", "build", "declared_info", "first_entry", "geometry_of",
+           "is_transformers", "labels_of", "model_class", "prefix_tokens", "token_hint"]
 
 PREFIX_TOKENS: dict[str, int] = {
     "vit": 1, "vit_msn": 1, "deit": 2, "beit": 1, "data2vec-vision": 1, "dinov2": 1, "dinov2_with_registers": 1,
@@ -64,8 +64,8 @@ _warned: weakref.WeakSet = weakref.WeakSet()
 
 
 def is_transformers(model: nn.Module) -> bool:
-    """Whether `model`'s class comes from transformers."""
-    return type(model).__module__.split(".", 1)[0] == "transformers"
+    """Whether `model`'s class comes from transformers (or it is one seen through `any_size`)."""
+    return isinstance(model, AnySize) or type(model).__module__.split(".", 1)[0] == "transformers"
 
 
 def _pair(v: Any) -> tuple[int, int] | None:
@@ -99,7 +99,7 @@ def geometry_of(model: nn.Module) -> Geometry | None:
     if kind not in PREFIX_TOKENS or sizes is None:
         return None
     image, patch = sizes
-    if kind in _INTERPOLATING:
+    if kind in _INTERPOLATING or isinstance(model, AnySize):
         return Geometry(None, max(patch), "model")
     return Geometry(image, 1, "model")
 
@@ -157,7 +157,7 @@ def declared_info(model: nn.Module) -> ModelInfo | None:
     kind = model_type_of(model)
     if kind is None or not is_transformers(model):
         return None
-    pre = preprocessing_of(model)
+    pre = preprocessing_of(model.hf_model if isinstance(model, AnySize) else model)
     _check_preprocessing(model, pre)
     geometry = geometry_of(model)
     fixed = geometry is not None and geometry.size is not None
@@ -167,6 +167,53 @@ def declared_info(model: nn.Module) -> ModelInfo | None:
         mean=pre.mean if pre else None, std=pre.std if pre else None, input_size=size,
         channels=int(channels) if isinstance(channels, int) else 3, labels=labels_of(model),
         name=name_or_path_of(model) or kind, resize=fixed, geometry=geometry)
+
+
+class AnySize(nn.Module):
+    """A transformers model run with `interpolate_pos_encoding=True`: see `any_size`. Its submodules are the model's
+    own, under the same names (`layers.3` is `model.layers.3`); the model itself is not a child, and not changed."""
+
+    hf_model: nn.Module
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "hf_model", model)  # not registered: its children are registered here instead
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, p in model.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        for name, b in model.named_buffers(recurse=False):
+            self.register_buffer(name, b)
+        self.config = getattr(model, "config", None)
+
+    def forward(self, pixel_values: Tensor) -> Any:
+        return self.hf_model(pixel_values, interpolate_pos_encoding=True)
+
+
+def any_size(model: nn.Module) -> nn.Module:
+    """`model` taking any multiple of its patch size, by interpolating its position embeddings
+    (`interpolate_pos_encoding=True`, for the ViT, DeiT, BEiT, CLIP and SigLIP towers whose forward takes it).
+    By default those models take `config.image_size` only, the size they were trained at; this renders them at
+    other sizes (e.g. 384 px for a 224 px ViT), which changes what they compute.
+
+    Example:
+        >>> import torch, transformers
+        >>> vit = transformers.ViTModel(transformers.ViTConfig(hidden_size=8, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=8, image_size=32, patch_size=8))
+        >>> wide = any_size(vit)
+        >>> str(declared_info(wide).geometry), wide.get_submodule("layers.0") is vit.layers[0]
+        ('multiples of 8', True)
+        >>> tuple(wide(torch.rand(1, 3, 48, 64)).last_hidden_state.shape)   # 1 CLS + a 6 x 8 grid
+        (1, 49, 8)
+    """
+    import inspect
+
+    if not is_transformers(model) or isinstance(model, AnySize):
+        raise InvalidArgumentError(f"any_size takes a transformers model, got {type(model).__name__}")
+    if "interpolate_pos_encoding" not in inspect.signature(model.forward).parameters:
+        raise InvalidArgumentError(f"{type(model).__name__}.forward takes no interpolate_pos_encoding: it takes the "
+                                   f"sizes it takes ({geometry_of(model) or 'see lucent-dsl layers'})")
+    return AnySize(model)
 
 
 def adapt(model: nn.Module) -> nn.Module:
