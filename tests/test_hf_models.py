@@ -299,3 +299,14 @@ def test_any_size_interpolates_position_embeddings_and_keeps_layer_names():
     assert ld.render(plan, size=(48, 64), steps=2, progress=False).images.shape == (1, 3, 48, 64)
     with pytest.raises(InvalidArgumentError, match="interpolate_pos_encoding"):
         hf.any_size(tiny("convnext"))
+
+
+def test_a_render_of_an_hf_folder_replays_from_its_recipe_only_when_allowed(tmp_path):
+    folder = _saved(tmp_path, processor=True, labels={0: "cat", 1: "goldfish"})
+    first = ld.render(ld.class_logit("goldfish"), build_model(f"hf:{folder}"), size=32, steps=2, progress=False)
+    recipe = first.recipe
+    assert recipe.models == (f"hf:{folder}",)
+    with pytest.raises(trust.UntrustedRecipeError, match=r"\[file\].*--allow file"):
+        recipe.run(progress=False)
+    again = recipe.run(progress=False, allow="file")
+    assert torch.equal(again.images, first.images)  # same model, same preprocessing, same pixels
