@@ -135,6 +135,18 @@ def test_class_logit_by_id2label_name():
         ld.compile_plan(ld.class_logit("LABEL_1"), tiny("vit_classifier", num_labels=3))
 
 
+def test_class_names_with_synonyms_match_any_of_them():
+    """Hugging Face's ImageNet labels list synonyms: "goldfish, Carassius auratus"."""
+    labels = {0: "tench, Tinca tinca", 1: "goldfish, Carassius auratus", 2: "crane, bird", 3: "crane, derrick"}
+    model = tiny("vit_classifier", id2label=labels, label2id={v: k for k, v in labels.items()})
+    for name, index in (("goldfish", 1), ("Carassius auratus", 1), ("tench, tinca tinca", 0), ("derrick", 3)):
+        assert ld.compile_plan(ld.class_logit(name), model).objective == ld.class_logit(index, model="model"), name
+    with pytest.raises(InvalidArgumentError, match="2 classes are called 'crane'"):  # never a silent pick
+        ld.compile_plan(ld.class_logit("crane"), model)
+    with pytest.raises(InvalidArgumentError, match="Did you mean: 'goldfish, Carassius auratus'"):
+        ld.compile_plan(ld.class_logit("goldfsh"), model)
+
+
 @pytest.mark.parametrize("family, fields", [("vit", ("last_hidden_state", "pooler_output")),
                                             ("vit_classifier", ("logits",)),
                                             ("clip_vision_projection", ("image_embeds", "last_hidden_state"))])
