@@ -133,6 +133,8 @@ def test_class_logit_by_id2label_name():
     torch.testing.assert_close(rows[1], logits[:, 2])
     with pytest.raises(InvalidArgumentError, match="no labels"):  # transformers' placeholders are not labels
         ld.compile_plan(ld.class_logit("LABEL_1"), tiny("vit_classifier", num_labels=3))
+    with pytest.raises(InvalidArgumentError, match="no labels"):  # a base model's output is no logits
+        ld.compile_plan(ld.class_logit("goldfish"), tiny("vit", id2label=labels))
 
 
 def test_class_names_with_synonyms_match_any_of_them():

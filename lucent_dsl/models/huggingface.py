@@ -114,8 +114,12 @@ def token_hint(model: nn.Module) -> tuple[int, tuple[int, int]] | None:
 
 
 def labels_of(model: nn.Module) -> tuple[str, ...] | None:
-    """`config.id2label` as names in index order, or None where there are none or they are transformers'
-    placeholders (`LABEL_0`, `LABEL_1`, ...: a config without real labels)."""
+    """`config.id2label` as names in index order, for an image classifier (a `...ForImageClassification` class, whose
+    `@output` is its logits); None for other models (a base model loaded from a classifier's checkpoint keeps its
+    id2label, but its output is not logits) and where the names are transformers' placeholders (`LABEL_0`, ...)."""
+    inner = model.hf_model if isinstance(model, AnySize) else model
+    if "ForImageClassification" not in type(inner).__name__:
+        return None
     id2label = getattr(getattr(model, "config", None), "id2label", None)
     if not isinstance(id2label, Mapping) or not id2label:
         return None
