@@ -285,6 +285,17 @@ def test_hf_spec_of_a_hub_name_loads_its_class_and_processor(tmp_path, monkeypat
         assert ld.compile_plan(ld.class_logit("cat"), model).infos["model"].input_size == (32, 32)
 
 
+def test_a_hub_name_that_is_also_a_local_path_is_refused(tmp_path, monkeypatch):
+    """transformers would read ./org/vit for "org/vit": a file read the trust rule counted as a download."""
+    _saved(tmp_path / "org", processor=False).rename(tmp_path / "org" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    assert [a.kind for a in trust.model_asks(["hf:org/tiny", "hf:./org/tiny"])] == ["download", "file"]
+    with pytest.raises(InvalidArgumentError, match="hf:./org/tiny"):
+        build_model("hf:org/tiny")
+    with pytest.warns(PreprocessingWarning):  # the folder has no preprocessor_config.json
+        ld.compile_plan(ld.channel("@output", 0), build_model("hf:./org/tiny"))
+
+
 def test_hf_spec_without_network_says_so(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")

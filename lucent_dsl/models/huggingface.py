@@ -288,6 +288,9 @@ def build(target: str, text: str, *, local: bool) -> nn.Module:
         raise InvalidArgumentError(f"model spec {text!r}: transformers is not installed (pip install "
                                    "'lucent_dsl[hf]')") from None
     source = str(Path(target).expanduser()) if local else target
+    if not local and Path(target).exists():  # transformers would read it, though the trust rule saw a download
+        raise InvalidArgumentError(f"model spec {text!r} names a Hub model, but {target!r} is also a path here; write "
+                                   f"hf:./{target} to load that folder")
     if local and not Path(source).is_dir():
         raise InvalidArgumentError(f"model spec {text!r}: no such folder {source!r} (hf: takes a Hub name, ORG/NAME, "
                                    "or a folder written by save_pretrained, starting with /, . or ~)")
