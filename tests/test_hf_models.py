@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import lucent_dsl as ld
+from lucent_dsl.cli import app as cli
 from lucent_dsl.dsl.expr import Site, evaluate, top_terms
 from lucent_dsl.errors import InvalidArgumentError
 from lucent_dsl.models import huggingface as hf
@@ -335,3 +336,15 @@ def test_a_render_of_an_hf_folder_replays_from_its_recipe_only_when_allowed(tmp_
         recipe.run(progress=False)
     again = recipe.run(progress=False, allow="file")
     assert torch.equal(again.images, first.images)  # same model, same preprocessing, same pixels
+
+
+def test_the_command_line_renders_an_hf_folder_and_refuses_its_recipe_without_allow(tmp_path, capsys):
+    folder = _saved(tmp_path, processor=True, labels={0: "cat", 1: "goldfish"})
+    out, again = tmp_path / "goldfish.png", tmp_path / "again.png"
+    assert cli.main(["layers", "--model", f"hf:{folder}"]) == 0
+    assert "vit.layers.1.attention" in capsys.readouterr().out
+    assert cli.main(["render", "class_logit('goldfish')", "--model", f"hf:{folder}", "--size", "32", "--steps", "2",
+                     "--out", str(out), "-q"]) == 0
+    assert cli.main(["render", "--recipe", str(out), "--out", str(again), "-q"]) == 2  # UntrustedRecipeError
+    assert "--allow file" in capsys.readouterr().err
+    assert cli.main(["render", "--recipe", str(out), "--out", str(again), "-q", "--allow", "file"]) == 0
