@@ -218,6 +218,22 @@ def test_a_processor_file_beside_the_weights_is_used(tmp_path):
     assert hf.preprocessing_of(model).source.endswith("preprocessor_config.json")
 
 
+def test_a_hub_models_processor_is_read_from_the_cache(tmp_path, monkeypatch):
+    """What `AutoImageProcessor.from_pretrained(name)` leaves in the Hugging Face cache is found offline."""
+    import huggingface_hub
+
+    snapshot = tmp_path / "models--org--tiny-clip" / "snapshots" / "abc123"
+    T.CLIPImageProcessor(image_mean=[0.2, 0.3, 0.4], crop_size={"height": 64, "width": 64}).save_pretrained(snapshot)
+    (tmp_path / "models--org--tiny-clip" / "refs").mkdir()
+    (tmp_path / "models--org--tiny-clip" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    model = tiny("swin", _name_or_path="org/tiny-clip")
+    pre = hf.preprocessing_of(model)
+    assert pre.mean == pytest.approx((0.2, 0.3, 0.4)) and pre.size == (64, 64) and pre.source.startswith(str(tmp_path))
+    info = ld.compile_plan(ld.channel("@output", 0), model).infos["model"]  # no warning: its own file was found
+    assert info.input_size == (64, 64) and str(info.input_geometry) == "any size"
+
+
 def test_a_loaded_model_without_its_processor_warns_which_defaults_it_got(tmp_path):
     model = T.ViTForImageClassification.from_pretrained(_saved(tmp_path, processor=False))
     with pytest.warns(PreprocessingWarning, match="preprocessor_config.json.*ViTImageProcessor"):
