@@ -64,8 +64,13 @@ _warned: weakref.WeakSet = weakref.WeakSet()
 
 
 def is_transformers(model: nn.Module) -> bool:
-    """Whether `model`'s class comes from transformers (or it is one seen through `any_size`)."""
-    return isinstance(model, AnySize) or type(model).__module__.split(".", 1)[0] == "transformers"
+    """Whether `model`'s class comes from transformers, or it wraps a transformers model it names `hf_model`
+    (`any_size`; a wrapper that keeps the model's layer names can say so the same way, and its sites are then read
+    as a transformers model's: tuple outputs at their hidden state)."""
+    if type(model).__module__.split(".", 1)[0] == "transformers":
+        return True
+    inner = getattr(model, "hf_model", None)
+    return isinstance(inner, nn.Module) and inner is not model and is_transformers(inner)
 
 
 def _pair(v: Any) -> tuple[int, int] | None:
