@@ -103,8 +103,10 @@ def test_terms_read_the_true_layout_or_refuse(case, data):
     grid = einops.rearrange(raw, f"{pattern} -> b c h w", h=hw[0]) if lay.kind == "maps" else einops.rearrange(
         (raw if lay.axes[-1] == "c" else raw.transpose(1, 2))[:, model.prefix:], "b (h w) c -> b c h w", h=hw[0])
     torch.testing.assert_close(neuron, grid[:, c, yy, xx])
+    # A channel averages the patch grid (prefix tokens left out) where the prefix is known, else every token.
     tokens_mean = (raw if lay.axes[-1] == "c" else raw.transpose(1, 2))[..., c].mean(1) if lay.kind == "tokens" else None
-    torch.testing.assert_close(channel, grid[:, c].mean((1, 2)) if lay.kind == "maps" else tokens_mean)
+    patches = lay.kind == "maps" or (isinstance(found, Layout) and found.prefix is not None)
+    torch.testing.assert_close(channel, grid[:, c].mean((1, 2)) if patches else tokens_mean)
     assert isinstance(found, Layout) and found.axes == lay.axes
 
 

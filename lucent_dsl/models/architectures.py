@@ -6,6 +6,7 @@ the grid). timm: `dynamic_img_size` models take multiples of the patch (any size
 `dynamic_img_pad`), `PatchEmbed(strict_img_size=True)` its `img_size`, `pretrained_cfg
 ["fixed_input_size"]` its `input_size`; `num_prefix_tokens` tokens come before `patch_embed.grid_size`,
 and `feature_info` modules are laid out as `output_fmt` says (NHWC for Swin and MambaOut).
+transformers: what `lucent_dsl.models.huggingface` states per family (`config.image_size`, prefix tokens).
 Everything else is left to the probe (`lucent_dsl.plan.sitemap`).
 
 Module types settle a map's layout when a probe cannot: convolutions, BatchNorm and pooling
@@ -23,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from . import huggingface
 from .sizes import Geometry
 
 __all__ = ["feature_widths", "geometry_of", "map_hints", "module_hint", "token_hint"]
@@ -135,12 +137,16 @@ def geometry_of(model: nn.Module) -> Geometry | None:
         >>> geometry_of(torchvision.models.resnet18()) is None
         True
     """
+    if huggingface.is_transformers(model):
+        return huggingface.geometry_of(model)
     tv = _torchvision(model)
     return tv[0] if tv is not None else _timm(model)[0]
 
 
 def token_hint(model: nn.Module) -> tuple[int, tuple[int, int]] | None:
     """(prefix tokens, patch grid) of a fixed-size token model that states them, or None."""
+    if huggingface.is_transformers(model):
+        return huggingface.token_hint(model)
     tv = _torchvision(model)
     return tv[1] if tv is not None else _timm(model)[1]
 

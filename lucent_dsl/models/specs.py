@@ -9,6 +9,8 @@
 | `timm:NAME[:pretrained=true]`      | a timm model (when timm is installed)                        |
 | `open_clip:ARCH[:PRETRAINED]`      | open_clip's CLIP, its image tower (`models.clip`); a tag downloads |
 | `path/to/file.py:factory`          | `factory()` from that file (imported with importlib)         |
+| `hf:ORG/NAME`                      | a transformers model and its weights (downloads; `huggingface.build`) |
+| `hf:./folder`, `hf:/abs/folder`    | ... from a `save_pretrained` folder (a path: `/`, `.` or `~` first) |
 | `name=SPEC`                        | any of the above, named `name` for an ensemble               |
 
 Random weights are drawn under `torch.manual_seed(0)` (in a forked RNG state), so a spec always
@@ -40,7 +42,7 @@ MODEL_SEED = 0
 _NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_\-]*)=(.+)$")
 _SPEC_HELP = (
     "a zoo name ({zoo}), torchvision:NAME[:weights=W], timm:NAME[:pretrained=true], open_clip:ARCH[:PRETRAINED], "
-    "path/to/file.py:factory, or name=SPEC for an ensemble"
+    "path/to/file.py:factory, hf:ORG/NAME or hf:./folder (Hugging Face transformers), or name=SPEC for an ensemble"
 )
 
 
@@ -68,6 +70,8 @@ class ModelSpec(NamedTuple):
         """The name an unnamed spec gets in an ensemble: the zoo/architecture/factory name."""
         if self.kind == "file":
             return self.target.rsplit(":", 1)[1]
+        if self.kind == "hf":
+            return self.target.rstrip("/").rsplit("/", 1)[-1] or "hf"
         return self.target.replace(":", "_")
 
 
@@ -107,6 +111,10 @@ def parse_spec(spec: str) -> ModelSpec:
         return ModelSpec(name, head, target, tuple(options))
     if head == "open_clip":
         return _open_clip_spec(name, rest, spec)
+    if head == "hf":
+        if not rest.strip():
+            raise _spec_error(spec, "hf: needs a Hub name or a folder, e.g. hf:google/vit-base-patch16-224")
+        return ModelSpec(name, "hf", rest.strip())
     path, colon, factory = text.rpartition(":")
     if colon and path.endswith(".py"):
         if not factory.isidentifier():
@@ -138,7 +146,20 @@ def normalize_spec(spec: str) -> str:
     if s.kind == "file":
         path, factory = s.target.rsplit(":", 1)
         s = s._replace(target=f"{Path(path).expanduser().resolve()}:{factory}")
+    if s.kind == "hf" and is_local_folder(s.target):
+        s = s._replace(target=str(Path(s.target).expanduser().resolve()))
     return str(s)
+
+
+def is_local_folder(target: str) -> bool:
+    """Whether an `hf:` spec's target names a local folder (a path starting with `/`, `.` or `~`), not a Hub name."""
+    return target.startswith(("/", ".", "~"))
+
+
+def _huggingface(spec: ModelSpec, text: str) -> nn.Module:
+    from . import huggingface, sources
+
+    return sources.adapt(huggingface.build(spec.target, text, local=is_local_folder(spec.target)))
 
 
 def _torchvision(spec: ModelSpec, text: str) -> nn.Module:
@@ -258,9 +279,7 @@ def build_model(spec: str | ModelSpec, *, device: str | torch.device | None = No
         model = _zoo().load(s.target)
     else:
         build: Callable[[ModelSpec, str], nn.Module] = {"torchvision": _torchvision, "timm": _timm, "file": _from_file,
-                                                      "open_clip": _open_clip}[
-            s.kind
-        ]
+                                                      "open_clip": _open_clip, "hf": _huggingface}[s.kind]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(MODEL_SEED)
             model = build(s, text)

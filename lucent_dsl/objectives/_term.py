@@ -171,6 +171,17 @@ def rows_channels_positions(term: Term, site: Site, a: Tensor) -> Tensor:
     return a.unsqueeze(-1)
 
 
+def patch_positions(term: Term, site: Site, a: Tensor) -> Tensor:
+    """`rows_channels_positions` over the positions a mean runs over: a token sequence's patch grid, without the
+    prefix tokens its layout states (CLS, distillation, registers; reach those with token=). All tokens where the
+    prefix is not known."""
+    cp = rows_channels_positions(term, site, a)
+    lay = site_layout(site)
+    if lay is not None and lay.kind == "tokens" and lay.prefix and a.dim() == 3 and cp.shape[-1] > lay.prefix:
+        return cp[..., lay.prefix:]
+    return cp
+
+
 def check_channel(term: Term, site: Site, index: int, channels: int) -> None:
     if index >= channels:
         raise ObjectiveShapeError(

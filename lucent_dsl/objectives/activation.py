@@ -29,6 +29,7 @@ from ._term import (
     check_opt_index,
     frozen,
     layout_of,
+    patch_positions,
     per_image,
     position_index,
     rows_channels_positions,
@@ -50,7 +51,7 @@ class Channel(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = rows_channels_positions(self, site, a)
+        cp = patch_positions(self, site, a)
         check_channel(self, site, self.index, cp.shape[1])
         return per_image(self, cp[:, self.index].mean(-1), n, self.batch)
 
@@ -58,7 +59,8 @@ class Channel(LayerTerm):
 def channel(
     layer: str, index: int, *, batch: Batch = None, model: str | None = None, layout: str | None = None
 ) -> Expr:
-    """Mean activation of channel `index` of `layer` (over positions or tokens).
+    """Mean activation of channel `index` of `layer` (over positions, or the patch tokens after the prefix tokens a
+    token site's layout states: CLS, distillation, registers).
 
     Example:
         >>> channel("features.14", 10, batch=0)
@@ -234,8 +236,18 @@ class ClassLogit(LayerTerm):
         lowered = [lab.lower() for lab in labels]
         if self.label.lower() in lowered:
             return dc.replace(self, label=lowered.index(self.label.lower()))
-        close = difflib.get_close_matches(self.label.lower(), lowered, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(repr(labels[lowered.index(c)]) for c in close)}?" if close else ""
+        # Labels that list synonyms ("goldfish, Carassius auratus": Hugging Face's ImageNet id2label) match any of them.
+        named = [i for i, lab in enumerate(lowered) if self.label.lower() in (p.strip() for p in lab.split(","))]
+        if len(named) == 1:
+            return dc.replace(self, label=named[0])
+        if named:
+            listed = ", ".join(f"{i} ({labels[i]!r})" for i in named)
+            raise InvalidArgumentError(f"{self!r}: {len(named)} classes are called {self.label!r}: {listed}; give the "
+                                       "index or the full name")
+        names = {part.strip(): i for i, lab in enumerate(lowered) for part in (lab, *lab.split(","))}
+        close = difflib.get_close_matches(self.label.lower(), list(names), n=5, cutoff=0.5)
+        found = list(dict.fromkeys(names[c] for c in close))
+        hint = f" Did you mean: {', '.join(repr(labels[i]) for i in found)}?" if found else ""
         raise InvalidArgumentError(f"{self!r}: the model has no class named {self.label!r}.{hint}")
 
 

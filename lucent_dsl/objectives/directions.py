@@ -32,6 +32,7 @@ from ._term import (
     check_vector,
     dot_cos,
     frozen,
+    patch_positions,
     per_image,
     position_index,
     rows_channels_positions,
@@ -54,7 +55,7 @@ class Direction(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = rows_channels_positions(self, site, a)
+        cp = patch_positions(self, site, a)
         check_len(self, site, len(self.vector), cp.shape[1], "the direction vector")
         v = torch.tensor(self.vector, dtype=cp.dtype, device=cp.device).view(1, -1, 1)
         along = cosine_similarity(cp, v) if self.cosine else dot_cos(cp, v, self.cossim_pow)
@@ -150,7 +151,7 @@ class ChannelWeight(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = rows_channels_positions(self, site, a)
+        cp = patch_positions(self, site, a)
         check_len(self, site, len(self.weights), cp.shape[1], "the weights")
         w = torch.tensor(self.weights, dtype=cp.dtype, device=cp.device).view(1, -1, 1)
         return per_image(self, (cp * w).mean((1, 2)), n, self.batch)
@@ -190,7 +191,7 @@ class NeuronWeight(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = rows_channels_positions(self, site, a)
+        cp = patch_positions(self, site, a)
         check_len(self, site, len(self.weights), cp.shape[1], "the weights")
         pos = position_index(self, site, a, self.x, self.y, self.token)
         w = torch.tensor(self.weights, dtype=cp.dtype, device=cp.device).view(1, -1)

@@ -46,6 +46,7 @@ from ..errors import (
     ModelNotFoundError,
     ObjectiveShapeError,
 )
+from ..models.huggingface import first_entry, is_transformers
 from ..models.info import ModelInfo, info_of
 from ..models.layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
 from ..models.sizes import Geometry
@@ -203,7 +204,9 @@ def bind(objective: Expr, models: Mapping[str, nn.Module]) -> Expr:
 # --- the plan ----------------------------------------------------------------------------------------
 
 
-def _select(value: Any, site: Site) -> Any:
+def _select(value: Any, site: Site, first: bool = False) -> Any:
+    if first and not site.selectors:
+        value = first_entry(value)
     for sel in site.selectors:
         if isinstance(value, Mapping):
             if sel not in value:
@@ -251,6 +254,8 @@ class Plan:
         options: how the runners were built (`truncate`, `fuse`, stated `layouts`); part of the plan's identity.
         layouts: each site's `Layout` (or `Refusal`), stated or found by the compile-time probe.
         steps: compiled render steps of this plan (see `lucent_dsl.renderer.steps`); they live and die with it.
+        firsts: sites read at their first entry when their output is a tuple or a ModelOutput (sites of transformers
+            models without a selector: `lucent_dsl.models.huggingface.first_entry`).
     """
 
     objective: Expr
@@ -264,6 +269,7 @@ class Plan:
     layouts: dict[Site, Layout | Refusal] = dc.field(default_factory=dict, repr=False)
     term_labels: tuple[str, ...] = dc.field(default=(), repr=False)
     steps: collections.OrderedDict = dc.field(default_factory=collections.OrderedDict, repr=False)
+    firsts: frozenset[Site] = dc.field(default=frozenset(), repr=False)
 
     @property
     def key(self) -> tuple:
@@ -301,7 +307,7 @@ class Plan:
             outs = runner(x) if any(s.module_path != INPUT for s in mine) else {}
             hw = (int(x.shape[-2]), int(x.shape[-1]))
             for s in mine:
-                value = _select(x if s.module_path == INPUT else outs[s.module_path], s)
+                value = _select(x if s.module_path == INPUT else outs[s.module_path], s, s in self.firsts)
                 lay = self.layouts.get(s)
                 if lay is None:
                     acts[s] = value
@@ -433,6 +439,8 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         infos[name] = (info if info.input_geometry is not None or resolved.geometry is None
                        else dc.replace(info, geometry=resolved.geometry))
         found.update(resolved.layouts)
+    firsts = frozenset(s for s in sites if s.model in used and is_transformers(used[s.model]) and not s.selectors
+                       and s.module_path != INPUT)
     options = (("truncate", truncate), ("fuse", bool(fuse)))
     if layouts:
         options += (("layouts", tuple(sorted(layouts.items()))),)
@@ -447,4 +455,5 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         n_images=n_images,
         options=options,
         layouts=found,
+        firsts=firsts,
     )

@@ -22,8 +22,10 @@ from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, LucentError
 from ..models import architectures, sizes as geo
+from ..models.huggingface import first_entry, is_transformers
 from ..models.info import device_of, info_of
 from ..models.layouts import Layout, Refusal, detect
+from ..models.sources import adapt
 from .fold import frozen_models
 from .forward import layer_reader
 
@@ -132,8 +134,11 @@ def probe(model: nn.Module, size: int | tuple[int, int] | None = None) -> list[S
     One forward of a grey image (the model's input size, or `size`) with a hook on every module, and
     one more at another size the model accepts (for the layouts; skipped when the model takes one size
     only or refuses it); the hooks are removed afterwards, and the model's train/eval flags are restored.
-    For modules called more than once, the shape is that of the last call (the one objectives read).
+    For modules called more than once, the shape is that of the last call (the one objectives read). A
+    transformers model's tuple outputs get the layout and channels of their first entry (what a term reads).
     """
+    model = adapt(model)  # the preprocessing and geometry a library declares, as a plan runs the model
+    first = first_entry if is_transformers(model) else (lambda v: v)
     h, w = probe_size(model, size)
     info = info_of(model)
     named = [(n, m) for n, m in model.named_modules() if n]
@@ -164,8 +169,9 @@ def probe(model: nn.Module, size: int | tuple[int, int] | None = None) -> list[S
 
     def row(name: str, kind: str, pick: Any, module: nn.Module | None, n_calls: int) -> SiteInfo:
         values = [pick(r) for r in runs]
-        lay = _layout(values, sizes, module, model)
-        return SiteInfo(name, kind, _describe(values[0]), _channels_of(values[0], lay), n_calls,
+        read = [first(v) for v in values]
+        lay = _layout(read, sizes, module, model)
+        return SiteInfo(name, kind, _describe(values[0]), _channels_of(read[0], lay), n_calls,
                         "-" if lay is None else str(lay))
 
     rows = [row("@input", "input", lambda r: r[0], None, 1)]

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from ..dsl.expr import INPUT, OUTPUT, Site
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
 from ..models import architectures, sizes as geo
+from ..models.huggingface import first_entry, is_transformers
 from ..models.info import ModelInfo, device_of
 from ..models.layouts import Layout, Refusal, detect, parse_layout
 from ..models.sizes import Geometry
@@ -64,8 +65,11 @@ class Resolved:
     sizes: tuple[tuple[int, int], ...] = ()
 
 
-def select(value: Any, site: Site) -> Any:
-    """The entry of a module output that `site`'s selectors name (None where there is no such entry)."""
+def select(value: Any, site: Site, first: bool = False) -> Any:
+    """The entry of a module output that `site`'s selectors name (None where there is no such entry); with `first`
+    (transformers models), a site without selectors reads a tuple or ModelOutput at its first entry."""
+    if first and not site.selectors:
+        value = first_entry(value)
     for sel in site.selectors:
         if isinstance(value, Mapping):
             value = value.get(sel)
@@ -122,8 +126,9 @@ class _Prober:
             self.first_error = self.first_error or e
             return False
         shapes = {}
+        first = is_transformers(self.model)
         for s in self.sites:
-            v = select(outs.get(s.module_path), s)
+            v = select(outs.get(s.module_path), s, first)
             shapes[s] = tuple(v.shape) if isinstance(v, Tensor) else None
         self.shapes[size] = shapes
         return True

@@ -11,8 +11,8 @@ and it reads no file. Everything else is an *ask*, and runs only when the user a
 
 | kind       | what the recipe asks for                                    |
 | ---------- | ----------------------------------------------------------- |
-| `file`     | import a Python file and call a function in it (`file.py:factory`) |
-| `download` | download pretrained weights (torchvision `weights=`, timm `pretrained=true`, open_clip tags) |
+| `file`     | import a Python file and call a function in it (`file.py:factory`); read a model folder (`hf:./folder`) |
+| `download` | download pretrained weights (torchvision `weights=`, timm `pretrained=true`, open_clip tags, every `hf:ORG/NAME`) |
 | `image`    | read the input image of a caricature/accentuate recipe      |
 | `large`    | settings above `resources.CAPS` (steps, size, batch, GIF frames) |
 | `memory`   | a render estimated to need more memory than the machine has (`resources.check_memory`) |
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError, LucentError
-from ..models.specs import ModelSpec, parse_spec
+from ..models.specs import ModelSpec, is_local_folder, parse_spec
 
 KINDS = ("file", "download", "image", "large", "memory")
 """What the user may allow (see the module docstring); a recipe's asks are of the first three kinds."""
@@ -120,7 +120,18 @@ def model_asks(specs: Iterable[str]) -> list[Ask]:
         elif s.kind == "open_clip" and dict(s.options).get("pretrained", "none").strip().lower() != "none":
             tag = dict(s.options)["pretrained"]
             out.append(Ask("download", text, f"downloads open_clip's {tag} weights of {s.target}"))
+        elif s.kind == "hf":
+            out.append(_hf_ask(s, text))
     return out
+
+
+def _hf_ask(spec: ModelSpec, text: str) -> Ask:
+    """An `hf:` spec always loads weights: from a folder (a `file` ask: it reads files) or from the Hub (`download`)."""
+    if is_local_folder(spec.target):
+        where = Path(spec.target).expanduser().resolve()
+        return Ask("file", text, f"reads the Hugging Face model folder {str(where)!r} (its config and weights)")
+    return Ask("download", text, f"downloads {spec.target!r} (config, weights, image processor) from the Hugging "
+                                 "Face Hub")
 
 
 def asks(recipe: Any, *, models: bool = True, image: bool = True) -> list[Ask]:
