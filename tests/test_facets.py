@@ -12,6 +12,7 @@ from digits import mnist
 from models import zoo_model
 
 import lucent_dsl as ld
+from lucent_dsl.dsl.printing import to_text
 from lucent_dsl.dsl.serialize import from_json, to_json
 from lucent_dsl.errors import InvalidArgumentError, LayerNotFoundError, ObjectiveShapeError
 from lucent_dsl.io.files import load_image, save_png
@@ -152,7 +153,7 @@ def test_facet_term_on_plain_activations_and_its_laws():
     named = facet(ld.neuron("blocks.9", 1, model="vit"), "blocks.4", w)  # the facet reads its unit's model
     assert named.model == "vit" and repr(named).count("model=") == 1
     for e in (t, named, faceted(ld.channel("L", 1), FacetProbe("L", w, 0.0, None, 1.0, None, (1, 1), 1.0), weight=3)):
-        assert ld.parse(repr(e)) == e and from_json(to_json(e)) == e
+        assert ld.parse(to_text(e)) == e and from_json(to_json(e)) == e
 
 
 def test_facet_refuses_what_has_no_gradient():
@@ -241,7 +242,7 @@ def test_facets_on_a_vit_read_token_sequences(precision):
     r = render_faceted(vit, "channel('blocks.3', 3)", probe, weight=2.0, size=32, steps=2, precision=precision,
                        progress=False)
     assert r.precision == precision and all(bool(torch.isfinite(v).all()) for v in r.history.values())
-    assert float(r.history[repr(2.0 * probe.term(ld.channel("blocks.3", 3)))].abs().sum()) > 0
+    assert float(r.history[to_text(2.0 * probe.term(ld.channel("blocks.3", 3)))].abs().sum()) > 0
 
 
 @pytest.mark.parametrize("truncate", ["fx", "hooks"])

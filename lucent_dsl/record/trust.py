@@ -12,7 +12,7 @@ and it reads no file. Everything else is an *ask*, and runs only when the user a
 | kind       | what the recipe asks for                                    |
 | ---------- | ----------------------------------------------------------- |
 | `file`     | import a Python file and call a function in it (`file.py:factory`); read a model folder (`hf:./folder`) |
-| `download` | download pretrained weights (torchvision `weights=`, timm `pretrained=true`, open_clip tags, every `hf:ORG/NAME`) |
+| `download` | download weights (torchvision `weights=`, timm `pretrained=true`, open_clip tags, `hf:ORG/NAME`) |
 | `image`    | read the input image of a caricature/accentuate recipe      |
 | `large`    | settings above `resources.CAPS` (steps, size, batch, GIF frames) |
 | `memory`   | a render estimated to need more memory than the machine has (`resources.check_memory`) |
