@@ -52,6 +52,13 @@ KINDS: dict[str, KindAsks] = {
         patch=("timm", "create_model"),
         downloads=lambda args, kwargs: bool(kwargs.get("pretrained")),
     ),
+    "open_clip": KindAsks(
+        option="pretrained",
+        spec=lambda v: f"open_clip:RN50:pretrained={v}",
+        values=("openai", "OpenAI", "yfcc15m", "cc12m", "none", "None"),
+        patch=("open_clip", "create_model"),
+        downloads=lambda args, kwargs: kwargs.get("pretrained") not in (None, "", "none"),
+    ),
 }
 """Spec kinds that can ask for a download, each with every value its option takes (see the module docstring)."""
 
