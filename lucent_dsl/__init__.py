@@ -77,6 +77,8 @@ from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, c
 from .renderer import relu as relu
 from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
+from .renderer.schedule import Schedule as Schedule
+from .renderer.stopping import Plateau as Plateau, Target as Target
 from .toolbox import (
     adversarial as adversarial,
     inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
@@ -93,6 +95,7 @@ __all__ = [
     "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
+__all__ += ["Plateau", "Schedule", "Target"]  # issue 27: render(schedule=, betas=, stop=)
 
 
 def __getattr__(name: str):

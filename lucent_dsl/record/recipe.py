@@ -52,6 +52,8 @@ SCORE_KEY = "lucent_dsl.score"
 # of an image saved after Ctrl-C (its "steps" are the steps done, so it replays exactly).
 _INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted")
 MAX_RECIPE_BYTES = 16 * 2**20
+_DEFAULT_BETAS = (0.9, 0.999)  # torch.optim.Adam's (renderer.schedule.DEFAULT_BETAS)
+_SCHEDULES = ("constant", "cosine", "warmup_cosine")  # renderer.schedule.SCHEDULES
 
 
 # --- the recipe value ----------------------------------------------------------------------------
@@ -73,6 +75,9 @@ class Recipe:
         command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.toolbox.inversion`).
         image: the input image of caricature/accentuate (an absolute path).
         layers: the layers of a caricature.
+        schedule: the learning-rate schedule as text: "constant", "cosine" or "warmup_cosine:FRACTION"
+            (`lucent_dsl.renderer.schedule`).
+        betas: the default Adam's (beta1, beta2).
     """
 
     objective: str | None = None
@@ -90,6 +95,8 @@ class Recipe:
     layers: tuple[str, ...] = ()
     decay_power: float = 1.0
     threads: int | None = None
+    schedule: str = "constant"
+    betas: tuple[float, float] = _DEFAULT_BETAS
 
     def __post_init__(self) -> None:
         check_choice("command", self.command, COMMANDS, where="recipe")
@@ -132,6 +139,8 @@ class Recipe:
         if isinstance(self.layers, str) or not all(isinstance(s, str) for s in self.layers):
             raise InvalidArgumentError(f"recipe: layers must be a list of layer names, got {self.layers!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
+        _check_schedule(self.schedule)
+        _check_betas(self)
 
     # --- JSON ------------------------------------------------------------------------------------
 
@@ -142,6 +151,8 @@ class Recipe:
             v = getattr(self, f.name)
             if f.name == "command" or (f.name in ("image", "layers") and not v):
                 continue
+            if (f.name, v) in (("schedule", "constant"), ("betas", _DEFAULT_BETAS)):
+                continue  # the defaults stay out, so files written before these fields read the same
             d[f.name] = list(v) if isinstance(v, tuple) else v
         d["torch"] = torch.__version__
         return d
@@ -254,6 +265,28 @@ class Recipe:
         if self.command == "caricature":
             return len(self.layers)
         return 1 if self.command == "accentuate" else self.batch
+
+
+def _check_schedule(text: Any) -> None:
+    """The schedule text `renderer.schedule.Schedule.text` writes (the renderer checks it again when it runs)."""
+    kind, _, warmup = text.partition(":") if isinstance(text, str) else ("", "", "")
+    check_choice("schedule", kind, _SCHEDULES, where="recipe")
+    if warmup or kind == "warmup_cosine":
+        try:
+            fraction = float(warmup)
+        except ValueError:
+            fraction = math.nan
+        if kind != "warmup_cosine" or not 0 < fraction < 1:
+            raise InvalidArgumentError(f"recipe: schedule {text!r}; a warm-up fraction in (0, 1) goes with "
+                                       "'warmup_cosine' only, e.g. 'warmup_cosine:0.1'")
+
+
+def _check_betas(recipe: Recipe) -> None:
+    betas = recipe.betas
+    if (isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2
+            or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise InvalidArgumentError(f"recipe: betas must be two numbers in [0, 1), got {betas!r}")
+    object.__setattr__(recipe, "betas", (float(betas[0]), float(betas[1])))
 
 
 def _image_size(path: Any) -> tuple[int, int]:

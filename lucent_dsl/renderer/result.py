@@ -40,6 +40,7 @@ class RenderResult:
         recipe: the `record.Recipe` that makes these pixels again (`renderer.provenance`), or None;
             `save` writes it into the PNG, so `lucent-dsl render --recipe out.png` replays it.
         unreplayable: why there is no recipe (a module of your own, a custom parameterization...).
+        stopped: at which step and why an early-stopping rule (`render(stop=...)`) ended the run, else None.
     """
 
     images: Tensor
@@ -53,6 +54,7 @@ class RenderResult:
     precision: str = "fp32"
     recipe: Any = None
     unreplayable: tuple[str, ...] = ()
+    stopped: str | None = None
 
     @property
     def pil(self) -> list:
