@@ -73,6 +73,7 @@ from .objectives import (
     style as style,
     total_variation as total_variation,
 )
+from .objectives.batchnorm import batchnorm_prior as batchnorm_prior
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
 from .renderer import relu as relu
 from .renderer.phases import render as render
@@ -95,7 +96,7 @@ __all__ = [
     "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
-__all__ += ["Plateau", "Schedule", "Target"]  # issue 27: render(schedule=, betas=, stop=)
+__all__ += ["Plateau", "Schedule", "Target", "batchnorm_prior"]  # issue 27: render(schedule=, betas=, stop=)
 
 
 def __getattr__(name: str):

@@ -34,6 +34,7 @@ from .activation import (
     layer,
     neuron,
 )
+from .batchnorm import BatchNormPrior, batchnorm_prior  # Python-only: it reads a model's BatchNorms (issue 27)
 from .custom import Custom, objective
 from .directions import (
     ActivationMatch,
@@ -133,3 +134,4 @@ __all__ = [
     "style",
     "total_variation",
 ]
+__all__ += ["BatchNormPrior", "batchnorm_prior"]
