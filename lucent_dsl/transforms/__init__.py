@@ -33,9 +33,12 @@ from .compose import (
 )
 from .geometry import crops, jitter, pad, random_rotate, random_scale
 from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise
+from .compose import ensemble  # issue 27: augmentation ensembling
+from .pixelwise import color_shift
 
 __all__ = [
     "BACKGROUNDS", "PAD_MODES", "STANDARD_SCALES", "Transform", "TransformParams", "affine", "as_transform",
     "as_transform_arg", "chain", "composite", "crops", "gaussian_blur", "identity", "is_compilable", "jitter",
     "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]
+__all__ += ["color_shift", "ensemble"]
