@@ -76,6 +76,7 @@ from .objectives import (
 from .objectives.batchnorm import batchnorm_prior as batchnorm_prior
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
 from .renderer import relu as relu
+from .renderer.coarse import coarse_to_fine as coarse_to_fine
 from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
 from .renderer.schedule import Schedule as Schedule
@@ -96,7 +97,7 @@ __all__ = [
     "relu", "render", "source_l2", "source_match", "style", "sum_of", "to_json", "total_variation", "transforms",
     "transparency_map", "with_info", "zoo",
 ]
-__all__ += ["Plateau", "Schedule", "Target", "batchnorm_prior"]  # issue 27: render(schedule=, betas=, stop=)
+__all__ += ["Plateau", "Schedule", "Target", "batchnorm_prior", "coarse_to_fine"]  # issue 27
 
 
 def __getattr__(name: str):

@@ -122,3 +122,20 @@ def test_a_scheduled_render_stopped_early_has_no_recipe_that_would_schedule_othe
     done = ld.render("channel('features.0', 0)", net, size=32, steps=4, progress=False, schedule="warmup_cosine",
                      betas=(0.5, 0.99))
     assert done.recipe is not None and torch.equal(done.recipe.run(progress=False).images, done.images)
+
+
+def test_coarse_to_fine_continues_each_stage_from_the_last_ones_image():
+    from lucent_dsl.renderer.coarse import coarse_to_fine
+
+    net = _net()
+    r = coarse_to_fine(ld.channel("0", 1), net, sizes=(8, 16), steps=(6, 1), lr=1e-9, progress=False)
+    coarse = ld.render(ld.channel("0", 1), net, size=8, steps=6, lr=1e-9, progress=False)
+    up = torch.nn.functional.interpolate(coarse.images, size=(16, 16), mode="bilinear", antialias=True)
+    torch.testing.assert_close(r.images, up.clamp(1e-4, 1 - 1e-4), atol=2e-3, rtol=0)  # lr ~0: the start stays
+    assert r.steps == 7 and all(len(h) == 7 for h in r.history.values()) and r.recipe is None
+    with pytest.raises(InvalidArgumentError, match="grow"):
+        coarse_to_fine(ld.channel("0", 1), net, sizes=(16, 8), steps=2, progress=False)
+    with pytest.raises(InvalidArgumentError, match="one count per size"):
+        coarse_to_fine(ld.channel("0", 1), net, sizes=(8, 16), steps=(2,), progress=False)
+    with pytest.raises(InvalidArgumentError, match="size"):
+        coarse_to_fine(ld.channel("0", 1), net, sizes=(8, 16), steps=2, size=8, progress=False)
