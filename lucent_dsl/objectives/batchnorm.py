@@ -92,9 +92,11 @@ def _affine(bn: nn.BatchNorm2d, like: Tensor) -> tuple[Tensor, Tensor, Tensor, T
     assert mean is not None and var is not None  # checked when the term was built
     weight = bn.weight if bn.weight is not None else torch.ones_like(mean)
     bias = bn.bias if bn.bias is not None else torch.zeros_like(mean)
-    to = dict(device=like.device, dtype=torch.float32)
-    scale = (var.to(**to) + bn.eps).sqrt() / weight.detach().to(**to)
-    return mean.to(**to), var.to(**to), scale, bias.detach().to(**to)
+
+    def f32(t: Tensor) -> Tensor:
+        return t.detach().to(device=like.device, dtype=torch.float32)
+
+    return f32(mean), f32(var), (f32(var) + bn.eps).sqrt() / f32(weight), f32(bias)
 
 
 def input_distance(y: Tensor, bn: nn.BatchNorm2d) -> Tensor:

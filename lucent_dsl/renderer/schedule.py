@@ -47,7 +47,7 @@ class Schedule:
     def __post_init__(self) -> None:
         check_choice("schedule", self.kind, SCHEDULES)
         w = self.warmup
-        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 <= w < 1:
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 <= float(w) < 1:
             raise InvalidArgumentError(f"schedule warmup must be a fraction of the steps in [0, 1), got {w!r}")
         if self.kind == "warmup_cosine" and w == 0:
             object.__setattr__(self, "warmup", DEFAULT_WARMUP)
@@ -97,6 +97,6 @@ def check_betas(betas: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"betas must be a pair (beta1, beta2), e.g. (0.5, 0.999); got {betas!r}") from None
     for name, b in (("beta1", b1), ("beta2", b2)):
-        if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 0 <= b < 1:
+        if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 0 <= float(b) < 1:
             raise InvalidArgumentError(f"betas: {name} must be a number in [0, 1), got {b!r}")
     return float(b1), float(b2)

@@ -43,7 +43,7 @@ Monitor = Callable[[int, float, "float | None", Callable[[], Tensor]], "str | No
 
 
 def _fraction(name: str, value: Any, *, upper: float = 1.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < upper:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < upper:
         raise InvalidArgumentError(f"{name} must be a number in (0, {upper:g}), got {value!r}")
     return float(value)
 
@@ -136,7 +136,9 @@ class Target:
         return watch
 
     def _model(self, plan: Any) -> tuple[str, Any, Any]:
-        models = dict(plan.models) if plan is not None else {}
+        if plan is None:
+            raise InvalidArgumentError("Target needs the render's plan to find its model")
+        models = dict(plan.models)
         if self.model is None and len(models) != 1:
             raise InvalidArgumentError(f"Target(model=None) needs a plan of one model; name one of {sorted(models)}")
         name = self.model if self.model is not None else next(iter(models))
