@@ -70,6 +70,16 @@ def test_each_image_is_scored_on_its_own_statistics():
     assert rows.tolist() == pytest.approx(alone, rel=1e-5)
 
 
+def test_a_batched_render_gives_each_image_its_own_prior():
+    net = _net(0)
+    prior = batchnorm_prior(net)
+    r = ld.render([ld.channel("6", c) - 0.05 * prior for c in range(2)], net, size=12, steps=2, progress=False)
+    assert r.images.shape[0] == 2
+    plan = ld.compile_plan(ld.batched([prior, prior]), net)
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(_scores(plan, x, 2).per_image, _scores(ld.compile_plan(prior, net), x, 2).per_image)
+
+
 def test_subtracting_the_prior_brings_a_render_closer_to_the_running_statistics():
     net = _net(3)
     prior = batchnorm_prior(net)

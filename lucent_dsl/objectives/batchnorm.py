@@ -20,7 +20,8 @@ A BatchNorm that `plan/fold.py` folds into the convolution before it is still re
 convolution computes the BatchNorm's output. (A zero `weight` loses the input; it is refused.)
 
 `batchnorm_prior(model)` reads the model's BatchNorm2d layers when it is built, so it is a Python term of the
-algebra (it adds, scales and renders like any other) but not DSL text: a render with it carries no recipe.
+algebra (it adds, scales, renders and joins batched renders like any other) but not DSL text: a render with it
+carries no recipe.
 Subtract it, like every penalty.
 
 Example:
@@ -43,7 +44,7 @@ from torch import Tensor, nn
 
 from ..dsl.expr import Acts, Site, Term, finite
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ._term import check_model, per_image, tensor_at
+from ._term import Batch, check_model, per_image, tensor_at
 
 __all__ = ["BatchNormPrior", "batchnorm_prior"]
 
@@ -58,6 +59,7 @@ class BatchNormPrior(Term):
     layers: tuple[str, ...]
     first: float = 10.0
     model: str | None = None
+    batch: Batch = None
     norms: tuple[nn.BatchNorm2d, ...] = dc.field(default=(), compare=False, hash=False)  # same order as layers
 
     def sites(self) -> tuple[Site, ...]:
@@ -69,6 +71,8 @@ class BatchNormPrior(Term):
             kw["first"] = self.first
         if self.model is not None:
             kw["model"] = self.model
+        if self.batch is not None:
+            kw["batch"] = self.batch
         return (self.layers,), kw
 
     def score(self, acts: Acts, n: int) -> Tensor:
@@ -83,7 +87,7 @@ class BatchNormPrior(Term):
             total = r if total is None else total + r
         if total is None:
             raise ObjectiveShapeError(f"{self!r} reads no layer")
-        return per_image(self, total, n, None)
+        return per_image(self, total, n, self.batch)
 
 
 def _affine(bn: nn.BatchNorm2d, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -129,4 +133,4 @@ def batchnorm_prior(model: nn.Module, *, first: float = 10.0, name: str | None =
             raise InvalidArgumentError(f"batchnorm_prior: BatchNorm {path!r} has a zero weight, so its output says "
                                        "nothing about its input there")
     return BatchNormPrior(tuple(p for p, _ in found), finite(first, "first"), check_model(name),
-                          tuple(m for _, m in found))
+                          norms=tuple(m for _, m in found))
