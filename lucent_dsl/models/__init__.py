@@ -3,7 +3,8 @@
 Rooms: `info` (`ModelInfo`: preprocessing, labels, input sizes, stated layouts; what a model declares
 itself), `sizes` (the input sizes a model accepts, `fit`), `layouts` (activation layouts as einops
 patterns), `architectures` (what torchvision/timm models say about themselves), `specs` (model spec
-strings -> modules), `checks` (models and devices a render can drive). Offline weights: `lucent_dsl.zoo`.
+strings -> modules), `checks` (models and devices a render can drive). Offline weights: `lucent_dsl.zoo`;
+`vit_mnist` is the zoo's small MNIST ViT and the deterministic training that made its shipped weights.
 
 Example:
     >>> import torch.nn as nn
