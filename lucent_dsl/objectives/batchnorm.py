@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..dsl.expr import Acts, Site, Term, finite
 from ..errors import InvalidArgumentError, ObjectiveShapeError
-from ._term import Batch, check_model, per_image, tensor_at
+from ._term import Batch, check_model, check_rows_of, per_image, tensor_at
 
 __all__ = ["BatchNormPrior", "batchnorm_prior"]
 
@@ -76,18 +76,28 @@ class BatchNormPrior(Term):
         return (self.layers,), kw
 
     def score(self, acts: Acts, n: int) -> Tensor:
+        one = self.batch if isinstance(self.batch, int) else None  # a batched render: read only that image's rows
         total: Tensor | None = None
         for i, (site, bn) in enumerate(zip(self.sites(), self.norms)):
             y = tensor_at(self, acts, site)
             if y.dim() != 4 or y.shape[1] != bn.num_features:
                 raise ObjectiveShapeError(f"{self!r}: {site} has shape {tuple(y.shape)}, not (B, "
                                           f"{bn.num_features}, H, W) as its BatchNorm2d")
+            if one is not None:
+                check_rows_of(self, site, y, n)
+                if one >= n:
+                    raise ObjectiveShapeError(f"{self!r} selects image {one} but the render has {n} image(s)")
+                y = y[one::n]  # rows are crop-major: row k * n + b is crop k of image b
             r = input_distance(y.float(), bn)
             r = r * self.first if i == 0 else r
             total = r if total is None else total + r
         if total is None:
             raise ObjectiveShapeError(f"{self!r} reads no layer")
-        return per_image(self, total, n, self.batch)
+        if one is None:
+            return per_image(self, total, n, self.batch)
+        mask = torch.zeros(n, dtype=total.dtype, device=total.device)
+        mask[one] = 1.0
+        return mask * total.mean()
 
 
 def _affine(bn: nn.BatchNorm2d, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
