@@ -60,6 +60,7 @@ class Setting:
     copies: int = 0
     prior: float = 0.0
     light: bool = False  # size-keeping transforms for small images instead of `standard()`
+    none: bool = False  # no transforms at all
 
     def render_kwargs(self) -> dict[str, Any]:
         out = dict(self.kwargs)
@@ -68,6 +69,8 @@ class Setting:
             out["transforms"] = ld.transforms.ensemble(self.copies, base)
         elif base is not None:
             out["transforms"] = base
+        elif self.none:
+            out["transforms"] = []
         return out
 
     def objective(self, term: ld.Expr, model: nn.Module) -> ld.Expr:
@@ -88,6 +91,7 @@ SETTINGS = {
     "ensemble4+cosine+b1=0.5": Setting("ensemble4+cosine+b1=0.5", _PLUGIN, copies=4),
     "bn-prior": Setting("bn-prior", prior=0.01),
     "light-tf": Setting("light-tf", light=True),
+    "no-tf": Setting("no-tf", none=True),
     "light-tf+ensemble4+cosine+b1=0.5": Setting("light-tf+ensemble4+cosine+b1=0.5", _PLUGIN, copies=4, light=True),
 }
 
@@ -316,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs.append(("vit_s_focus", zoo.load("vit_s_focus"), "backbone.encoder.layer.8.Add_1",
                          drawn(2 if args.quick else 4, 384), natural, 224, 32 if args.quick else 64))
         for name, model, layer, chans, nat, size, st in jobs:
-            extra = [SETTINGS["light-tf"]] if size == 28 and args.settings is None else []  # small images
+            extra = [SETTINGS["light-tf"], SETTINGS["no-tf"]] if size == 28 and args.settings is None else []
             for setting in [*cheap, *extra]:
                 if setting.prior:
                     continue  # a class-render setting
