@@ -9,8 +9,8 @@ it returns None to go on, or the reason to stop (`RenderResult.stopped` then rea
   stops once the smoothed value moved by less than `rel_tol` of its size over the last `patience`
   steps. Steps before `patience + warmup` never stop. On "grad_norm" it stops when the smoothed norm
   fell below `rel_tol` times its largest smoothed value (the step has nothing left to follow).
-  IMI-style rules stop on a smoothed gradient norm; their exact constants were not found, so these
-  defaults are ours (see benchmarks/README.md for what they measured).
+  IMI-style rules stop on a smoothed gradient norm; their exact rule and constants were not found, so these
+  defaults are ours, and what they save or cost has not been measured yet.
 - `Target(label, p, model, every)`: a class probability passed `p`. Every `every` steps the model sees the
   current image (untransformed, with its own preprocessing) and the softmax of its logits is read at
   `label` (an index or one of the model's labels); the render stops once every image passes `p`.
