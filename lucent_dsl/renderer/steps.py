@@ -265,10 +265,11 @@ def run_steps(setup: Setup, *, steps: int, on_nonfinite: str, snaps_at: Sequence
     device = next(iter(leaves.values())).device
     flag = _NonFiniteFlag(device, CUDA_CHECK_EVERY) if setup.deferred_check and on_nonfinite == "raise" else None
     done, score, stopped = 0, None, None
-    base_lrs = [group.get("lr") for group in optim.param_groups] if lr_factor is not None else []
-    if any(not isinstance(lr, (int, float)) for lr in base_lrs):
+    found = [group.get("lr") for group in optim.param_groups] if lr_factor is not None else []
+    if any(not isinstance(lr, (int, float)) for lr in found):
         raise InvalidArgumentError("schedule= scales each optimizer group's 'lr', and this optimizer has a group "
                                    "without a numeric one; drop schedule= or give the optimizer an lr")
+    base_lrs = [float(lr) for lr in found if isinstance(lr, (int, float))]
     try:
         with ctrl_c_between_steps() as pressed:
             for step in range(1, steps + 1):
