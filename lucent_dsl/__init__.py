@@ -73,11 +73,15 @@ from .objectives import (
     style as style,
     total_variation as total_variation,
 )
+from .objectives.batchnorm import batchnorm_prior as batchnorm_prior
 from .objectives.text import clip_text as clip_text
 from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, compile_plan as compile_plan
 from .renderer import relu as relu
+from .renderer.coarse import coarse_to_fine as coarse_to_fine
 from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
+from .renderer.schedule import Schedule as Schedule
+from .renderer.stopping import Plateau as Plateau, Target as Target
 from .toolbox import (
     adversarial as adversarial,
     inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
@@ -97,6 +101,7 @@ __all__ = [
 from .objectives import facet as facet  # noqa: E402  faceted visualization's term (objectives/attribution.py)
 
 __all__ += ["facet", "clip_text"]
+__all__ += ["Plateau", "Schedule", "Target", "batchnorm_prior", "coarse_to_fine"]  # issue 27
 
 
 def __getattr__(name: str):

@@ -125,6 +125,8 @@ def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bo
         device=device,
         compile=compile,
         precision=recipe.precision,
+        schedule=recipe.schedule,
+        betas=recipe.betas,
         **common,
     )
 

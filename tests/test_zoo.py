@@ -188,7 +188,8 @@ def test_install_twice_does_nothing(monkeypatch):
 # ---- errors (no weights needed) -------------------------------------------------------------------
 
 def test_names_and_default():
-    assert zoo.names() == ("efficientnet_lite0", "lenet5_mnist", "lenet5_mnist_adv", "mobilenet_v2", "vit_s_focus")
+    assert zoo.names() == ("efficientnet_lite0", "lenet5_mnist", "lenet5_mnist_adv", "mobilenet_v2", "vit_mnist",
+                           "vit_s_focus")
     assert zoo.DEFAULT == "mobilenet_v2"
 
 

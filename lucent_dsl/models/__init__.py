@@ -5,6 +5,8 @@ itself), `sizes` (the input sizes a model accepts, `fit`), `layouts` (activation
 patterns), `architectures` (what torchvision/timm models say about themselves), `specs` (model spec
 strings -> modules), `checks` (models and devices a render can drive), `huggingface` and `hf_processors`
 (transformers vision models). Offline weights: `lucent_dsl.zoo`.
+strings -> modules), `checks` (models and devices a render can drive). Offline weights: `lucent_dsl.zoo`;
+`vit_mnist` is the zoo's small MNIST ViT and the deterministic training that made its shipped weights.
 
 Example:
     >>> import torch.nn as nn

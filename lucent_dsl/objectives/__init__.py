@@ -36,6 +36,7 @@ from .activation import (
     neuron,
 )
 from .attribution import Facet, facet
+from .batchnorm import BatchNormPrior, batchnorm_prior  # Python-only: it reads a model's BatchNorms (issue 27)
 from .custom import Custom, objective
 from .directions import (
     ActivationMatch,
@@ -142,3 +143,4 @@ __all__ = [
     "Facet",
     "facet",
 ]
+__all__ += ["BatchNormPrior", "batchnorm_prior"]

@@ -57,6 +57,8 @@ _INFO_KEYS = ("torch", "lucent_dsl_recipe", "interrupted", "lucent_dsl")
 SUPPLIED_KEYS = ("name", "class", "weights")
 """The keys of each entry of a recipe's `supplied` models in its JSON."""
 MAX_RECIPE_BYTES = 16 * 2**20
+_DEFAULT_BETAS = (0.9, 0.999)  # torch.optim.Adam's (renderer.schedule.DEFAULT_BETAS)
+_SCHEDULES = ("constant", "cosine", "warmup_cosine")  # renderer.schedule.SCHEDULES
 
 
 # --- the recipe value ----------------------------------------------------------------------------
@@ -82,6 +84,9 @@ class Recipe:
             class, `models.checks.weights_fingerprint`) each. A Python render of a module of your own records
             it so (`renderer.provenance`); `run` then needs the models given (`recipe.run(models)`,
             `lucent-dsl render --recipe FILE --model SPEC`) and warns when their weights are not the recorded ones.
+        schedule: the learning-rate schedule as text: "constant", "cosine" or "warmup_cosine:FRACTION"
+            (`lucent_dsl.renderer.schedule`).
+        betas: the default Adam's (beta1, beta2).
     """
 
     objective: str | None = None
@@ -100,6 +105,8 @@ class Recipe:
     decay_power: float = 1.0
     threads: int | None = None
     supplied: tuple[tuple[str, str, str], ...] = ()
+    schedule: str = "constant"
+    betas: tuple[float, float] = _DEFAULT_BETAS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "supplied", _supplied(self.supplied))
@@ -146,6 +153,8 @@ class Recipe:
         if not isinstance(self.layers, (list, tuple)) or not all(isinstance(s, str) for s in self.layers):
             raise InvalidArgumentError(f"recipe: layers must be a list of layer names, got {self.layers!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
+        _check_schedule(self.schedule)
+        _check_betas(self)
 
     # --- JSON ------------------------------------------------------------------------------------
 
@@ -158,6 +167,8 @@ class Recipe:
                 continue
             if f.name == "supplied":
                 v = [dict(zip(SUPPLIED_KEYS, entry)) for entry in v]
+            if (f.name, v) in (("schedule", "constant"), ("betas", _DEFAULT_BETAS)):
+                continue  # the defaults stay out, so files written before these fields read the same
             d[f.name] = list(v) if isinstance(v, tuple) else v
         d["torch"] = torch.__version__
         d["lucent_dsl"] = library_version()
@@ -304,6 +315,26 @@ def library_version() -> str:
         return metadata.version("lucent_dsl")
     except metadata.PackageNotFoundError:
         return "unknown"
+def _check_schedule(text: Any) -> None:
+    """The schedule text `renderer.schedule.Schedule.text` writes (the renderer checks it again when it runs)."""
+    kind, _, warmup = text.partition(":") if isinstance(text, str) else ("", "", "")
+    check_choice("schedule", kind, _SCHEDULES, where="recipe")
+    if warmup or kind == "warmup_cosine":
+        try:
+            fraction = float(warmup)
+        except ValueError:
+            fraction = math.nan
+        if kind != "warmup_cosine" or not 0 < fraction < 1:
+            raise InvalidArgumentError(f"recipe: schedule {text!r}; a warm-up fraction in (0, 1) goes with "
+                                       "'warmup_cosine' only, e.g. 'warmup_cosine:0.1'")
+
+
+def _check_betas(recipe: Recipe) -> None:
+    betas = recipe.betas
+    if (isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2
+            or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise InvalidArgumentError(f"recipe: betas must be two numbers in [0, 1), got {betas!r}")
+    object.__setattr__(recipe, "betas", (float(betas[0]), float(betas[1])))
 
 
 def _image_size(path: Any) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from ..models import hardware as hw_lib
 from ..models.checks import check_models, normalize_device
 from ..plan.compiler import Plan, compile_plan, history_rows
 from ..plan.fold import frozen_models
-from . import steps as steps_lib
+from . import schedule as schedule_lib, steps as steps_lib, stopping as stopping_lib
 from .provenance import recipe_of
 from .relu import redirected_relu
 from .result import RenderResult
@@ -57,9 +57,13 @@ def _default_param(size: tuple[int, int], batch: int, channels: int) -> param_li
     return param_lib.fft(size, batch=batch, channels=channels)
 
 
-def _make_optimizer(optimizer: Any, leaves: list[Tensor], lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(optimizer: Any, leaves: list[Tensor], lr: float,
+                    betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
     if optimizer is None:
-        return torch.optim.Adam(leaves, lr=lr)
+        return torch.optim.Adam(leaves, lr=lr, betas=betas or schedule_lib.DEFAULT_BETAS)
+    if betas is not None:
+        raise InvalidArgumentError("betas= sets the default Adam's; with optimizer= given, set them there "
+                                   "(e.g. lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.5, 0.999)))")
     if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
         return cast(Any, optimizer)(leaves, lr=lr)  # a torch.optim class: (params, lr=...)
     if callable(optimizer):
@@ -182,7 +186,8 @@ def _check_drivable(models: Any) -> None:
 
 
 def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: Any, optimizer: Any, device: Any,
-           compile: Any, compile_mode: str | None, hardware: hw_lib.Hardware | None = None) -> Setup:
+           compile: Any, compile_mode: str | None, hardware: hw_lib.Hardware | None = None,
+           betas: tuple[float, float] | None = None) -> Setup:
     """Phase 2: device, batch size, parameterization, transforms, optimizer and the (compiled) step.
 
     Every machine-dependent decision reads `hardware` (default: `Hardware.of(device)`)."""
@@ -213,7 +218,7 @@ def set_up(plan: Plan, s: CheckedArgs, *, batch: Any, param: Any, transforms: An
             "measured 12-16x slower than fp32 (benchmarks/README.md); use precision='fp32' on this machine",
             UserWarning, stacklevel=3)
     apply = steps_lib.model_inputs(plan, transform, first.shape)
-    optim = _make_optimizer(optimizer, list(leaves.values()), s.lr)
+    optim = _make_optimizer(optimizer, list(leaves.values()), s.lr, betas)
     eager = steps_lib.loss_fn(plan, image_param.to_image, apply, n, s.precision, redirect=True)
     step = eager  # redirected-ReLU steps stay eager: they swap module classes, which a compiled step would not see
     if _should_compile(compile, hw, s.steps) and _compilable(plan, compile):
@@ -243,6 +248,7 @@ def build_result(setup: Setup, s: CheckedArgs, record: steps_lib.StepRecord) -> 
         precision=setup.precision,
         leaves={k: v.detach().cpu() for k, v in setup.leaves.items()},  # no step runs after this one
         param=setup.image_param,
+        stopped=record.stopped,
     )
 
 
@@ -267,6 +273,9 @@ def render(
     progress: bool | str = True,
     callback: Callable[[int, Tensor], None] | None = None,
     redirect_relu: int = 0,
+    schedule: str | schedule_lib.Schedule | None = None,
+    betas: tuple[float, float] | None = None,
+    stop: stopping_lib.Plateau | stopping_lib.Target | None = None,
 ) -> RenderResult:
     """Render images that maximize `objective` on `models`.
 
@@ -301,6 +310,11 @@ def render(
         redirect_relu: use Lucid's redirected ReLU gradient in the models' nn.ReLU/nn.ReLU6 modules for
             this many first steps (0: never; Lucid: 16), so units dead on the initial image get a gradient
             (see `lucent_dsl.relu`). These steps run eagerly.
+        schedule: the learning-rate schedule (`renderer.schedule`): "constant" (None, the default), "cosine",
+            "warmup_cosine" (10% warm-up) or a `Schedule("warmup_cosine", warmup=0.2)`.
+        betas: the default Adam's (beta1, beta2) (None: torch's (0.9, 0.999); Plug-In Inversion: (0.5, 0.999)).
+        stop: an early-stopping rule (`renderer.stopping`): `Plateau(...)` or `Target(label, p)`; the result's
+            `stopped` says at which step and why, and `steps` counts the steps done.
 
     Returns:
         RenderResult; `history` has one series per distinct top-level summand, and the series add up
@@ -308,24 +322,33 @@ def render(
     """
     s = check_args(steps=steps, size=size, lr=lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
                        thresholds=thresholds, redirect_relu=redirect_relu)
+    sched = schedule_lib.as_schedule(schedule)
+    betas = schedule_lib.check_betas(betas) if betas is not None else None
+    stop = stopping_lib.check_stop(stop)
     plan = _plan_of(objective, models)
     setup = set_up(plan, s, batch=batch, param=param, transforms=transforms, optimizer=optimizer, device=device,
-                   compile=compile, compile_mode=compile_mode)
+                   compile=compile, compile_mode=compile_mode, betas=betas)
+    monitor = stop.monitor(plan) if stop is not None else None
     bar = _progress(s.steps, progress)
     models_run = list(plan.models.values())
     try:
         with frozen_models(models_run), redirected_relu(models_run, s.redirect_relu) as relus:
             record = steps_lib.run_steps(setup, steps=s.steps, on_nonfinite=s.on_nonfinite, snaps_at=s.snaps_at,
-                                         relus=relus, callback=callback, bar=bar)
+                                         relus=relus, callback=callback, bar=bar,
+                                         lr_factor=None if sched.kind == "constant" else sched.factor,
+                                         stop=monitor, grad_norm=stop is not None and stop.needs_grad_norm)
     finally:
         if bar is not None:
             bar.close()
     result = build_result(setup, s, record)
     image_hw = (int(result.images.shape[-2]), int(result.images.shape[-1]))
     recipe, why = recipe_of(plan, size=image_hw, n=setup.n, channels=int(result.images.shape[1]),
-                            steps=result.steps if result.interrupted else s.steps, seed=s.seed, lr=s.lr,
-                            precision=setup.precision, param=param, transforms=transforms, optimizer=optimizer,
-                            redirect_relu=s.redirect_relu)
+                            steps=result.steps if result.interrupted or result.stopped else s.steps, seed=s.seed,
+                            lr=s.lr, precision=setup.precision, param=param, transforms=transforms,
+                            optimizer=optimizer, redirect_relu=s.redirect_relu, schedule=sched, betas=betas)
+    if (result.interrupted or result.stopped) and sched.kind != "constant" and recipe is not None:
+        recipe, why = None, (*why, f"the {sched.kind} schedule ran for {s.steps} steps but stopped after "
+                                   f"{result.steps}; a replay of {result.steps} steps would schedule them otherwise")
     if result.skipped_steps:
         recipe, why = None, (*why, "steps were skipped (on_nonfinite='skip'); a replay would raise there")
     result = dc.replace(result, recipe=recipe, unreplayable=why)

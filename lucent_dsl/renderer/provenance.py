@@ -121,6 +121,16 @@ def _transforms(transforms: Any) -> tuple[str | None, list[str]]:
     return None, ["transforms other than transforms.standard() (the default), transforms.robust() or none"]
 
 
+def _optimizer_fields(schedule: Any, betas: tuple[float, float] | None) -> dict[str, Any]:
+    """The recipe's `schedule` and `betas` (left at their defaults when the render left them)."""
+    fields: dict[str, Any] = {}
+    if schedule is not None and schedule.kind != "constant":
+        fields["schedule"] = schedule.text
+    if betas is not None:
+        fields["betas"] = tuple(betas)
+    return fields
+
+
 def recipe_of(
     plan: Any,
     *,
@@ -135,6 +145,8 @@ def recipe_of(
     transforms: Any,
     optimizer: Any,
     redirect_relu: int,
+    schedule: Any = None,
+    betas: tuple[float, float] | None = None,
 ) -> tuple[Any, tuple[str, ...]]:
     """(the `Recipe` that replays this render, or None; why not, as short sentences)."""
     from ..record.recipe import Recipe
@@ -168,5 +180,6 @@ def recipe_of(
         threads=torch.get_num_threads(),
         supplied=supplied,
         **param_fields,
+        **_optimizer_fields(schedule, betas),
     )
     return recipe, ()

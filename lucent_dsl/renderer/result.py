@@ -42,6 +42,7 @@ class RenderResult:
         unreplayable: why there is no recipe (a module of your own, a custom parameterization...).
         leaves: the trained parameters of the parameterization (detached, on the CPU), and `param`, the
             `ImageParam` that draws them: `image_at(size)` draws a CPPN's again at another size.
+        stopped: at which step and why an early-stopping rule (`render(stop=...)`) ended the run, else None.
     """
 
     images: Tensor
@@ -57,6 +58,7 @@ class RenderResult:
     unreplayable: tuple[str, ...] = ()
     leaves: dict[str, Tensor] | None = dc.field(default=None, repr=False)
     param: Any = dc.field(default=None, repr=False)
+    stopped: str | None = None
 
     @property
     def pil(self) -> list:

@@ -227,6 +227,7 @@ class StepRecord(NamedTuple):
     done: int
     interrupted: bool
     last_score: float | None
+    stopped: str | None = None  # why an early-stopping rule ended the run ("step 143: plateau: ...")
 
 
 class _NonFiniteFlag:
@@ -262,20 +263,34 @@ def ctrl_c_between_steps() -> Iterator[Callable[[], bool]]:
 
 
 def run_steps(setup: Setup, *, steps: int, on_nonfinite: str, snaps_at: Sequence[int], relus: Any,
-              callback: Callable | None, bar: Any) -> StepRecord:
-    """The loop. Ctrl-C ends it cleanly; every finished step's scores are kept."""
+              callback: Callable | None, bar: Any, lr_factor: Callable[[int, int], float] | None = None,
+              stop: Callable | None = None, grad_norm: bool = False) -> StepRecord:
+    """The loop. Ctrl-C ends it cleanly; every finished step's scores are kept.
+
+    `lr_factor(step, steps)` scales every optimizer group's initial lr before each step (`renderer.schedule`);
+    `stop(step, score, grad_norm, image)` may end the run after a step, saying why (`renderer.stopping`);
+    `grad_norm`: compute the image gradient's norm for it (else it gets None)."""
     plan, leaves, optim, to_image = setup.plan, setup.leaves, setup.optim, setup.image_param.to_image
     rows: list[Tensor] = []
     snapshots: dict[int, Tensor] = {}
     skipped: list[int] = []
     device = next(iter(leaves.values())).device
     flag = _NonFiniteFlag(device, CUDA_CHECK_EVERY) if setup.deferred_check and on_nonfinite == "raise" else None
-    done, score = 0, None
+    done, score, stopped = 0, None, None
+    found = [group.get("lr") for group in optim.param_groups] if lr_factor is not None else []
+    if any(not isinstance(lr, (int, float)) for lr in found):
+        raise InvalidArgumentError("schedule= scales each optimizer group's 'lr', and this optimizer has a group "
+                                   "without a numeric one; drop schedule= or give the optimizer an lr")
+    base_lrs = [float(lr) for lr in found if isinstance(lr, (int, float))]
     try:
         with ctrl_c_between_steps() as pressed:
             for step in range(1, steps + 1):
                 if pressed():
                     raise KeyboardInterrupt
+                if lr_factor is not None:
+                    factor = lr_factor(step, steps)
+                    for group, base in zip(optim.param_groups, base_lrs):
+                        group["lr"] = base * factor
                 tparams = setup.sample()
                 optim.zero_grad(set_to_none=True)
                 loss, step_rows = (setup.eager if relus.active else setup.step)(leaves, tparams)
@@ -316,6 +331,13 @@ def run_steps(setup: Setup, *, steps: int, on_nonfinite: str, snaps_at: Sequence
                     if step % 10 == 0 or step == steps:
                         score = -float(loss.detach())
                         bar.set_postfix(score=f"{score:.4g}")
+                if stop is not None:
+                    grads = [v.grad.flatten() for v in leaves.values() if v.grad is not None] if grad_norm else []
+                    norm = float(torch.cat(grads).norm()) if grads else None
+                    why = stop(step, -float(loss.detach()), norm, lambda: to_image(leaves).detach())
+                    if why is not None:
+                        stopped = f"step {step}: {why}"
+                        break
     except KeyboardInterrupt:
         return StepRecord(rows, snapshots, skipped, done, True, score)
-    return StepRecord(rows, snapshots, skipped, done, False, score)
+    return StepRecord(rows, snapshots, skipped, done, False, score, stopped)

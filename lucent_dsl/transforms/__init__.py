@@ -25,6 +25,7 @@ from .compose import (
     as_transform,
     as_transform_arg,
     chain,
+    ensemble,  # issue 27: augmentation ensembling
     identity,
     is_compilable,
     robust,
@@ -32,10 +33,11 @@ from .compose import (
     standard,
 )
 from .geometry import crops, jitter, pad, random_rotate, random_scale
-from .pixelwise import BACKGROUNDS, composite, gaussian_blur, noise
+from .pixelwise import BACKGROUNDS, color_shift, composite, gaussian_blur, noise
 
 __all__ = [
     "BACKGROUNDS", "PAD_MODES", "STANDARD_SCALES", "Transform", "TransformParams", "affine", "as_transform",
     "as_transform_arg", "chain", "composite", "crops", "gaussian_blur", "identity", "is_compilable", "jitter",
     "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]
+__all__ += ["color_shift", "ensemble"]

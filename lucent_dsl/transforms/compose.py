@@ -13,7 +13,8 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 from ._common import MSG_AS_TRANSFORM, Shape, Transform, TransformParams
-from .geometry import Warp, jitter, pad, random_rotate, random_scale, warp
+from .geometry import Warp, crops, jitter, pad, random_rotate, random_scale, warp
+from .pixelwise import color_shift
 
 # --------------------------------------------------------------------------------------------
 # Combinators
@@ -335,3 +336,23 @@ def affine(*, pad: int = 0, jitter: int = 0, scale: Iterable[float] | tuple[floa
     """
     return chain(_pad(pad, mode=mode, value=value), _jitter(jitter), random_scale(scale),
                  random_rotate(rotate))
+
+
+def ensemble(copies: int, base: Transform | None = None, *, shift: float = 0.1, scale: float = 0.2) -> Transform:
+    """Augmentation ensembling (Plug-In Inversion, Ghiasi et al. 2022): `copies` augmented copies of each image
+    per step, each with its own draw of `base` (default `standard()`) and its own `color_shift(shift, scale)`.
+
+    Every term averages its score over the copies of an image (rows are crop-major, see `crops`), so the
+    gradient is the mean over `copies` augmentations: a step costs `copies` forwards.
+
+    Shape:
+        (B, C, H, W) -> (copies B, C, H', W'), H' x W' as `base` makes them.
+
+    Example:
+        >>> t = ensemble(4)
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> t.apply(x, t.sample(torch.Generator().manual_seed(0), x.shape)).shape[0]
+        8
+    """
+    return chain(crops(copies, scale=(1.0, 1.0)), base if base is not None else standard(),
+                 color_shift(shift, scale))

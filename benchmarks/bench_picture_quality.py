@@ -1,0 +1,336 @@
+"""Picture quality as numbers (issue 27): do class renders transfer to a model that took no part, do channel
+renders beat the best natural image on their channel, and how do we compare with torch-lucent.
+
+Rows of the table, each a render setting on one model judged by another (or by the same one, "self"):
+
+- **transfer, ImageNet**: `class_logit(c)` for classes drawn by a fixed seed (27) from the 1,000, rendered on
+  one zoo model and judged by the other: mobilenet_v2 -> efficientnet_lite0 and back. top-1/top-5: how many
+  renders the judge names as their class (in its top 5); p: the judge's mean softmax probability of the class.
+- **transfer, MNIST**: the ten digits, vit_mnist -> lenet5_mnist (and lenet5_mnist_adv) and back, at 28 px.
+- **channels vs photos**: channels drawn by the seed, rendered on a layer; the render's channel mean next to the
+  largest channel mean over natural images: crops of the sample photos that ship with scikit-image, scikit-learn
+  and matplotlib (ImageNet models), or the 1,000 held-out MNIST digits (vit_mnist). beats: renders above it.
+- **vs torch-lucent**: its `render_vis` with its defaults on the same model, classes and steps, judged alike
+  (needs `pip install --no-deps --target DIR torch-lucent kornia==0.4.1` and DIR on PYTHONPATH).
+
+Each setting renders all its classes as one batch (one image per objective, each from its own noise).
+
+    python benchmarks/bench_picture_quality.py --quick       # 8 classes, 64 steps: a few minutes
+    python benchmarks/bench_picture_quality.py               # 32 classes, 256 steps
+    python benchmarks/bench_picture_quality.py --only mnist --mnist-steps 256
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import dataclasses as dc  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import header  # noqa: E402
+
+import lucent_dsl as ld  # noqa: E402
+from lucent_dsl import zoo  # noqa: E402
+
+SEED = 27
+
+
+@dc.dataclass(frozen=True)
+class Setting:
+    """A render setting: render's keyword arguments, K augmented copies (0: the default transforms), and the
+    weight of the BatchNorm-statistics prior subtracted from the objective (0: none)."""
+
+    name: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    copies: int = 0
+    prior: float = 0.0
+    light: bool = False  # size-keeping transforms for small images instead of `standard()`
+    none: bool = False  # no transforms at all
+
+    def render_kwargs(self) -> dict[str, Any]:
+        out = dict(self.kwargs)
+        base = light_transforms() if self.light else None
+        if self.copies:
+            out["transforms"] = ld.transforms.ensemble(self.copies, base)
+        elif base is not None:
+            out["transforms"] = base
+        elif self.none:
+            out["transforms"] = []
+        return out
+
+    def objective(self, term: ld.Expr, model: nn.Module) -> ld.Expr:
+        return term - self.prior * ld.batchnorm_prior(model) if self.prior else term
+
+
+def light_transforms() -> ld.transforms.Transform:
+    """`standard()` pads 12 px a side: on a 28 px digit the model then reads the content at 28/52 of its size.
+    These keep the size: shifts of up to 2 px, a zoom in 0.9-1.1, a turn in -10..10 degrees."""
+    t = ld.transforms
+    return t.chain(t.jitter(2), t.random_scale((0.9, 1.1)), t.random_rotate((-10.0, 10.0)))
+
+
+_PLUGIN = (("schedule", "warmup_cosine"), ("betas", (0.5, 0.999)))
+SETTINGS = {
+    "defaults": Setting("defaults"),
+    "cosine+b1=0.5": Setting("cosine+b1=0.5", _PLUGIN),
+    "ensemble4+cosine+b1=0.5": Setting("ensemble4+cosine+b1=0.5", _PLUGIN, copies=4),
+    "bn-prior": Setting("bn-prior", prior=0.01),
+    "light-tf": Setting("light-tf", light=True),
+    "no-tf": Setting("no-tf", none=True),
+    "light-tf+ensemble4+cosine+b1=0.5": Setting("light-tf+ensemble4+cosine+b1=0.5", _PLUGIN, copies=4, light=True),
+}
+
+
+@dc.dataclass(frozen=True)
+class Row:
+    section: str
+    setting: str
+    rendered_on: str
+    judge: str
+    n: int
+    steps: int
+    top1: int
+    top5: int
+    p: float
+    seconds: float
+
+    def line(self) -> str:
+        return (f"| {self.section} | {self.setting} | {self.rendered_on} | {self.judge} | {self.n} | {self.steps} | "
+                f"{self.top1}/{self.n} | {self.top5}/{self.n} | {self.p:.3f} | {self.seconds:.0f} |")
+
+
+def drawn(count: int, population: int, seed: int = SEED) -> list[int]:
+    """`count` distinct indices of `population`, fixed by the seed before anything runs."""
+    return sorted(torch.randperm(population, generator=torch.Generator().manual_seed(seed))[:count].tolist())
+
+
+def judged(judge: nn.Module, images: Tensor, classes: Sequence[int]) -> tuple[int, int, float]:
+    """(top-1 hits, top-5 hits, mean probability of the class) of `judge` on `images` (image i is class i)."""
+    with torch.no_grad():
+        logits = judge(ld.info_of(judge).preprocess(images)).float()
+    want = torch.tensor(list(classes))
+    top5 = logits.topk(5, dim=1).indices
+    return (int((top5[:, 0] == want).sum()), int((top5 == want[:, None]).any(1).sum()),
+            float(logits.softmax(1)[torch.arange(len(want)), want].mean()))
+
+
+def render_classes(model: nn.Module, classes: Sequence[int], *, size: int, steps: int, setting: Setting,
+                   batch: int) -> tuple[Tensor, float]:
+    """One image per class, rendered `batch` classes at a time; (images, wall seconds)."""
+    start, out = time.perf_counter(), []
+    for i in range(0, len(classes), batch):
+        chunk = [setting.objective(ld.class_logit(c), model) for c in classes[i:i + batch]]
+        out.append(ld.render(chunk, model, size=size, steps=steps, seed=SEED + i, progress=False,
+                             **setting.render_kwargs()).images)
+    return torch.cat(out), time.perf_counter() - start
+
+
+def transfer_rows(section: str, models: dict[str, nn.Module], pairs: Sequence[tuple[str, Sequence[str]]],
+                  classes: Sequence[int], *, size: int, steps: int, settings: Sequence[Setting], batch: int,
+                  log: Callable[[str], None]) -> list[Row]:
+    rows = []
+    for setting in settings:
+        for source, judges in pairs:
+            if setting.prior and not any(isinstance(m, nn.BatchNorm2d) for m in models[source].modules()):
+                continue  # the prior needs BatchNorms
+            images, seconds = render_classes(models[source], classes, size=size, steps=steps, setting=setting,
+                                             batch=batch)
+            for judge in (source, *judges):
+                top1, top5, p = judged(models[judge], images, classes)
+                rows.append(Row(section, setting.name, source, "self" if judge == source else judge, len(classes),
+                                steps, top1, top5, p, seconds))
+                log(rows[-1].line())
+    return rows
+
+
+# --- channels against natural images ------------------------------------------------------------------------
+
+
+def photos(side: int, per_photo: int = 6) -> Tensor:
+    """Random square crops of the sample photos of scikit-image, scikit-learn and matplotlib, at `side` px."""
+    import matplotlib.cbook
+    import skimage.data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    arrays = [getattr(skimage.data, n)() for n in ("coffee", "astronaut", "chelsea", "rocket")]
+    arrays += list(load_sample_images().images)
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        arrays.append(np.array(Image.open(f).convert("RGB")))
+    g = torch.Generator().manual_seed(SEED)
+    out = []
+    for a in arrays:
+        x = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)[None].float() / 255
+        h, w = x.shape[-2:]
+        for _ in range(per_photo):
+            s = int(torch.randint(min(h, w) // 2, min(h, w) + 1, (1,), generator=g))
+            top, left = (int(torch.randint(0, d - s + 1, (1,), generator=g)) for d in (h, w))
+            out.append(F.interpolate(x[..., top:top + s, left:left + s], size=(side, side), mode="bilinear",
+                                     antialias=True))
+    return torch.cat(out).clamp(0, 1)
+
+
+def channel_means(model: nn.Module, layer: str, images: Tensor, channels: Sequence[int], batch: int = 16) -> Tensor:
+    """(images, channels): what `channel(layer, c)` scores on each image, unaugmented (the mean over every
+    position of a map, or every token of a sequence, in the plan's canonical layout)."""
+    from lucent_dsl.plan.forward import layer_reader, read_layers
+
+    reader = layer_reader(model, layer)
+    rows = []
+    for i in range(0, len(images), batch):
+        a = read_layers(model, images[i:i + batch], layer, reader=reader)[layer].float()
+        rows.append(a.mean((2, 3)) if a.dim() == 4 else a.mean(1) if a.dim() == 3 else a)
+    return torch.cat(rows)[:, list(channels)]
+
+
+@dc.dataclass(frozen=True)
+class ChannelRow:
+    model: str
+    layer: str
+    setting: str
+    steps: int
+    channels: tuple[int, ...]
+    rendered: tuple[float, ...]
+    best_natural: tuple[float, ...]
+    seconds: float
+
+    def line(self) -> str:
+        beats = sum(r > b for r, b in zip(self.rendered, self.best_natural))
+        pairs = ", ".join(f"{r:.2f}/{b:.2f}" for r, b in zip(self.rendered, self.best_natural))
+        return (f"| channels | {self.setting} | {self.model}:{self.layer} | {len(self.channels)} | {self.steps} | "
+                f"{beats}/{len(self.channels)} | {pairs} | {self.seconds:.0f} |")
+
+
+def channel_row(name: str, model: nn.Module, layer: str, channels: Sequence[int], natural: Tensor, *, size: int,
+                steps: int, setting: Setting) -> ChannelRow:
+    start = time.perf_counter()
+    images = ld.render([ld.channel(layer, c) for c in channels], model, size=size, steps=steps, seed=SEED,
+                       progress=False, **setting.render_kwargs()).images
+    seconds = time.perf_counter() - start
+    rendered = channel_means(model, layer, images, channels).diagonal()
+    best = channel_means(model, layer, natural, channels).max(0).values
+    return ChannelRow(name, layer, setting.name, steps, tuple(channels), tuple(rendered.tolist()),
+                      tuple(best.tolist()), seconds)
+
+
+# --- torch-lucent -------------------------------------------------------------------------------------------
+
+
+def lucent_rows(model_name: str, model: nn.Module, judge_name: str, judge: nn.Module, classes: Sequence[int], *,
+                steps: int, log: Callable[[str], None]) -> list[Row]:
+    from bench_quality import Target, lucent_available, run_lucent
+
+    why = lucent_available()
+    if why is not None:
+        log(f"| vs lucent | torch-lucent does not import here: {why} |")
+        return []
+    rows = []
+    for who in ("ours", "lucent"):
+        start, images = time.perf_counter(), []
+        for c in classes:
+            if who == "ours":
+                images.append(ld.render(ld.class_logit(c), model, size=224, steps=steps, seed=SEED,
+                                        progress=False).images)
+            else:
+                images.append(run_lucent(model, Target(str(c), None, c), 224, steps, 1, SEED))
+        seconds = time.perf_counter() - start
+        batch = torch.cat(images)
+        for jn, j in ((model_name, model), (judge_name, judge)):
+            top1, top5, p = judged(j, batch, classes)
+            rows.append(Row("vs lucent", who, model_name, "self" if jn == model_name else jn, len(classes), steps,
+                            top1, top5, p, seconds))
+            log(rows[-1].line())
+    return rows
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="8 ImageNet classes, 64 steps, 2 channels per layer")
+    ap.add_argument("--only", nargs="+", choices=("imagenet", "mnist", "channels", "lucent"),
+                    default=["imagenet", "mnist", "channels", "lucent"])
+    ap.add_argument("--classes", type=int, default=None, help="ImageNet classes (default 32; --quick 8)")
+    ap.add_argument("--steps", type=int, default=None, help="ImageNet render steps (default 256; --quick 64)")
+    ap.add_argument("--mnist-steps", type=int, default=256)
+    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=None,
+                    help="default: every setting but bn-prior on MNIST (no BatchNorms there); defaults and bn-prior "
+                         "on ImageNet and the channels")
+    ap.add_argument("--batch", type=int, default=8, help="ImageNet classes rendered at once")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n_classes = args.classes or (8 if args.quick else 32)
+    steps = args.steps or (64 if args.quick else 256)
+    every = [SETTINGS[s] for s in (args.settings or [k for k in SETTINGS if k != "bn-prior"])]
+    cheap = [SETTINGS[s] for s in (args.settings or ("defaults", "bn-prior"))]
+    print(header("picture quality (benchmarks/bench_picture_quality.py)"), flush=True)
+    print(f"# argv: {' '.join(sys.argv[1:]) or '(none)'} | seed {SEED}", flush=True)
+    log = ft_print
+    print("| section | setting | rendered on | judge | classes | steps | top-1 | top-5 | mean p | render s |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    if "mnist" in args.only:
+        mnist = {n: zoo.load(n) for n in ("vit_mnist", "lenet5_mnist", "lenet5_mnist_adv")}
+        transfer_rows("MNIST", mnist, [("vit_mnist", ("lenet5_mnist", "lenet5_mnist_adv")),
+                                       ("lenet5_mnist", ("vit_mnist",))],
+                      list(range(10)), size=28, steps=args.mnist_steps, settings=every, batch=10, log=log)
+    if "imagenet" in args.only:
+        classes = drawn(n_classes, 1000)
+        print(f"# ImageNet classes (seed {SEED}): {classes}", flush=True)
+        nets = {n: zoo.load(n) for n in ("mobilenet_v2", "efficientnet_lite0")}
+        transfer_rows("ImageNet", nets, [("mobilenet_v2", ("efficientnet_lite0",)),
+                                         ("efficientnet_lite0", ("mobilenet_v2",))],
+                      classes, size=224, steps=steps, settings=cheap, batch=args.batch, log=log)
+    if "lucent" in args.only:
+        classes = drawn(min(n_classes, 4 if args.quick else n_classes), 1000)
+        lucent_rows("mobilenet_v2", zoo.load("mobilenet_v2"), "efficientnet_lite0", zoo.load("efficientnet_lite0"),
+                    classes, steps=steps, log=log)
+    if "channels" in args.only:
+        per_layer = 2 if args.quick else 8
+        print("\n| section | setting | model:layer | channels | steps | beat the best natural image | "
+              "render / best natural, per channel | render s |")
+        print("|---|---|---|---|---|---|---|---|", flush=True)
+        from lucent_dsl.models import vit_mnist as vm
+
+        images, labels = vm.load_digits()
+        _, test = vm.split_indices(labels, test_per_class=100, seed=0)
+        vit = zoo.load("vit_mnist")
+        jobs = [("vit_mnist", vit, "encoder.layers.encoder_layer_3", drawn(per_layer, 64), images[test], 28,
+                 args.mnist_steps)]
+        natural = photos(224)
+        jobs.append(("mobilenet_v2", zoo.load("mobilenet_v2"), "features.14", drawn(per_layer, 160), natural, 224,
+                     steps))
+        if zoo.installed("vit_s_focus"):  # ~1 s a step on one CPU thread for 2 channels: fewer of both
+            jobs.append(("vit_s_focus", zoo.load("vit_s_focus"), "backbone.encoder.layer.8.Add_1",
+                         drawn(2 if args.quick else 4, 384), natural, 224, 32 if args.quick else 64))
+        for name, model, layer, chans, nat, size, st in jobs:
+            extra = [SETTINGS["light-tf"], SETTINGS["no-tf"]] if size == 28 and args.settings is None else []
+            for setting in [*cheap, *extra]:
+                if setting.prior:
+                    continue  # a class-render setting
+                log(channel_row(name, model, layer, chans, nat, size=size, steps=st, setting=setting).line())
+    return 0
+
+
+def ft_print(line: str) -> None:
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
