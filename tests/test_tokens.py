@@ -69,6 +69,11 @@ def token_terms(layer: str, c: int, vec: Tensor) -> dict[str, ld.Expr]:
         "direction": ld.direction(layer, vec),
         "direction_cos": ld.direction(layer, vec, cossim_pow=1.0),
         "direction_cls": ld.direction_neuron(layer, vec, token=0),
+        # one-hot weights: the weighted terms read the same positions as channel/neuron (a prefix dropped for the
+        # mean must not shift the position a neuron_weight indexes)
+        "weight_channel": ld.channel_weight(layer, [float(i == c) for i in range(len(vec))]),
+        "weight_xy": ld.neuron_weight(layer, [float(i == c) for i in range(len(vec))], x=3, y=1),
+        "weight_cls": ld.neuron_weight(layer, [float(i == c) for i in range(len(vec))], token=0),
     }
 
 
@@ -87,6 +92,10 @@ def check_against_indexing(a: Tensor, s: dict[str, Tensor], c: int, vec: Tensor,
     cos = dot / (a.norm(dim=2) + 1e-6) / (vec.norm() + 1e-6)
     assert torch.allclose(s["direction_cos"], (dot * cos.clamp(min=0.1))[:, mean_from:].mean(1), atol=1e-4)
     assert torch.allclose(s["direction_cls"], dot[:, 0], atol=1e-5)
+    n_channels = a.shape[2]  # channel_weight and neuron_weight average over the channels: w . a / C
+    assert torch.allclose(s["weight_channel"] * n_channels, a[:, mean_from:, c].mean(1), atol=1e-5)
+    assert torch.allclose(s["weight_xy"] * n_channels, grid[:, 1, 3, c], atol=1e-5)
+    assert torch.allclose(s["weight_cls"] * n_channels, a[:, 0, c], atol=1e-5)
 
 
 def test_tiny_vit_terms_match_manual_indexing():

@@ -191,7 +191,7 @@ class NeuronWeight(LayerTerm):
 
     def score(self, acts: Acts, n: int) -> Tensor:
         site, a = self.read(acts)
-        cp = patch_positions(self, site, a)
+        cp = rows_channels_positions(self, site, a)  # every token: position_index counts the prefix tokens too
         check_len(self, site, len(self.weights), cp.shape[1], "the weights")
         pos = position_index(self, site, a, self.x, self.y, self.token)
         w = torch.tensor(self.weights, dtype=cp.dtype, device=cp.device).view(1, -1)
