@@ -23,12 +23,12 @@ Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
     >>> images = torch.rand(10, 3, 8, 8)
     >>> images[7] = 1.0                                 # a white image
-    >>> found = dataset_examples(["channel('1', 0)", "-channel('1', 0)"], net, images, k=3, progress=False)
+    >>> found = dataset_examples(["channel('0', 0)", "-channel('0', 0)"], net, images, k=3, progress=False)
     >>> [len(u.top) for u in found.units], found.seen
     ([3, 3], 10)
     >>> found.units[0].top[0].score >= found.units[0].top[1].score >= found.units[0].top[2].score
     True
-    >>> found.units[1].top[0].index == found.units[0].bottom[0].index
+    >>> found.units[1].top[0].index == found.units[0].bottom[0].index  # the conv's output: no ties (ReLU's zeros tie)
     True
 """
 from __future__ import annotations

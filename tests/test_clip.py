@@ -119,11 +119,12 @@ def test_a_neuron_of_the_image_tower_plus_a_text_term():
 
 
 def _outputs(model: nn.Module, x: torch.Tensor, sites) -> dict:
-    """Every site's output in one plain forward of `model` (hooks, removed after; 'name/0': the first entry)."""
+    """Every site's output in one plain forward of `model` (hooks, removed after; 'name/0', or a bare name whose
+    module returns a tuple (an attention module): the first entry)."""
     seen = {}
 
     def keep(site, out):
-        seen.setdefault(site, out[0] if site.endswith("/0") else out)
+        seen.setdefault(site, out[0] if site.endswith("/0") or isinstance(out, tuple) else out)
 
     handles = [model.get_submodule(s.removesuffix("/0")).register_forward_hook(
         lambda m, i, o, s=s: keep(s, o)) for s in sites]
@@ -146,6 +147,8 @@ def test_every_token_site_reads_the_patch_grid_after_its_prefix_tokens(kind):
     assert len(stated) >= 10 and all(p == ("b (h w) c" if kind == "siglip" else "b (1 + h w) c")
                                       for p in stated.values())
     assert sum(s.endswith("attn/0") for s in stated) == 2  # one attention module per block, read as its output
+    if kind == "open_clip":  # and the bare name reads that output too (open_clip's attention returns a tuple)
+        assert sum(s.endswith(".attn") for s in stated) == 2
     prefix = 0 if kind == "siglip" else 1
     plan = ld.compile_plan(ld.sum_of(ld.neuron(n, 1, x=1, y=2) for n in sorted(stated)), wrapper)
     image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))

@@ -73,13 +73,13 @@ def preprocess_cfg(tower: nn.Module) -> dict[str, Any]:
 def token_layouts(model: nn.Module, roots: Sequence[str], pattern: str, *,
                   prefix: str = "") -> tuple[tuple[str, str], ...]:
     """(site, pattern) for `roots` and every module under them (`model`'s names, `prefix` before each), but block
-    lists and the insides of attention modules; an attention module returns a tuple, so its site is `name/0` (the
-    attention output, what a term reads there).
+    lists and the insides of attention modules; an attention module returns a tuple, whose first entry (the attention
+    output) both `name` and `name/0` read.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.MultiheadAttention(2, 1)))
         >>> token_layouts(net, ["1"], "b (1 + h w) c")
-        (('1', 'b (1 + h w) c'), ('1.0', 'b (1 + h w) c'), ('1.1/0', 'b (1 + h w) c'))
+        (('1', 'b (1 + h w) c'), ('1.0', 'b (1 + h w) c'), ('1.1', 'b (1 + h w) c'), ('1.1/0', 'b (1 + h w) c'))
     """
     out, attentions = [], []
     for name, module in model.named_modules():
@@ -88,7 +88,7 @@ def token_layouts(model: nn.Module, roots: Sequence[str], pattern: str, *,
             continue
         if isinstance(module, nn.MultiheadAttention) or name.rsplit(".", 1)[-1] in ("attn", "self_attn"):
             attentions.append(name)
-            out.append((f"{prefix}{name}/0", pattern))
+            out += [(f"{prefix}{name}", pattern), (f"{prefix}{name}/0", pattern)]  # `name` reads entry 0 too
         else:
             out.append((prefix + name, pattern))
     return tuple(out)

@@ -16,8 +16,8 @@ names the same layer. Each library is imported only when one of its models is se
 Example:
     >>> import torch.nn as nn
     >>> m = nn.Conv2d(3, 4, 3)
-    >>> adapt(m) is m, declared_info(m) is None
-    (True, True)
+    >>> adapt(m) is m, declared_info(m) is None, reads_first_entry(m)
+    (True, True, False)
 """
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def adapt(model: nn.Module) -> nn.Module:
     from . import openclip
 
     return openclip.adapt(model)
+
+
+def reads_first_entry(model: nn.Module) -> bool:
+    """Whether a site of `model` that names no entry reads a tuple output (or a ModelOutput) at its first entry, the
+    hidden state: models of transformers and open_clip (an attention module's `(output, weights)`), and the
+    wrappers `adapt` makes of them. Elsewhere a tuple output needs `layer/0` (the plan says so)."""
+    if library_of(model) is not None:
+        return True
+    from . import huggingface
+    from .clip import ClipImage
+
+    return huggingface.is_transformers(model) or isinstance(model, ClipImage)
 
 
 def declared_info(model: nn.Module) -> ModelInfo | None:

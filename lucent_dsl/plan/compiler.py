@@ -46,11 +46,11 @@ from ..errors import (
     ModelNotFoundError,
     ObjectiveShapeError,
 )
-from ..models.huggingface import first_entry, is_transformers
+from ..models.huggingface import first_entry
 from ..models.info import ModelInfo, info_of
 from ..models.layouts import LaidSite, Layout, Refusal, canonical, layout_at, parse_layout
 from ..models.sizes import Geometry
-from ..models.sources import adapt
+from ..models.sources import adapt, reads_first_entry
 from . import sitemap
 from .truncate import Runner, make_runner
 
@@ -439,7 +439,7 @@ def compile_plan(objective: Expr | str | Sequence[Expr | str], models: Any, *, t
         infos[name] = (info if info.input_geometry is not None or resolved.geometry is None
                        else dc.replace(info, geometry=resolved.geometry))
         found.update(resolved.layouts)
-    firsts = frozenset(s for s in sites if s.model in used and is_transformers(used[s.model]) and not s.selectors
+    firsts = frozenset(s for s in sites if s.model in used and reads_first_entry(used[s.model]) and not s.selectors
                        and s.module_path != INPUT)
     options = (("truncate", truncate), ("fuse", bool(fuse)))
     if layouts:

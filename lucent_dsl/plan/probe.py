@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from ..errors import InvalidArgumentError, LucentError
 from ..models import architectures, sizes as geo
-from ..models.huggingface import first_entry, is_transformers
+from ..models.huggingface import first_entry
 from ..models.info import device_of, info_of
 from ..models.layouts import Layout, Refusal, detect
-from ..models.sources import adapt
+from ..models.sources import adapt, reads_first_entry
 from .fold import frozen_models
 from .forward import layer_reader
 
@@ -138,7 +138,7 @@ def probe(model: nn.Module, size: int | tuple[int, int] | None = None) -> list[S
     transformers model's tuple outputs get the layout and channels of their first entry (what a term reads).
     """
     model = adapt(model)  # the preprocessing and geometry a library declares, as a plan runs the model
-    first = first_entry if is_transformers(model) else (lambda v: v)
+    first = first_entry if reads_first_entry(model) else (lambda v: v)
     h, w = probe_size(model, size)
     info = info_of(model)
     named = [(n, m) for n, m in model.named_modules() if n]

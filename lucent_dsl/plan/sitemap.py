@@ -41,10 +41,11 @@ from torch import Tensor, nn
 from ..dsl.expr import INPUT, OUTPUT, Site
 from ..errors import InvalidArgumentError, LucentError, ObjectiveShapeError
 from ..models import architectures, sizes as geo
-from ..models.huggingface import first_entry, is_transformers
+from ..models.huggingface import first_entry
 from ..models.info import ModelInfo, device_of
 from ..models.layouts import Layout, Refusal, detect, parse_layout
 from ..models.sizes import Geometry
+from ..models.sources import reads_first_entry
 from .fold import frozen_models
 
 __all__ = ["DEFAULT_BASE", "Resolved", "resolve", "select"]
@@ -126,7 +127,7 @@ class _Prober:
             self.first_error = self.first_error or e
             return False
         shapes = {}
-        first = is_transformers(self.model)
+        first = reads_first_entry(self.model)
         for s in self.sites:
             v = select(outs.get(s.module_path), s, first)
             shapes[s] = tuple(v.shape) if isinstance(v, Tensor) else None
