@@ -133,6 +133,7 @@ def test_texture_and_maco_commands(tmp_path):
                 *FAST, "--out", tmp_path / "m.png") == 0
     with Image.open(tmp_path / "m.png") as im:
         assert im.mode == "RGBA" and im.size == (24, 24)
+    assert read_png_metadata(tmp_path / "m.png")[command.PRECISION_KEY] == "fp32"  # what ran, recorded (issue 28.4)
     with pytest.raises(InvalidArgumentError, match="one model"):
         main("maco", "channel('3', 1)", "--model", spec, "--model", spec, *FAST, "--out", tmp_path / "x.png")
     with pytest.raises(InvalidArgumentError, match="fp32"):

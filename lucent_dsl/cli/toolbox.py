@@ -261,7 +261,8 @@ def _maco(args: argparse.Namespace) -> str:
     kw.pop("compile")
     r = maco_method(args.objective, model, size=getattr(args, "size", None) or 512, crops=args.crops, **kw)
     images = r.rgba() if args.transparent else r.images
-    save_png(args.out, images, metadata={"lucent_dsl.objective": to_text(r.plan.objective)})
+    save_png(args.out, images, metadata={"lucent_dsl.objective": to_text(r.plan.objective),
+                                         PRECISION_KEY: "fp32"})  # MACO's own loop runs fp32 (bf16 is refused above)
     return args.out
 
 
