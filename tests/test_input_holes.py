@@ -256,6 +256,14 @@ def test_render_from_python_names_a_model_it_cannot_drive(make, fragment):
         ld.render(OBJ, make(), size=8, steps=1, progress=False)
 
 
+def test_render_of_a_compiled_plan_names_a_model_changed_since_into_one_it_cannot_drive():
+    model = _tiny()
+    plan = ld.compile_plan(OBJ, model)
+    model.double()  # after the plan was compiled: render(plan) meets the same check as render(objective, model)
+    with pytest.raises(InvalidArgumentError, match="torch.float64"):
+        ld.render(plan, size=8, steps=1, progress=False)
+
+
 # --- 6: pickles get our advice, not torch's ---------------------------------------------------------------------
 
 

@@ -153,6 +153,7 @@ def check_args(*, steps: Any, size: Any, lr: Any, seed: Any, precision: Any, on_
 
 def _plan_of(objective: Any, models: Any) -> Plan:
     if isinstance(objective, Plan):
+        _check_drivable(dict(objective.models))  # a plan compiled elsewhere meets the same check
         return objective
     if models is None:
         raise InvalidArgumentError("render needs models: an nn.Module or a mapping name -> nn.Module")
