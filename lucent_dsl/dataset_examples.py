@@ -48,25 +48,21 @@ from .dsl.expr import Expr, Scale, Site, evaluate, sum_of, terms_of
 from .dsl.parser import parse
 from .dsl.printing import to_text
 from .errors import ImageError, InvalidArgumentError
-from .io.datasets import images_fingerprint
-from .io.files import atomic_write, load_image
-from .models.checks import weights_fingerprint
+from .io.files import load_image
 from .models.info import device_of, info_of
 from .objectives.activation import Channel, ClassLogit, Neuron
 from .plan.compiler import as_models, bind, compile_plan
 from .plan.fold import frozen_models
 from .plan.forward import read_layers
+from .record.resume import StaleStateWarning, pass_key, resume_state, save_state
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-STATE_FORMAT = 2  # 2: the key names the model (weights fingerprint) and the images' contents
 
 
 class TooFewImagesWarning(UserWarning):
     """Fewer than 2k images: each unit gets n // 2 top and n // 2 bottom examples, never one image in both."""
 
 
-class StaleStateWarning(UserWarning):
-    """A state file was made by another pass (other model, images, units or settings): the pass starts again."""
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels, x1/y1 excluded
 
 
@@ -365,8 +361,11 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
     k = _fewer(k, len(source))
     spatial = [_spatial(b) for b in bound]
     running = _Running(len(exprs), k)
-    key = _state_key(texts, source, k, model) if state is not None else {}
-    start = _resume(state, running, key)
+    key = pass_key(texts, k, source.size, model, source.items) if state is not None else {}
+    saved = resume_state(state, key)
+    if saved is not None:
+        running.load(saved["lists"])
+    start = 0 if saved is None else int(saved["seen"])
     bar = _bar(len(source), start, progress)
     device = device_of(model)
     try:
@@ -382,7 +381,7 @@ def dataset_examples(objectives: Sequence[Expr | str], model: nn.Module, images:
                     )
                 running.add(scores, torch.tensor(idx)[None], _positions(spatial, acts, len(idx)))
                 if state is not None:
-                    _save_state(state, running, key, idx[-1] + 1)
+                    save_state(state, key, {"seen": idx[-1] + 1, "lists": running.to_dict()})
                 if bar is not None:
                     bar.update(len(idx))
     finally:
@@ -442,50 +441,6 @@ def _unit(text: str, running: _Running, u: int, spatial: Any, fields: dict, size
             out.append(Example(int(index), float(score), box))
         sides.append(tuple(out))
     return UnitExamples(text, sides[0], sides[1])
-
-
-def _state_key(texts: list[str], source: ImageSource, k: int, model: nn.Module) -> dict[str, Any]:
-    """What a state file must match to be resumed: the units, k, the size, the model (class, preprocessing,
-    weights) and the images (`io.datasets.images_fingerprint`: names, sizes, times, a sample of contents)."""
-    info = info_of(model)
-    key = {"format": STATE_FORMAT, "units": texts, "k": k, "size": list(source.size),
-           "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-                     "weights": weights_fingerprint(model), "mean": info.mean, "std": info.std,
-                     "channels": info.channels},
-           "images": {"count": len(source), "fingerprint": images_fingerprint(source.items)}}
-    return json.loads(json.dumps(key))  # as read back from the file (tuples become lists)
-
-
-_KEY_NAMES = {"format": "the state file's format", "units": "the units", "k": "k", "size": "the image size",
-              "model": "the model (its weights, class or preprocessing)", "images": "the images (their files or "
-              "contents)"}
-
-
-def _resume(state: str | Path | None, running: _Running, key: dict[str, Any]) -> int:
-    """Where the pass starts: after the state file's last batch when it was made by this same pass, else at 0
-    (a warning names what changed: resuming would report another pass's examples and scores)."""
-    if state is None or not Path(state).is_file():
-        return 0
-    try:
-        d = json.loads(Path(state).read_text())
-        have = d.get("key") if isinstance(d, dict) else None
-    except (ValueError, OSError, UnicodeDecodeError):
-        d, have = None, None
-    if have != key or not isinstance(d, dict):
-        changed = [name for field, name in _KEY_NAMES.items() if not isinstance(have, dict) or have.get(field)
-                   != key[field]]
-        warnings.warn(
-            f"{str(state)!r} holds the state of another examples pass ({', '.join(changed) or 'unreadable'} "
-            "changed): starting again from the first image, so no old example or score is reported",
-            StaleStateWarning, stacklevel=3)
-        return 0
-    running.load(d["lists"])
-    return int(d["seen"])
-
-
-def _save_state(state: str | Path, running: _Running, key: dict[str, Any], seen: int) -> None:
-    with atomic_write(state, "w") as f:
-        json.dump({"key": key, "seen": seen, "lists": running.to_dict()}, f)
 
 
 def _bar(total: int, initial: int, enabled: bool):
