@@ -28,6 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import dataclasses as dc  # noqa: E402
+import functools  # noqa: E402
+import inspect  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -43,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import header  # noqa: E402
+from quality_rows import NaturalRow, Row, StopRow, judged, lucent_rows, naturalness_rows, stopping_rows  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
 from lucent_dsl import zoo  # noqa: E402
@@ -50,10 +53,15 @@ from lucent_dsl import zoo  # noqa: E402
 SEED = 27
 
 
+BENCH_KEYWORDS = ("objective", "models", "size", "steps", "seed", "progress")  # render's, set by the benchmark
+
+
 @dc.dataclass(frozen=True)
 class Setting:
-    """A render setting: render's keyword arguments, K augmented copies (0: the default transforms), and the
-    weight of the BatchNorm-statistics prior subtracted from the objective (0: none)."""
+    """A render setting: any of render's keyword arguments (pairs, or a mapping: `Setting("cosine", {"schedule":
+    "cosine"})`, `Setting("preset plugin", (("preset", "plugin"),))`), passed to `ld.render` as they are; K augmented
+    copies (0: the default transforms), and the weight of the BatchNorm-statistics prior subtracted from the
+    objective (0: none). `problem()` says before anything renders why render would refuse the keywords."""
 
     name: str
     kwargs: tuple[tuple[str, Any], ...] = ()
@@ -61,6 +69,25 @@ class Setting:
     prior: float = 0.0
     light: bool = False  # size-keeping transforms for small images instead of `standard()`
     none: bool = False  # no transforms at all
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kwargs", tuple(dict(self.kwargs).items()))
+
+    def problem(self) -> str | None:
+        """Why these keywords cannot go to `ld.render` (None: they can)."""
+        params = inspect.signature(ld.render).parameters
+        keys = [k for k, _ in self.kwargs]
+        ours = [k for k in keys if k in BENCH_KEYWORDS]
+        if ours:
+            return f"setting {self.name!r} carries {ours}: the benchmark sets {', '.join(BENCH_KEYWORDS)} itself"
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = [k for k in keys if k not in params]
+            if unknown:
+                return (f"setting {self.name!r} carries {unknown}, not keywords of lucent_dsl.render here; it takes "
+                        f"{', '.join(k for k in params if k not in BENCH_KEYWORDS)}")
+        if "transforms" in keys and (self.copies or self.light or self.none):
+            return f"setting {self.name!r} sets the transforms twice: a 'transforms' keyword and copies/light/none"
+        return None
 
     def render_kwargs(self) -> dict[str, Any]:
         out = dict(self.kwargs)
@@ -96,60 +123,40 @@ SETTINGS = {
 }
 
 
-@dc.dataclass(frozen=True)
-class Row:
-    section: str
-    setting: str
-    rendered_on: str
-    judge: str
-    n: int
-    steps: int
-    top1: int
-    top5: int
-    p: float
-    seconds: float
-
-    def line(self) -> str:
-        return (f"| {self.section} | {self.setting} | {self.rendered_on} | {self.judge} | {self.n} | {self.steps} | "
-                f"{self.top1}/{self.n} | {self.top5}/{self.n} | {self.p:.3f} | {self.seconds:.0f} |")
-
-
 def drawn(count: int, population: int, seed: int = SEED) -> list[int]:
     """`count` distinct indices of `population`, fixed by the seed before anything runs."""
     return sorted(torch.randperm(population, generator=torch.Generator().manual_seed(seed))[:count].tolist())
 
 
-def judged(judge: nn.Module, images: Tensor, classes: Sequence[int]) -> tuple[int, int, float]:
-    """(top-1 hits, top-5 hits, mean probability of the class) of `judge` on `images` (image i is class i)."""
-    with torch.no_grad():
-        logits = judge(ld.info_of(judge).preprocess(images)).float()
-    want = torch.tensor(list(classes))
-    top5 = logits.topk(5, dim=1).indices
-    return (int((top5[:, 0] == want).sum()), int((top5 == want[:, None]).any(1).sum()),
-            float(logits.softmax(1)[torch.arange(len(want)), want].mean()))
-
-
 def render_classes(model: nn.Module, classes: Sequence[int], *, size: int, steps: int, setting: Setting,
-                   batch: int) -> tuple[Tensor, float]:
-    """One image per class, rendered `batch` classes at a time; (images, wall seconds)."""
+                   batch: int, cache: dict[Any, tuple[Tensor, float]] | None = None,
+                   name: str = "") -> tuple[Tensor, float]:
+    """One image per class, rendered `batch` classes at a time; (images, wall seconds). With a `cache` (and the
+    model's `name`), a second call with the same arguments returns the first's renders."""
+    key = (name, setting.name, tuple(classes), size, steps, batch)
+    if cache is not None and key in cache:
+        return cache[key]
     start, out = time.perf_counter(), []
     for i in range(0, len(classes), batch):
         chunk = [setting.objective(ld.class_logit(c), model) for c in classes[i:i + batch]]
         out.append(ld.render(chunk, model, size=size, steps=steps, seed=SEED + i, progress=False,
                              **setting.render_kwargs()).images)
-    return torch.cat(out), time.perf_counter() - start
+    done = torch.cat(out), time.perf_counter() - start
+    if cache is not None:
+        cache[key] = done
+    return done
 
 
 def transfer_rows(section: str, models: dict[str, nn.Module], pairs: Sequence[tuple[str, Sequence[str]]],
                   classes: Sequence[int], *, size: int, steps: int, settings: Sequence[Setting], batch: int,
-                  log: Callable[[str], None]) -> list[Row]:
+                  log: Callable[[str], None], cache: dict[Any, tuple[Tensor, float]] | None = None) -> list[Row]:
     rows = []
     for setting in settings:
         for source, judges in pairs:
             if setting.prior and not any(isinstance(m, nn.BatchNorm2d) for m in models[source].modules()):
                 continue  # the prior needs BatchNorms
             images, seconds = render_classes(models[source], classes, size=size, steps=steps, setting=setting,
-                                             batch=batch)
+                                             batch=batch, cache=cache, name=source)
             for judge in (source, *judges):
                 top1, top5, p = judged(models[judge], images, classes)
                 rows.append(Row(section, setting.name, source, "self" if judge == source else judge, len(classes),
@@ -228,104 +235,117 @@ def channel_row(name: str, model: nn.Module, layer: str, channels: Sequence[int]
                       tuple(best.tolist()), seconds)
 
 
-# --- torch-lucent -------------------------------------------------------------------------------------------
-
-
-def lucent_rows(model_name: str, model: nn.Module, judge_name: str, judge: nn.Module, classes: Sequence[int], *,
-                steps: int, log: Callable[[str], None]) -> list[Row]:
-    from bench_quality import Target, lucent_available, run_lucent
-
-    why = lucent_available()
-    if why is not None:
-        log(f"| vs lucent | torch-lucent does not import here: {why} |")
-        return []
-    rows = []
-    for who in ("ours", "lucent"):
-        start, images = time.perf_counter(), []
-        for c in classes:
-            if who == "ours":
-                images.append(ld.render(ld.class_logit(c), model, size=224, steps=steps, seed=SEED,
-                                        progress=False).images)
-            else:
-                images.append(run_lucent(model, Target(str(c), None, c), 224, steps, 1, SEED))
-        seconds = time.perf_counter() - start
-        batch = torch.cat(images)
-        for jn, j in ((model_name, model), (judge_name, judge)):
-            top1, top5, p = judged(j, batch, classes)
-            rows.append(Row("vs lucent", who, model_name, "self" if jn == model_name else jn, len(classes), steps,
-                            top1, top5, p, seconds))
-            log(rows[-1].line())
-    return rows
-
-
 # --- main ---------------------------------------------------------------------------------------------------
+
+
+SECTIONS = ("imagenet", "mnist", "channels", "lucent", "naturalness", "stopping")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="8 ImageNet classes, 64 steps, 2 channels per layer")
-    ap.add_argument("--only", nargs="+", choices=("imagenet", "mnist", "channels", "lucent"),
-                    default=["imagenet", "mnist", "channels", "lucent"])
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--classes", type=int, default=None, help="ImageNet classes (default 32; --quick 8)")
     ap.add_argument("--steps", type=int, default=None, help="ImageNet render steps (default 256; --quick 64)")
     ap.add_argument("--mnist-steps", type=int, default=256)
     ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=None,
                     help="default: every setting but bn-prior on MNIST (no BatchNorms there); defaults and bn-prior "
-                         "on ImageNet and the channels")
+                         "on ImageNet, the channels and naturalness; stopping: light-tf on MNIST, defaults on ImageNet")
     ap.add_argument("--batch", type=int, default=8, help="ImageNet classes rendered at once")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="vs lucent, equal time: wall seconds or the process's CPU seconds")
+    ap.add_argument("--natural-k", type=int, default=8, help="naturalness: positive and negative crops per class")
+    ap.add_argument("--stop-classes", type=int, default=8, help="stopping: ImageNet classes (one render each)")
+    ap.add_argument("--stop-steps", type=int, default=None, help="stopping: ImageNet steps (default: --steps, >= 128)")
+    ap.add_argument("--stop-p", type=float, default=0.9, help="stopping: Target's class probability")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_classes = args.classes or (8 if args.quick else 32)
     steps = args.steps or (64 if args.quick else 256)
     every = [SETTINGS[s] for s in (args.settings or [k for k in SETTINGS if k != "bn-prior"])]
     cheap = [SETTINGS[s] for s in (args.settings or ("defaults", "bn-prior"))]
+    stopping = {"MNIST": [SETTINGS[s] for s in (args.settings or ("light-tf",))],
+                "ImageNet": [SETTINGS[s] for s in (args.settings or ("defaults",))]}
+    problems = {p for st in (*every, *cheap, *stopping["MNIST"], *stopping["ImageNet"]) if (p := st.problem())}
+    if problems:
+        ap.error("; ".join(sorted(problems)))
+    net = functools.lru_cache(maxsize=None)(zoo.load)
+    renders: dict[Any, tuple[Tensor, float]] = {}  # ImageNet class renders, shared by imagenet and naturalness
     print(header("picture quality (benchmarks/bench_picture_quality.py)"), flush=True)
     print(f"# argv: {' '.join(sys.argv[1:]) or '(none)'} | seed {SEED}", flush=True)
     log = ft_print
-    print("| section | setting | rendered on | judge | classes | steps | top-1 | top-5 | mean p | render s |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    if {"mnist", "imagenet", "lucent"} & set(args.only):
+        print("| section | setting | rendered on | judge | classes | steps | top-1 | top-5 | mean p | render s |")
+        print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     if "mnist" in args.only:
-        mnist = {n: zoo.load(n) for n in ("vit_mnist", "lenet5_mnist", "lenet5_mnist_adv")}
+        mnist = {n: net(n) for n in ("vit_mnist", "lenet5_mnist", "lenet5_mnist_adv")}
         transfer_rows("MNIST", mnist, [("vit_mnist", ("lenet5_mnist", "lenet5_mnist_adv")),
                                        ("lenet5_mnist", ("vit_mnist",))],
                       list(range(10)), size=28, steps=args.mnist_steps, settings=every, batch=10, log=log)
     if "imagenet" in args.only:
         classes = drawn(n_classes, 1000)
         print(f"# ImageNet classes (seed {SEED}): {classes}", flush=True)
-        nets = {n: zoo.load(n) for n in ("mobilenet_v2", "efficientnet_lite0")}
+        nets = {n: net(n) for n in ("mobilenet_v2", "efficientnet_lite0")}
         transfer_rows("ImageNet", nets, [("mobilenet_v2", ("efficientnet_lite0",)),
                                          ("efficientnet_lite0", ("mobilenet_v2",))],
-                      classes, size=224, steps=steps, settings=cheap, batch=args.batch, log=log)
+                      classes, size=224, steps=steps, settings=cheap, batch=args.batch, log=log, cache=renders)
     if "lucent" in args.only:
         classes = drawn(min(n_classes, 4 if args.quick else n_classes), 1000)
-        lucent_rows("mobilenet_v2", zoo.load("mobilenet_v2"), "efficientnet_lite0", zoo.load("efficientnet_lite0"),
-                    classes, steps=steps, log=log)
+        lucent_rows("mobilenet_v2", net("mobilenet_v2"), "efficientnet_lite0", net("efficientnet_lite0"),
+                    classes, steps=steps, log=log, clock=args.clock)
     if "channels" in args.only:
-        per_layer = 2 if args.quick else 8
-        print("\n| section | setting | model:layer | channels | steps | beat the best natural image | "
-              "render / best natural, per channel | render s |")
-        print("|---|---|---|---|---|---|---|---|", flush=True)
-        from lucent_dsl.models import vit_mnist as vm
-
-        images, labels = vm.load_digits()
-        _, test = vm.split_indices(labels, test_per_class=100, seed=0)
-        vit = zoo.load("vit_mnist")
-        jobs = [("vit_mnist", vit, "encoder.layers.encoder_layer_3", drawn(per_layer, 64), images[test], 28,
-                 args.mnist_steps)]
-        natural = photos(224)
-        jobs.append(("mobilenet_v2", zoo.load("mobilenet_v2"), "features.14", drawn(per_layer, 160), natural, 224,
-                     steps))
-        if zoo.installed("vit_s_focus"):  # ~1 s a step on one CPU thread for 2 channels: fewer of both
-            jobs.append(("vit_s_focus", zoo.load("vit_s_focus"), "backbone.encoder.layer.8.Add_1",
-                         drawn(2 if args.quick else 4, 384), natural, 224, 32 if args.quick else 64))
-        for name, model, layer, chans, nat, size, st in jobs:
-            extra = [SETTINGS["light-tf"], SETTINGS["no-tf"]] if size == 28 and args.settings is None else []
-            for setting in [*cheap, *extra]:
-                if setting.prior:
-                    continue  # a class-render setting
-                log(channel_row(name, model, layer, chans, nat, size=size, steps=st, setting=setting).line())
+        channel_section(args, cheap, steps, net, log)
+    if "naturalness" in args.only:
+        classes, natural = drawn(n_classes, 1000), photos(224)
+        print(f"\n# naturalness: mobilenet_v2's class renders of {len(classes)} classes against {len(natural)} "
+              f"photo crops; positives/negatives: the {args.natural_k} crops it gives the largest/smallest logit of "
+              f"the class\n{NaturalRow.HEADER}", flush=True)
+        for setting in cheap:
+            images, seconds = render_classes(net("mobilenet_v2"), classes, size=224, steps=steps, setting=setting,
+                                             batch=args.batch, cache=renders, name="mobilenet_v2")
+            for row in naturalness_rows(setting.name, "mobilenet_v2", net("mobilenet_v2"), images, classes, natural,
+                                        steps=steps, seconds=seconds, k=args.natural_k):
+                log(row.line())
+    if "stopping" in args.only:
+        print(f"\n{StopRow.HEADER}", flush=True)
+        jobs = [("MNIST", ("vit_mnist", "lenet5_mnist"), list(range(10)), 28, args.mnist_steps),
+                ("ImageNet", ("mobilenet_v2", "efficientnet_lite0"), drawn(min(n_classes, args.stop_classes), 1000),
+                 224, args.stop_steps or max(steps, 128))]
+        for section, (source, judge), classes, size, st in jobs:
+            models = {source: net(source), judge: net(judge)}
+            for setting in stopping[section]:
+                if setting.prior and section == "MNIST":
+                    continue  # the prior needs BatchNorms
+                stopping_rows(section, models, source, (judge,), classes, size=size, steps=st, setting=setting.name,
+                              kwargs=setting.render_kwargs(), p=args.stop_p, log=log,
+                              objective=lambda c, s=setting, m=models[source]: s.objective(ld.class_logit(c), m))
     return 0
+
+
+def channel_section(args: argparse.Namespace, cheap: Sequence[Setting], steps: int,
+                    net: Callable[[str], nn.Module], log: Callable[[str], None]) -> None:
+    per_layer = 2 if args.quick else 8
+    print("\n| section | setting | model:layer | channels | steps | beat the best natural image | "
+          "render / best natural, per channel | render s |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    from lucent_dsl.models import vit_mnist as vm
+
+    images, labels = vm.load_digits()
+    _, test = vm.split_indices(labels, test_per_class=100, seed=0)
+    jobs = [("vit_mnist", net("vit_mnist"), "encoder.layers.encoder_layer_3", drawn(per_layer, 64), images[test], 28,
+             args.mnist_steps)]
+    natural = photos(224)
+    jobs.append(("mobilenet_v2", net("mobilenet_v2"), "features.14", drawn(per_layer, 160), natural, 224, steps))
+    if zoo.installed("vit_s_focus"):  # ~1 s a step on one CPU thread for 2 channels: fewer of both
+        jobs.append(("vit_s_focus", net("vit_s_focus"), "backbone.encoder.layer.8.Add_1",
+                     drawn(2 if args.quick else 4, 384), natural, 224, 32 if args.quick else 64))
+    for name, model, layer, chans, nat, size, st in jobs:
+        extra = [SETTINGS["light-tf"], SETTINGS["no-tf"]] if size == 28 and args.settings is None else []
+        for setting in [*cheap, *extra]:
+            if setting.prior:
+                continue  # a class-render setting
+            log(channel_row(name, model, layer, chans, nat, size=size, steps=st, setting=setting).line())
 
 
 def ft_print(line: str) -> None:
