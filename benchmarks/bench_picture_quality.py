@@ -11,9 +11,23 @@ Rows of the table, each a render setting on one model judged by another (or by t
   largest channel mean over natural images: crops of the sample photos that ship with scikit-image, scikit-learn
   and matplotlib (ImageNet models), or the 1,000 held-out MNIST digits (vit_mnist). beats: renders above it.
 - **vs torch-lucent**: its `render_vis` with its defaults on the same model, classes and steps, judged alike
-  (needs `pip install --no-deps --target DIR torch-lucent kornia==0.4.1` and DIR on PYTHONPATH).
+  (needs `pip install --no-deps --target DIR torch-lucent kornia==0.4.1` and DIR on PYTHONPATH); then at equal
+  time: each renders as many steps as the other took time for S, and a "per unit time" verdict line.
+- **naturalness**: `lucent_dsl.sanity`'s path similarity (per layer, and `joins_at`) and detectability of
+  mobilenet_v2's class renders of a setting against the sample-photo crops (`quality_rows` says how positives
+  and negatives are chosen).
+- **stopping**: one render per class with `stop=ld.Plateau()` and `stop=ld.Target(c, p)` against the fixed step
+  count: steps used, judged alike. MNIST (vit_mnist -> lenet5_mnist) and ImageNet (mobilenet_v2 -> lite0).
 
-Each setting renders all its classes as one batch (one image per objective, each from its own noise).
+Each setting renders all its classes as one batch (one image per objective, each from its own noise), but for the
+stopping rows and torch-lucent (one render per class). A `Setting` carries any of render's keywords.
+
+Cost of the newer parts, in CPU seconds of one torch thread here (AMD EPYC, bf16; wall time was ~1.5-2x that
+on the loaded 2 cores): with `--quick`, stopping 135 s (MNIST 10 x 256 steps ~25 s; 8 mobilenet_v2 classes x
+128 steps, one render per class and rule), naturalness 29 s with `--settings defaults` (bn-prior adds its
+renders), lucent 67 s (4 classes x 64 steps, each class rendered 4 times). In the full run naturalness reuses the
+imagenet section's renders (seconds), stopping renders 8 classes x 256 steps (~5 min), lucent 8 classes x 256
+steps x 4 (~9 min; `--lucent-classes 32` for the issue's 32, ~35 min).
 
     python benchmarks/bench_picture_quality.py --quick       # 8 classes, 64 steps: a few minutes
     python benchmarks/bench_picture_quality.py               # 32 classes, 256 steps
@@ -253,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "on ImageNet, the channels and naturalness; stopping: light-tf on MNIST, defaults on ImageNet")
     ap.add_argument("--batch", type=int, default=8, help="ImageNet classes rendered at once")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lucent-classes", type=int, default=None,
+                    help="vs lucent: ImageNet classes, each rendered 4 times (default 8; --quick 4)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="vs lucent, equal time: wall seconds or the process's CPU seconds")
     ap.add_argument("--natural-k", type=int, default=8, help="naturalness: positive and negative crops per class")
@@ -291,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          ("efficientnet_lite0", ("mobilenet_v2",))],
                       classes, size=224, steps=steps, settings=cheap, batch=args.batch, log=log, cache=renders)
     if "lucent" in args.only:
-        classes = drawn(min(n_classes, 4 if args.quick else n_classes), 1000)
+        classes = drawn(min(n_classes, args.lucent_classes or (4 if args.quick else 8)), 1000)
         lucent_rows("mobilenet_v2", net("mobilenet_v2"), "efficientnet_lite0", net("efficientnet_lite0"),
                     classes, steps=steps, log=log, clock=args.clock)
     if "channels" in args.only:
