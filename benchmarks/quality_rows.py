@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 import lucent_dsl as ld
+from lucent_dsl import sanity
 
 SEED = 27
 
@@ -154,7 +155,7 @@ class NaturalRow:
     layer: str
     n: int
     steps: int
-    similarity: Any  # sanity.LayerSimilarity, the mean over classes
+    similarity: sanity.LayerSimilarity  # the mean over classes
     joined_here: int  # classes whose own report has joined the natural path by this layer
     detectability: float
     joins_at: str | None
@@ -182,8 +183,6 @@ def naturalness_rows(setting: str, model_name: str, model: nn.Module, renders: T
                      natural: Tensor, *, steps: int, seconds: float, k: int = 8,
                      layers: Sequence[str] | None = None) -> list[NaturalRow]:
     """One row per layer: the per-class path similarities' means, joins_at, detectability (see the docstring)."""
-    from lucent_dsl import sanity
-
     layers = tuple(layers or NATURAL_LAYERS[model_name])
     if not 2 <= k <= len(natural) // 2:
         raise SystemExit(f"naturalness needs 2 <= k <= half the {len(natural)} natural images, got k={k}")
