@@ -139,7 +139,7 @@ def check_weights(weights: Any) -> tuple[float, ...]:
     """The ladder: finite weights >= 0, strictly increasing, at least one."""
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
         raise InvalidArgumentError(f"weights must be a non-empty sequence of numbers >= 0, got {weights!r}")
-    ladder = tuple(check_real("weights[i]", w, minimum=0.0, where="auto_diversity") for w in weights)
+    ladder = tuple(check_real(f"weights[{i}]", w, minimum=0.0, where="auto_diversity") for i, w in enumerate(weights))
     if any(b <= a for a, b in zip(ladder, ladder[1:])):
         raise InvalidArgumentError(f"weights must increase strictly (the search climbs them), got {ladder}")
     return ladder
