@@ -17,6 +17,8 @@ The methods that the Distill articles and Lucid made famous, written as objectiv
 - `transparency_map` (`transparency`): which pixels of an RGBA render an objective needs.
 - `train_probe`, `faceted`, `render_faceted` (`facets`): faceted feature visualization (Goh et al. 2021), a
   unit steered towards a theme by a linear probe at an earlier layer.
+- `auto_diversity` (`diversity_weight`): IMI's diversity weight per unit (Zimmermann et al. 2023), the largest
+  whose weakest image still beats the best natural image.
 
 The 2-D layouts and NMF use scikit-learn (and optionally umap-learn): the `research` extra,
 `pip install 'lucent_dsl[research]'`. They are imported when a method needs them, so the rest of
@@ -55,6 +57,7 @@ _WHERE = {
     "transparency_map": "transparency",
     "FacetProbe": "facets", "faceted": "facets", "fit_logistic": "facets", "render_faceted": "facets",
     "train_probe": "facets",
+    "DiversityChoice": "diversity_weight", "auto_diversity": "diversity_weight",
 }
 __all__ = sorted(_WHERE)
 
