@@ -43,7 +43,8 @@ from ..args import check_choice, check_size
 from ..errors import InvalidArgumentError
 from ..record.recipe import PARAMS, TRANSFORMS
 
-__all__ = ["AUTO", "PRESETS", "Preset", "Resolved", "auto_preset", "is_token_model", "prior_terms", "resolve"]
+__all__ = ["AUTO", "PRESETS", "Preset", "Resolved", "auto_preset", "is_token_model", "prior_terms", "resolve",
+           "with_preset"]
 
 AUTO = "auto"
 OPTIMIZERS = ("adam", "nadam")
@@ -277,6 +278,11 @@ def preset_of(preset: Any, models: Any, size: Any, *, plan: bool = False) -> tup
     return PRESETS[name], name
 
 
+def _preset_transforms(asked: Any, p: Preset, size: tuple[int, int]) -> str:
+    """The preset's transforms by name, with "auto"'s small-image rule (see `auto_preset`)."""
+    return "scaled" if asked == AUTO and min(size) < SMALL_IMAGE and p.transforms == "standard" else p.transforms
+
+
 def _transform_named(name: str, size: tuple[int, int]) -> Any:
     """A recipe's transform name as render's `transforms` (None: render's cached `standard()`)."""
     return {"standard": None, "none": [], "robust": tf_lib.robust(), "scaled": tf_lib.scaled(size),
@@ -303,8 +309,7 @@ def resolve(preset: Any, models: Any, size: Any, explicit: Mapping[str, Any], *,
     p, name = preset_of(preset, models, hw, plan=plan)
     transforms = explicit.get("transforms")
     if transforms is None:
-        small = preset == AUTO and min(hw) < SMALL_IMAGE and p.transforms == "standard"
-        transforms = "scaled" if small else p.transforms
+        transforms = _preset_transforms(preset, p, hw)
     base = _transform_named(transforms, hw) if isinstance(transforms, str) else transforms
     full = base
     if p.copies:
@@ -338,3 +343,23 @@ def make_param(kind: str, size: tuple[int, int], batch: int, channels: int) -> A
     if kind == "maco":
         return param_lib.maco(size, batch=batch, channels=channels, standardize=True)
     return param_lib.image(size, kind=check_choice("param", kind, PARAMS), batch=batch, channels=channels)
+
+
+def with_preset(recipe: Any, preset: str, models: Any, given: Any = ()) -> Any:
+    """`recipe` (a `record.Recipe` with its size resolved) rendered with `preset`: its name recorded ("auto"
+    decided for `models`) and the preset's values in the fields not in `given` (the command line's flags), so
+    the recipe says what runs. The preset's optimizer, copies and prior terms come from its name when it runs.
+
+    Example:
+        >>> from lucent_dsl.record.recipe import Recipe
+        >>> r = with_preset(Recipe(objective="channel('0', 1)", size=(32, 32)), "plugin", None, given={"lr"})
+        >>> r.preset, r.transforms, r.schedule, r.betas
+        ('plugin', 'scaled', 'warmup_cosine:0.1', (0.5, 0.999))
+    """
+    from .schedule import as_schedule
+
+    hw = check_size(recipe.size)
+    p, name = preset_of(preset, models, hw)
+    values = {"param": p.param, "transforms": _preset_transforms(preset, p, hw), "lr": p.lr,
+              "schedule": as_schedule(p.schedule).text, "betas": p.betas}
+    return dc.replace(recipe, preset=name, **{k: v for k, v in values.items() if k not in set(given)})
