@@ -334,7 +334,8 @@ def render(
     if lr is not None:
         lr = check_real("lr", lr, positive=True)
     is_plan = isinstance(objective, Plan)
-    chosen = presets_lib.resolve(preset, objective.models if is_plan else models, check_size(size),
+    image_size = dict(getattr(param, "recipe", ()) or ()).get("size") or check_size(size)  # a given param's size
+    chosen = presets_lib.resolve(preset, objective.models if is_plan else models, image_size,
                                  {"param": param, "transforms": transforms, "optimizer": optimizer, "lr": lr,
                                   "schedule": schedule, "betas": betas}, plan=is_plan)
     s = check_args(steps=steps, size=size, lr=chosen.lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
