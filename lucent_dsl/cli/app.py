@@ -86,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--lr", type=float, help="Adam learning rate (default: 0.05)")
     optim.add_argument("--transforms", choices=("standard", "robust", "none", "scaled"),
                        help="random jitter/scale/rotate: transforms.standard() (the lucid preset's), "
-                            "transforms.robust() (twice the jitter, zoom 0.7-1.3, +-20 degrees), transforms.scaled(size) "
-                            "(standard's pixel amounts in proportion to the image: for images far from 224 px), or none "
-                            "(caricature's and accentuate's default)")
+                            "transforms.robust() (twice the jitter, zoom 0.7-1.3, +-20 degrees), "
+                            "transforms.scaled(size) (standard's pixel amounts in proportion to the image: for "
+                            "images far from 224 px), or none (caricature's and accentuate's default)")
     optim.add_argument("--no-transforms", dest="transforms", action="store_const", const="none",
                        help="--transforms none")
     optim.add_argument("--precision", choices=("auto", "fp32", "bf16"),

@@ -283,10 +283,18 @@ def _preset_transforms(asked: Any, p: Preset, size: tuple[int, int]) -> str:
     return "scaled" if asked == AUTO and min(size) < SMALL_IMAGE and p.transforms == "standard" else p.transforms
 
 
+@ft.lru_cache(maxsize=32)
 def _transform_named(name: str, size: tuple[int, int]) -> Any:
-    """A recipe's transform name as render's `transforms` (None: render's cached `standard()`)."""
-    return {"standard": None, "none": [], "robust": tf_lib.robust(), "scaled": tf_lib.scaled(size),
+    """A recipe's transform name as render's `transforms` (None: render's cached `standard()`). Cached: the same
+    Transform for the same name and size, so a compiled step is found again (its key holds the functions)."""
+    return {"standard": None, "none": (), "robust": tf_lib.robust(), "scaled": tf_lib.scaled(size),
             "maco": tf_lib.maco_crops()}[check_choice("transforms", name, TRANSFORMS)]
+
+
+@ft.lru_cache(maxsize=32)
+def _copies(copies: int, name: str, size: tuple[int, int]) -> Any:
+    base = _transform_named(name, size)
+    return tf_lib.ensemble(copies, tf_lib.standard() if base is None else tf_lib.as_transform_arg(base))
 
 
 def _nadam(params: Any, *, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
@@ -310,10 +318,11 @@ def resolve(preset: Any, models: Any, size: Any, explicit: Mapping[str, Any], *,
     transforms = explicit.get("transforms")
     if transforms is None:
         transforms = _preset_transforms(preset, p, hw)
-    base = _transform_named(transforms, hw) if isinstance(transforms, str) else transforms
+    named = isinstance(transforms, str)
+    base = _transform_named(transforms, hw) if named else transforms
     full = base
     if p.copies:
-        full = tf_lib.ensemble(p.copies, tf_lib.standard() if base is None else tf_lib.as_transform_arg(base))
+        full = _copies(p.copies, transforms, hw) if named else tf_lib.ensemble(p.copies, tf_lib.as_transform_arg(base))
     from .schedule import DEFAULT_BETAS, check_betas
 
     optimizer, betas = explicit.get("optimizer"), explicit.get("betas")
