@@ -158,6 +158,10 @@ def test_a_plan_refuses_a_preset_with_priors_and_auto_falls_back():
     plan = compile_plan("channel('2', 0)", net)
     with pytest.raises(InvalidArgumentError, match="prior terms.*Plan"):
         ld.render(plan, **FAST, preset="deepinversion")
+    with pytest.raises(InvalidArgumentError, match="prior terms.*Plan"):  # a value of your own too: never dropped
+        ld.render(plan, **FAST, preset=dc.replace(PRESETS["lucid"], name="mine", tv=0.1))
+    no_priors = dc.replace(PRESETS["deepinversion"], image_prior=0.0, bn_prior=0.0)
+    assert ld.render(plan, **FAST, preset=no_priors).preset == "deepinversion"
     assert auto_preset(net, 16) == "deepinversion"
     assert ld.render(plan, **FAST).preset == presets.PLAN_FALLBACK
     assert ld.render(plan, **FAST, preset="plugin").preset == "plugin"

@@ -264,18 +264,24 @@ class Resolved(NamedTuple):
 def preset_of(preset: Any, models: Any, size: Any, *, plan: bool = False) -> tuple[Preset, str | None]:
     """(the `Preset` a `preset=` argument names, its recorded name or None), with "auto" decided for `models`."""
     if isinstance(preset, Preset):
+        if plan and preset.has_priors:
+            raise _plan_refusal(preset.name)
         return preset, next((k for k, p in PRESETS.items() if p == preset), None)
     check_choice("preset", preset, (AUTO, *PRESETS))
     name = auto_preset(models, size) if preset == AUTO else preset
     if plan and PRESETS[name].has_priors:
         if preset != AUTO:
-            raise InvalidArgumentError(
-                f"preset={name!r} adds prior terms to the objective, which a compiled Plan cannot take: pass the "
-                f"objective and the models (render(objective, models, preset={name!r})), or add the terms to the "
-                f"objective yourself and give a preset without them, e.g. dataclasses.replace(PRESETS[{name!r}], "
-                "image_prior=0.0, tv=0.0, bn_prior=0.0)")
+            raise _plan_refusal(name)
         name = PLAN_FALLBACK
     return PRESETS[name], name
+
+
+def _plan_refusal(name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"preset {name!r} adds prior terms to the objective, which a compiled Plan cannot take: pass the "
+        f"objective and the models (render(objective, models, preset=...)), or add the terms to the objective "
+        f"yourself and give a preset without them, e.g. dataclasses.replace(PRESETS[{name!r}], image_prior=0.0, "
+        "tv=0.0, bn_prior=0.0)")
 
 
 def _preset_transforms(asked: Any, p: Preset, size: tuple[int, int]) -> str:
