@@ -340,7 +340,7 @@ def resolve(preset: Any, models: Any, size: Any, explicit: Mapping[str, Any], *,
         if p.optimizer == "nadam":
             optimizer, adam_betas = ft.partial(_nadam, lr=float(lr), betas=betas), None
     schedule = explicit["schedule"] if explicit.get("schedule") is not None else p.schedule
-    recorded = None if betas is None or tuple(betas) == DEFAULT_BETAS else tuple(betas)
+    recorded = None if betas is None or tuple(betas) == DEFAULT_BETAS else check_betas(betas)
     return Resolved(p, name, explicit.get("param"), p.param, full, base, optimizer, lr, schedule, adam_betas,
                     recorded, prior_terms(p, models) if p.has_priors and not plan else ())
 

@@ -205,6 +205,6 @@ def recipe_of(
         supplied=supplied,
         **param_fields,
         **_optimizer_fields(schedule, betas),
-        **({"preset": preset} if preset not in (None, "lucid") else {}),
+        preset=preset or "lucid",  # None (a Preset of your own) is unreplayable: `why` returned above
     )
     return recipe, ()
