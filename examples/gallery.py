@@ -128,7 +128,7 @@ def render_panel(panel: Panel, model: nn.Module, *, steps: int, size: int, seed:
     param = param_lib.fft(size, batch=len(items), decay_power=decay_power)
     transforms = tf_lib.robust() if panel.robust else None  # None: transforms.standard()
     result = render([objective(it) for it in items], model, param=param, transforms=transforms, steps=steps,
-                    seed=seed, progress=False)
+                    seed=seed, progress=False, preset="lucid")  # the shipped gallery's settings, at any size
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(result.images, path)

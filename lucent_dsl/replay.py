@@ -36,7 +36,7 @@ from .record.recipe import (
     supply_message,
 )
 from .record.resources import check_model_specs, torch_threads
-from .renderer import phases  # phases.render read at call time, so a patched render is the one run
+from .renderer import phases, presets  # phases.render read at call time, so a patched render is the one run
 from .toolbox import inversion
 
 
@@ -116,17 +116,24 @@ def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bo
     if recipe.objective is None:
         raise InvalidArgumentError("recipe: a render needs an objective")
     plan = compile_plan(recipe.objective, models)
+    image_param = make_param(recipe.param, size, recipe.batch, phases.image_channels(plan), recipe.decay_power)
+    preset = presets.PRESETS[recipe.preset]
+    if image_param is None and preset.param != "fft":  # the recipe's plain fft, not the preset's own
+        image_param = param_lib.fft(size, batch=recipe.batch, channels=phases.image_channels(plan))
     return phases.render(
-        plan,
+        # the preset's prior terms go into the objective: render compiles it (a Plan cannot take them)
+        (recipe.objective if preset.has_priors else plan),
+        models if preset.has_priors else None,
         size=size,
         batch=recipe.batch,
-        param=make_param(recipe.param, size, recipe.batch, phases.image_channels(plan), recipe.decay_power),
-        transforms=make_transforms(recipe.transforms),
+        param=image_param,
+        transforms=make_transforms(recipe.transforms, size),
         device=device,
         compile=compile,
         precision=recipe.precision,
         schedule=recipe.schedule,
         betas=recipe.betas,
+        preset=recipe.preset,
         **common,
     )
 
@@ -135,8 +142,9 @@ def _run_method(recipe: Recipe, models: Any, size: tuple[int, int], common: dict
     if not isinstance(models, nn.Module):
         raise InvalidArgumentError(f"{recipe.command} takes one model, got an ensemble of {len(models)}")
     kwargs = dict(common, size=size, param_kind=recipe.param, precision=recipe.precision)
-    if recipe.transforms != "none":
-        kwargs["transforms"] = getattr(tf_lib, recipe.transforms)()  # paired: the source image gets the same draw
+    if recipe.transforms != "none":  # paired: the source image gets the same draw
+        kwargs["transforms"] = (tf_lib.scaled(size) if recipe.transforms == "scaled" else tf_lib.maco_crops()
+                                if recipe.transforms == "maco" else getattr(tf_lib, recipe.transforms)())
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if recipe.command == "caricature":
         return inversion.caricature(models, cast(str, recipe.image), list(recipe.layers), **kwargs)
@@ -149,9 +157,19 @@ def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, deca
         return None
     if kind == "fft":
         return param_lib.fft(size, batch=batch, channels=channels, decay_power=decay_power)
-    return param_lib.image(size, kind=kind, batch=batch, channels=channels)
+    return presets.make_param(kind, size, batch, channels)
 
 
-def make_transforms(kind: str) -> Any:
-    """The transforms a recipe names: None (render's `standard()`), `transforms.robust()`, or [] for none."""
-    return {"standard": None, "robust": tf_lib.robust(), "none": []}[kind]
+def make_transforms(kind: str, size: tuple[int, int] | None = None) -> Any:
+    """The transforms a recipe names: its name ("standard", "scaled", "robust", "maco"), which `render` builds
+    (at its size: "scaled"), or [] for none. With `size`, "scaled" is built here.
+
+    Example:
+        >>> make_transforms("none"), make_transforms("standard"), make_transforms("scaled", (28, 28)).name
+        ([], 'standard', 'scaled:28x28')
+    """
+    if kind == "none":
+        return []
+    if kind == "scaled" and size is not None:
+        return tf_lib.scaled(size)
+    return kind

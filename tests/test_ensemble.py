@@ -95,7 +95,7 @@ def test_each_model_gets_its_own_preprocessing():
     assert torch.equal(raw.seen[-1], image)
 
     # and inside a render (after the random transforms): every model sees its own input shape
-    render(objective, models, size=16, steps=2, progress=False)
+    render(objective, models, size=16, steps=2, progress=False, preset="lucid")  # "auto" would scale standard()
     assert small.seen[-1].shape == (1, 3, 8, 6)
     assert grey.seen[-1].shape == (1, 1, 20, 24)
     assert raw.seen[-1].shape == (1, 3, 16 + 24, 16 + 24)  # standard() pads 12 pixels a side

@@ -198,7 +198,8 @@ def test_a_fixed_size_model_renders_in_bf16_and_scores_close_to_fp32(quiet_bf16)
 
 def test_an_ensemble_of_a_vit_and_a_convnet_renders_in_bf16(quiet_bf16):
     obj = ld.channel("encoder.layers.encoder_layer_0", 3, model="vit") + ld.channel("2", 1, model="cnn")
-    r = ld.render(obj, {"vit": fixed_vit(), "cnn": dense()}, size=40, steps=2, precision="bf16", progress=False)
+    r = ld.render(obj, {"vit": fixed_vit(), "cnn": dense()}, size=40, steps=2, precision="bf16", progress=False,
+                  preset="lucid")  # "auto" would add deepinversion's image prior (a third summand)
     assert r.precision == "bf16" and len(r.history) == 2
     assert all(bool(torch.isfinite(h).all()) for h in r.history.values())
 

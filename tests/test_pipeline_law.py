@@ -155,7 +155,8 @@ def run(objective: Any, models: Any, n: int, param: ImageParam, transform: ld.tr
     try:
         result = ld.render(objective, models, size=SIZE, steps=STEPS, batch=batch, param=recording(param, inits),
                            transforms=recording_transform(transform, params), seed=seed, progress=False,
-                           compile=False, precision="fp32", callback=lambda step, images: after.append(images.clone()))
+                           compile=False, precision="fp32", callback=lambda step, images: after.append(images.clone()),
+                           preset="lucid")  # the law reads the objective's own summands: no preset priors
     except ld.LucentError as err:
         assert str(err), type(err)
         assert not after, f"{type(err).__name__} after {len(after)} completed steps: {err}"

@@ -33,7 +33,7 @@ def test_the_recipe_of_a_python_render_replays_its_pixels(lenet, kind, decay, st
     decay = decay if kind == "fft" else 1.0
     param = ld.param.image(28, kind=kind, batch=batch, channels=1, **({"decay_power": decay} if kind == "fft" else {}))
     r = ld.render(objective, lenet, param=param, transforms=None if standard else [], seed=seed, lr=lr,
-                  batch=batch, **FAST)
+                  batch=batch, preset="lucid", **FAST)  # "lucid": None is standard() (auto scales it below 64 px)
     assert r.unreplayable == () and isinstance(r.recipe, Recipe)
     assert (r.recipe.param, r.recipe.decay_power, r.recipe.transforms) == (kind, decay, "standard" if standard else "none")
     assert Recipe.from_json(r.recipe.to_json()) == r.recipe

@@ -212,10 +212,14 @@ def seeded_param(
     return param_lib.ImageParam(init, one.to_image)
 
 
-def seeded_transforms(kind: str, gens: Sequence[torch.Generator]) -> tf_lib.Transform:
+def seeded_transforms(kind: str, gens: Sequence[torch.Generator],
+                      size: tuple[int, int] | None = None) -> tf_lib.Transform:
     """Transforms whose image-i parameters come from `gens[i]`, as in a one-image render: `kind` is a recipe's
-    ("standard", "robust" or "none")."""
-    base = {"standard": tf_lib.standard, "robust": tf_lib.robust, "none": tf_lib.identity}[kind]()
+    ("standard", "robust", "scaled" (made for `size`), "maco" or "none")."""
+    if kind == "scaled" and size is None:
+        raise InvalidArgumentError("seeded_transforms('scaled') needs the image size it is made for")
+    base = {"standard": tf_lib.standard, "robust": tf_lib.robust, "none": tf_lib.identity,
+            "maco": tf_lib.maco_crops, "scaled": lambda: tf_lib.scaled(size or (224, 224))}[kind]()
 
     def sample(_generator: Any, shape: torch.Size) -> Any:
         one = torch.Size((1, *shape[1:]))
@@ -315,11 +319,12 @@ def run_atlas(
                 lr=base.lr,
                 seed=chunk[0].seed,
                 param=seeded_param(base.param, size, gens, image_channels(plan), base.decay_power),
-                transforms=seeded_transforms(base.transforms, gens),
+                transforms=seeded_transforms(base.transforms, gens, size),
                 precision=base.precision,
                 device=device,
                 compile=compile,
                 progress=progress,
+                preset="lucid",  # an atlas renders with its recipe's settings
             )
             if result.interrupted:
                 raise KeyboardInterrupt

@@ -84,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--steps", type=_positive, help="optimization steps (default: 512)")
     optim.add_argument("--seed", type=int, help="random seed (default: 0)")
     optim.add_argument("--lr", type=float, help="Adam learning rate (default: 0.05)")
-    optim.add_argument("--transforms", choices=("standard", "robust", "none"),
-                       help="random jitter/scale/rotate: transforms.standard() (render's default), "
-                            "transforms.robust() (twice the jitter, zoom 0.7-1.3, +-20 degrees), or none "
-                            "(caricature's and accentuate's default)")
+    optim.add_argument("--transforms", choices=("standard", "robust", "none", "scaled"),
+                       help="random jitter/scale/rotate: transforms.standard() (the lucid preset's), "
+                            "transforms.robust() (twice the jitter, zoom 0.7-1.3, +-20 degrees), "
+                            "transforms.scaled(size) (standard's pixel amounts in proportion to the image: for "
+                            "images far from 224 px), or none (caricature's and accentuate's default)")
     optim.add_argument("--no-transforms", dest="transforms", action="store_const", const="none",
                        help="--transforms none")
     optim.add_argument("--precision", choices=("auto", "fp32", "bf16"),
@@ -116,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "else (a model file, a download, an input image) needs --allow, --model or --image")
     p.add_argument("--image", metavar="FILE", help="with --recipe: the input image of a caricature/accentuate recipe")
     p.add_argument("--batch", type=_positive, help="images to render (default: 1)")
-    p.add_argument("--param", choices=("fft", "pixel"), help="image parameterization (default: fft)")
+    p.add_argument("--param", choices=("fft", "pixel"), help="image parameterization (default: the preset's)")
+    p.add_argument("--preset", choices=("auto", "lucid", "deepinversion", "plugin", "maco"),
+                   help="render method (lucent_dsl.renderer.presets; default: auto, picked for the model); flags "
+                        "win over it. With --recipe: replaces the recipe's preset name only")
     p.add_argument("--out", metavar="IMAGE",
                    help="output image, .png, .jpg or .webp, with its recipe "
                         "(default: render.png, unless --gif is given)")

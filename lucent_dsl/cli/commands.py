@@ -179,8 +179,11 @@ def _layers_read(recipe: Any) -> list[str] | None:
 
 
 def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: str | None = None,
-                 every: int | None = None, models: Any = None) -> int:
-    """Check, build (unless `models`), render, write the image (and GIF); Ctrl-C writes what was rendered."""
+                 every: int | None = None, models: Any = None, preset: str | None = None) -> int:
+    """Check, build (unless `models`), render, write the image (and GIF); Ctrl-C writes what was rendered.
+
+    `preset`: a fresh render's `--preset` ("auto" decided for the models built): its values fill the recipe's
+    fields that no flag gave (`renderer.presets.with_preset`)."""
     from ..models.checks import check_models
     from ..models.specs import build_models
     from ..record.resources import check_caps, check_memory, check_model_specs, check_writable
@@ -192,6 +195,10 @@ def run_and_save(args: argparse.Namespace, recipe: Any, out: str | None, gif: st
         models = build_models(recipe.models, device=device)  # the trust rule was checked by the caller
     check_models(models)
     recipe = recipe.resolved(models)
+    if preset is not None:
+        from ..renderer.presets import with_preset
+
+        recipe = with_preset(recipe, preset, models, given=overrides(args))
     if recipe.threads is None:
         import torch
 
@@ -268,6 +275,10 @@ def render(args: argparse.Namespace) -> int:
     _device(args)
     if args.recipe:
         extra = {"objective": args.objective, "image": image_path(args.image) if args.image else None}
+        if getattr(args, "preset", None) == "auto":
+            raise UsageError("--preset auto with --recipe: a recipe records the preset that ran; name one "
+                             "(lucid, deepinversion, plugin, maco) or leave --preset out")
+        extra["preset"] = getattr(args, "preset", None)
         recipe = Recipe.load(args.recipe).replace(**overrides(args, **extra))
         if recipe.supplied and not args.model:
             from ..record.recipe import supply_message
@@ -279,8 +290,9 @@ def render(args: argparse.Namespace) -> int:
     else:
         recipe = fresh_recipe(args, objective=args.objective)
         check_caps(steps=recipe.steps, size=recipe.size, batch=recipe.batch, allow="large" in allowed)
+    fresh_preset = None if args.recipe else (getattr(args, "preset", None) or "auto")
     with plain_warnings():  # e.g. a supplied --model with other weights than the recipe's: one line
-        return run_and_save(args, recipe, out, args.gif, args.every)
+        return run_and_save(args, recipe, out, args.gif, args.every, preset=fresh_preset)
 
 
 def caricature(args: argparse.Namespace) -> int:

@@ -223,6 +223,8 @@ def _broadcast(term: Term, site: Site, a: Tensor, target: float | Array) -> Tens
     if not isinstance(target, Array):
         return target
     t = target.tensor.to(device=a.device, dtype=a.dtype)
+    if t.dim() == 1 and a.dim() >= 3 and t.shape[0] == a.shape[1]:  # one value per channel (a model's mean colour)
+        return t.view(1, -1, *([1] * (a.dim() - 2))).expand_as(a)
     if t.dim() == a.dim() - 1:
         t = t.unsqueeze(0)
     if t.dim() != a.dim() or t.shape[1:] != a.shape[1:] or a.shape[0] % t.shape[0]:
@@ -250,6 +252,8 @@ def l2(*, layer: str = IMAGE, target: Any = 0.0, batch: Batch = None, model: str
        convention: str = "lucent_dsl") -> Expr:
     """Penalty (subtract it): mean squared distance of the image (or `layer`) from `target`.
 
+    `target`: a number, an array of the image's (or layer's) shape, or one value per channel (DeepInversion's
+    image prior: `l2(target=mean)`, towards a model's mean colour; `renderer.presets`).
     Used by feature accentuation: stay close to a natural image, or to its activations. Lucid's and captum's
     `L2(layer, constant)` is a norm of the whole batch, sqrt(1e-6 + sum of squares): `convention="lucid"`
     (each image scores its share of that norm, so the images are scored together).

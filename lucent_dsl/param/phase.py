@@ -200,7 +200,8 @@ def maco(
             phase is in radians and the image has the magnitude's own (natural) contrast.
 
     Returns:
-        an `ImageParam` whose leaves are `{"phase": (B, C, H, W)}`, drawn uniformly in [-pi, pi).
+        an `ImageParam` whose leaves are `{"phase": (B, C, H, W)}`, drawn uniformly in [-pi, pi). With
+        `standardize` and the other settings at their defaults, a recipe names it "maco" (`ImageParam.recipe`).
 
     Raises:
         InvalidArgumentError: a bad size, batch, channels, magnitude, decorrelate or squash.
@@ -236,7 +237,11 @@ def maco(
         y = colour(_standardized(x), m32)
         return torch.sigmoid(y) if squash == "sigmoid" else clamp_straight_through(y + 0.5)
 
-    return ImageParam(init, to_image_standardized if standardize else to_image)
+    # A recipe names "maco" at xplique's settings (standardized, the shipped magnitude, Lucid's colours, sigmoid).
+    named = standardize and magnitude is None and decorrelate is True and squash == "sigmoid"
+    recipe = (("param", "maco"), ("size", (h, w)), ("batch", batch), ("channels", channels),
+              ("decay_power", 1.0)) if named else ()
+    return ImageParam(init, to_image_standardized if standardize else to_image, recipe)
 
 
 def _standardized(x: Tensor) -> Tensor:

@@ -46,8 +46,10 @@ FORMAT = 1
 """Version of the recipe JSON layout (the `lucent_dsl_recipe` key)."""
 
 COMMANDS = ("render", "caricature", "accentuate")
-PARAMS = ("fft", "pixel")
-TRANSFORMS = ("standard", "robust", "none")
+PARAMS = ("fft", "pixel", "maco")
+TRANSFORMS = ("standard", "robust", "none", "scaled", "maco")
+PRESETS = ("lucid", "deepinversion", "plugin", "maco")
+"""The named render presets a recipe may record (`lucent_dsl.renderer.presets.PRESETS`, the one table)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 SCORE_KEY = "lucent_dsl.score"
 """PNG metadata key of an image's final score (written next to `io.RECIPE_KEY`)."""
@@ -73,9 +75,10 @@ class Recipe:
         models: model specs (see `build_models`); empty means `(zoo.DEFAULT,)`.
         size: (H, W) of the rendered image; None: the first model's input size, else 224.
         steps, seed, lr, batch: as in `render`.
-        param: "fft" or "pixel" (see `lucent_dsl.param`).
+        param: "fft", "pixel" or "maco" (`param.maco(standardize=True)`; see `lucent_dsl.param`).
         transforms: "standard" (`transforms.standard()`; for caricature/accentuate, applied paired
-            to the source image too), "robust" (`transforms.robust()`) or "none".
+            to the source image too), "robust" (`transforms.robust()`), "scaled" (`transforms.scaled(size)`),
+            "maco" (`transforms.maco_crops()`) or "none".
         precision: "fp32" or "bf16" (what ran); "auto" until `resolved` (the render's rule decides).
         command: "render", "caricature" or "accentuate" (the last two call `lucent_dsl.toolbox.inversion`).
         image: the input image of caricature/accentuate (an absolute path).
@@ -87,6 +90,10 @@ class Recipe:
         schedule: the learning-rate schedule as text: "constant", "cosine" or "warmup_cosine:FRACTION"
             (`lucent_dsl.renderer.schedule`).
         betas: the default Adam's (beta1, beta2).
+        preset: the render preset that ran (`lucent_dsl.renderer.presets`): "lucid" (the default, left out of
+            the JSON, so files written before presets read and replay as before), "deepinversion", "plugin" or
+            "maco". The fields above record the values that ran; the preset adds what they cannot name (its
+            optimizer, prior terms and augmented copies).
     """
 
     objective: str | None = None
@@ -107,6 +114,7 @@ class Recipe:
     supplied: tuple[tuple[str, str, str], ...] = ()
     schedule: str = "constant"
     betas: tuple[float, float] = _DEFAULT_BETAS
+    preset: str = "lucid"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "supplied", _supplied(self.supplied))
@@ -155,6 +163,7 @@ class Recipe:
         object.__setattr__(self, "layers", tuple(self.layers))
         _check_schedule(self.schedule)
         _check_betas(self)
+        check_choice("preset", self.preset, PRESETS, where="recipe")
 
     # --- JSON ------------------------------------------------------------------------------------
 
@@ -167,7 +176,7 @@ class Recipe:
                 continue
             if f.name == "supplied":
                 v = [dict(zip(SUPPLIED_KEYS, entry)) for entry in v]
-            if (f.name, v) in (("schedule", "constant"), ("betas", _DEFAULT_BETAS)):
+            if (f.name, v) in (("schedule", "constant"), ("betas", _DEFAULT_BETAS), ("preset", "lucid")):
                 continue  # the defaults stay out, so files written before these fields read the same
             d[f.name] = list(v) if isinstance(v, tuple) else v
         d["torch"] = torch.__version__

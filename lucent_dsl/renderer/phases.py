@@ -34,7 +34,7 @@ from ..models import hardware as hw_lib
 from ..models.checks import check_models, normalize_device
 from ..plan.compiler import Plan, compile_plan, history_rows
 from ..plan.fold import frozen_models
-from . import schedule as schedule_lib, steps as steps_lib, stopping as stopping_lib
+from . import presets as presets_lib, schedule as schedule_lib, steps as steps_lib, stopping as stopping_lib
 from .provenance import recipe_of
 from .relu import redirected_relu
 from .result import RenderResult
@@ -263,7 +263,7 @@ def render(
     param: param_lib.ImageParam | None = None,
     transforms: Any = None,
     optimizer: Any = None,
-    lr: float = 0.05,
+    lr: float | None = None,
     thresholds: Sequence[int] | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -277,6 +277,7 @@ def render(
     schedule: str | schedule_lib.Schedule | None = None,
     betas: tuple[float, float] | None = None,
     stop: stopping_lib.Plateau | stopping_lib.Target | None = None,
+    preset: str | presets_lib.Preset = "auto",
 ) -> RenderResult:
     """Render images that maximize `objective` on `models`.
 
@@ -286,10 +287,12 @@ def render(
         size: image size (int or (H, W)) of the default parameterization.
         steps: optimization steps.
         batch: number of images (default: 1, or one per objective of a list).
-        param: an `ImageParam` (default: `param.fft(size, batch=batch)` with decorrelated colour).
-        transforms: a `Transform`, a callable, or a list of them (default: `transforms.standard()`; [] for none).
-        optimizer: a torch optimizer class or a function params -> optimizer (default: Adam).
-        lr: learning rate of the default optimizer.
+        param: an `ImageParam` (default: the preset's; "lucid": `param.fft(size, batch=batch)` with
+            decorrelated colour).
+        transforms: a `Transform`, a callable, a list of them ([] for none), or a recipe's name for one
+            ("standard", "scaled", "robust", "maco", "none"); default: the preset's ("lucid": `transforms.standard()`).
+        optimizer: a torch optimizer class or a function params -> optimizer (default: the preset's; Adam).
+        lr: learning rate of the default optimizer (default: the preset's; 0.05).
         thresholds: steps after which to keep a snapshot of the images.
         seed: seeds every random draw (init and transforms): same seed, same image (bit for bit on the CPU
             with the same torch build and thread count).
@@ -311,24 +314,42 @@ def render(
         redirect_relu: use Lucid's redirected ReLU gradient in the models' nn.ReLU/nn.ReLU6 modules for
             this many first steps (0: never; Lucid: 16), so units dead on the initial image get a gradient
             (see `lucent_dsl.relu`). These steps run eagerly.
-        schedule: the learning-rate schedule (`renderer.schedule`): "constant" (None, the default), "cosine",
-            "warmup_cosine" (10% warm-up) or a `Schedule("warmup_cosine", warmup=0.2)`.
-        betas: the default Adam's (beta1, beta2) (None: torch's (0.9, 0.999); Plug-In Inversion: (0.5, 0.999)).
+        schedule: the learning-rate schedule (`renderer.schedule`): "constant", "cosine", "warmup_cosine" (10%
+            warm-up) or a `Schedule("warmup_cosine", warmup=0.2)`; None: the preset's ("lucid": "constant").
+        betas: the default Adam's (beta1, beta2) (None: the preset's; "lucid": torch's (0.9, 0.999); Plug-In
+            Inversion: (0.5, 0.999)).
         stop: an early-stopping rule (`renderer.stopping`): `Plateau(...)` or `Target(label, p)`; the result's
             `stopped` says at which step and why, and `steps` counts the steps done.
+        preset: the render method (`renderer.presets`): "auto" (the default: `presets.auto_preset` picks one for
+            the models), "lucid" (render's settings before presets, bit for bit), "deepinversion", "plugin",
+            "maco", or a `Preset` value (e.g. `dataclasses.replace(PRESETS["deepinversion"], image_prior=2.0)`).
+            Every argument given explicitly wins over the preset's; the preset's prior terms are subtracted from
+            the objective (from each, for a list). A Plan cannot take prior terms: a preset with them is refused
+            ("auto" then picks `presets.PLAN_FALLBACK`). `RenderResult.preset` and the recipe say which ran.
 
     Returns:
         RenderResult; `history` has one series per distinct top-level summand, and the series add up
         to the total score at every step. Ctrl-C stops the run cleanly and returns the result so far.
     """
-    s = check_args(steps=steps, size=size, lr=lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
-                       thresholds=thresholds, redirect_relu=redirect_relu)
-    sched = schedule_lib.as_schedule(schedule)
-    betas = schedule_lib.check_betas(betas) if betas is not None else None
+    if lr is not None:
+        lr = check_real("lr", lr, positive=True)
+    is_plan = isinstance(objective, Plan)
+    image_size = dict(getattr(param, "recipe", ()) or ()).get("size") or check_size(size)  # a given param's size
+    chosen = presets_lib.resolve(preset, objective.models if is_plan else models, image_size,
+                                 {"param": param, "transforms": transforms, "optimizer": optimizer, "lr": lr,
+                                  "schedule": schedule, "betas": betas}, plan=is_plan)
+    s = check_args(steps=steps, size=size, lr=chosen.lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
+                   thresholds=thresholds, redirect_relu=redirect_relu)
+    sched = schedule_lib.as_schedule(chosen.schedule)
+    betas = schedule_lib.check_betas(chosen.adam_betas) if chosen.adam_betas is not None else None
     stop = stopping_lib.check_stop(stop)
-    plan = _plan_of(objective, models)
-    setup = set_up(plan, s, batch=batch, param=param, transforms=transforms, optimizer=optimizer, device=device,
-                   compile=compile, compile_mode=compile_mode, betas=betas)
+    plan = _plan_of(presets_lib.with_priors(objective, chosen.prior), models)
+    image_param = chosen.param
+    if image_param is None and chosen.param_kind != "fft":  # "fft": render's cached default, as before presets
+        n = check_int("batch", plan.n_images or batch or 1)
+        image_param = presets_lib.make_param(chosen.param_kind, s.size, n, image_channels(plan))
+    setup = set_up(plan, s, batch=batch, param=image_param, transforms=chosen.transforms, optimizer=chosen.optimizer,
+                   device=device, compile=compile, compile_mode=compile_mode, betas=betas)
     monitor = stop.monitor(plan) if stop is not None else None
     bar = _progress(s.steps, progress)
     models_run = list(plan.models.values())
@@ -345,14 +366,15 @@ def render(
     image_hw = (int(result.images.shape[-2]), int(result.images.shape[-1]))
     recipe, why = recipe_of(plan, size=image_hw, n=setup.n, channels=int(result.images.shape[1]),
                             steps=result.steps if result.interrupted or result.stopped else s.steps, seed=s.seed,
-                            lr=s.lr, precision=setup.precision, param=param, transforms=transforms,
-                            optimizer=optimizer, redirect_relu=s.redirect_relu, schedule=sched, betas=betas)
+                            lr=s.lr, precision=setup.precision, param=image_param, transforms=chosen.base_transforms,
+                            optimizer=optimizer, redirect_relu=s.redirect_relu, schedule=sched, betas=chosen.betas,
+                            preset=chosen.name, source=objective if chosen.prior else None)
     if (result.interrupted or result.stopped) and sched.kind != "constant" and recipe is not None:
         recipe, why = None, (*why, f"the {sched.kind} schedule ran for {s.steps} steps but stopped after "
                                    f"{result.steps}; a replay of {result.steps} steps would schedule them otherwise")
     if result.skipped_steps:
         recipe, why = None, (*why, "steps were skipped (on_nonfinite='skip'); a replay would raise there")
-    result = dc.replace(result, recipe=recipe, unreplayable=why)
+    result = dc.replace(result, recipe=recipe, unreplayable=why, preset=chosen.name or chosen.preset.name)
     if bar is not None and progress != "bar":
         _summary(result)
     return result

@@ -9,9 +9,11 @@ and `lucent-dsl render --recipe x.png --model SPEC` (or `recipe.run(model)`) rep
 given. What a recipe cannot name leaves `recipe` None and says why in `RenderResult.unreplayable`
 (the PNG then carries that note instead of a recipe):
 
-- a parameterization other than `param.fft` / `param.pixel` at their defaults (size, batch,
-  channels and `decay_power` may be anything), transforms other than `transforms.standard()`
-  (the default), `transforms.robust()` or none, an optimizer other than the default Adam, `redirect_relu`;
+- a parameterization other than `param.fft` / `param.pixel` / `param.maco(standardize=True)` at their
+  defaults (size, batch, channels and `decay_power` may be anything), transforms other than
+  `transforms.standard()`, `scaled(size)` at the render's size, `robust()`, `maco_crops()` or none, an
+  optimizer other than the preset's (the default Adam), `redirect_relu`, a `Preset` value of your own (the
+  recipe records a preset by name: `renderer.presets`);
 - an objective with `@objective` terms (a reader would have to register them), or whose text is longer
   than `parse` reads (`parser.MAX_TEXT`); a plan compiled with non-default options.
 
@@ -60,26 +62,34 @@ def _models(plan: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...
     return tuple(specs), tuple(supplied)
 
 
-def _unbound(plan: Any) -> Any:
-    """The plan's objective as the user wrote it for one unnamed model (binding added model='model')."""
-    from ..dsl.expr import map_terms
-    from ..plan.compiler import DEFAULT_MODEL_NAME
+def _unbound(plan: Any, source: Any = None) -> Any:
+    """The plan's objective as the user wrote it for one unnamed model (binding added model='model').
 
+    `source`: the objective the user gave, when the plan's holds more (a preset's prior terms, which the recipe
+    names by the preset); it is bound as the plan's was, so both record the same text."""
+    from ..dsl.expr import map_terms
+    from ..dsl.parser import parse
+    from ..plan.compiler import DEFAULT_MODEL_NAME, batched, bind
+
+    objective = plan.objective
+    if source is not None:
+        expr = parse(source) if isinstance(source, str) else batched(source) if isinstance(source, Sequence) else source
+        objective = bind(expr, plan.models)
     if list(plan.models) != [DEFAULT_MODEL_NAME]:
-        return plan.objective
+        return objective
 
     def unbind(t: Any) -> Any:
         fields = {f.name for f in dc.fields(t)} if dc.is_dataclass(t) else set()
         return dc.replace(t, model=None) if "model" in fields and t.model == DEFAULT_MODEL_NAME else t  # pyright: ignore[reportArgumentType, reportAttributeAccessIssue]
 
-    return map_terms(plan.objective, unbind)
+    return map_terms(objective, unbind)
 
 
-def _objective(plan: Any) -> tuple[str | None, list[str]]:
+def _objective(plan: Any, source: Any = None) -> tuple[str | None, list[str]]:
     from ..dsl.expr import terms_of
     from ..objectives import BUILTINS
 
-    objective = _unbound(plan)
+    objective = _unbound(plan, source)
     own = sorted({t.name for t in terms_of(objective)} - set(BUILTINS))
     if own:
         return None, [f"the objective uses @objective terms ({', '.join(own)}) that a reader would have to register"]
@@ -108,17 +118,24 @@ def _param(param: Any, size: tuple[int, int], n: int, channels: int) -> tuple[di
     return {"param": got["param"], "decay_power": got["decay_power"]}, []
 
 
-def _transforms(transforms: Any) -> tuple[str | None, list[str]]:
+def _transforms(transforms: Any, size: tuple[int, int]) -> tuple[str | None, list[str]]:
     from ..record.recipe import TRANSFORMS
     from ..transforms import Transform
+    from ..transforms.compose import SCALED
 
     if transforms is None:
         return "standard", []
     if isinstance(transforms, Sequence) and not isinstance(transforms, (str, Transform)) and len(transforms) == 0:
         return "none", []
+    if isinstance(transforms, Transform) and transforms.name.startswith(f"{SCALED}:"):
+        if transforms.name == f"{SCALED}:{size[0]}x{size[1]}":
+            return SCALED, []
+        return None, [f"transforms.scaled made for {transforms.name.partition(':')[2]} rendering a "
+                      f"{size[0]}x{size[1]} image (a recipe's 'scaled' is made for its size)"]
     if isinstance(transforms, Transform) and transforms.name in TRANSFORMS:
         return transforms.name, []
-    return None, ["transforms other than transforms.standard() (the default), transforms.robust() or none"]
+    return None, ["transforms other than transforms.standard() (the default), scaled(size), robust(), "
+                  "maco_crops() or none"]
 
 
 def _optimizer_fields(schedule: Any, betas: tuple[float, float] | None) -> dict[str, Any]:
@@ -147,16 +164,23 @@ def recipe_of(
     redirect_relu: int,
     schedule: Any = None,
     betas: tuple[float, float] | None = None,
+    preset: str | None = "lucid",
+    source: Any = None,
 ) -> tuple[Any, tuple[str, ...]]:
-    """(the `Recipe` that replays this render, or None; why not, as short sentences)."""
+    """(the `Recipe` that replays this render, or None; why not, as short sentences).
+
+    `preset`: the name of the preset that ran (None: a `Preset` value of your own, which a recipe cannot name);
+    `source`: the objective as given, when the plan's adds the preset's prior terms to it."""
     from ..record.recipe import Recipe
 
     models, supplied = _models(plan)
-    objective, why = _objective(plan)
+    objective, why = _objective(plan, source)
     param_fields, more = _param(param, size, n, channels)
     why += more
-    transform_kind, more = _transforms(transforms)
+    transform_kind, more = _transforms(transforms, size)
     why += more
+    if preset is None:
+        why.append("a Preset value of your own (a recipe names only the presets of renderer.presets.PRESETS)")
     if optimizer is not None:
         why.append("an optimizer other than the default Adam")
     if redirect_relu:
@@ -181,5 +205,6 @@ def recipe_of(
         supplied=supplied,
         **param_fields,
         **_optimizer_fields(schedule, betas),
+        preset=preset or "lucid",  # None (a Preset of your own) is unreplayable: `why` returned above
     )
     return recipe, ()

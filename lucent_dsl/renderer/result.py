@@ -43,6 +43,7 @@ class RenderResult:
         leaves: the trained parameters of the parameterization (detached, on the CPU), and `param`, the
             `ImageParam` that draws them: `image_at(size)` draws a CPPN's again at another size.
         stopped: at which step and why an early-stopping rule (`render(stop=...)`) ended the run, else None.
+        preset: the name of the render preset that ran (`renderer.presets`; "auto" resolved).
     """
 
     images: Tensor
@@ -59,6 +60,7 @@ class RenderResult:
     leaves: dict[str, Tensor] | None = dc.field(default=None, repr=False)
     param: Any = dc.field(default=None, repr=False)
     stopped: str | None = None
+    preset: str = "lucid"
 
     @property
     def pil(self) -> list:

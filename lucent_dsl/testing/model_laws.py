@@ -73,7 +73,7 @@ def render_refuses(case: Case, shape: Any) -> None:
     try:
         render(case.term, model, param=param_lib.pixel(size, batch=case.n, channels=channels), steps=2,
                transforms=[], optimizer=lambda leaves: spies.append(_Spy(leaves)) or spies[-1], progress=False,
-               callback=lambda step, img: calls.append(step))
+               callback=lambda step, img: calls.append(step), preset="lucid")
     except ObjectiveShapeError:
         pass
     else:

@@ -300,7 +300,7 @@ def render_each(objectives: Sequence[str], seeds: Sequence[int], model: nn.Modul
         result = render(plan, steps=settings.steps, lr=settings.lr, seed=int(seeds[start]),
                         param=seeded_param(settings.param, settings.size, gens, image_channels(plan)),
                         transforms=seeded_transforms(settings.transforms, gens), precision=settings.precision,
-                        device=device, compile=settings.compile, progress=settings.progress)
+                        device=device, compile=settings.compile, progress=settings.progress, preset="lucid")
         if result.interrupted:
             raise KeyboardInterrupt
         images.append(result.images)

@@ -297,7 +297,7 @@ def render_faceted(model: nn.Module, unit: Expr | str, probe: FacetProbe, *, wei
                                                           channels=image_channels(model))
     return render(objective, model, size=size, steps=s.steps, batch=images, param=param, lr=s.lr, seed=s.seed,
                   transforms=None if s.transforms == "standard" else [], precision=s.precision, device=s.device,
-                  compile=s.compile, progress=s.progress)
+                  compile=s.compile, progress=s.progress, preset="lucid")
 
 
 def _facet_objective(unit: Expr, probe: FacetProbe, weight: Any, images: int, rectify: bool) -> Expr:

@@ -94,6 +94,7 @@ def texture(
     if size is None and not has_input_size(model):
         h, w = load_image(style_image, channels=image_channels(model)).shape[-2:]
         size = (h, w)
+    render_kw.setdefault("preset", "lucid")  # the method's own settings, not what render's "auto" picks
     return render(objective, model, size=model_size(model, size), steps=steps, batch=batch, transforms=transforms,
                   seed=seed, progress=progress, **render_kw)
 
@@ -153,4 +154,5 @@ def style_transfer(
     if scale > 0:
         objective = objective - scale * l2(layer=where, target=target[0].cpu())
     p = param_lib.image(hw, channels=channels, init=x if start == "content" else None, **dict(param_kw or {}))
+    render_kw.setdefault("preset", "lucid")
     return render(objective, model, param=p, transforms=[], steps=steps, seed=seed, progress=progress, **render_kw)

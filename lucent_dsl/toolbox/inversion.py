@@ -250,6 +250,7 @@ def caricature(
     if isinstance(cossim_pow, bool) or not isinstance(cossim_pow, numbers.Real):
         raise InvalidArgumentError(f"cossim_pow must be a number, got {cossim_pow!r}")
     _check_kw(render_kw)
+    render_kw.setdefault("preset", "lucid")  # the method's own settings, not what render's "auto" picks
     names = layer_names(layers)
     source = _image(model, image, size).to(device_of(model))
     n = len(names)
@@ -350,6 +351,7 @@ def accentuate(
     if isinstance(l2_weight, bool) or not isinstance(l2_weight, numbers.Real) or not 0 <= l2_weight < float("inf"):
         raise InvalidArgumentError(f"l2_weight must be a finite number >= 0, got {l2_weight!r}")
     _check_kw(render_kw)
+    render_kw.setdefault("preset", "lucid")  # the method's own settings, not what render's "auto" picks
     source = _image(model, image, size).to(device_of(model))
     p = _param(param_kind, source, 1, source.cpu(), dict(param_kw or {}))
     t = _transform(transforms)

@@ -28,8 +28,11 @@ from .compose import (
     ensemble,  # issue 27: augmentation ensembling
     identity,
     is_compilable,
+    maco_crops,
     robust,
     sampled_at,
+    scaled,  # issue 27: standard() in proportion to the image
+    scaled_amounts,
     standard,
 )
 from .geometry import crops, jitter, pad, random_rotate, random_scale
@@ -41,3 +44,4 @@ __all__ = [
     "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]
 __all__ += ["color_shift", "ensemble"]
+__all__ += ["maco_crops", "scaled", "scaled_amounts"]
