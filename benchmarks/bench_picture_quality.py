@@ -127,7 +127,8 @@ def light_transforms() -> ld.transforms.Transform:
 
 _PLUGIN = (("schedule", "warmup_cosine"), ("betas", (0.5, 0.999)))
 SETTINGS = {
-    "defaults": Setting("defaults"),
+    "defaults": Setting("defaults"),  # preset "auto": what a render without settings runs
+    **{f"preset:{name}": Setting(f"preset:{name}", (("preset", name),)) for name in ld.PRESETS},
     "cosine+b1=0.5": Setting("cosine+b1=0.5", _PLUGIN),
     "ensemble4+cosine+b1=0.5": Setting("ensemble4+cosine+b1=0.5", _PLUGIN, copies=4),
     "bn-prior": Setting("bn-prior", prior=0.01),
@@ -262,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=None, help="ImageNet classes (default 32; --quick 8)")
     ap.add_argument("--steps", type=int, default=None, help="ImageNet render steps (default 256; --quick 64)")
     ap.add_argument("--mnist-steps", type=int, default=256)
+    ap.add_argument("--mnist-seeds", type=int, default=3,
+                    help="each digit rendered this many times (seeds 27, 37, ...): 10 x this renders per row")
     ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=None,
                     help="default: every setting but bn-prior on MNIST (no BatchNorms there); defaults and bn-prior "
                          "on ImageNet, the channels and naturalness; stopping: light-tf on MNIST, defaults on ImageNet")
@@ -298,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mnist = {n: net(n) for n in ("vit_mnist", "lenet5_mnist", "lenet5_mnist_adv")}
         transfer_rows("MNIST", mnist, [("vit_mnist", ("lenet5_mnist", "lenet5_mnist_adv")),
                                        ("lenet5_mnist", ("vit_mnist",))],
-                      list(range(10)), size=28, steps=args.mnist_steps, settings=every, batch=10, log=log)
+                      list(range(10)) * args.mnist_seeds, size=28, steps=args.mnist_steps, settings=every, batch=10,
+                      log=log)
     if "imagenet" in args.only:
         classes = drawn(n_classes, 1000)
         print(f"# ImageNet classes (seed {SEED}): {classes}", flush=True)

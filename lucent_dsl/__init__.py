@@ -82,6 +82,7 @@ from .renderer.phases import render as render
 from .renderer.result import RenderResult as RenderResult
 from .renderer.schedule import Schedule as Schedule
 from .renderer.stopping import Plateau as Plateau, Target as Target
+from .renderer.presets import PRESETS as PRESETS, Preset as Preset
 from .toolbox import (
     adversarial as adversarial,
     inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)
@@ -101,7 +102,7 @@ __all__ = [
 from .objectives import facet as facet  # noqa: E402  faceted visualization's term (objectives/attribution.py)
 
 __all__ += ["facet", "clip_text"]
-__all__ += ["Plateau", "Schedule", "Target", "batchnorm_prior", "coarse_to_fine"]  # issue 27
+__all__ += ["PRESETS", "Plateau", "Preset", "Schedule", "Target", "batchnorm_prior", "coarse_to_fine"]  # issue 27
 
 
 def __getattr__(name: str):

@@ -48,7 +48,7 @@ FORMAT = 1
 COMMANDS = ("render", "caricature", "accentuate")
 PARAMS = ("fft", "pixel", "maco")
 TRANSFORMS = ("standard", "robust", "none", "scaled", "maco")
-PRESETS = ("lucid", "deepinversion", "plugin", "maco")
+PRESETS = ("lucid", "deepinversion", "plugin", "maco", "robust", "prior")
 """The named render presets a recipe may record (`lucent_dsl.renderer.presets.PRESETS`, the one table)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 SCORE_KEY = "lucent_dsl.score"
@@ -91,8 +91,8 @@ class Recipe:
             (`lucent_dsl.renderer.schedule`).
         betas: the default Adam's (beta1, beta2).
         preset: the render preset that ran (`lucent_dsl.renderer.presets`): "lucid" (the default, left out of
-            the JSON, so files written before presets read and replay as before), "deepinversion", "plugin" or
-            "maco". The fields above record the values that ran; the preset adds what they cannot name (its
+            the JSON, so files written before presets read and replay as before), "deepinversion", "plugin",
+            "maco", "robust" or "prior". The fields above record the values that ran; the preset adds what they cannot name (its
             optimizer, prior terms and augmented copies).
     """
 

@@ -15,15 +15,19 @@ numbers live in benchmarks/README.md.
 - "maco": Fel et al. NeurIPS 2023 (xplique): `param.maco(standardize=True)` (phase only, natural magnitude),
   `transforms.maco_crops()`, NAdam at 1.0. `toolbox.maco_method` is the full loop (shrinking crops, several a
   step, the transparency map); see `maco_crops` for what differs.
+- "robust" (ours, measured): "lucid" with `transforms.robust()`. On the zoo's BatchNorm CNNs its class renders
+  transfer best per unit of time (benchmarks/README.md, "Presets"): "auto" picks it for them.
+- "prior" (ours, measured): `param.fft`, `transforms.scaled`, Adam (0.5, 0.9), DeepInversion's l2 image prior
+  alone. On the zoo's MNIST ViT its class renders transfer best: "auto" picks it for token models.
 
 Example:
     >>> import dataclasses as dc, torch.nn as nn
     >>> PRESETS["lucid"].lr, PRESETS["maco"].optimizer
     (0.05, 'nadam')
     >>> auto_preset(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), (224, 224))
-    'lucid'
+    'robust'
     >>> auto_preset(nn.TransformerEncoderLayer(8, 2), (32, 32))
-    'deepinversion'
+    'prior'
     >>> dc.replace(PRESETS["deepinversion"], image_prior=2.0).has_priors
     True
 """
@@ -43,14 +47,14 @@ from ..args import check_choice, check_size
 from ..errors import InvalidArgumentError
 from ..record.recipe import PARAMS, TRANSFORMS
 
-__all__ = ["AUTO", "PRESETS", "Preset", "Resolved", "auto_preset", "is_token_model", "prior_terms", "resolve",
-           "with_preset"]
+__all__ = ["AUTO", "PRESETS", "Preset", "Resolved", "auto_preset", "is_clip_model", "is_token_model", "prior_terms",
+           "resolve", "with_preset"]
 
 AUTO = "auto"
 OPTIMIZERS = ("adam", "nadam")
 SMALL_IMAGE = 64
-"""Below this many pixels a side, "auto" never uses `standard()` (its 12 px pad shrinks a small image's content):
-a preset whose transforms are "standard" runs with "scaled" instead."""
+"""Below this many pixels a side, "auto" never uses `standard()` or `robust()` (their 12 and 16 px pads shrink a
+small image's content): a preset whose transforms are "standard" or "robust" runs with "scaled" instead."""
 PLAN_FALLBACK = "lucid"
 """What "auto" runs for a compiled `Plan` when its own choice adds prior terms (a Plan cannot take them)."""
 
@@ -127,6 +131,10 @@ PRESETS: dict[str, Preset] = {
     "maco": Preset(
         "maco", "Fel et al. NeurIPS 2023, MACO (xplique)", param="maco", transforms="maco", lr=1.0,
         optimizer="nadam"),
+    "robust": Preset("robust", "ours: Lucid's transformation robustness, stronger (transforms.robust)",
+                     transforms="robust"),
+    "prior": Preset("prior", "ours: DeepInversion's l2 image prior (Yin et al. 2020) on Lucid's fft image",
+                    transforms="scaled", betas=(0.5, 0.9), image_prior=8.0),
 }
 # record.recipe.PRESETS lists these names for recipes (it sits below the renderer); tests/test_presets.py keeps
 # the two equal.
@@ -171,25 +179,48 @@ def auto_preset(models: Any, size: int | tuple[int, int]) -> str:
 
     The policy, first match wins (the lead tunes it from benchmarks/README.md's measurements):
 
-    ==============================================  ===============
-    models                                          preset
-    ==============================================  ===============
-    any model has an `nn.BatchNorm2d` (a CNN)       "lucid"
-    any model is a token model (`is_token_model`)   "deepinversion"
-    otherwise (a plain CNN)                         "lucid"
-    ==============================================  ===============
+    ================================================  ===============
+    models                                            preset
+    ================================================  ===============
+    any model is a CLIP image side (`is_clip_model`)  "lucid"
+    any model has an `nn.BatchNorm2d` (a CNN)         "robust"
+    any model is a token model (`is_token_model`)     "prior"
+    otherwise (a plain CNN)                           "lucid"
+    ================================================  ===============
+
+    Why (benchmarks/README.md, "Presets"): on the zoo's ImageNet pair, "robust" transferred best per unit of
+    time in both directions; on the zoo's MNIST ViT, "prior". CLIP keeps "lucid", the setting of the published
+    CLIP feature visualizations (Goh et al. 2021): no trained CLIP weights are reachable offline to measure
+    another, and the image prior's fixed weight would swamp `clip_text`'s cosine (at most 1).
 
     Besides the table, `resolve` applies one rule to the choice: below `SMALL_IMAGE` (64) pixels a side the
-    transforms "standard" become "scaled" (`transforms.scaled`), and for a compiled Plan a preset with prior
-    terms becomes `PLAN_FALLBACK`.
+    transforms "standard" and "robust" become "scaled" (`transforms.scaled`), and for a compiled Plan a preset
+    with prior terms becomes `PLAN_FALLBACK`.
     """
     check_size(size)
     found = list(_models_of(models).values())
-    if any(_has_batchnorm(m) for m in found):
+    if any(is_clip_model(m) for m in found):
         return "lucid"
+    if any(_has_batchnorm(m) for m in found):
+        return "robust"
     if any(is_token_model(m) for m in found):
-        return "deepinversion"
+        return "prior"
     return "lucid"
+
+
+def is_clip_model(model: nn.Module) -> bool:
+    """A CLIP-like model's image side: our `ClipImage` wrapper, an open_clip module, or a transformers CLIP or
+    SigLIP module.
+
+    Example:
+        >>> is_clip_model(nn.Linear(2, 2))
+        False
+    """
+    from ..models.clip import ClipImage
+
+    where = type(model).__module__
+    return isinstance(model, ClipImage) or where.startswith(
+        ("open_clip.", "transformers.models.clip.", "transformers.models.siglip"))
 
 
 # --- prior terms --------------------------------------------------------------------------------------
@@ -286,7 +317,8 @@ def _plan_refusal(name: str) -> InvalidArgumentError:
 
 def _preset_transforms(asked: Any, p: Preset, size: tuple[int, int]) -> str:
     """The preset's transforms by name, with "auto"'s small-image rule (see `auto_preset`)."""
-    return "scaled" if asked == AUTO and min(size) < SMALL_IMAGE and p.transforms == "standard" else p.transforms
+    small = asked == AUTO and min(size) < SMALL_IMAGE and p.transforms in ("standard", "robust")
+    return "scaled" if small else p.transforms
 
 
 @ft.lru_cache(maxsize=32)

@@ -21,6 +21,7 @@ Example:
 from ._common import PAD_MODES, Transform, TransformParams
 from .compose import (
     STANDARD_SCALES,
+    UNPADDED_BELOW,
     affine,
     as_transform,
     as_transform_arg,
@@ -44,4 +45,4 @@ __all__ = [
     "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]
 __all__ += ["color_shift", "ensemble"]
-__all__ += ["maco_crops", "scaled", "scaled_amounts"]
+__all__ += ["UNPADDED_BELOW", "maco_crops", "scaled", "scaled_amounts"]

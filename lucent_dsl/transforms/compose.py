@@ -3,8 +3,8 @@ and the recipes `standard()`, `scaled(size)` (standard's pixel amounts scaled to
 `maco_crops()` and `ensemble(copies, base)`.
 
 Example:
-    >>> scaled(28).apply(torch.rand(1, 3, 28, 28), scaled(28).sample(None, (1, 3, 28, 28))).shape
-    torch.Size([1, 3, 32, 32])
+    >>> scaled(28).apply(torch.rand(1, 3, 28, 28), scaled(28).sample(None, (1, 3, 28, 28))).shape  # no border
+    torch.Size([1, 3, 28, 28])
 """
 from __future__ import annotations
 
@@ -284,16 +284,23 @@ def standard() -> Transform:
 
 def scaled_amounts(size: int | tuple[int, int]) -> tuple[int, int, int]:
     """(pad, first jitter, last jitter) of `scaled(size)`: `standard()`'s 12, 4 and 2 pixels times
-    min(H, W) / 224, rounded; each jitter at least 1 pixel, the pad may round to 0.
+    min(H, W) / 224, rounded; each jitter at least 1 pixel. Below `UNPADDED_BELOW` pixels there is no pad.
 
     Example:
         >>> scaled_amounts(224), scaled_amounts(28), scaled_amounts(64)
-        ((12, 4, 2), (2, 1, 1), (3, 1, 1))
+        ((12, 4, 2), (0, 1, 1), (3, 1, 1))
     """
     h, w = check_size(size)
     k = min(h, w) / 224
     first, last = STANDARD_JITTERS
-    return round(STANDARD_PAD * k), max(1, round(first * k)), max(1, round(last * k))
+    width = round(STANDARD_PAD * k) if min(h, w) >= UNPADDED_BELOW else 0
+    return width, max(1, round(first * k)), max(1, round(last * k))
+
+
+UNPADDED_BELOW = 64
+"""`scaled` adds no border to images smaller than this: on 28 px MNIST renders of the zoo's ViT (3 seeds x 10
+digits, 256 steps, judged by LeNet5) a 2 px border cost transfer: 20/30 with a grey border, 24/30 black, 28/30
+with none (benchmarks/README.md, "Presets")."""
 
 
 def scaled(size: int | tuple[int, int]) -> Transform:
@@ -301,17 +308,17 @@ def scaled(size: int | tuple[int, int]) -> Transform:
     its scale and angle draws unchanged. At 224 px it is `standard()`, draw for draw.
 
     `standard()` pads 12 pixels a side whatever the image: a 28 px MNIST image is then read at 28/52 of its
-    size. Keeping the amounts in proportion kept the content's scale, and took the zoo's MNIST ViT's class
-    renders from 5/10 to 9/10 recognized by LeNet5 (the lead's measurement; benchmarks/README.md). A recipe
-    names it `"scaled"` (at the recipe's size).
+    size. Keeping the amounts in proportion keeps the content's scale; below `UNPADDED_BELOW` pixels there is
+    no border at all. That took the zoo's MNIST ViT's class renders from 5/10 to 9/10 recognized by LeNet5
+    (benchmarks/README.md, "Presets"). A recipe names it `"scaled"` (at the recipe's size).
 
     Shape:
         (B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad), pad = `scaled_amounts(size)[0]`.
 
     Example:
-        >>> t = scaled(32)
-        >>> t.name, t.apply(torch.rand(1, 3, 32, 32), t.sample(None, (1, 3, 32, 32))).shape
-        ('scaled:32x32', torch.Size([1, 3, 36, 36]))
+        >>> t = scaled(64)
+        >>> t.name, t.apply(torch.rand(1, 3, 64, 64), t.sample(None, (1, 3, 64, 64))).shape
+        ('scaled:64x64', torch.Size([1, 3, 70, 70]))
     """
     h, w = check_size(size)
     width, first, last = scaled_amounts((h, w))
