@@ -79,10 +79,10 @@ from .plan.compiler import Plan as Plan, Scores as Scores, batched as batched, c
 from .renderer import relu as relu
 from .renderer.coarse import coarse_to_fine as coarse_to_fine
 from .renderer.phases import render as render
+from .renderer.presets import PRESETS as PRESETS, Preset as Preset
 from .renderer.result import RenderResult as RenderResult
 from .renderer.schedule import Schedule as Schedule
 from .renderer.stopping import Plateau as Plateau, Target as Target
-from .renderer.presets import PRESETS as PRESETS, Preset as Preset
 from .toolbox import (
     adversarial as adversarial,
     inversion as recipes,  # `ld.recipes` names toolbox.inversion (the path lucent_dsl.recipes is a shim)

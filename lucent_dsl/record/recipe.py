@@ -92,8 +92,8 @@ class Recipe:
         betas: the default Adam's (beta1, beta2).
         preset: the render preset that ran (`lucent_dsl.renderer.presets`): "lucid" (the default, left out of
             the JSON, so files written before presets read and replay as before), "deepinversion", "plugin",
-            "maco", "robust" or "prior". The fields above record the values that ran; the preset adds what they cannot name (its
-            optimizer, prior terms and augmented copies).
+            "maco", "robust" or "prior". The fields above record the values that ran; the preset adds what they
+            cannot name (its optimizer, prior terms and augmented copies).
     """
 
     objective: str | None = None

@@ -322,7 +322,8 @@ def render(
             `stopped` says at which step and why, and `steps` counts the steps done.
         preset: the render method (`renderer.presets`): "auto" (the default: `presets.auto_preset` picks one for
             the models), "lucid" (render's settings before presets, bit for bit), "deepinversion", "plugin",
-            "maco", "robust", "prior", or a `Preset` value (e.g. `dataclasses.replace(PRESETS["deepinversion"], image_prior=2.0)`).
+            "maco", "robust", "prior", or a `Preset` value (e.g.
+            `dataclasses.replace(PRESETS["deepinversion"], image_prior=2.0)`).
             Every argument given explicitly wins over the preset's; the preset's prior terms are subtracted from
             the objective (from each, for a list). A Plan cannot take prior terms: a preset with them is refused
             ("auto" then picks `presets.PLAN_FALLBACK`). `RenderResult.preset` and the recipe say which ran.
