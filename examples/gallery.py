@@ -12,6 +12,9 @@ plain `render` at 224 px, 512 steps, Adam at lr 0.05, with two settings changed 
 - EfficientNet-Lite0 uses stronger random transforms (`transforms.robust()`) than
   `transforms.standard()`, without which its class renders are a muddy texture.
 
+The ViT panel (`vit_mnist_digits`, the zoo's MNIST ViT, 28 px) is `render`'s defaults as they are: the preset
+"auto" picks for a token model ("prior", see README "Presets").
+
 Each panel is ONE batched render (image i maximizes item i), so each PNG carries one ordinary
 `replay.Recipe` (what `RenderResult.recipe` records, the schema the CLI writes) under
 `lucent_dsl.io.RECIPE_KEY`, and the captions under `lucent_dsl.gallery`. The tiles are shrunk for the
@@ -75,6 +78,8 @@ class Panel:
     tile: int = 160  # tile size in the PNG (15 tiles of 160 px would pass 1 MB)
     decay_power: float = DECAY_POWER
     robust: bool = False  # transforms.robust() instead of transforms.standard()
+    size: int | None = None  # the render size of this panel (None: --size)
+    defaults: bool = False  # render's defaults (preset "auto") instead of the panel settings above
 
 
 def _channels(layers: Sequence[str], indices: Sequence[int]) -> tuple[Row, ...]:
@@ -90,6 +95,8 @@ PANELS = (
     Panel("efficientnet_lite0", "efficientnet_lite0",
           (Row(("_blocks.5:0", "_blocks.10:0", "_blocks.14:0")), Row(("goldfish", "daisy", "jellyfish"))), ncol=3,
           decay_power=1.25, robust=True),
+    Panel("vit_mnist_digits", "vit_mnist", (Row(tuple("01234")), Row(tuple("56789"))), ncol=5, tile=84, size=28,
+          defaults=True),
 )
 
 
@@ -120,15 +127,19 @@ def render_panel(panel: Panel, model: nn.Module, *, steps: int, size: int, seed:
     """All of the panel's images in one batched render (image i maximizes item i): one recipe replays the panel.
     With `cache`, the images are kept there as a .pt file and reused (the result is then the images only)."""
     items = [it for row in panel.rows for it in row.items]
+    size = panel.size or size
     key = "_".join([panel.name, f"s{steps}", f"px{size}", f"seed{seed}", f"d{decay_power}",
-                    "robust" if panel.robust else "standard"])
+                    "auto" if panel.defaults else "robust" if panel.robust else "standard"])
     path = None if cache is None else cache / (key.replace(":", "-").replace(" ", "-") + ".pt")
     if path is not None and path.is_file():
         return torch.load(path)
-    param = param_lib.fft(size, batch=len(items), decay_power=decay_power)
-    transforms = tf_lib.robust() if panel.robust else None  # None: transforms.standard()
-    result = render([objective(it) for it in items], model, param=param, transforms=transforms, steps=steps,
-                    seed=seed, progress=False, preset="lucid")  # the shipped gallery's settings, at any size
+    if panel.defaults:  # what `render` does without settings: the preset "auto" picks for the model
+        result = render([objective(it) for it in items], model, size=size, steps=steps, seed=seed, progress=False)
+    else:
+        param = param_lib.fft(size, batch=len(items), decay_power=decay_power)
+        transforms = tf_lib.robust() if panel.robust else None  # None: transforms.standard()
+        result = render([objective(it) for it in items], model, param=param, transforms=transforms, steps=steps,
+                        seed=seed, progress=False, preset="lucid")  # the shipped gallery's settings, at any size
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(result.images, path)
@@ -177,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for panel in PANELS:
         if args.only and panel.name not in args.only:
             continue
-        print(f"{panel.name}: {panel.model}, {args.steps} steps, {args.size} px", flush=True)
+        print(f"{panel.name}: {panel.model}, {args.steps} steps, {panel.size or args.size} px", flush=True)
         path = make_panel(panel, steps=args.steps, size=args.size, tile=args.tile, seed=args.seed,
                           decay_power=panel.decay_power if args.decay_power is None else args.decay_power,
                           out=args.out, cache=args.cache)
