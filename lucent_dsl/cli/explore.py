@@ -85,13 +85,17 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="under torchrun: how long a rank waits for the others",
     )
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity check")
-    p.add_argument("--param", choices=("fft", "pixel"), default="fft", help="image parameterization (default: fft)")
+    p.add_argument("--param", choices=("fft", "pixel"), default=None,
+                   help="image parameterization (default: the preset's)")
+    p.add_argument("--preset", choices=("auto", "lucid", "deepinversion", "plugin", "maco", "robust", "prior"),
+                   default="auto", help="render preset (default: auto, the one render picks for the model)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cpu; under torchrun cuda:LOCAL_RANK)")
     add("--size", type=size_arg, metavar="N|HxW", help="image size (default: the model's input size, else 224)")
     add("--steps", type=positive, help="optimization steps (default: 256)")
     add("--seed", type=int, help="base seed (default: 0)")
-    add("--lr", type=float, help="Adam learning rate (default: 0.05)")
-    add("--transforms", choices=("standard", "none"), help="random transforms (default: standard)")
+    add("--lr", type=float, help="Adam learning rate (default: the preset's)")
+    add("--transforms", choices=("standard", "scaled", "robust", "none"),
+        help="random transforms (default: the preset's)")
     p.set_defaults(run=run)
 
 
@@ -124,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
             size=getattr(args, "size", None),
             steps=getattr(args, "steps", None) or 256,
             seed=getattr(args, "seed", None) or 0,
-            lr=getattr(args, "lr", None) or 0.05,
+            lr=getattr(args, "lr", None),
             param=args.param,
-            transforms=getattr(args, "transforms", None) or "standard",
+            transforms=getattr(args, "transforms", None),
+            preset=args.preset,
             batch=args.batch,
             device=device,
             progress=not quiet,

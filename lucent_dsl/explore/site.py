@@ -32,6 +32,7 @@ from ..io.files import atomic_write, make_grid, save_png
 from ..models.info import info_of
 from ..plan.probe import default_layers, probe
 from ..record.recipe import Recipe
+from ..renderer.presets import with_preset
 from ..sanity import pooled_activations, probe_accuracy, similarity_report
 from . import pages
 from .render import (
@@ -63,13 +64,16 @@ def _path_layers(unit_layer: str, maps: Sequence[str], order: Sequence[str]) -> 
 
 def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path, *, channels: str | None = None,
             images: Any = None, k: int = 9, size: tuple[int, int] | None = None, steps: int = 256, seed: int = 0,
-            lr: float = 0.05, param: str = "fft", transforms: str = "standard", batch: int = 16, device: Any = None,
-            progress: bool = True, timeout: float = 3600.0, ranks: Any = None, sanity: bool = True,
-            precision: str = "auto", decay_power: float = 1.0) -> dict[str, Any]:
+            lr: float | None = None, param: str | None = None, transforms: str | None = None, batch: int = 16,
+            device: Any = None, progress: bool = True, timeout: float = 3600.0, ranks: Any = None,
+            sanity: bool = True, precision: str = "auto", decay_power: float = 1.0,
+            preset: str = "auto") -> dict[str, Any]:
     """Write the site of `model` (built from model spec `spec`, which the recipes name) into `out`.
 
     `precision` is render's; "auto" is resolved once for the whole site (`Recipe.resolved`), so every image's
     recipe records what ran. `decay_power` is the fft parameterization's (every image's and set's recipe says it).
+    `preset` is render's (`renderer.presets`; "auto": the one render picks for the model): its values fill `lr`,
+    `param` and `transforms` where they are None, and every image's recipe names it.
 
     Returns:
         what was done: images and diversity sets rendered, units, and (rank 0) the pages written.
@@ -79,8 +83,10 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     """
     out = Path(out)
     units = model_units(model, layers, channels, size or _size(model))
-    base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed, lr=lr, param=param,
-                  transforms=transforms, precision=precision, decay_power=decay_power).resolved(model)
+    given = {k: v for k, v in (("lr", lr), ("param", param), ("transforms", transforms)) if v is not None}
+    base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed,
+                  precision=precision, decay_power=decay_power, **given).resolved(model)
+    base = with_preset(base, preset, model, given=set(given))
     rows = probe(model, base.size)
     shapes = {r.name: r.shape for r in rows}
     maps = default_layers(model, base.size)
