@@ -273,13 +273,18 @@ def standard() -> Transform:
         torch.Size([1, 3, 56, 56])
     """
     first, last = STANDARD_JITTERS
+    return _standard_chain(STANDARD_PAD, first, last)._replace(name="standard")
+
+
+def _standard_chain(width: int, first: int, last: int) -> Transform:
+    """`standard()`'s five steps with these pixel amounts (pad `width`, then the two jitters)."""
     return chain(
-        pad(STANDARD_PAD, mode="constant", value=0.5),
+        pad(width, mode="constant", value=0.5),
         jitter(first),
         random_scale(list(STANDARD_SCALES)),
         random_rotate(list(STANDARD_ANGLES)),
         jitter(last),
-    )._replace(name="standard")
+    )
 
 
 def scaled_amounts(size: int | tuple[int, int]) -> tuple[int, int, int]:
@@ -301,8 +306,9 @@ def scaled_amounts(size: int | tuple[int, int]) -> tuple[int, int, int]:
 
 UNPADDED_BELOW = 64
 """`scaled` adds no border to images smaller than this: on 28 px MNIST renders of the zoo's ViT (3 seeds x 10
-digits, 256 steps, judged by LeNet5) a 2 px border cost transfer: 20/30 with a grey border, 24/30 black, 28/30
-with none (benchmarks/README.md, "Presets")."""
+digits, 256 steps, judged by LeNet5, DeepInversion's priors on an fft image) a 2 px border cost transfer: 20/30
+with a grey border, 24/30 with a black one, 28/30 with none (and a 2 px first jitter; benchmarks/README.md,
+"Presets")."""
 
 
 def scaled(size: int | tuple[int, int]) -> Transform:
@@ -311,8 +317,8 @@ def scaled(size: int | tuple[int, int]) -> Transform:
 
     `standard()` pads 12 pixels a side whatever the image: a 28 px MNIST image is then read at 28/52 of its
     size. Keeping the amounts in proportion keeps the content's scale; below `UNPADDED_BELOW` pixels there is
-    no border at all. That took the zoo's MNIST ViT's class renders from 5/10 to 9/10 recognized by LeNet5
-    (benchmarks/README.md, "Presets"). A recipe names it `"scaled"` (at the recipe's size).
+    no border at all. Rendered so (preset `prior`), the zoo's MNIST ViT's digits are named by LeNet5 27 times in
+    30; with `standard()` (preset `lucid`) 14 (benchmarks/README.md, "Presets"). A recipe names it `"scaled"` (at the recipe's size).
 
     Shape:
         (B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad), pad = `scaled_amounts(size)[0]`.
@@ -323,14 +329,7 @@ def scaled(size: int | tuple[int, int]) -> Transform:
         ('scaled:64x64', torch.Size([1, 3, 70, 70]))
     """
     h, w = check_size(size)
-    width, first, last = scaled_amounts((h, w))
-    return chain(
-        pad(width, mode="constant", value=0.5),
-        jitter(first),
-        random_scale(list(STANDARD_SCALES)),
-        random_rotate(list(STANDARD_ANGLES)),
-        jitter(last),
-    )._replace(name=f"{SCALED}:{h}x{w}")
+    return _standard_chain(*scaled_amounts((h, w)))._replace(name=f"{SCALED}:{h}x{w}")
 
 
 SCALED = "scaled"
