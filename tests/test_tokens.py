@@ -271,5 +271,6 @@ def test_a_vit_and_a_convnet_render_one_image_each_at_its_own_size():
     vit.conv_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("vit", tuple(a[0].shape[-2:])))
     conv.conv1.register_forward_pre_hook(lambda m, a: seen.__setitem__("conv", tuple(a[0].shape[-2:])))
     e = ld.channel("encoder.layers.encoder_layer_2", 5, model="vit") + ld.channel("layer2", 3, model="conv")
-    r = render(e, {"vit": vit, "conv": conv}, size=80, steps=2, progress=False)  # standard transforms: 104 px
+    r = render(e, {"vit": vit, "conv": conv}, size=80, steps=2, progress=False,
+               preset="lucid")  # standard transforms: 104 px
     assert r.steps == 2 and seen == {"vit": (64, 64), "conv": (104, 104)}
