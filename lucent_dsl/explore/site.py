@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses as dc
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,10 +84,10 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     """
     out = Path(out)
     units = model_units(model, layers, channels, size or _size(model))
-    given = {k: v for k, v in (("lr", lr), ("param", param), ("transforms", transforms)) if v is not None}
     base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed,
-                  precision=precision, decay_power=decay_power, **given).resolved(model)
-    base = with_preset(base, preset, model, given=set(given))
+                  precision=precision, decay_power=decay_power).resolved(model)
+    given = {k: v for k, v in (("lr", lr), ("param", param), ("transforms", transforms)) if v is not None}
+    base = with_preset(dc.replace(base, **given), preset, model, given=set(given))
     rows = probe(model, base.size)
     shapes = {r.name: r.shape for r in rows}
     maps = default_layers(model, base.size)

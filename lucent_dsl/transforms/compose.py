@@ -318,7 +318,8 @@ def scaled(size: int | tuple[int, int]) -> Transform:
     `standard()` pads 12 pixels a side whatever the image: a 28 px MNIST image is then read at 28/52 of its
     size. Keeping the amounts in proportion keeps the content's scale; below `UNPADDED_BELOW` pixels there is
     no border at all. Rendered so (preset `prior`), the zoo's MNIST ViT's digits are named by LeNet5 27 times in
-    30; with `standard()` (preset `lucid`) 14 (benchmarks/README.md, "Presets"). A recipe names it `"scaled"` (at the recipe's size).
+    30; with `standard()` (preset `lucid`) 14 (benchmarks/README.md, "Presets"). A recipe names it `"scaled"`
+    (at the recipe's size).
 
     Shape:
         (B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad), pad = `scaled_amounts(size)[0]`.
