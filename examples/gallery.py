@@ -3,17 +3,16 @@
 Each panel is one labelled grid: channels of MobileNetV2 from shallow to deep, MobileNetV2's
 class logits (each tile labelled with the probability the model gives the class on the final
 image, without transforms), and EfficientNet-Lite0's channels and class logits. Every image is a
-plain `render` at 224 px, 512 steps, Adam at lr 0.05, with two settings changed from the defaults:
+plain `render` at 224 px, 512 steps, with render's defaults (the preset "auto" picks for the model: "robust",
+i.e. `transforms.robust()`, for these BatchNorm CNNs; README "Presets") and one setting changed:
 
 - the Fourier spectrum decays as 1 / f^1.5 (MobileNetV2) or 1 / f^1.25 (EfficientNet-Lite0)
   instead of Lucid's 1 / f (`param.fft(..., decay_power=...)`). On MobileNetV2 this trades a fine
   grain of high-frequency texture for whole objects (flamingos with legs and necks, goldfish with
-  eyes); `--decay-power 1` gives the default for every panel;
-- EfficientNet-Lite0 uses stronger random transforms (`transforms.robust()`) than
-  `transforms.standard()`, without which its class renders are a muddy texture.
+  eyes); `--decay-power 1` gives the default for every panel.
 
-The ViT panel (`vit_mnist_digits`, the zoo's MNIST ViT, 28 px) is `render`'s defaults as they are: the preset
-"auto" picks for a token model ("prior", see README "Presets").
+The ViT panel (`vit_mnist_digits`, the zoo's MNIST ViT, 28 px) is `render`'s defaults as they are: "auto" picks
+"prior" for a token model.
 
 Each panel is ONE batched render (image i maximizes item i), so each PNG carries one ordinary
 `replay.Recipe` (what `RenderResult.recipe` records, the schema the CLI writes) under
@@ -53,7 +52,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import lucent_dsl as ld
 from lucent_dsl import io, zoo
 from lucent_dsl import param as param_lib
-from lucent_dsl import transforms as tf_lib
 from lucent_dsl.models import info_of
 from lucent_dsl import render
 
@@ -76,10 +74,8 @@ class Panel:
     rows: tuple[Row, ...]
     ncol: int
     tile: int = 160  # tile size in the PNG (15 tiles of 160 px would pass 1 MB)
-    decay_power: float = DECAY_POWER
-    robust: bool = False  # transforms.robust() instead of transforms.standard()
+    decay_power: float | None = DECAY_POWER  # None: render's own parameterization
     size: int | None = None  # the render size of this panel (None: --size)
-    defaults: bool = False  # render's defaults (preset "auto") instead of the panel settings above
 
 
 def _channels(layers: Sequence[str], indices: Sequence[int]) -> tuple[Row, ...]:
@@ -94,9 +90,9 @@ PANELS = (
           (Row(("flamingo", "goldfish", "strawberry")), Row(("daisy", "jellyfish", "pineapple"))), ncol=3),
     Panel("efficientnet_lite0", "efficientnet_lite0",
           (Row(("_blocks.5:0", "_blocks.10:0", "_blocks.14:0")), Row(("goldfish", "daisy", "jellyfish"))), ncol=3,
-          decay_power=1.25, robust=True),
+          decay_power=1.25),
     Panel("vit_mnist_digits", "vit_mnist", (Row(tuple("01234")), Row(tuple("56789"))), ncol=5, tile=84, size=28,
-          defaults=True),
+          decay_power=None),
 )
 
 
@@ -122,31 +118,26 @@ def tiles(images: Tensor, size: int) -> list[Image.Image]:
     return [im.resize((size, size), Image.Resampling.LANCZOS) for im in io.to_pil(images)]
 
 
-def render_panel(panel: Panel, model: nn.Module, *, steps: int, size: int, seed: int, decay_power: float,
+def render_panel(panel: Panel, model: nn.Module, *, steps: int, size: int, seed: int, decay_power: float | None,
                  cache: Path | None) -> ld.RenderResult | Tensor:
     """All of the panel's images in one batched render (image i maximizes item i): one recipe replays the panel.
     With `cache`, the images are kept there as a .pt file and reused (the result is then the images only)."""
     items = [it for row in panel.rows for it in row.items]
     size = panel.size or size
-    key = "_".join([panel.name, f"s{steps}", f"px{size}", f"seed{seed}", f"d{decay_power}",
-                    "auto" if panel.defaults else "robust" if panel.robust else "standard"])
+    key = "_".join([panel.name, f"s{steps}", f"px{size}", f"seed{seed}", f"d{decay_power}", "auto"])
     path = None if cache is None else cache / (key.replace(":", "-").replace(" ", "-") + ".pt")
     if path is not None and path.is_file():
         return torch.load(path)
-    if panel.defaults:  # what `render` does without settings: the preset "auto" picks for the model
-        result = render([objective(it) for it in items], model, size=size, steps=steps, seed=seed, progress=False)
-    else:
-        param = param_lib.fft(size, batch=len(items), decay_power=decay_power)
-        transforms = tf_lib.robust() if panel.robust else None  # None: transforms.standard()
-        result = render([objective(it) for it in items], model, param=param, transforms=transforms, steps=steps,
-                        seed=seed, progress=False, preset="lucid")  # the shipped gallery's settings, at any size
+    param = None if decay_power is None else param_lib.fft(size, batch=len(items), decay_power=decay_power)
+    result = render([objective(it) for it in items], model, size=size, param=param, steps=steps, seed=seed,
+                    progress=False)  # preset "auto": the transforms and the rest are render's defaults for the model
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(result.images, path)
     return result
 
 
-def make_panel(panel: Panel, *, steps: int, size: int, tile: int | None, seed: int, decay_power: float,
+def make_panel(panel: Panel, *, steps: int, size: int, tile: int | None, seed: int, decay_power: float | None,
                out: Path, cache: Path | None = None) -> Path:
     model = zoo.load(panel.model)
     items = [it for row in panel.rows for it in row.items]
@@ -190,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"{panel.name}: {panel.model}, {args.steps} steps, {panel.size or args.size} px", flush=True)
         path = make_panel(panel, steps=args.steps, size=args.size, tile=args.tile, seed=args.seed,
-                          decay_power=panel.decay_power if args.decay_power is None else args.decay_power,
+                          decay_power=(panel.decay_power if args.decay_power is None or panel.decay_power is None
+                                       else args.decay_power),
                           out=args.out, cache=args.cache)
         print(f"  wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
     return 0

@@ -32,11 +32,11 @@ def test_a_gallery_panel_replays_from_its_recipe(panel, tmp_path):
     if not zoo.installed(chosen.model):
         pytest.skip(f"{chosen.model} weights are not installed (python -m lucent_dsl.zoo install)")
     model = zoo.load(chosen.model)
-    result = gallery.render_panel(chosen, model, steps=2, size=48, seed=3, decay_power=chosen.decay_power, cache=None)
+    result = gallery.render_panel(chosen, model, steps=2, size=64, seed=3, decay_power=chosen.decay_power, cache=None)
     assert result.recipe is not None, result.unreplayable
-    assert result.recipe.transforms == ("robust" if chosen.robust else "standard")
+    assert result.recipe.transforms == "robust" and result.recipe.preset == "robust"  # auto on a BatchNorm CNN
     assert result.recipe.decay_power == chosen.decay_power and result.recipe.batch == len(result.images)
-    path = gallery.make_panel(chosen, steps=2, size=48, tile=24, seed=3, decay_power=chosen.decay_power, out=tmp_path)
+    path = gallery.make_panel(chosen, steps=2, size=64, tile=24, seed=3, decay_power=chosen.decay_power, out=tmp_path)
     meta = read_metadata(path)
     recipe = Recipe.from_json(meta[RECIPE_KEY])
     assert recipe == result.recipe and json.loads(meta[gallery.GALLERY_KEY])["panel"] == panel
