@@ -277,7 +277,8 @@ def render(args: argparse.Namespace) -> int:
         extra = {"objective": args.objective, "image": image_path(args.image) if args.image else None}
         if getattr(args, "preset", None) == "auto":
             raise UsageError("--preset auto with --recipe: a recipe records the preset that ran; name one "
-                             "(lucid, deepinversion, plugin, maco, robust, prior) or leave --preset out")
+                             "(lucid, deepinversion, plugin, maco, robust, prior, robust_ensemble) or leave "
+                             "--preset out")
         extra["preset"] = getattr(args, "preset", None)
         recipe = Recipe.load(args.recipe).replace(**overrides(args, **extra))
         if recipe.supplied and not args.model:

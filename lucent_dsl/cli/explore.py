@@ -87,7 +87,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity check")
     p.add_argument("--param", choices=("fft", "pixel"), default=None,
                    help="image parameterization (default: the preset's)")
-    p.add_argument("--preset", choices=("auto", "lucid", "deepinversion", "plugin", "maco", "robust", "prior"),
+    p.add_argument("--preset", choices=("auto", "lucid", "deepinversion", "plugin", "maco", "robust", "prior",
+                                             "robust_ensemble"),
                    default="auto", help="render preset (default: auto, the one render picks for the model)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cpu; under torchrun cuda:LOCAL_RANK)")
     add("--size", type=size_arg, metavar="N|HxW", help="image size (default: the model's input size, else 224)")

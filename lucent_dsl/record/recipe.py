@@ -48,7 +48,7 @@ FORMAT = 1
 COMMANDS = ("render", "caricature", "accentuate")
 PARAMS = ("fft", "pixel", "maco")
 TRANSFORMS = ("standard", "robust", "none", "scaled", "maco")
-PRESETS = ("lucid", "deepinversion", "plugin", "maco", "robust", "prior")
+PRESETS = ("lucid", "deepinversion", "plugin", "maco", "robust", "prior", "robust_ensemble")
 """The named render presets a recipe may record (`lucent_dsl.renderer.presets.PRESETS`, the one table)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 SCORE_KEY = "lucent_dsl.score"
