@@ -127,7 +127,7 @@ def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bo
         size=size,
         batch=recipe.batch,
         param=image_param,
-        transforms=make_transforms(recipe.transforms, size),
+        transforms=make_transforms(recipe.transforms),
         device=device,
         compile=compile,
         precision=recipe.precision,
@@ -143,8 +143,7 @@ def _run_method(recipe: Recipe, models: Any, size: tuple[int, int], common: dict
         raise InvalidArgumentError(f"{recipe.command} takes one model, got an ensemble of {len(models)}")
     kwargs = dict(common, size=size, param_kind=recipe.param, precision=recipe.precision)
     if recipe.transforms != "none":  # paired: the source image gets the same draw
-        kwargs["transforms"] = (tf_lib.scaled(size) if recipe.transforms == "scaled" else tf_lib.maco_crops()
-                                if recipe.transforms == "maco" else getattr(tf_lib, recipe.transforms)())
+        kwargs["transforms"] = tf_lib.named(recipe.transforms, size)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if recipe.command == "caricature":
         return inversion.caricature(models, cast(str, recipe.image), list(recipe.layers), **kwargs)
@@ -160,16 +159,12 @@ def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, deca
     return presets.make_param(kind, size, batch, channels)
 
 
-def make_transforms(kind: str, size: tuple[int, int] | None = None) -> Any:
-    """The transforms a recipe names: its name ("standard", "scaled", "robust", "maco"), which `render` builds
-    (at its size: "scaled"), or [] for none. With `size`, "scaled" is built here.
+def make_transforms(kind: str) -> Any:
+    """The transforms a recipe names, as render's `transforms`: the name, which render builds at its size
+    (`transforms.named`), or [] for none.
 
     Example:
-        >>> make_transforms("none"), make_transforms("standard"), make_transforms("scaled", (28, 28)).name
-        ([], 'standard', 'scaled:28x28')
+        >>> make_transforms("none"), make_transforms("scaled")
+        ([], 'scaled')
     """
-    if kind == "none":
-        return []
-    if kind == "scaled" and size is not None:
-        return tf_lib.scaled(size)
-    return kind
+    return [] if kind == "none" else kind

@@ -194,6 +194,9 @@ def test_each_named_preset_replays_bit_for_bit_from_its_recipe(name):
 
 def test_recipe_names_are_the_presets_table():
     assert recipe_lib.PRESETS == tuple(PRESETS)
+    from lucent_dsl.cli.commands import PRESET_NAMES
+
+    assert PRESET_NAMES == tuple(PRESETS)  # the CLI's --preset choices
     with pytest.raises(InvalidArgumentError, match="preset"):
         Recipe(objective=OBJ, preset="auto")
     assert Recipe(objective=OBJ, preset="maco").to_dict()["preset"] == "maco"

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import lucent_dsl.transforms as T
-from lucent_dsl.transforms.compose import STANDARD_ANGLES, STANDARD_JITTERS, STANDARD_PAD
+from lucent_dsl.transforms.recipes import STANDARD_ANGLES, STANDARD_JITTERS, STANDARD_PAD
 
 
 def lucid_jitter(image: torch.Tensor, d: int, oy: int, ox: int) -> torch.Tensor:

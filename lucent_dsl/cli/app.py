@@ -118,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="FILE", help="with --recipe: the input image of a caricature/accentuate recipe")
     p.add_argument("--batch", type=_positive, help="images to render (default: 1)")
     p.add_argument("--param", choices=("fft", "pixel"), help="image parameterization (default: the preset's)")
-    p.add_argument("--preset", choices=("auto", "lucid", "deepinversion", "plugin", "maco", "robust", "prior",
-                                              "robust_ensemble"),
+    p.add_argument("--preset", choices=("auto", *commands.PRESET_NAMES),
                    help="render method (lucent_dsl.renderer.presets; default: auto, picked for the model); flags "
                         "win over it. With --recipe: replaces the recipe's preset name only")
     p.add_argument("--out", metavar="IMAGE",

@@ -24,6 +24,8 @@ from typing import Any
 from ..errors import ImageError, InvalidArgumentError, LucentError
 
 EXIT_OK = 0
+PRESET_NAMES = ("lucid", "deepinversion", "plugin", "maco", "robust", "prior", "robust_ensemble")
+"""`--preset`'s names besides "auto" (`renderer.presets.PRESETS`; kept here so the parser imports no torch)."""
 EXIT_INTERRUPTED = 130
 
 
@@ -277,8 +279,7 @@ def render(args: argparse.Namespace) -> int:
         extra = {"objective": args.objective, "image": image_path(args.image) if args.image else None}
         if getattr(args, "preset", None) == "auto":
             raise UsageError("--preset auto with --recipe: a recipe records the preset that ran; name one "
-                             "(lucid, deepinversion, plugin, maco, robust, prior, robust_ensemble) or leave "
-                             "--preset out")
+                             f"({', '.join(PRESET_NAMES)}) or leave --preset out")
         extra["preset"] = getattr(args, "preset", None)
         recipe = Recipe.load(args.recipe).replace(**overrides(args, **extra))
         if recipe.supplied and not args.model:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from .commands import plain_warnings, positive, size_arg
+from .commands import PRESET_NAMES, plain_warnings, positive, size_arg
 
 
 def layer_list(text: str) -> list[str]:
@@ -87,8 +87,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity check")
     p.add_argument("--param", choices=("fft", "pixel"), default=None,
                    help="image parameterization (default: the preset's)")
-    p.add_argument("--preset", choices=("auto", "lucid", "deepinversion", "plugin", "maco", "robust", "prior",
-                                             "robust_ensemble"),
+    p.add_argument("--preset", choices=("auto", *PRESET_NAMES),
                    default="auto", help="render preset (default: auto, the one render picks for the model)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cpu; under torchrun cuda:LOCAL_RANK)")
     add("--size", type=size_arg, metavar="N|HxW", help="image size (default: the model's input size, else 224)")

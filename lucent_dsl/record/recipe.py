@@ -39,6 +39,7 @@ from ..errors import InvalidArgumentError
 from ..models.hardware import resolve_precision
 from ..models.info import device_of, info_of
 from ..models.specs import build_models, default_size, first_model, normalize_spec, parse_spec
+from ..transforms.recipes import NAMED
 from . import trust
 from .resources import check_model_specs, check_threads
 
@@ -47,7 +48,7 @@ FORMAT = 1
 
 COMMANDS = ("render", "caricature", "accentuate")
 PARAMS = ("fft", "pixel", "maco")
-TRANSFORMS = ("standard", "robust", "none", "scaled", "maco")
+TRANSFORMS = NAMED  # the names `transforms.named` builds
 PRESETS = ("lucid", "deepinversion", "plugin", "maco", "robust", "prior", "robust_ensemble")
 """The named render presets a recipe may record (`lucent_dsl.renderer.presets.PRESETS`, the one table)."""
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -329,8 +329,8 @@ def _preset_transforms(asked: Any, p: Preset, size: tuple[int, int]) -> str:
 def _transform_named(name: str, size: tuple[int, int]) -> Any:
     """A recipe's transform name as render's `transforms` (None: render's cached `standard()`). Cached: the same
     Transform for the same name and size, so a compiled step is found again (its key holds the functions)."""
-    return {"standard": None, "none": (), "robust": tf_lib.robust(), "scaled": tf_lib.scaled(size),
-            "maco": tf_lib.maco_crops()}[check_choice("transforms", name, TRANSFORMS)]
+    check_choice("transforms", name, TRANSFORMS)
+    return None if name == "standard" else () if name == "none" else tf_lib.named(name, size)
 
 
 @ft.lru_cache(maxsize=32)

@@ -121,7 +121,7 @@ def _param(param: Any, size: tuple[int, int], n: int, channels: int) -> tuple[di
 def _transforms(transforms: Any, size: tuple[int, int]) -> tuple[str | None, list[str]]:
     from ..record.recipe import TRANSFORMS
     from ..transforms import Transform
-    from ..transforms.compose import SCALED
+    from ..transforms.recipes import SCALED
 
     if transforms is None:
         return "standard", []

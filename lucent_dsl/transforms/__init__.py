@@ -7,8 +7,9 @@ never on the draws, so a render compiles its step once.
 
 Rooms: `geometry` (pad, jitter, random_scale, random_rotate, crops: per-image 3x3 matrices
 that `chain` fuses into one `grid_sample`; the matrix convention is stated there), `pixelwise`
-(gaussian_blur, noise, composite), `compose` (identity, as_transform, chain, affine, standard, robust). `_common` is
-the toolkit they share. A new transform goes in the room of its kind and is listed below.
+(gaussian_blur, noise, composite, color_shift), `compose` (identity, as_transform, chain), `recipes` (standard,
+scaled, robust, maco_crops, affine, ensemble, named). `_common` is the toolkit they share. A new transform goes
+in the room of its kind and is listed below.
 
 Example:
     >>> import torch
@@ -19,25 +20,22 @@ Example:
     ((2, 3, 3), (2, 3, 12, 14))
 """
 from ._common import PAD_MODES, Transform, TransformParams
-from .compose import (
+from .compose import as_transform, as_transform_arg, chain, identity, is_compilable, sampled_at
+from .geometry import crops, jitter, pad, random_rotate, random_scale
+from .pixelwise import BACKGROUNDS, color_shift, composite, gaussian_blur, noise
+from .recipes import (
+    NAMED,
     STANDARD_SCALES,
     UNPADDED_BELOW,
     affine,
-    as_transform,
-    as_transform_arg,
-    chain,
     ensemble,  # issue 27: augmentation ensembling
-    identity,
-    is_compilable,
     maco_crops,
+    named,
     robust,
-    sampled_at,
     scaled,  # issue 27: standard() in proportion to the image
     scaled_amounts,
     standard,
 )
-from .geometry import crops, jitter, pad, random_rotate, random_scale
-from .pixelwise import BACKGROUNDS, color_shift, composite, gaussian_blur, noise
 
 __all__ = [
     "BACKGROUNDS", "PAD_MODES", "STANDARD_SCALES", "Transform", "TransformParams", "affine", "as_transform",
@@ -45,4 +43,4 @@ __all__ = [
     "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]
 __all__ += ["color_shift", "ensemble"]
-__all__ += ["UNPADDED_BELOW", "maco_crops", "scaled", "scaled_amounts"]
+__all__ += ["NAMED", "UNPADDED_BELOW", "maco_crops", "named", "scaled", "scaled_amounts"]
