@@ -10,9 +10,10 @@ Rows of the table, each a render setting on one model judged by another (or by t
 - **channels vs photos**: channels drawn by the seed, rendered on a layer; the render's channel mean next to the
   largest channel mean over natural images: crops of the sample photos that ship with scikit-image, scikit-learn
   and matplotlib (ImageNet models), or the 1,000 held-out MNIST digits (vit_mnist). beats: renders above it.
-- **vs torch-lucent**: its `render_vis` with its defaults on the same model, classes and steps, judged alike
-  (needs `pip install --no-deps --target DIR torch-lucent kornia==0.4.1` and DIR on PYTHONPATH); then at equal
-  time: each renders as many steps as the other took time for S, and a "per unit time" verdict line.
+- **vs torch-lucent**, on every row above (`versus_lucent.py` says how): both directions of ImageNet classes, the
+  MNIST digits, and the channels of mobilenet_v2, vit_mnist and vit_s_focus; each library with its defaults, at
+  equal steps, then at equal time, with two "per unit time" verdict lines per row (needs
+  `pip install --no-deps --target DIR torch-lucent kornia==0.4.1` and DIR on PYTHONPATH).
 - **naturalness**: `lucent_dsl.sanity`'s path similarity (per layer, and `joins_at`) and detectability of
   mobilenet_v2's class renders of a setting against the sample-photo crops (`quality_rows` says how positives
   and negatives are chosen).
@@ -25,9 +26,8 @@ stopping rows and torch-lucent (one render per class). A `Setting` carries any o
 Cost of the newer parts, in CPU seconds of one torch thread here (AMD EPYC, bf16; wall time was ~1.5-2x that
 on the loaded 2 cores): with `--quick`, stopping 135 s (MNIST 10 x 256 steps ~25 s; 8 mobilenet_v2 classes x
 128 steps, one render per class and rule), naturalness 29 s with `--settings defaults` (bn-prior adds its
-renders), lucent 67 s (4 classes x 64 steps, each class rendered 4 times). In the full run naturalness reuses the
-imagenet section's renders (seconds), stopping renders 8 classes x 256 steps (~5 min), lucent 8 classes x 256
-steps x 4 (~9 min; `--lucent-classes 32` for the issue's 32, ~35 min).
+renders). In the full run naturalness reuses the imagenet section's renders (seconds), stopping renders 8 classes
+x 256 steps (~5 min); the lucent rows' costs are in benchmarks/README.md.
 
     python benchmarks/bench_picture_quality.py --quick       # 8 classes, 64 steps: a few minutes
     python benchmarks/bench_picture_quality.py               # 32 classes, 256 steps
@@ -50,16 +50,25 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import header  # noqa: E402
-from quality_rows import NaturalRow, Row, StopRow, judged, lucent_rows, naturalness_rows, stopping_rows  # noqa: E402
+from quality_rows import (  # noqa: E402
+    NaturalRow,
+    Row,
+    StopRow,
+    channel_means,
+    held_out_digits,
+    judged,
+    naturalness_rows,
+    photos,
+    stopping_rows,
+)
+from versus_lucent import Score, channel_contest, class_contest, lucent_available, versus  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
 from lucent_dsl import zoo  # noqa: E402
@@ -183,43 +192,6 @@ def transfer_rows(section: str, models: dict[str, nn.Module], pairs: Sequence[tu
 # --- channels against natural images ------------------------------------------------------------------------
 
 
-def photos(side: int, per_photo: int = 6) -> Tensor:
-    """Random square crops of the sample photos of scikit-image, scikit-learn and matplotlib, at `side` px."""
-    import matplotlib.cbook
-    import skimage.data
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    arrays = [getattr(skimage.data, n)() for n in ("coffee", "astronaut", "chelsea", "rocket")]
-    arrays += list(load_sample_images().images)
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        arrays.append(np.array(Image.open(f).convert("RGB")))
-    g = torch.Generator().manual_seed(SEED)
-    out = []
-    for a in arrays:
-        x = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)[None].float() / 255
-        h, w = x.shape[-2:]
-        for _ in range(per_photo):
-            s = int(torch.randint(min(h, w) // 2, min(h, w) + 1, (1,), generator=g))
-            top, left = (int(torch.randint(0, d - s + 1, (1,), generator=g)) for d in (h, w))
-            out.append(F.interpolate(x[..., top:top + s, left:left + s], size=(side, side), mode="bilinear",
-                                     antialias=True))
-    return torch.cat(out).clamp(0, 1)
-
-
-def channel_means(model: nn.Module, layer: str, images: Tensor, channels: Sequence[int], batch: int = 16) -> Tensor:
-    """(images, channels): what `channel(layer, c)` scores on each image, unaugmented (the mean over every
-    position of a map, or every token of a sequence, in the plan's canonical layout)."""
-    from lucent_dsl.plan.forward import layer_reader, read_layers
-
-    reader = layer_reader(model, layer)
-    rows = []
-    for i in range(0, len(images), batch):
-        a = read_layers(model, images[i:i + batch], layer, reader=reader)[layer].float()
-        rows.append(a.mean((2, 3)) if a.dim() == 4 else a.mean(1) if a.dim() == 3 else a)
-    return torch.cat(rows)[:, list(channels)]
-
-
 @dc.dataclass(frozen=True)
 class ChannelRow:
     model: str
@@ -271,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="ImageNet classes rendered at once")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lucent-classes", type=int, default=None,
-                    help="vs lucent: ImageNet classes, each rendered 4 times (default 8; --quick 4)")
+                    help="vs lucent: ImageNet classes, one render each (default 8; --quick 4)")
+    ap.add_argument("--lucent-rows", nargs="+", choices=LUCENT_ROWS, default=list(LUCENT_ROWS),
+                    help="vs lucent: which rows (default all)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="vs lucent, equal time: wall seconds or the process's CPU seconds")
     ap.add_argument("--natural-k", type=int, default=8, help="naturalness: positive and negative crops per class")
@@ -311,9 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          ("efficientnet_lite0", ("mobilenet_v2",))],
                       classes, size=224, steps=steps, settings=cheap, batch=args.batch, log=log, cache=renders)
     if "lucent" in args.only:
-        classes = drawn(min(n_classes, args.lucent_classes or (4 if args.quick else 8)), 1000)
-        lucent_rows("mobilenet_v2", net("mobilenet_v2"), "efficientnet_lite0", net("efficientnet_lite0"),
-                    classes, steps=steps, log=log, clock=args.clock)
+        lucent_section(args, n_classes, steps, net, log)
     if "channels" in args.only:
         channel_section(args, cheap, steps, net, log)
     if "naturalness" in args.only:
@@ -343,22 +315,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+VIT_MNIST_LAYER = "encoder.layers.encoder_layer_3"
+VIT_FOCUS_LAYER = "backbone.encoder.layer.8.Add_1"
+
+
 def channel_section(args: argparse.Namespace, cheap: Sequence[Setting], steps: int,
                     net: Callable[[str], nn.Module], log: Callable[[str], None]) -> None:
     per_layer = 2 if args.quick else 8
     print("\n| section | setting | model:layer | channels | steps | beat the best natural image | "
           "render / best natural, per channel | render s |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
-    from lucent_dsl.models import vit_mnist as vm
-
-    images, labels = vm.load_digits()
-    _, test = vm.split_indices(labels, test_per_class=100, seed=0)
-    jobs = [("vit_mnist", net("vit_mnist"), "encoder.layers.encoder_layer_3", drawn(per_layer, 64), images[test], 28,
+    jobs = [("vit_mnist", net("vit_mnist"), VIT_MNIST_LAYER, drawn(per_layer, 64), held_out_digits(), 28,
              args.mnist_steps)]
     natural = photos(224)
     jobs.append(("mobilenet_v2", net("mobilenet_v2"), "features.14", drawn(per_layer, 160), natural, 224, steps))
     if zoo.installed("vit_s_focus"):  # ~1 s a step on one CPU thread for 2 channels: fewer of both
-        jobs.append(("vit_s_focus", net("vit_s_focus"), "backbone.encoder.layer.8.Add_1",
+        jobs.append(("vit_s_focus", net("vit_s_focus"), VIT_FOCUS_LAYER,
                      drawn(2 if args.quick else 4, 384), natural, 224, 32 if args.quick else 64))
     for name, model, layer, chans, nat, size, st in jobs:
         extra = [SETTINGS["light-tf"], SETTINGS["no-tf"]] if size == 28 and args.settings is None else []
@@ -366,6 +338,74 @@ def channel_section(args: argparse.Namespace, cheap: Sequence[Setting], steps: i
             if setting.prior:
                 continue  # a class-render setting
             log(channel_row(name, model, layer, chans, nat, size=size, steps=st, setting=setting).line())
+
+
+LUCENT_ROWS = ("classes", "classes-back", "digits", "channels-mobilenet_v2", "channels-vit_mnist",
+              "channels-vit_s_focus")
+
+
+def transfer_score(judge: nn.Module, classes: Sequence[int]) -> Callable[[Tensor], Score]:
+    """Score class renders by a held-out judge: (top-1, mean p), as the transfer rows do."""
+    def score(images: Tensor) -> Score:
+        a, b, p = judged(judge, images, classes)
+        n = len(classes)
+        return Score((a, p), f"top-1 {a}/{n}, top-5 {b}/{n}, p {p:.3f}")
+    return score
+
+
+def natural_score(model: nn.Module, layer: str, channels: Sequence[int], natural: Tensor) -> Callable[[Tensor], Score]:
+    """Score channel renders against the best natural image per channel: (renders above it, mean margin), the
+    margin being (render - best) / |best| (a channel's best natural mean can be negative on a token layer)."""
+    best = channel_means(model, layer, natural, channels).max(0).values
+
+    def score(images: Tensor) -> Score:
+        got = channel_means(model, layer, images, channels).diagonal()
+        beats, margin = int((got > best).sum()), float(((got - best) / best.abs()).mean())
+        return Score((beats, margin), f"beat the best natural {beats}/{len(channels)}, margin {margin:+.2f}")
+    return score
+
+
+def lucent_section(args: argparse.Namespace, n_classes: int, steps: int, net: Callable[[str], nn.Module],
+                   log: Callable[[str], None]) -> None:
+    """Ours against torch-lucent on each row (`versus_lucent`): equal steps, then equal time."""
+    why = lucent_available()
+    if why is not None:
+        log(f"# vs lucent: torch-lucent does not import here: {why}")
+        return
+    print("\n| section | row | contender | renders | steps | score | render s |\n|---|---|---|---|---|---|---|",
+          flush=True)
+    classes = drawn(min(n_classes, args.lucent_classes or (4 if args.quick else 8)), 1000)
+    per_layer = 2 if args.quick else 4
+    natural = photos(224)
+    contests = {
+        "classes": lambda: class_contest(
+            "classes mobilenet_v2 -> efficientnet_lite0", net("mobilenet_v2"), [(c, SEED) for c in classes], 224,
+            transfer_score(net("efficientnet_lite0"), classes)),
+        "classes-back": lambda: class_contest(
+            "classes efficientnet_lite0 -> mobilenet_v2", net("efficientnet_lite0"), [(c, SEED) for c in classes],
+            224, transfer_score(net("mobilenet_v2"), classes)),
+        "digits": lambda: class_contest(
+            "digits vit_mnist -> lenet5_mnist", net("vit_mnist"),
+            [(d, SEED + 10 * k) for k in range(args.mnist_seeds) for d in range(10)], 28,
+            transfer_score(net("lenet5_mnist"), list(range(10)) * args.mnist_seeds)),
+        "channels-mobilenet_v2": lambda: channel_contest(
+            "channels mobilenet_v2:features.14", net("mobilenet_v2"), "features.14", drawn(per_layer, 160), 224,
+            natural_score(net("mobilenet_v2"), "features.14", drawn(per_layer, 160), natural)),
+        "channels-vit_mnist": lambda: channel_contest(
+            "channels vit_mnist:encoder.layers.encoder_layer_3", net("vit_mnist"), VIT_MNIST_LAYER,
+            drawn(per_layer, 64), 28,
+            natural_score(net("vit_mnist"), VIT_MNIST_LAYER, drawn(per_layer, 64), held_out_digits())),
+        "channels-vit_s_focus": lambda: channel_contest(
+            "channels vit_s_focus:layer.8", net("vit_s_focus"), VIT_FOCUS_LAYER, drawn(2, 384), 224,
+            natural_score(net("vit_s_focus"), VIT_FOCUS_LAYER, drawn(2, 384), natural)),
+    }
+    for row in args.lucent_rows:
+        if row == "channels-vit_s_focus" and not zoo.installed("vit_s_focus"):
+            log("# vs lucent: vit_s_focus is not installed (python -m lucent_dsl.zoo install)")
+            continue
+        row_steps = args.mnist_steps if row in ("digits", "channels-vit_mnist") else (
+            min(steps, 64) if row == "channels-vit_s_focus" else steps)
+        versus(contests[row](), row_steps, log=log, clock=args.clock)
 
 
 def ft_print(line: str) -> None:

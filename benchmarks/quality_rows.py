@@ -1,12 +1,6 @@
 """The rows of `bench_picture_quality.py` that judge renders it is given or renders one class at a time: the judge,
-ours against torch-lucent (equal steps and equal wall time), naturalness, and early stopping (issue 27).
+naturalness, and early stopping (issue 27). Ours against torch-lucent is `versus_lucent.py`.
 
-- **vs lucent**: `render_vis` with its defaults and ours with ours, on the same model, classes and steps S, one
-  image per render, the two contenders alternating class by class on one thread (so the machine's load falls on
-  both alike; an untimed 2-step render of each goes first). Then each gets the other's time: ours renders
-  round(S * lucent_s / ours_s) steps, lucent round(S * ours_s / lucent_s), judged alike. "per unit time" compares
-  ours at lucent's time with lucent at S steps, on the held-out judge: top-1 first, then mean p. `--clock cpu`
-  measures the process's CPU seconds instead of wall seconds (steadier on a shared machine).
 - **naturalness**: `lucent_dsl.sanity` on the class renders of a setting. Natural images: the sample-photo crops.
   The sanity check compares a unit's visualizations with natural images that drive the unit (positives) and ones
   that do not (negatives). The unit here is a class logit of the rendering model, so for each class the positives
@@ -34,7 +28,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import lucent_dsl as ld
@@ -74,75 +70,53 @@ def judged(judge: nn.Module, images: Tensor, classes: Sequence[int]) -> tuple[in
             float(logits.softmax(1)[torch.arange(len(want)), want].mean()))
 
 
-def _clocks() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+# --- natural images and what a channel reads on them --------------------------------------------------
 
 
-# --- torch-lucent: equal steps, equal time ------------------------------------------------------------------
+def photos(side: int, per_photo: int = 6) -> Tensor:
+    """Random square crops of the sample photos of scikit-image, scikit-learn and matplotlib, at `side` px."""
+    import matplotlib.cbook
+    import skimage.data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    arrays = [getattr(skimage.data, n)() for n in ("coffee", "astronaut", "chelsea", "rocket")]
+    arrays += list(load_sample_images().images)
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        arrays.append(np.array(Image.open(f).convert("RGB")))
+    g = torch.Generator().manual_seed(SEED)
+    out = []
+    for a in arrays:
+        x = torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1)[None].float() / 255
+        h, w = x.shape[-2:]
+        for _ in range(per_photo):
+            s = int(torch.randint(min(h, w) // 2, min(h, w) + 1, (1,), generator=g))
+            top, left = (int(torch.randint(0, d - s + 1, (1,), generator=g)) for d in (h, w))
+            out.append(F.interpolate(x[..., top:top + s, left:left + s], size=(side, side), mode="bilinear",
+                                     antialias=True))
+    return torch.cat(out).clamp(0, 1)
 
 
-def lucent_rows(model_name: str, model: nn.Module, judge_name: str, judge: nn.Module, classes: Sequence[int], *,
-                steps: int, log: Callable[[str], None], clock: str = "wall") -> list[Row]:
-    from bench_quality import Target, lucent_available, run_lucent
+def channel_means(model: nn.Module, layer: str, images: Tensor, channels: Sequence[int], batch: int = 16) -> Tensor:
+    """(images, channels): what `channel(layer, c)` scores on each image, unaugmented (the mean over every
+    position of a map, or every token of a sequence, in the plan's canonical layout)."""
+    from lucent_dsl.plan.forward import layer_reader, read_layers
 
-    why = lucent_available()
-    if why is not None:
-        log(f"| vs lucent | torch-lucent does not import here: {why} |")
-        return []
-    contenders: dict[str, Callable[[int, int], Tensor]] = {
-        "ours": lambda c, s: ld.render(ld.class_logit(c), model, size=224, steps=s, seed=SEED, progress=False).images,
-        "lucent": lambda c, s: run_lucent(model, Target(str(c), None, c), 224, s, 1, SEED),
-    }
-    for fn in contenders.values():
-        fn(classes[0], 2)  # untimed: one-time costs (imports, first allocations) stay out of the timing
-
-    which = 1 if clock == "cpu" else 0
-
-    def run(who: str, n_steps: int) -> tuple[Tensor, float]:
-        start, images = _clocks(), [contenders[who](c, n_steps) for c in classes]
-        return torch.cat(images), _clocks()[which] - start[which]
-
-    images: dict[str, list[Tensor]] = {"ours": [], "lucent": []}
-    both = {"ours": [0.0, 0.0], "lucent": [0.0, 0.0]}  # wall, cpu
-    for c in classes:  # alternating, class by class
-        for who, fn in contenders.items():
-            start = _clocks()
-            images[who].append(fn(c, steps))
-            both[who] = [t + b - a for t, a, b in zip(both[who], start, _clocks())]
-    seconds = {who: both[who][which] for who in both}
-
-    def rows_of(section: str, who: str, batch: Tensor, secs: float, n_steps: int) -> list[Row]:
-        out = []
-        for jn, j in ((model_name, model), (judge_name, judge)):
-            out.append(Row(section, who, model_name, "self" if jn == model_name else jn, len(classes), n_steps,
-                           *judged(j, batch, classes), secs))
-            log(out[-1].line())
-        return out
-
-    rows = [r for who in contenders for r in rows_of("vs lucent", who, torch.cat(images[who]), seconds[who], steps)]
-    per = {who: [t / (len(classes) * steps) for t in ts] for who, ts in both.items()}
-    log(f"# seconds per step (one image, {len(classes)} classes x {steps} steps, alternating): wall: ours "
-        f"{per['ours'][0]:.4f}, lucent {per['lucent'][0]:.4f}; cpu: ours {per['ours'][1]:.4f}, lucent "
-        f"{per['lucent'][1]:.4f}; equal time by the {clock} clock")
-    ours_steps = max(1, round(steps * seconds["lucent"] / seconds["ours"]))
-    lucent_steps = max(1, round(steps * seconds["ours"] / seconds["lucent"]))
-    for who, n_steps in (("ours", ours_steps), ("lucent", lucent_steps)):
-        other = "lucent's" if who == "ours" else "ours'"
-        rows += rows_of("vs lucent, equal time", f"{who} at {other} time", *run(who, n_steps), n_steps)
-    ours_s, lucent_s, ours_at_theirs, theirs_at_ours = [r for r in rows if r.judge == judge_name]
-    log(verdict("per unit time", ours_at_theirs, lucent_s))
-    log(verdict("per unit time, the other way", theirs_at_ours, ours_s, first="lucent at ours' time",
-                second="ours"))
-    return rows
+    reader = layer_reader(model, layer)
+    rows = []
+    for i in range(0, len(images), batch):
+        a = read_layers(model, images[i:i + batch], layer, reader=reader)[layer].float()
+        rows.append(a.mean((2, 3)) if a.dim() == 4 else a.mean(1) if a.dim() == 3 else a)
+    return torch.cat(rows)[:, list(channels)]
 
 
-def verdict(what: str, a: Row, b: Row, *, first: str = "ours at lucent's time",
-            second: str = "lucent") -> str:
-    """'# what (judge): first (steps) top-1, p vs second (steps) top-1, p: who is ahead' (top-1, then p)."""
-    ahead = "tied" if (a.top1, round(a.p, 3)) == (b.top1, round(b.p, 3)) else (
-        f"{first.split(' ')[0]} ahead" if (a.top1, a.p) > (b.top1, b.p) else f"{second.split(' ')[0]} ahead")
-    return (f"# {what} (judged by {a.judge}): {first} ({a.steps} steps) top-1 {a.top1}/{a.n}, p {a.p:.3f} vs "
-            f"{second} ({b.steps} steps) top-1 {b.top1}/{b.n}, p {b.p:.3f}: {ahead}")
+def held_out_digits() -> Tensor:
+    """The 1,000 MNIST digits vit_mnist did not train on (100 per class): its channels' natural images."""
+    from lucent_dsl.models import vit_mnist as vm
+
+    images, labels = vm.load_digits()
+    _, test = vm.split_indices(labels, test_per_class=100, seed=0)
+    return images[test]
 
 
 # --- naturalness --------------------------------------------------------------------------------------------
