@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header("picture quality (benchmarks/bench_picture_quality.py)"), flush=True)
     print(f"# argv: {' '.join(sys.argv[1:]) or '(none)'} | seed {SEED}", flush=True)
     log = ft_print
-    if {"mnist", "imagenet", "lucent"} & set(args.only):
+    if {"mnist", "imagenet"} & set(args.only):
         print("| section | setting | rendered on | judge | classes | steps | top-1 | top-5 | mean p | render s |")
         print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     if "mnist" in args.only:

@@ -23,6 +23,7 @@ from lucent_dsl.renderer.presets import PRESETS, auto_preset, resolve
 from lucent_dsl.replay import Recipe
 
 OBJ = "channel('3', 1)"  # bn_net's last conv
+CLASS_OBJ = "class_logit(1)"  # bn_classifier's output: a class render
 CONV_OBJ = "channel('2', 1)"  # conv_net's
 FAST = {"size": 16, "steps": 2, "progress": False}
 
@@ -30,6 +31,12 @@ FAST = {"size": 16, "steps": 2, "progress": False}
 def bn_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3)).eval()
+
+
+def bn_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 4)).eval()
 
 
 def conv_net() -> nn.Module:
@@ -51,13 +58,21 @@ def test_lucid_is_the_old_default_bit_for_bit(size):
     assert "preset" not in new.recipe.to_dict()  # files read and replay as before presets
 
 
-def test_auto_on_a_plain_cnn_is_lucid_and_on_a_batchnorm_cnn_robust_bit_for_bit():
-    for net, name, objective in ((conv_net(), "lucid", "channel('2', 1)"), (bn_net(), "robust", OBJ)):
+def test_auto_on_a_plain_cnn_is_lucid_and_on_a_batchnorm_classifier_robust_ensemble_bit_for_bit():
+    for net, name, objective in ((conv_net(), "lucid", "channel('2', 1)"), (bn_net(), "lucid", OBJ),
+                                 (bn_classifier(), "robust_ensemble", CLASS_OBJ)):
         auto = ld.render(objective, net, size=72, steps=2, progress=False)
         named = ld.render(objective, net, size=72, steps=2, progress=False, preset=name)
         assert auto.preset == name and torch.equal(auto.images, named.images) and auto.recipe == named.recipe
-    robust = ld.render(OBJ, bn_net(), size=72, steps=2, progress=False, preset="lucid", transforms="robust")
+    t = ld.transforms
+    by_hand = ld.render(CLASS_OBJ, bn_classifier(), size=72, steps=2, progress=False, preset="lucid",
+                        transforms=t.ensemble(2, t.robust()))
+    assert torch.equal(by_hand.images, named.images)  # "robust_ensemble": "lucid", 2 copies of transforms.robust()
+    robust = ld.render(CLASS_OBJ, bn_classifier(), size=72, steps=2, progress=False, preset="lucid",
+                       transforms="robust")
+    named = ld.render(CLASS_OBJ, bn_classifier(), size=72, steps=2, progress=False, preset="robust")
     assert torch.equal(robust.images, named.images)  # "robust" is "lucid" with transforms.robust()
+    assert not torch.equal(robust.images, by_hand.images)
 
 
 # --- explicit arguments win --------------------------------------------------------------------------
@@ -75,14 +90,14 @@ EXPLICIT = {
 @pytest.mark.parametrize("arg", list(EXPLICIT))
 def test_explicit_arguments_win_over_every_preset(name, arg):
     value, read = EXPLICIT[arg]
-    r = resolve(name, bn_net(), 16, {arg: value})
+    r = resolve(name, bn_net(), 16, {arg: value}, objective=OBJ)
     assert read(r) == value if arg != "param" else read(r) is value
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_an_explicit_optimizer_wins_and_the_preset_betas_stay_out(name):
     opt = torch.optim.SGD
-    r = resolve(name, bn_net(), 16, {"optimizer": opt})
+    r = resolve(name, bn_net(), 16, {"optimizer": opt}, objective=OBJ)
     assert r.optimizer is opt and r.adam_betas is None
     out = ld.render(OBJ, bn_net(), **FAST, preset=name, optimizer=opt, lr=0.3, schedule="constant")
     assert out.recipe is None and "an optimizer other than the default Adam" in out.unreplayable
@@ -98,37 +113,62 @@ def test_explicit_values_are_what_the_recipe_records(name):
 # --- "auto" on real architectures ----------------------------------------------------------------------
 
 
-def test_auto_picks_robust_for_batchnorm_cnns():
+def test_auto_on_batchnorm_cnns_picks_robust_ensemble_for_class_renders_and_lucid_for_inner_layers():
     import torchvision
 
     for build in (torchvision.models.mobilenet_v3_small, torchvision.models.resnet18):
-        assert auto_preset(build(weights=None), 224) == "robust"
-    assert resolve("auto", bn_net(), 32, {}).base_transforms.name == "scaled:32x32"  # robust's pad: not below 64
+        net = build(weights=None)
+        assert auto_preset(net, 224, "class_logit(3)") == "robust_ensemble"
+        assert auto_preset(net, 224, [ld.channel("layer1" if hasattr(net, "layer1") else "features.2", 0)]) == "lucid"
+    mixed = ["channel('layer2', 1)", ld.class_logit(5) - 1e-3 * ld.total_variation()]  # one image reads the logits
+    assert auto_preset(torchvision.models.resnet18(weights=None), 224, mixed) == "robust_ensemble"
+    small = resolve("auto", bn_classifier(), 32, {}, objective=CLASS_OBJ)
+    assert (small.name, small.base_transforms.name) == ("robust_ensemble", "scaled:32x32")  # robust's pad: not < 64
+
+
+def test_auto_decides_end_to_end_through_render_on_a_torchvision_resnet():
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None).eval()
+    kw = {"size": 64, "steps": 1, "progress": False}
+    assert ld.render("class_logit(1)", net, **kw).preset == "robust_ensemble"
+    assert ld.render("channel('layer2', 3)", net, **kw).preset == "lucid"
+    assert ld.render(compile_plan("class_logit(1)", net), **kw).preset == "robust_ensemble"  # a Plan's sites
+    assert ld.render(compile_plan("neuron('layer1', 2)", net), **kw).preset == "lucid"
+
+
+def test_reads_output_is_true_exactly_when_a_term_reads_a_model_output():
+    assert presets.reads_output("class_logit(2)") and presets.reads_output("channel('@output', 2)")
+    assert presets.reads_output(["channel('a', 0)", "0.5 * class_logit(1) - 1e-3 * total_variation()"])
+    assert not presets.reads_output("channel('a', 0) - 1e-3 * total_variation() - l2()")
+    assert not presets.reads_output(["neuron('fc', 2)", "direction('x', [1.0, 0.0])"])
 
 
 def test_auto_picks_prior_for_token_models():
     import timm
 
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32)
-    assert presets.is_token_model(vit) and auto_preset(vit, 32) == "prior"
+    assert presets.is_token_model(vit) and auto_preset(vit, 32, "class_logit(1)") == "prior"
+    assert auto_preset(vit, 32, "channel('blocks.3', 1)") == "prior"  # digits and channels both measured best
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-    assert auto_preset(mlp, 8) == "prior"
-    assert auto_preset({"cnn": bn_net(), "vit": vit}, 224) == "robust"  # the table's first match wins
+    assert auto_preset(mlp, 8, "class_logit(1)") == "prior"
+    ensemble = {"cnn": bn_net(), "vit": vit}
+    assert auto_preset(ensemble, 224, "class_logit(1, model='vit')") == "robust_ensemble"  # first match wins
 
 
 def test_auto_keeps_lucid_for_clip_models():
     import open_clip
 
     tower = open_clip.create_model("RN50", pretrained=None).visual  # a ModifiedResNet: BatchNorms, still CLIP
-    assert presets.is_clip_model(tower) and auto_preset(tower, 224) == "lucid"
+    assert presets.is_clip_model(tower) and auto_preset(tower, 224, "channel('@output', 1)") == "lucid"
     assert not presets.is_clip_model(bn_net())
 
 
 def test_auto_picks_lucid_for_a_plain_conv_net_and_scales_its_transforms_below_64_px():
-    assert auto_preset(conv_net(), 224) == "lucid"
-    small, large = resolve("auto", conv_net(), 32, {}), resolve("auto", conv_net(), 64, {})
+    assert auto_preset(conv_net(), 224, "channel('@output', 1)") == "lucid"
+    small, large = (resolve("auto", conv_net(), n, {}, objective=CONV_OBJ) for n in (32, 64))
     assert small.base_transforms.name == "scaled:32x32" and large.base_transforms is None  # None: standard()
-    assert resolve("lucid", conv_net(), 32, {}).base_transforms is None
+    assert resolve("lucid", conv_net(), 32, {}, objective=CONV_OBJ).base_transforms is None
 
 
 # --- prior terms ------------------------------------------------------------------------------------------
@@ -173,7 +213,7 @@ def test_a_plan_refuses_a_preset_with_priors_and_auto_falls_back():
         ld.render(plan, **FAST, preset=dc.replace(PRESETS["lucid"], name="mine", tv=0.1))
     no_priors = dc.replace(PRESETS["deepinversion"], image_prior=0.0, bn_prior=0.0)
     assert ld.render(plan, **FAST, preset=no_priors).preset == "deepinversion"
-    assert auto_preset(net, 16) == "prior"
+    assert auto_preset(net, 16, "channel('2', 0)") == "prior"
     assert ld.render(plan, **FAST).preset == presets.PLAN_FALLBACK
     assert ld.render(plan, **FAST, preset="plugin").preset == "plugin"
 
@@ -221,13 +261,15 @@ def test_cli_preset_is_written_into_the_png_recipe(tmp_path, capsys):
     script.write_text("from torch import nn\n\ndef factory():\n    return nn.Sequential(nn.Conv2d(3, 6, 3), "
                       "nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3)).eval()\n")
     spec = f"{script}:factory"
-    for preset, want in (("deepinversion", "deepinversion"), ("auto", "robust")):
-        out = tmp_path / f"{preset}.png"
-        argv = ["render", OBJ, "--model", spec, "--allow", "file", "--size", "16", "--steps", "2", "-q",
+    cases = (("deepinversion", OBJ, "deepinversion"), ("auto", OBJ, "lucid"),
+             ("auto", "channel('@output', 1)", "robust_ensemble"))  # auto: inner layer / the model's output
+    for i, (preset, objective, want) in enumerate(cases):
+        out = tmp_path / (f"{preset}.png" if i < 2 else "output.png")
+        argv = ["render", objective, "--model", spec, "--allow", "file", "--size", "16", "--steps", "2", "-q",
                 "--preset", preset, "--lr", "0.07", "--out", str(out)]
         assert cli.main(argv) == 0, capsys.readouterr().err
         recorded = json.loads(read_metadata(out)[RECIPE_KEY])
-        assert recorded.get("preset") == want and recorded["lr"] == 0.07  # the flag wins over the preset's lr
+        assert recorded.get("preset", "lucid") == want and recorded["lr"] == 0.07  # the flag wins; "lucid" unwritten
     assert recorded["transforms"] == "scaled"  # auto at 16 px
     again = tmp_path / "again.png"
     assert cli.main(["render", "--recipe", str(tmp_path / "deepinversion.png"), "--model", spec, "--allow", "file",

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, help="images to render (default: 1)")
     p.add_argument("--param", choices=("fft", "pixel"), help="image parameterization (default: the preset's)")
     p.add_argument("--preset", choices=("auto", *commands.PRESET_NAMES),
-                   help="render method (lucent_dsl.renderer.presets; default: auto, picked for the model); flags "
+                   help="render method (lucent_dsl.renderer.presets; default: auto, picked for the objective and "
+                        "the model); flags "
                         "win over it. With --recipe: replaces the recipe's preset name only")
     p.add_argument("--out", metavar="IMAGE",
                    help="output image, .png, .jpg or .webp, with its recipe "

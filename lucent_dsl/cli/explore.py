@@ -88,7 +88,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--param", choices=("fft", "pixel"), default=None,
                    help="image parameterization (default: the preset's)")
     p.add_argument("--preset", choices=("auto", *PRESET_NAMES),
-                   default="auto", help="render preset (default: auto, the one render picks for the model)")
+                   default="auto", help="render preset (default: auto, the one render picks for each unit's "
+                   "objective and the model)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cpu; under torchrun cuda:LOCAL_RANK)")
     add("--size", type=size_arg, metavar="N|HxW", help="image size (default: the model's input size, else 224)")
     add("--steps", type=positive, help="optimization steps (default: 256)")

@@ -321,8 +321,8 @@ def render(
         stop: an early-stopping rule (`renderer.stopping`): `Plateau(...)` or `Target(label, p)`; the result's
             `stopped` says at which step and why, and `steps` counts the steps done.
         preset: the render method (`renderer.presets`): "auto" (the default: `presets.auto_preset` picks one for
-            the models), "lucid" (render's settings before presets, bit for bit), "deepinversion", "plugin",
-            "maco", "robust", "prior", or a `Preset` value (e.g.
+            the objective and the models), "lucid" (render's settings before presets, bit for bit),
+            "deepinversion", "plugin", "maco", "robust", "prior", "robust_ensemble", or a `Preset` value (e.g.
             `dataclasses.replace(PRESETS["deepinversion"], image_prior=2.0)`).
             Every argument given explicitly wins over the preset's; the preset's prior terms are subtracted from
             the objective (from each, for a list). A Plan cannot take prior terms: a preset with them is refused
@@ -338,7 +338,7 @@ def render(
     image_size = dict(getattr(param, "recipe", ()) or ()).get("size") or check_size(size)  # a given param's size
     chosen = presets_lib.resolve(preset, objective.models if is_plan else models, image_size,
                                  {"param": param, "transforms": transforms, "optimizer": optimizer, "lr": lr,
-                                  "schedule": schedule, "betas": betas}, plan=is_plan)
+                                  "schedule": schedule, "betas": betas}, objective=objective, plan=is_plan)
     s = check_args(steps=steps, size=size, lr=chosen.lr, seed=seed, precision=precision, on_nonfinite=on_nonfinite,
                    thresholds=thresholds, redirect_relu=redirect_relu)
     sched = schedule_lib.as_schedule(chosen.schedule)
