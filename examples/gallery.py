@@ -3,8 +3,9 @@
 Each panel is one labelled grid: channels of MobileNetV2 from shallow to deep, MobileNetV2's
 class logits (each tile labelled with the probability the model gives the class on the final
 image, without transforms), and EfficientNet-Lite0's channels and class logits. Every image is a
-plain `render` at 224 px, 512 steps, with render's defaults (the preset "auto" picks for the model: "robust",
-i.e. `transforms.robust()`, for these BatchNorm CNNs; README "Presets") and one setting changed:
+plain `render` at 224 px, 512 steps, with render's defaults (the preset "auto" picks for the objective and the
+model; README "Presets": on these BatchNorm CNNs "lucid" for the channel panel, "robust_ensemble" for the panels
+that hold class logits) and one setting changed:
 
 - the Fourier spectrum decays as 1 / f^1.5 (MobileNetV2) or 1 / f^1.25 (EfficientNet-Lite0)
   instead of Lucid's 1 / f (`param.fft(..., decay_power=...)`). On MobileNetV2 this trades a fine
@@ -20,7 +21,7 @@ Each panel is ONE batched render (image i maximizes item i), so each PNG carries
 PNGs; `lucent-dsl render --recipe docs/gallery/mobilenet_v2_classes.png --out again.png` renders the
 same images again at full size (a plain grid, without captions).
 
-    python examples/gallery.py                         # all panels, 512 steps (about 40 min on one CPU thread)
+    python examples/gallery.py                         # all panels, 512 steps (about 30 min on one CPU thread)
     python examples/gallery.py --only mobilenet_v2_classes --steps 256
     python examples/gallery.py --list
 
