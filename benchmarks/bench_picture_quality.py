@@ -56,7 +56,7 @@ from torch import Tensor, nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import header  # noqa: E402
+from common import header, lucent_available  # noqa: E402
 from quality_rows import (  # noqa: E402
     NaturalRow,
     Row,
@@ -68,7 +68,7 @@ from quality_rows import (  # noqa: E402
     photos,
     stopping_rows,
 )
-from versus_lucent import Score, channel_contest, class_contest, lucent_available, versus  # noqa: E402
+from versus_lucent import Score, channel_contest, class_contest, versus  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
 from lucent_dsl import zoo  # noqa: E402

@@ -141,16 +141,6 @@ def timed(fn, *args) -> tuple[Tensor, float]:
     return out, time.perf_counter() - start
 
 
-def lucent_available() -> str | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import lucent.optvis.render  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - any import failure means: no lucent column
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
 def _fmt(x: Tensor | None, digits: int) -> str:
     return "-" if x is None else f"{float(x.mean()):.{digits}f} ({float(x.min()):.{digits}f})"
 
@@ -168,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    why = lucent_available()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import common
+
+    why = common.lucent_available()
     if why is not None:
         print(f"torch-lucent is not importable ({why}); install it with\n"
               "    pip install --no-deps torch-lucent kornia==0.4.1", file=sys.stderr)
@@ -176,9 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     model = zoo.load("mobilenet_v2")
     labels = info_of(model).labels or ()
     targets = [parse_target(t, labels) for t in args.objectives]
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import common
-
     print(common.header("bench_quality: the unit's value reached, ours vs torch-lucent"))
     print(f"MobileNetV2, size {args.size}, {args.steps} steps, batch {args.batch}, seed {args.seed}, "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")

@@ -137,17 +137,6 @@ def channel_contest(name: str, model: nn.Module, layer: str, channels: Sequence[
                    lambda c, s: render_lucent(model, lucent_channel(layer, c), size, s, SEED), score)
 
 
-def lucent_available() -> str | None:
-    """None when torch-lucent imports here, else why not."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import lucent.optvis.render  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - any import failure means: no lucent rows
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
 def _clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
