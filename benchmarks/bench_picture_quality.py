@@ -68,7 +68,7 @@ from quality_rows import (  # noqa: E402
     photos,
     stopping_rows,
 )
-from versus_lucent import Score, channel_contest, class_contest, versus  # noqa: E402
+from versus_lucent import channel_contest, class_contest, versus  # noqa: E402
 
 import lucent_dsl as ld  # noqa: E402
 from lucent_dsl import zoo  # noqa: E402
@@ -344,27 +344,6 @@ LUCENT_ROWS = ("classes", "classes-back", "digits", "channels-mobilenet_v2", "ch
               "channels-vit_s_focus")
 
 
-def transfer_score(judge: nn.Module, classes: Sequence[int]) -> Callable[[Tensor], Score]:
-    """Score class renders by a held-out judge: (top-1, mean p), as the transfer rows do."""
-    def score(images: Tensor) -> Score:
-        a, b, p = judged(judge, images, classes)
-        n = len(classes)
-        return Score((a, p), f"top-1 {a}/{n}, top-5 {b}/{n}, p {p:.3f}")
-    return score
-
-
-def natural_score(model: nn.Module, layer: str, channels: Sequence[int], natural: Tensor) -> Callable[[Tensor], Score]:
-    """Score channel renders against the best natural image per channel: (renders above it, mean margin), the
-    margin being (render - best) / |best| (a channel's best natural mean can be negative on a token layer)."""
-    best = channel_means(model, layer, natural, channels).max(0).values
-
-    def score(images: Tensor) -> Score:
-        got = channel_means(model, layer, images, channels).diagonal()
-        beats, margin = int((got > best).sum()), float(((got - best) / best.abs()).mean())
-        return Score((beats, margin), f"beat the best natural {beats}/{len(channels)}, margin {margin:+.2f}")
-    return score
-
-
 def lucent_section(args: argparse.Namespace, n_classes: int, steps: int, net: Callable[[str], nn.Module],
                    log: Callable[[str], None]) -> None:
     """Ours against torch-lucent on each row (`versus_lucent`): equal steps, then equal time."""
@@ -376,28 +355,24 @@ def lucent_section(args: argparse.Namespace, n_classes: int, steps: int, net: Ca
           flush=True)
     classes = drawn(min(n_classes, args.lucent_classes or (4 if args.quick else 8)), 1000)
     per_layer = 2 if args.quick else 4
-    natural = photos(224)
     contests = {
         "classes": lambda: class_contest(
             "classes mobilenet_v2 -> efficientnet_lite0", net("mobilenet_v2"), [(c, SEED) for c in classes], 224,
-            transfer_score(net("efficientnet_lite0"), classes)),
+            net("efficientnet_lite0")),
         "classes-back": lambda: class_contest(
             "classes efficientnet_lite0 -> mobilenet_v2", net("efficientnet_lite0"), [(c, SEED) for c in classes],
-            224, transfer_score(net("mobilenet_v2"), classes)),
+            224, net("mobilenet_v2")),
         "digits": lambda: class_contest(
             "digits vit_mnist -> lenet5_mnist", net("vit_mnist"),
-            [(d, SEED + 10 * k) for k in range(args.mnist_seeds) for d in range(10)], 28,
-            transfer_score(net("lenet5_mnist"), list(range(10)) * args.mnist_seeds)),
+            [(d, SEED + 10 * k) for k in range(args.mnist_seeds) for d in range(10)], 28, net("lenet5_mnist")),
         "channels-mobilenet_v2": lambda: channel_contest(
             "channels mobilenet_v2:features.14", net("mobilenet_v2"), "features.14", drawn(per_layer, 160), 224,
-            natural_score(net("mobilenet_v2"), "features.14", drawn(per_layer, 160), natural)),
+            photos(224)),
         "channels-vit_mnist": lambda: channel_contest(
             "channels vit_mnist:encoder.layers.encoder_layer_3", net("vit_mnist"), VIT_MNIST_LAYER,
-            drawn(per_layer, 64), 28,
-            natural_score(net("vit_mnist"), VIT_MNIST_LAYER, drawn(per_layer, 64), held_out_digits())),
+            drawn(per_layer, 64), 28, held_out_digits()),
         "channels-vit_s_focus": lambda: channel_contest(
-            "channels vit_s_focus:layer.8", net("vit_s_focus"), VIT_FOCUS_LAYER, drawn(2, 384), 224,
-            natural_score(net("vit_s_focus"), VIT_FOCUS_LAYER, drawn(2, 384), natural)),
+            "channels vit_s_focus:layer.8", net("vit_s_focus"), VIT_FOCUS_LAYER, drawn(2, 384), 224, photos(224)),
     }
     for row in args.lucent_rows:
         if row == "channels-vit_s_focus" and not zoo.installed("vit_s_focus"):

@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from quality_rows import SEED, channel_means, judged
 from torch import Tensor, nn
 
 import lucent_dsl as ld
-
-SEED = 27
 
 
 @dc.dataclass(frozen=True)
@@ -119,19 +118,36 @@ def lucent_channel(layer: str, index: int) -> Any:
 
 
 def class_contest(name: str, model: nn.Module, targets: Sequence[tuple[int, int]], size: int,
-                  score: Callable[[Tensor], Score]) -> Contest:
-    """Class renders: targets are (class, seed) pairs; ours is `render(class_logit(c), model)` at its defaults."""
+                  judge: nn.Module) -> Contest:
+    """Class renders: targets are (class, seed) pairs; ours is `render(class_logit(c), model)` at its defaults;
+    scored by the held-out `judge`: (top-1, mean p), as the transfer rows are."""
+    classes = [c for c, _ in targets]
+
     def ours(t: tuple[int, int], steps: int) -> Tensor:
         return ld.render(ld.class_logit(t[0]), model, size=size, steps=steps, seed=t[1], progress=False).images
+
+    def score(images: Tensor) -> Score:
+        a, b, p = judged(judge, images, classes)
+        n = len(classes)
+        return Score((a, p), f"top-1 {a}/{n}, top-5 {b}/{n}, p {p:.3f}")
 
     return Contest(name, tuple(targets), ours, lambda t, s: render_lucent(model, lucent_class(t[0]), size, s, t[1]),
                    score)
 
 
 def channel_contest(name: str, model: nn.Module, layer: str, channels: Sequence[int], size: int,
-                    score: Callable[[Tensor], Score]) -> Contest:
+                    natural: Tensor) -> Contest:
+    """Channel renders, scored against the best of `natural` per channel: (renders above it, mean margin), the
+    margin being (render - best) / |best| (a channel's best natural mean can be negative on a token layer)."""
+    best = channel_means(model, layer, natural, channels).max(0).values
+
     def ours(c: int, steps: int) -> Tensor:
         return ld.render(ld.channel(layer, c), model, size=size, steps=steps, seed=SEED, progress=False).images
+
+    def score(images: Tensor) -> Score:
+        got = channel_means(model, layer, images, channels).diagonal()
+        beats, margin = int((got > best).sum()), float(((got - best) / best.abs()).mean())
+        return Score((beats, margin), f"beat the best natural {beats}/{len(channels)}, margin {margin:+.2f}")
 
     return Contest(name, tuple(channels), ours,
                    lambda c, s: render_lucent(model, lucent_channel(layer, c), size, s, SEED), score)

@@ -229,14 +229,15 @@ def reads_output(objective: Any) -> bool:
     """
     from ..dsl.expr import OUTPUT, Expr, terms_of
     from ..dsl.parser import parse
+    from ..plan.compiler import Plan
 
-    if hasattr(objective, "sites") and hasattr(objective, "models"):  # a compiled Plan
+    if isinstance(objective, Plan):
         sites = objective.sites
     else:
         items = objective if isinstance(objective, (list, tuple)) else [objective]
         exprs = [parse(o) if isinstance(o, str) else o for o in items]
         sites = [s for e in exprs if isinstance(e, Expr) for t in terms_of(e) for s in t.sites()]
-    return any(s.layer == OUTPUT or s.layer.startswith(OUTPUT + "/") for s in sites)
+    return any(s.layer.split("/")[0] == OUTPUT for s in sites)  # "@output", or "@output/out" of a dict output
 
 
 def is_clip_model(model: nn.Module) -> bool:
