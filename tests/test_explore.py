@@ -186,3 +186,45 @@ def test_explore_renders_and_records_decay_power_and_precision(tmp_path, monkeyp
     args = parser.parse_args(["explore", "lenet5_mnist", "--layers", "conv2", "--out", str(site), "--decay-power",
                               "1.25", "--precision", "bf16"])
     assert args.run(args) == 0 and (seen["decay_power"], seen["precision"]) == (1.25, "bf16")
+
+
+def _replays(site: Path, name: str, model, channels: int = 3) -> Recipe:
+    """The recipe stored in SITE/img/NAME, after checking that it renders NAME's pixels again (a set: all four)."""
+    recipe = Recipe.from_json(read_png_metadata(site / "img" / name)[RECIPE_KEY])
+    again = recipe.run(model, progress=False).images
+    files = [name] if recipe.batch == 1 else [name.replace(".div0.", f".div{i}.") for i in range(recipe.batch)]
+    stored = torch.cat([load_image(site / "img" / f, channels=channels) for f in files])
+    assert (again - stored).abs().max() <= 2 / 255, name
+    return recipe
+
+
+def test_auto_picks_each_images_preset_and_every_image_replays_to_its_pixels(tmp_path):
+    """On a BatchNorm CNN, "auto" gives a channel "lucid" and a class at "@output" "robust_ensemble" (two colour-
+    shifted copies a step, so those images render one at a time). Each PNG's recipe names the preset that ran and
+    renders its pixels again; the pages say the preset per layer and put it in every command."""
+    from lucent_dsl.renderer.presets import auto_preset
+
+    model, site = zoo_model("mobilenet_v2"), tmp_path / "site"
+    explore(model, "mobilenet_v2", ["features.2", "@output"], site, channels="0:1", size=(64, 64), steps=3, batch=8,
+            progress=False)
+    presets = {}
+    for png in sorted((site / "img").glob("*_0000*.png")):  # (not the atlas grids)
+        recipe = Recipe.from_json(read_png_metadata(png)[RECIPE_KEY])
+        assert recipe.preset == auto_preset(model, (64, 64), recipe.objective), png.name
+        presets[png.name.split("_0000")[0]] = recipe.preset
+    assert presets == {"features.2": "lucid", "_output": "robust_ensemble"}
+    for name in ("features.2_0000.png", "_output_0000.png", "_output_0000.neg.png", "_output_0000.div0.png"):
+        _replays(site, name, model)
+    index, unit = (site / "index.html").read_text(), (site / "u" / "_output_0000.html").read_text()
+    assert "lucid (features.2), robust_ensemble (@output)" in index and "--preset robust_ensemble" in unit
+
+
+@pytest.mark.parametrize("preset", ["plugin", "deepinversion"])
+def test_a_named_preset_with_copies_or_priors_runs_as_each_image_records(tmp_path, preset):
+    """A site once rendered every image as "lucid" with the preset's lr, param and transforms, and recorded the
+    preset: a replay of those PNGs differed by up to 0.21 (copies, schedule, betas and prior terms never ran)."""
+    model, site = zoo_model("lenet5_mnist"), tmp_path / "site"
+    explore(model, "lenet5_mnist", ["conv2"], site, channels="0:2", steps=6, batch=8, progress=False, preset=preset,
+            sanity=False)
+    for name in ("conv2_0000.png", "conv2_0001.neg.png", "conv2_0001.div0.png"):
+        assert _replays(site, name, model, channels=1).preset == preset

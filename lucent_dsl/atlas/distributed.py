@@ -65,7 +65,7 @@ from ..models.checks import weights_fingerprint
 from ..models.specs import default_size
 from ..record.recipe import SCORE_KEY, Recipe
 from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
-from .jobs import AtlasJob, pending, run_atlas
+from .jobs import AtlasJob, JobRecipes, pending, run_atlas
 from .lock import folder_lock
 
 RANK_MANIFEST = "manifest.rank{rank}.json"
@@ -292,7 +292,7 @@ def read_rank_manifests(out_dir: str | Path, run_id: str, world_size: int) -> li
 
 def render_atlas(
     jobs: Sequence[AtlasJob],
-    base: Recipe,
+    base: Recipe | JobRecipes,
     models: nn.Module,
     out_dir: str | Path,
     *,
@@ -400,9 +400,9 @@ def _remove_temp_files(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _sized(base: Recipe, models: nn.Module) -> Recipe:
-    # the size every job's recipe stores (run_atlas fills it in the same way)
-    return base if base.size is not None else base.replace(size=default_size(models))
+def _sized(base: Recipe | JobRecipes, models: nn.Module) -> Recipe | JobRecipes:
+    # the size every job's recipe stores (run_atlas fills it in the same way); a function gives whole recipes
+    return base if not isinstance(base, Recipe) or base.size is not None else base.replace(size=default_size(models))
 
 
 def _bar(total: int, initial: int):

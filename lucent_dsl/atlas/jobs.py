@@ -8,11 +8,12 @@ Example:
     True
 """
 import dataclasses as dc
+import functools as ft
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,7 @@ from ..objectives import channel as channel_term
 from ..plan.compiler import compile_plan
 from ..record.recipe import SCORE_KEY, Recipe
 from ..renderer.phases import image_channels, render
+from ..renderer.presets import PRESETS
 
 MANIFEST = "manifest.json"
 GRID = "grid.png"
@@ -182,6 +184,15 @@ def job_recipe(base: Recipe, job: AtlasJob) -> Recipe:
     return dc.replace(base, objective=job.objective, seed=job.seed, batch=1, command="render")
 
 
+JobRecipes = Callable[[AtlasJob], Recipe]
+"""A job -> its one-image recipe (what `run_atlas` renders and stores in the job's PNG)."""
+
+
+def recipes_of(base: Recipe | JobRecipes) -> JobRecipes:
+    """`base` as a job -> recipe function: `job_recipe(base, job)` for a Recipe, `base` itself for a function."""
+    return ft.partial(job_recipe, base) if isinstance(base, Recipe) else base
+
+
 
 # --- per-image random streams ------------------------------------------------------------------------
 
@@ -241,13 +252,15 @@ def _channel_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
-def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe, weights: str | None = None) -> list[AtlasJob]:
+def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe | JobRecipes,
+            weights: str | None = None) -> list[AtlasJob]:
     """The jobs whose PNG is not in `out_dir` yet (every PNG there is read whole: checksums verified).
 
     Raises:
         InvalidArgumentError: a PNG there is damaged, was made with another recipe, or (when `weights`,
             a `weights_fingerprint`, is given) from other weights: resuming would mix them.
     """
+    recipe_of = recipes_of(base)
     out = []
     for job in jobs:
         path = Path(out_dir) / job.filename
@@ -261,7 +274,7 @@ def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe, weights
                 f"{weights}): the model file or its checkpoint changed. Use another --out folder, or delete the old "
                 "images to redo them"
             )
-        want = job_recipe(base, job)
+        want = recipe_of(job)
         have = Recipe.from_json(meta[RECIPE_KEY]) if RECIPE_KEY in meta else None
         if have != want:
             diff = "no recipe" if have is None else ", ".join(
@@ -277,7 +290,7 @@ def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe, weights
 
 def run_atlas(
     jobs: Sequence[AtlasJob],
-    base: Recipe,
+    base: Recipe | JobRecipes,
     models: nn.Module,
     out_dir: str | Path,
     *,
@@ -290,10 +303,13 @@ def run_atlas(
 ) -> int:
     """Render the jobs whose PNG is missing, `batch` channels per render; return how many were rendered.
 
-    `base` gives the settings (models, size, steps, param, transforms, lr, precision); its
-    objective, seed and batch are replaced per job. Each PNG is written atomically as soon as
-    its batch finishes, with its recipe, score and the model's `weights_fingerprint` (`weights`,
-    computed when None); nothing of an interrupted batch is written.
+    `base` gives the settings (models, size, steps, param, transforms, lr, precision, preset); its
+    objective, seed and batch are replaced per job. Or `base` is a function job -> that job's one-image
+    recipe (`explore`: its preset decided for each image's objective). Each PNG is written atomically as soon
+    as its batch finishes, with its recipe, score and the model's `weights_fingerprint` (`weights`, computed
+    when None); nothing of an interrupted batch is written. Every PNG is what its recipe renders
+    (`Recipe.run`): jobs are batched only when their recipes differ in objective and seed alone and their
+    preset renders a batch image by image (`batches_like_replay`); the others render one at a time.
 
     Raises:
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
@@ -301,41 +317,26 @@ def run_atlas(
     batch = check_int("batch", batch)
     if not isinstance(models, nn.Module):
         raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
-    size = base.size or default_size(models)
-    base = dc.replace(base, size=size)
+    if isinstance(base, Recipe):
+        base = dc.replace(base, size=base.size or default_size(models))
+    recipe_of = recipes_of(base)
     weights = weights or weights_fingerprint(models)
-    todo = pending(jobs, out_dir, base, weights)
-    dev = torch.device(device) if device is not None else device_of(models)
+    todo = pending(jobs, out_dir, recipe_of, weights)
     bar = _bar(len(todo), progress, len(jobs) - len(todo))
     done = 0
     try:
         for start in range(0, len(todo), batch):
             chunk = list(todo[start:start + batch])
-            plan = compile_plan([job.objective for job in chunk], models)
-            gens = [torch.Generator(dev).manual_seed(job.seed) for job in chunk]
-            result = render(
-                plan,
-                steps=base.steps,
-                lr=base.lr,
-                seed=chunk[0].seed,
-                param=seeded_param(base.param, size, gens, image_channels(plan), base.decay_power),
-                transforms=seeded_transforms(base.transforms, gens, size),
-                precision=base.precision,
-                device=device,
-                compile=compile,
-                progress=progress,
-                preset="lucid",  # an atlas renders with its recipe's settings
-            )
-            if result.interrupted:
-                raise KeyboardInterrupt
-            scores = result.scores()
-            for i, job in enumerate(chunk):
-                recipe = job_recipe(base, job)
-                save_png(
-                    Path(out_dir) / job.filename,
-                    result.images[i:i + 1],
-                    metadata={RECIPE_KEY: recipe.to_json(), SCORE_KEY: repr(float(scores[i])), WEIGHTS_KEY: weights},
-                )
+            for group in render_groups([recipe_of(job) for job in chunk]):
+                recipes = [recipe_of(chunk[i]) for i in group]
+                images, scores = _render_jobs(recipes, models, device, compile, progress)
+                for k, i in enumerate(group):
+                    save_png(
+                        Path(out_dir) / chunk[i].filename,
+                        images[k:k + 1],
+                        metadata={RECIPE_KEY: recipes[k].to_json(), SCORE_KEY: repr(float(scores[k])),
+                                  WEIGHTS_KEY: weights},
+                    )
             done += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -345,6 +346,80 @@ def run_atlas(
         if bar is not None:
             bar.close()
     return done
+
+
+def batches_like_replay(preset: str) -> bool:
+    """Whether a batch rendered with `preset` gives each image as its own one-image recipe does: not with
+    augmented copies (their colour shifts come from the batch's one generator), prior terms (a BatchNorm prior
+    reads the batch's statistics; a compiled Plan takes none) or MACO's parameterization.
+
+    Example:
+        >>> batches_like_replay("lucid"), batches_like_replay("robust"), batches_like_replay("robust_ensemble")
+        (True, True, False)
+    """
+    p = PRESETS[preset]
+    return not p.copies and not p.has_priors and p.param != "maco"
+
+
+def render_groups(recipes: Sequence[Recipe]) -> list[list[int]]:
+    """The renders that make `recipes` (one-image recipes): lists of indices, one batch each. Recipes that
+    differ in objective and seed alone share a batch when their preset `batches_like_replay`; the others
+    render alone.
+
+    Example:
+        >>> r = Recipe(objective="channel('0', 1)", size=(8, 8))
+        >>> render_groups([r, r.replace(seed=3), r.replace(lr=0.1), r.replace(preset="plugin")])
+        [[0, 1], [2], [3]]
+    """
+    groups: dict[tuple, list[int]] = {}
+    alone: list[list[int]] = []
+    for i, r in enumerate(recipes):
+        if batches_like_replay(r.preset):
+            settings = tuple(getattr(r, f.name) for f in dc.fields(r) if f.name not in ("objective", "seed"))
+            groups.setdefault(settings, []).append(i)
+        else:
+            alone.append([i])
+    return sorted([*groups.values(), *alone])
+
+
+def _render_jobs(recipes: Sequence[Recipe], models: nn.Module, device: Any, compile: bool | str,
+                 progress: bool) -> tuple[Tensor, Tensor]:
+    """The images and scores of one group of `render_groups`."""
+    if len(recipes) == 1 and not batches_like_replay(recipes[0].preset):
+        from ..replay import run  # the recipe's own replay: what its PNG says ran
+
+        result = run(recipes[0], models, device=device, compile=compile, progress=False)
+    else:
+        result = _render_batch(recipes, models, device, compile, progress)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return result.images, result.scores()
+
+
+def _render_batch(recipes: Sequence[Recipe], models: nn.Module, device: Any, compile: bool | str,
+                  progress: bool) -> Any:
+    """One render of one-image recipes equal but for objective and seed: image i initialized and transformed
+    exactly as recipe i's own render (`seeded_param`, `seeded_transforms`)."""
+    first = recipes[0]
+    size = cast(tuple[int, int], first.size)
+    dev = torch.device(device) if device is not None else device_of(models)
+    plan = compile_plan([cast(str, r.objective) for r in recipes], models)
+    gens = [torch.Generator(dev).manual_seed(r.seed) for r in recipes]
+    return render(
+        plan,
+        steps=first.steps,
+        lr=first.lr,
+        seed=first.seed,
+        param=seeded_param(first.param, size, gens, image_channels(plan), first.decay_power),
+        transforms=seeded_transforms(first.transforms, gens, size),
+        precision=first.precision,
+        device=device,
+        compile=compile,
+        progress=progress,
+        schedule=first.schedule,
+        betas=first.betas,
+        preset=first.preset,
+    )
 
 
 def _bar(total: int, enabled: bool, initial: int):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses as dc
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..atlas import WEIGHTS_KEY, distributed, shard
+from ..atlas.jobs import job_recipe as atlas_job_recipe
 from ..errors import ImageError, InvalidArgumentError
 from ..io.files import RECIPE_KEY, read_png_metadata, save_png
 from ..models.checks import weights_fingerprint
@@ -117,21 +118,28 @@ def render_sets(units: Sequence[Unit], recipes: dict[Unit, Recipe], model: nn.Mo
 
 def render_site_images(units: Sequence[Unit], base: Recipe, model: nn.Module, out: Path, layers: dict[str, str], *,
                        batch: int = 16, device: Any = None, progress: bool = True, timeout: float = 3600.0,
-                       ranks: Any = None) -> dict[str, Any]:
+                       ranks: Any = None, settle: Callable[[Recipe], Recipe] | None = None) -> dict[str, Any]:
     """Render every missing image of the site into `out/img/` (on every torchrun rank); return what was done.
 
-    `layers[unit.layer]` is the layer the unit's diversity term reads. Every rank calls this with the
-    same arguments; afterwards all ranks have met at a barrier, so rank 0 can write the pages.
+    `layers[unit.layer]` is the layer the unit's diversity term reads. `settle` completes each image's and
+    set's recipe once its objective is in (`explore`: the preset "auto" picks for that objective); None keeps
+    `base`'s settings. Every rank calls this with the same arguments; afterwards all ranks have met at a
+    barrier, so rank 0 can write the pages.
     """
     img = out / IMG
     img.mkdir(parents=True, exist_ok=True)
     jobs = image_jobs(units, seed=base.seed)
+    done = settle or (lambda r: r)
+
+    def job_recipe(job: Any) -> Recipe:
+        return done(atlas_job_recipe(base, job))
+
     with distributed.process_group(ranks, timeout) as group:
-        run = distributed.render_atlas(jobs, base, model, img, batch=batch, device=device, progress=progress,  # type: ignore[arg-type]
-                                       timeout=timeout, ranks=group.ranks)
+        run = distributed.render_atlas(jobs, job_recipe, model, img, batch=batch, device=device,  # type: ignore[arg-type]
+                                       progress=progress, timeout=timeout, ranks=group.ranks)
         me = group.ranks
-        recipes = diversity_recipes(units, base, img, layers)  # every rank reads the finished vis PNGs
-        weights = weights_fingerprint(model)
+        recipes = {u: done(r) for u, r in diversity_recipes(units, base, img, layers).items()}  # every rank reads
+        weights = weights_fingerprint(model)                                                    # the vis PNGs
         todo = missing_sets(recipes, img, weights)  # every rank reads the same files: a refusal stops all of them
         todo = [units[i] for i in group.broadcast([units.index(u) for u in todo])]
         sets = render_sets(shard(todo, me.rank, me.world_size), recipes, model, img, device=device,
@@ -174,8 +182,9 @@ def render_command(recipe: dict[str, Any] | None, out: str) -> str:
         parts += ["--model", shell_quote(m)]
     if recipe.get("size"):
         parts += ["--size", f"{recipe['size'][0]}x{recipe['size'][1]}"]
-    parts += ["--steps", str(recipe["steps"]), "--seed", str(recipe["seed"]), "--lr", f"{recipe['lr']:g}",
-              "--param", recipe["param"], "--transforms", recipe["transforms"]]
+    parts += ["--steps", str(recipe["steps"]), "--seed", str(recipe["seed"]),
+              "--preset", recipe.get("preset", "lucid"),  # always: the CLI's own default is "auto"
+              "--lr", f"{recipe['lr']:g}", "--param", recipe["param"], "--transforms", recipe["transforms"]]
     if recipe.get("batch", 1) != 1:
         parts += ["--batch", str(recipe["batch"])]
     if recipe.get("decay_power", 1.0) != 1.0:

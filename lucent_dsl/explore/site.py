@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses as dc
+import functools as ft
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -73,8 +74,9 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
 
     `precision` is render's; "auto" is resolved once for the whole site (`Recipe.resolved`), so every image's
     recipe records what ran. `decay_power` is the fft parameterization's (every image's and set's recipe says it).
-    `preset` is render's (`renderer.presets`; "auto": the one render picks for the model): its values fill `lr`,
-    `param` and `transforms` where they are None, and every image's recipe names it.
+    `preset` is render's (`renderer.presets`; "auto": the one render picks for each image's objective on the
+    model, so a class unit at "@output" and a channel of a BatchNorm CNN each get theirs): its values fill `lr`,
+    `param` and `transforms` where they are None, and every image's recipe names it and replays to its pixels.
 
     Returns:
         what was done: images and diversity sets rendered, units, and (rank 0) the pages written.
@@ -87,13 +89,14 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
     base = Recipe(objective=units[0].objective, models=(spec,), size=size, steps=steps, seed=seed,
                   precision=precision, decay_power=decay_power).resolved(model)
     given = {k: v for k, v in (("lr", lr), ("param", param), ("transforms", transforms)) if v is not None}
-    base = with_preset(dc.replace(base, **given), preset, model, given=set(given))
+    settle = ft.partial(with_preset, preset=preset, models=model, given=frozenset(given))
+    base = settle(dc.replace(base, **given))
     rows = probe(model, base.size)
     shapes = {r.name: r.shape for r in rows}
     maps = default_layers(model, base.size)
     div_layers = {layer: diversity_layer(layer, shapes, maps) for layer in layers}
     done = render_site_images(units, base, model, out, div_layers, batch=batch, device=device, progress=progress,
-                              timeout=timeout, ranks=ranks)
+                              timeout=timeout, ranks=ranks, settle=settle)
     if done["rank"] != 0:
         return done
     img = out / IMG
@@ -111,7 +114,10 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
         _write_strips(units, found, source, img)
         if sanity:
             _sanity(units, found, model, source, img, maps, [r.name for r in rows], views)
-    _write_pages(out, spec, base, units, views, found, source)
+    firsts = {u.layer: u for u in reversed(units)}  # each layer's first unit
+    recipes = {layer: settle(dc.replace(base, objective=firsts[layer].objective))
+               for layer in dict.fromkeys(u.layer for u in units)}
+    _write_pages(out, spec, recipes, units, views, found, source)
     return {**done, "units": len(units), "pages": len(units) + len(layers) + 1}
 
 
@@ -163,21 +169,38 @@ def _sanity(units: Sequence[Unit], found: Examples, model: nn.Module, source: An
         views[u]["detect"] = {layer: probe_accuracy(vis[layer], both[layer]) for layer in path}
 
 
-def _write_pages(out: Path, spec: str, base: Recipe, units: Sequence[Unit], views: dict, found: Examples | None,
-                 source: Any) -> None:
+def setting(recipes: Mapping[str, Recipe], field: str) -> Any:
+    """A setting of the site's layers (`recipes`: layer -> its first image's recipe): one value when all layers
+    share it, else "value (layer), ..." (the preset, and what it fills, may differ by layer).
+
+    Example:
+        >>> a = Recipe(objective="channel('c', 0)", preset="lucid")
+        >>> setting({"c": a, "d": a}, "preset"), setting({"c": a, "@output": a.replace(preset="robust")}, "preset")
+        ('lucid', 'lucid (c), robust (@output)')
+    """
+    values = {layer: getattr(r, field) for layer, r in recipes.items()}
+    if len({repr(v) for v in values.values()}) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{v} ({layer})" for layer, v in values.items())
+
+
+def _write_pages(out: Path, spec: str, recipes: Mapping[str, Recipe], units: Sequence[Unit], views: dict,
+                 found: Examples | None, source: Any) -> None:
     by_layer: dict[str, list[Unit]] = {}
     for u in units:
         by_layer.setdefault(u.layer, []).append(u)
     scores = {f: s for u in units for f, s in views[u]["scores"].items()}
     title = f"lucent-dsl explore: {spec}"
+    base = next(iter(recipes.values()))
     settings = {
         "model": spec,
         "size": f"{base.size[0]}x{base.size[1]}",  # type: ignore[index]
         "steps": base.steps,
         "seed": base.seed,
-        "lr": base.lr,
-        "param": base.param,
-        "transforms": base.transforms,
+        "preset": setting(recipes, "preset"),
+        "lr": setting(recipes, "lr"),
+        "param": setting(recipes, "param"),
+        "transforms": setting(recipes, "transforms"),
         **({"decay power": base.decay_power} if base.decay_power != 1.0 else {}),
         "precision": base.precision,
         "units": len(units),
