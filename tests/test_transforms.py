@@ -483,6 +483,28 @@ def test_sampled_at_is_the_transform_then_a_bilinear_resize(name, b, h, w, th, t
     assert float((fused - shifted)[inside].abs().mean()) > 1.5 * float((fused - two_step)[inside].abs().mean())
 
 
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(sorted(SIZED)), h=st.integers(24, 40), th=st.integers(16, 40), seed=st.integers(0, 2**31))
+def test_a_chain_keeps_the_size_a_part_is_sampled_at(name, h, th, seed):
+    """`chain` once fused a `sampled_at` part's geometry with its neighbours and dropped its size (so
+    `ensemble(2, sampled_at(robust(), s))` gave robust's canvas, silently). The law: chaining a sized part before or
+    after other parts is applying them in turn."""
+    sized = T.sampled_at(SIZED[name](), (th, th))
+    image = smooth(1, 3, h, h) * 0.25 + 0.5
+    for before, after in ((T.jitter(2), T.identity()), (T.identity(), T.jitter(2)), (T.crops(2), T.color_shift())):
+        c = T.chain(before, sized, after)
+        p = c.sample(gen(seed), image.shape)
+        g = gen(seed)
+        pb = before.sample(g, image.shape)
+        x = before.apply(image, pb)
+        ps = sized.sample(g, x.shape)
+        x = sized.apply(x, ps)
+        want = after.apply(x, after.sample(g, x.shape))
+        got = c.apply(image, p)
+        assert got.shape == want.shape == T.compose.out_shape(c, image.shape), (name, before, after)
+        assert float((got - want).abs().median()) < 0.02, name  # a fused sampling: one interpolation fewer
+
+
 def test_sampled_at_needs_a_geometric_run_at_the_end():
     assert T.sampled_at(T.chain(T.standard(), T.noise(0.1)), (8, 8)) is None
     assert T.sampled_at(T.identity(), (8, 8)) is None

@@ -145,10 +145,18 @@ def _as_part(t: object, i: int) -> Transform:
 
 
 def _fusable(a: Transform, b: Transform) -> bool:
-    if not (isinstance(a.apply, Warp) and isinstance(b.apply, Warp)):
+    """Whether geometric runs `a` then `b` can be one sampling: the same boundary rule, and `a` not resampled
+    to a size (`sampled_at`: `b` reads that resized image, which one sampling of `a`'s canvas cannot give)."""
+    if not (isinstance(a.apply, Warp) and isinstance(b.apply, Warp)) or a.apply.size is not None:
         return False
     ma, mb = a.apply.mode, b.apply.mode
     return ma is None or mb is None or ma == mb
+
+
+def _fused(a: Warp, b: Warp) -> Transform:
+    """`a` then `b` as one geometric run, sampled at `b`'s size when it has one."""
+    t = warp(*a.ops, *b.ops)
+    return t if b.size is None else cast(Transform, sampled_at(t, b.size))
 
 
 def chain(*transforms: Transform | Callable[[Tensor], Tensor]) -> Transform:
@@ -182,7 +190,7 @@ def chain(*transforms: Transform | Callable[[Tensor], Tensor]) -> Transform:
             if p.apply is _identity_apply:
                 continue
             if parts and _fusable(parts[-1], p):
-                parts[-1] = warp(*parts[-1].apply.ops, *p.apply.ops)  # type: ignore[union-attr]
+                parts[-1] = _fused(cast(Warp, parts[-1].apply), cast(Warp, p.apply))
             else:
                 parts.append(p)
     if not parts:
