@@ -307,7 +307,7 @@ def run_atlas(
     objective, seed and batch are replaced per job. Or `base` is a function job -> that job's one-image
     recipe (`explore`: its preset decided for each image's objective). Each PNG is written atomically as soon
     as its batch finishes, with its recipe, score and the model's `weights_fingerprint` (`weights`, computed
-    when None); nothing of an interrupted batch is written. Every PNG is what its recipe renders
+    when None); nothing of an interrupted render is written. Every PNG is what its recipe renders
     (`Recipe.run`): jobs are batched only when their recipes differ in objective and seed alone and their
     preset renders a batch image by image (`batches_like_replay`); the others render one at a time.
 
@@ -327,14 +327,14 @@ def run_atlas(
     try:
         for start in range(0, len(todo), batch):
             chunk = list(todo[start:start + batch])
-            for group in render_groups([recipe_of(job) for job in chunk]):
-                recipes = [recipe_of(chunk[i]) for i in group]
-                images, scores = _render_jobs(recipes, models, device, compile, progress)
+            recipes = [recipe_of(job) for job in chunk]
+            for group in render_groups(recipes):
+                images, scores = _render_jobs([recipes[i] for i in group], models, device, compile, progress)
                 for k, i in enumerate(group):
                     save_png(
                         Path(out_dir) / chunk[i].filename,
                         images[k:k + 1],
-                        metadata={RECIPE_KEY: recipes[k].to_json(), SCORE_KEY: repr(float(scores[k])),
+                        metadata={RECIPE_KEY: recipes[i].to_json(), SCORE_KEY: repr(float(scores[k])),
                                   WEIGHTS_KEY: weights},
                     )
             done += len(chunk)
