@@ -505,10 +505,23 @@ def test_a_chain_keeps_the_size_a_part_is_sampled_at(name, h, th, seed):
         assert float((got - want).abs().median()) < 0.02, name  # a fused sampling: one interpolation fewer
 
 
+def test_a_render_given_a_sampled_at_transform_records_no_recipe():
+    """`sampled_at(robust(), s)` kept robust's name, so a render recorded transforms "robust", which replays at
+    robust's own canvas: another picture. Now the render says why it has no recipe."""
+    import torch.nn as nn
+
+    import lucent_dsl as ld
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3)).eval()
+    r = ld.render(ld.channel("0", 1), net, size=32, steps=1, progress=False, preset="lucid",
+                  transforms=T.sampled_at(T.robust(), (32, 32)))
+    assert r.recipe is None and "transforms other than" in " ".join(r.unreplayable)
+
+
 def test_sampled_at_needs_a_geometric_run_at_the_end():
     assert T.sampled_at(T.chain(T.standard(), T.noise(0.1)), (8, 8)) is None
     assert T.sampled_at(T.identity(), (8, 8)) is None
-    assert T.sampled_at(T.standard(), (8, 8)).name == "standard"
+    assert T.sampled_at(T.standard(), (8, 8)).name == "standard@8x8"  # not "standard": a recipe would lie
 
 
 @settings(max_examples=40, deadline=None)

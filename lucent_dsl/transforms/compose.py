@@ -209,7 +209,8 @@ def sampled_at(t: Transform, size: tuple[int, int]) -> Transform | None:
     the fused geometry reads the source at the resized output's pixel centres, so the double
     interpolation (and the resize's forward and backward) is skipped. The params, and the random
     draws that make them, are the same as `t`'s. A render gives each model that resizes the
-    transformed image its input sampled this way (`steps.model_inputs`).
+    transformed image its input sampled this way (`steps.model_inputs`). Its name is `t`'s with "@HxW" (a
+    recipe cannot name it: a render given it records why it is not replayable).
 
     Example:
         >>> from lucent_dsl.transforms import jitter, pad
@@ -220,13 +221,14 @@ def sampled_at(t: Transform, size: tuple[int, int]) -> Transform | None:
         ((1, 3, 16, 16), (1, 3, 24, 24))
     """
     size = (int(size[0]), int(size[1]))
+    name = f"{t.name}@{size[0]}x{size[1]}" if t.name else ""  # not the recipe name of `t`: it samples otherwise
     if isinstance(t.apply, Warp):
         w = dc.replace(t.apply, size=size)
-        return t._replace(sample=w.sample, apply=w)
+        return t._replace(sample=w.sample, apply=w, name=name)
     if isinstance(t.apply, _Chained) and isinstance(t.apply.parts[-1].apply, Warp):
         last = sampled_at(t.apply.parts[-1], size)
         c = _Chained((*t.apply.parts[:-1], cast(Transform, last)))
-        return t._replace(sample=c.sample, apply=c)
+        return t._replace(sample=c.sample, apply=c, name=name)
     return None
 
 
