@@ -225,7 +225,7 @@ def channel_row(name: str, model: nn.Module, layer: str, channels: Sequence[int]
 # --- main ---------------------------------------------------------------------------------------------------
 
 
-SECTIONS = ("imagenet", "mnist", "channels", "lucent", "naturalness", "stopping")
+SECTIONS = ("imagenet", "mnist", "channels", "lucent", "naturalness", "stopping", "explore")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,7 +312,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stopping_rows(section, models, source, (judge,), classes, size=size, steps=st, setting=setting.name,
                               kwargs=setting.render_kwargs(), p=args.stop_p, log=log,
                               objective=lambda c, s=setting, m=models[source]: s.objective(ld.class_logit(c), m))
+    if "explore" in args.only:
+        explore_section(net, n_units=2 if args.quick else 4, n_classes=4 if args.quick else 8, log=log)
     return 0
+
+
+def explore_section(net: Callable[[str], nn.Module], *, n_units: int, n_classes: int,
+                    log: Callable[[str], None]) -> None:
+    """The explore site's default pictures against the gallery's (issue 27, item 5), unit by unit on mobilenet_v2:
+    each unit's image as the site renders it (its recipe: explore's default steps, the preset "auto" picks for the
+    image, the unit's seed; `Recipe.run` is what a site PNG replays to) and as the gallery does (render's defaults,
+    512 steps, the same seed). Channels of features.14 are scored by their channel mean against the best photo;
+    classes at "@output" by efficientnet_lite0 (top-1, mean p)."""
+    import inspect as insp
+
+    from lucent_dsl.atlas.jobs import channel_seed
+    from lucent_dsl.explore.site import explore
+    from lucent_dsl.record.recipe import Recipe
+    from lucent_dsl.renderer.presets import with_preset
+
+    model, judge = net("mobilenet_v2"), net("efficientnet_lite0")
+    site_steps = insp.signature(explore).parameters["steps"].default
+    units = [("features.14", c, ld.channel("features.14", c)) for c in drawn(n_units, 160)]
+    units += [("@output", c, ld.class_logit(c)) for c in drawn(n_classes, 1000)]
+    images: dict[str, list[Tensor]] = {"explore": [], "gallery": []}
+    spent = {"explore": 0.0, "gallery": 0.0}
+    for layer, c, term in units:
+        seed = channel_seed(layer, c)
+        recipe = with_preset(Recipe(objective=repr(term), models=("mobilenet_v2",), size=(224, 224), steps=site_steps,
+                                    seed=seed).resolved(model), "auto", model)
+        for who in ("explore", "gallery"):
+            start = time.perf_counter()
+            result = (recipe.run(model, progress=False) if who == "explore"
+                      else ld.render(term, model, seed=seed, progress=False))
+            images[who].append(result.images)
+            spent[who] += time.perf_counter() - start
+    best = channel_means(model, "features.14", photos(224), [c for layer, c, _ in units if layer != "@output"])
+    best = best.max(0).values
+    log(f"\n# explore's defaults ({site_steps} steps) vs the gallery's (512): mobilenet_v2, {n_units} channels of "
+        f"features.14, {n_classes} classes judged by efficientnet_lite0\n| renders | channels: beat the best photo, "
+        "mean channel value | classes: top-1, top-5, p | render s |\n|---|---|---|---|")
+    for who, parts in images.items():
+        got = torch.cat(parts)
+        chans = channel_means(model, "features.14", got[:n_units], [c for _, c, _ in units[:n_units]]).diagonal()
+        a, b, p = judged(judge, got[n_units:], [c for _, c, _ in units[n_units:]])
+        log(f"| {who} | {int((chans > best).sum())}/{n_units}, {float(chans.mean()):.2f} | {a}/{n_classes}, "
+            f"{b}/{n_classes}, p {p:.3f} | {spent[who]:.0f} |")
 
 
 VIT_MNIST_LAYER = "encoder.layers.encoder_layer_3"

@@ -237,6 +237,11 @@ def test_recipe_names_are_the_presets_table():
     from lucent_dsl.cli.commands import PRESET_NAMES
 
     assert PRESET_NAMES == tuple(PRESETS)  # the CLI's --preset choices
+    from lucent_dsl.cli.commands import PARAM_NAMES, TRANSFORM_NAMES
+    from lucent_dsl.transforms import NAMED
+
+    # every name a recipe records is one the command line takes (a site's "render again" line uses them)
+    assert set(TRANSFORM_NAMES) == set(NAMED) and set(PARAM_NAMES) == set(recipe_lib.PARAMS)
     with pytest.raises(InvalidArgumentError, match="preset"):
         Recipe(objective=OBJ, preset="auto")
     assert Recipe(objective=OBJ, preset="maco").to_dict()["preset"] == "maco"
@@ -248,9 +253,18 @@ def test_a_preset_value_equal_to_a_named_one_records_its_name():
     assert r.recipe.preset == "plugin"
 
 
-def test_scaled_made_for_another_size_is_unreplayable():
-    r = ld.render(CONV_OBJ, conv_net(), **FAST, transforms=tf.scaled(28))
-    assert r.recipe is None and any("scaled made for 28x28" in w for w in r.unreplayable)
+@pytest.mark.parametrize("made", [tf.scaled, tf.robust_fit])
+def test_a_sized_transform_made_for_another_size_is_unreplayable(made):
+    r = ld.render(CONV_OBJ, conv_net(), **FAST, transforms=made(28))
+    assert r.recipe is None and any(f"{made.__name__} made for 28x28" in w for w in r.unreplayable)
+
+
+@pytest.mark.parametrize("name", ["scaled", "robust_fit"])
+def test_a_sized_transform_at_the_render_size_replays_from_its_name(name):
+    net = conv_net()
+    r = ld.render(CONV_OBJ, net, **FAST, transforms=tf.named(name, (FAST["size"], FAST["size"])))
+    assert r.recipe.transforms == name
+    assert torch.equal(r.recipe.run(net, progress=False).images, r.images)
 
 
 def test_cli_preset_is_written_into_the_png_recipe(tmp_path, capsys):

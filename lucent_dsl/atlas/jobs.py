@@ -226,11 +226,12 @@ def seeded_param(
 def seeded_transforms(kind: str, gens: Sequence[torch.Generator],
                       size: tuple[int, int] | None = None) -> tf_lib.Transform:
     """Transforms whose image-i parameters come from `gens[i]`, as in a one-image render: `kind` is a recipe's
-    ("standard", "robust", "scaled" (made for `size`), "maco" or "none")."""
-    if kind == "scaled" and size is None:
-        raise InvalidArgumentError("seeded_transforms('scaled') needs the image size it is made for")
-    base = {"standard": tf_lib.standard, "robust": tf_lib.robust, "none": tf_lib.identity,
-            "maco": tf_lib.maco_crops, "scaled": lambda: tf_lib.scaled(size or (224, 224))}[kind]()
+    name (`transforms.NAMED`; "scaled" and "robust_fit" are made for `size`)."""
+    from ..transforms.recipes import SIZED
+
+    if kind in SIZED and size is None:
+        raise InvalidArgumentError(f"seeded_transforms({kind!r}) needs the image size it is made for")
+    base = tf_lib.named(kind, size or (224, 224))
 
     def sample(_generator: Any, shape: torch.Size) -> Any:
         one = torch.Size((1, *shape[1:]))

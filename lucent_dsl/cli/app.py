@@ -84,11 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--steps", type=_positive, help="optimization steps (default: 512)")
     optim.add_argument("--seed", type=int, help="random seed (default: 0)")
     optim.add_argument("--lr", type=float, help="Adam learning rate (default: 0.05)")
-    optim.add_argument("--transforms", choices=("standard", "robust", "none", "scaled"),
+    optim.add_argument("--transforms", choices=commands.TRANSFORM_NAMES,
                        help="random jitter/scale/rotate: transforms.standard() (the lucid preset's), "
                             "transforms.robust() (twice the jitter, zoom 0.7-1.3, +-20 degrees), "
+                            "transforms.robust_fit(size) (robust read at the image's size: 0.77x the pixels at 224), "
                             "transforms.scaled(size) (standard's pixel amounts in proportion to the image: for "
-                            "images far from 224 px), or none (caricature's and accentuate's default)")
+                            "images far from 224 px), maco (MACO's crops), or none (caricature's and accentuate's "
+                            "default)")
     optim.add_argument("--no-transforms", dest="transforms", action="store_const", const="none",
                        help="--transforms none")
     optim.add_argument("--precision", choices=("auto", "fp32", "bf16"),
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else (a model file, a download, an input image) needs --allow, --model or --image")
     p.add_argument("--image", metavar="FILE", help="with --recipe: the input image of a caricature/accentuate recipe")
     p.add_argument("--batch", type=_positive, help="images to render (default: 1)")
-    p.add_argument("--param", choices=("fft", "pixel"), help="image parameterization (default: the preset's)")
+    p.add_argument("--param", choices=commands.PARAM_NAMES, help="image parameterization (default: the preset's)")
     p.add_argument("--preset", choices=("auto", *commands.PRESET_NAMES),
                    help="render method (lucent_dsl.renderer.presets; default: auto, picked for the objective and "
                         "the model); flags "

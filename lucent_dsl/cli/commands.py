@@ -26,6 +26,10 @@ from ..errors import ImageError, InvalidArgumentError, LucentError
 EXIT_OK = 0
 PRESET_NAMES = ("lucid", "deepinversion", "plugin", "maco", "robust", "prior", "robust_ensemble")
 """`--preset`'s names besides "auto" (`renderer.presets.PRESETS`; kept here so the parser imports no torch)."""
+TRANSFORM_NAMES = ("standard", "scaled", "robust", "robust_fit", "maco", "none")
+"""`--transforms`' names (`transforms.NAMED`, every name a recipe may record), kept here for the same reason."""
+PARAM_NAMES = ("fft", "pixel", "maco")
+"""`--param`'s names for a render (`record.recipe.PARAMS`)."""
 EXIT_INTERRUPTED = 130
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from .commands import PRESET_NAMES, plain_warnings, positive, size_arg
+from .commands import PARAM_NAMES, PRESET_NAMES, TRANSFORM_NAMES, plain_warnings, positive, size_arg
 
 
 def layer_list(text: str) -> list[str]:
@@ -85,7 +85,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="under torchrun: how long a rank waits for the others",
     )
     p.add_argument("--no-sanity", dest="sanity", action="store_false", help="skip the sanity check")
-    p.add_argument("--param", choices=("fft", "pixel"), default=None,
+    p.add_argument("--param", choices=PARAM_NAMES, default=None,
                    help="image parameterization (default: the preset's)")
     p.add_argument("--preset", choices=("auto", *PRESET_NAMES),
                    default="auto", help="render preset (default: auto, the one render picks for each unit's "
@@ -95,7 +95,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     add("--steps", type=positive, help="optimization steps (default: 256)")
     add("--seed", type=int, help="base seed (default: 0)")
     add("--lr", type=float, help="Adam learning rate (default: the preset's)")
-    add("--transforms", choices=("standard", "scaled", "robust", "none"),
+    add("--transforms", choices=TRANSFORM_NAMES,
         help="random transforms (default: the preset's)")
     p.set_defaults(run=run)
 

@@ -121,21 +121,22 @@ def _param(param: Any, size: tuple[int, int], n: int, channels: int) -> tuple[di
 def _transforms(transforms: Any, size: tuple[int, int]) -> tuple[str | None, list[str]]:
     from ..record.recipe import TRANSFORMS
     from ..transforms import Transform
-    from ..transforms.recipes import SCALED
+    from ..transforms.recipes import SIZED
 
     if transforms is None:
         return "standard", []
     if isinstance(transforms, Sequence) and not isinstance(transforms, (str, Transform)) and len(transforms) == 0:
         return "none", []
-    if isinstance(transforms, Transform) and transforms.name.startswith(f"{SCALED}:"):
-        if transforms.name == f"{SCALED}:{size[0]}x{size[1]}":
-            return SCALED, []
-        return None, [f"transforms.scaled made for {transforms.name.partition(':')[2]} rendering a "
-                      f"{size[0]}x{size[1]} image (a recipe's 'scaled' is made for its size)"]
+    kind, _, made_for = transforms.name.partition(":") if isinstance(transforms, Transform) else ("", "", "")
+    if kind in SIZED and made_for:
+        if made_for == f"{size[0]}x{size[1]}":
+            return kind, []
+        return None, [f"transforms.{kind} made for {made_for} rendering a {size[0]}x{size[1]} image (a recipe's "
+                      f"{kind!r} is made for its size)"]
     if isinstance(transforms, Transform) and transforms.name in TRANSFORMS:
         return transforms.name, []
     return None, ["transforms other than transforms.standard() (the default), scaled(size), robust(), "
-                  "maco_crops() or none"]
+                  "robust_fit(size), maco_crops() or none"]
 
 
 def _optimizer_fields(schedule: Any, betas: tuple[float, float] | None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from .recipes import (
     maco_crops,
     named,
     robust,
+    robust_fit,  # issue 27: robust() read at the image's size
     scaled,  # issue 27: standard() in proportion to the image
     scaled_amounts,
     standard,
@@ -43,4 +44,4 @@ __all__ = [
     "noise", "pad", "random_rotate", "random_scale", "robust", "sampled_at", "standard",
 ]
 __all__ += ["color_shift", "ensemble"]
-__all__ += ["NAMED", "UNPADDED_BELOW", "maco_crops", "named", "scaled", "scaled_amounts"]
+__all__ += ["NAMED", "UNPADDED_BELOW", "maco_crops", "named", "robust_fit", "scaled", "scaled_amounts"]
