@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lucent_dsl.objectives", "lucent_dsl.param", "lucent_dsl.transforms"),
     ("lucent_dsl.record",),
     ("lucent_dsl.renderer",),
-    ("lucent_dsl.dataset_examples", "lucent_dsl.sanity"),
+    ("lucent_dsl.dataset_examples", "lucent_dsl.image_sources", "lucent_dsl.sanity"),
     ("lucent_dsl.atlas",),
     ("lucent_dsl.toolbox",),
     ("lucent_dsl.replay",),
