@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lucent_dsl.errors", "lucent_dsl.args"),
     ("lucent_dsl.dsl",),
     ("lucent_dsl.io",),
-    ("lucent_dsl.models", "lucent_dsl.zoo"),
+    ("lucent_dsl.models", "lucent_dsl.zoo", "lucent_dsl.zoo_weights"),
     ("lucent_dsl.plan",),
     ("lucent_dsl.objectives", "lucent_dsl.param", "lucent_dsl.transforms"),
     ("lucent_dsl.record",),
