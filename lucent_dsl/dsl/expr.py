@@ -31,7 +31,7 @@ import functools as ft
 import keyword
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -39,43 +39,11 @@ from torch import Tensor
 
 from ..errors import InvalidArgumentError
 from .arrays import Array as Array  # re-exported: a term holds its constants as Arrays, next to Expr
+from .sites import IMAGE as IMAGE, INPUT as INPUT, OUTPUT as OUTPUT, Acts as Acts, Site as Site  # re-exported
 
-INPUT = "@input"  # a model's input, after that model's preprocessing
-OUTPUT = "@output"  # a model's output (dict/tuple outputs: "@output/out", "@output/0")
-IMAGE = "@image"  # the rendered image, before random transforms (read by the image penalties)
 # How deeply an objective may nest (scales of sums, products, masks inside masks): deeper trees could
 # not be printed, parsed back or evaluated without running out of stack, so they are refused when built.
 MAX_DEPTH = 64
-
-
-@dc.dataclass(frozen=True, slots=True)
-class Site:
-    """Where a term reads activations: a layer (dotted module path) of a model.
-
-    `layer` may end in selectors for dict/tuple outputs: `"@output/out"`, `"backbone/0"`.
-    `model=None` means "the only model" until a plan binds it.
-
-    Example:
-        >>> str(Site("resnet", "layer4")), str(Site(None, "@output/out"))
-        ('resnet:layer4', '@output/out')
-    """
-
-    model: str | None
-    layer: str
-
-    @property
-    def module_path(self) -> str:
-        return self.layer.split("/", 1)[0]
-
-    @property
-    def selectors(self) -> tuple[str, ...]:
-        return tuple(self.layer.split("/")[1:])
-
-    def __str__(self) -> str:
-        return f"{self.model}:{self.layer}" if self.model else self.layer
-
-
-Acts = Mapping[Site, Tensor]
 
 
 class Expr:

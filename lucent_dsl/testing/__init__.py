@@ -8,6 +8,8 @@ law the built-in vocabulary obeys; the strategies compose into your own hypothes
   JSON, hashes), gradients, `ObjectiveShapeError` on wrong shapes (before any optimizer step), the
   fx and hooks runners, every claimed layout (`laws`, `model_laws`).
 - `check_param(factory)`, `check_transform(factory, strengths=...)` (`param_laws`).
+- Every law runs and fails the same way (`judging`): `run_law` under hypothesis, a `Case`, `close`,
+  `check_gradient`, `failure`.
 - Strategies: `activation_specs`, `activations`, `image_batches`, `batch_selectors` (`shapes`); `term`,
   `exprs`, `batched_lists`, `full_acts`, `custom_builder`, `BUILDERS` (`terms`, `vocabulary`);
   `random_models`, `layout_model`, `shaped_model` (`models`).

@@ -25,7 +25,7 @@ from ..dsl.expr import IMAGE
 from ..errors import ObjectiveShapeError
 from ..plan.compiler import compile_plan
 from ..renderer.phases import render
-from .laws import Case, check_gradient, fail_unless_close, failure, sites_read
+from .judging import Case, check_gradient, fail_unless_close, failure, sites_read
 from .models import layout_model, shaped_model
 
 __all__ = ["plans", "render_refuses"]

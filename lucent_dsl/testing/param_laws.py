@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from .laws import run_law
+from .judging import run_law
 
 __all__ = ["check_param", "check_transform"]
 
