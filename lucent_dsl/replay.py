@@ -20,11 +20,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from . import param as param_lib, transforms as tf_lib
+from . import transforms as tf_lib
 from .errors import InvalidArgumentError
 from .models.checks import check_models
 from .models.specs import build_models, default_size
-from .plan import compile_plan
 from .record.recipe import (
     COMMANDS as COMMANDS,
     FORMAT as FORMAT,
@@ -36,7 +35,7 @@ from .record.recipe import (
     supply_message,
 )
 from .record.resources import check_model_specs, torch_threads
-from .renderer import phases, presets  # phases.render read at call time, so a patched render is the one run
+from .renderer import rerun
 from .toolbox import inversion
 
 
@@ -108,34 +107,13 @@ def check_supplied(recipe: Recipe, models: nn.Module | Mapping[str, nn.Module]) 
 
 def _replay(recipe: Recipe, models: Any, device: Any, compile: Any, progress: bool, thresholds: Any,
             callback: Any) -> Any:
+    if recipe.command == "render":
+        return rerun.render_recipe(recipe, models, device=device, compile=compile, progress=progress,
+                                   thresholds=thresholds, callback=callback)
     size = recipe.size or default_size(models)
     common: dict[str, Any] = {"steps": recipe.steps, "seed": recipe.seed, "lr": recipe.lr, "progress": progress,
-                              "thresholds": thresholds, "callback": callback}
-    if recipe.command != "render":
-        return _run_method(recipe, models, size, dict(common, device=device, compile=compile))
-    if recipe.objective is None:
-        raise InvalidArgumentError("recipe: a render needs an objective")
-    plan = compile_plan(recipe.objective, models)
-    image_param = make_param(recipe.param, size, recipe.batch, phases.image_channels(plan), recipe.decay_power)
-    preset = presets.PRESETS[recipe.preset]
-    if image_param is None and preset.param != "fft":  # the recipe's plain fft, not the preset's own
-        image_param = param_lib.fft(size, batch=recipe.batch, channels=phases.image_channels(plan))
-    return phases.render(
-        # the preset's prior terms go into the objective: render compiles it (a Plan cannot take them)
-        (recipe.objective if preset.has_priors else plan),
-        models if preset.has_priors else None,
-        size=size,
-        batch=recipe.batch,
-        param=image_param,
-        transforms=make_transforms(recipe.transforms),
-        device=device,
-        compile=compile,
-        precision=recipe.precision,
-        schedule=recipe.schedule,
-        betas=recipe.betas,
-        preset=recipe.preset,
-        **common,
-    )
+                              "thresholds": thresholds, "callback": callback, "device": device, "compile": compile}
+    return _run_method(recipe, models, size, common)
 
 
 def _run_method(recipe: Recipe, models: Any, size: tuple[int, int], common: dict[str, Any]) -> Any:
@@ -149,22 +127,3 @@ def _run_method(recipe: Recipe, models: Any, size: tuple[int, int], common: dict
         return inversion.caricature(models, cast(str, recipe.image), list(recipe.layers), **kwargs)
     return inversion.accentuate(models, cast(str, recipe.image), cast(str, recipe.objective), **kwargs)
 
-
-def make_param(kind: str, size: tuple[int, int], batch: int, channels: int, decay_power: float = 1.0) -> Any:
-    """The parameterization a recipe names; None for plain "fft" (render's default, which it caches)."""
-    if kind == "fft" and decay_power == 1.0:
-        return None
-    if kind == "fft":
-        return param_lib.fft(size, batch=batch, channels=channels, decay_power=decay_power)
-    return presets.make_param(kind, size, batch, channels)
-
-
-def make_transforms(kind: str) -> Any:
-    """The transforms a recipe names, as render's `transforms`: the name, which render builds at its size
-    (`transforms.named`), or [] for none.
-
-    Example:
-        >>> make_transforms("none"), make_transforms("scaled")
-        ([], 'scaled')
-    """
-    return [] if kind == "none" else kind

@@ -30,6 +30,7 @@ from ..plan.compiler import compile_plan
 from ..record.recipe import SCORE_KEY, Recipe
 from ..renderer.phases import image_channels, render
 from ..renderer.presets import PRESETS
+from ..renderer.rerun import render_recipe
 
 MANIFEST = "manifest.json"
 GRID = "grid.png"
@@ -387,9 +388,7 @@ def _render_jobs(recipes: Sequence[Recipe], models: nn.Module, device: Any, comp
                  progress: bool) -> tuple[Tensor, Tensor]:
     """The images and scores of one group of `render_groups`."""
     if len(recipes) == 1 and not batches_like_replay(recipes[0].preset):
-        from ..replay import run  # the recipe's own replay: what its PNG says ran
-
-        result = run(recipes[0], models, device=device, compile=compile, progress=False)
+        result = render_recipe(recipes[0], models, device=device, compile=compile, progress=False)  # as replayed
     else:
         result = _render_batch(recipes, models, device, compile, progress)
     if result.interrupted:
