@@ -34,7 +34,7 @@ def test_a_gallery_panel_replays_from_its_recipe(panel, tmp_path):
     model = zoo.load(chosen.model)
     result = gallery.render_panel(chosen, model, steps=2, size=64, seed=3, decay_power=chosen.decay_power, cache=None)
     assert result.recipe is not None, result.unreplayable
-    assert result.recipe.transforms == "robust" and result.recipe.preset == "robust_ensemble"  # auto, BatchNorm CNN
+    assert result.recipe.transforms == "robust_fit" and result.recipe.preset == "robust_ensemble"  # auto, BN CNN
     assert result.recipe.decay_power == chosen.decay_power and result.recipe.batch == len(result.images)
     path = gallery.make_panel(chosen, steps=2, size=64, tile=24, seed=3, decay_power=chosen.decay_power, out=tmp_path)
     meta = read_metadata(path)

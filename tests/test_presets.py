@@ -66,8 +66,8 @@ def test_auto_on_a_plain_cnn_is_lucid_and_on_a_batchnorm_classifier_robust_ensem
         assert auto.preset == name and torch.equal(auto.images, named.images) and auto.recipe == named.recipe
     t = ld.transforms
     by_hand = ld.render(CLASS_OBJ, bn_classifier(), size=72, steps=2, progress=False, preset="lucid",
-                        transforms=t.ensemble(2, t.robust()))
-    assert torch.equal(by_hand.images, named.images)  # "robust_ensemble": "lucid", 2 copies of transforms.robust()
+                        transforms=t.ensemble(2, t.robust_fit(72)))
+    assert torch.equal(by_hand.images, named.images)  # "robust_ensemble": "lucid", 2 copies of robust_fit(size)
     robust = ld.render(CLASS_OBJ, bn_classifier(), size=72, steps=2, progress=False, preset="lucid",
                        transforms="robust")
     named = ld.render(CLASS_OBJ, bn_classifier(), size=72, steps=2, progress=False, preset="robust")
