@@ -92,7 +92,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                    "objective and the model)")
     add("--device", help="cpu, cuda, cuda:1, ... (default: cpu; under torchrun cuda:LOCAL_RANK)")
     add("--size", type=size_arg, metavar="N|HxW", help="image size (default: the model's input size, else 224)")
-    add("--steps", type=positive, help="optimization steps (default: 256)")
+    add("--steps", type=positive, help="optimization steps (default: 512, render's)")
     add("--seed", type=int, help="base seed (default: 0)")
     add("--lr", type=float, help="Adam learning rate (default: the preset's)")
     add("--transforms", choices=TRANSFORM_NAMES,
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             images=args.images,
             k=args.k,
             size=getattr(args, "size", None),
-            steps=getattr(args, "steps", None) or 256,
+            steps=getattr(args, "steps", None) or 512,
             seed=getattr(args, "seed", None) or 0,
             lr=getattr(args, "lr", None),
             param=args.param,

@@ -198,12 +198,12 @@ def auto_preset(models: Any, size: int | tuple[int, int], objective: Any) -> str
     =====================================================================  ===================
 
     Why (benchmarks/README.md, "Presets"): on the zoo's ImageNet pair, class renders with "robust_ensemble"
-    transferred best per unit of time (32 classes at 512 steps: 31/32 top-1, p 0.926, at 0.070 s a step where 2
-    copies of `robust()` took 0.094 for p 0.899, and 912 steps of "robust" gave 30/32, p 0.891); channel renders, scored by the activation they reach, did best per unit of
-    time with "lucid" (its transforms are the lightest, one copy a step); on the zoo's MNIST ViT, "prior", for its
-    digits and its channels. CLIP keeps "lucid", the setting of the published CLIP feature visualizations (Goh et
-    al. 2021): no trained CLIP weights are reachable offline to measure another, and the image prior's fixed
-    weight would swamp `clip_text`'s cosine (at most 1).
+    transferred best per unit of time (32 classes at 512 steps: 31/32 top-1, p 0.926, 0.070 s a step; copies of
+    `robust()` took 0.094 for p 0.899; 912 steps of "robust" gave 30/32, p 0.891); channel renders, scored by the
+    activation they reach, did best per unit of time with "lucid" (the lightest transforms, one copy a step); on the
+    zoo's MNIST ViT, "prior", for its digits and its channels. CLIP keeps "lucid", the setting of the published CLIP
+    feature visualizations (Goh et al. 2021): no trained CLIP weights are reachable offline to measure another, and
+    the image prior's fixed weight would swamp `clip_text`'s cosine (at most 1).
 
     Besides the table, `resolve` applies one rule to the choice: below `SMALL_IMAGE` (64) pixels a side the
     transforms "standard", "robust", "robust_fit" become "scaled" (`transforms.scaled`), and for a compiled Plan a
