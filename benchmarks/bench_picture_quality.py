@@ -17,6 +17,7 @@ Rows of the table, each a render setting on one model judged by another (or by t
 - **naturalness**: `lucent_dsl.sanity`'s path similarity (per layer, and `joins_at`) and detectability of
   mobilenet_v2's class renders of a setting against the sample-photo crops (`quality_rows` says how positives
   and negatives are chosen).
+- **explore**: the explore site's pictures against the gallery's (render's defaults), unit by unit on mobilenet_v2.
 - **stopping**: one render per class with `stop=ld.Plateau()` and `stop=ld.Target(c, p)` against the fixed step
   count: steps used, judged alike. MNIST (vit_mnist -> lenet5_mnist) and ImageNet (mobilenet_v2 -> lite0).
 
@@ -252,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stop-classes", type=int, default=8, help="stopping: ImageNet classes (one render each)")
     ap.add_argument("--stop-steps", type=int, default=None, help="stopping: ImageNet steps (default: --steps, >= 128)")
     ap.add_argument("--stop-p", type=float, default=0.9, help="stopping: Target's class probability")
+    ap.add_argument("--explore-steps", type=int, default=None, help="explore: the site's steps (default: explore's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_classes = args.classes or (8 if args.quick else 32)
@@ -313,16 +315,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                               kwargs=setting.render_kwargs(), p=args.stop_p, log=log,
                               objective=lambda c, s=setting, m=models[source]: s.objective(ld.class_logit(c), m))
     if "explore" in args.only:
-        explore_section(net, n_units=2 if args.quick else 4, n_classes=4 if args.quick else 8, log=log)
+        explore_section(net, n_units=2 if args.quick else 4, n_classes=4 if args.quick else 8, log=log,
+                        steps=args.explore_steps)
     return 0
 
 
 def explore_section(net: Callable[[str], nn.Module], *, n_units: int, n_classes: int,
-                    log: Callable[[str], None]) -> None:
+                    log: Callable[[str], None], steps: int | None = None) -> None:
     """The explore site's default pictures against the gallery's (issue 27, item 5), unit by unit on mobilenet_v2:
     each unit's image as the site renders it (its recipe: explore's default steps, the preset "auto" picks for the
-    image, the unit's seed; `Recipe.run` is what a site PNG replays to) and as the gallery does (render's defaults,
-    512 steps, the same seed). Channels of features.14 are scored by their channel mean against the best photo;
+    image, the unit's seed; `Recipe.run` is what a site PNG replays to; `steps` instead of explore's default when
+    given) and as the gallery does (render's defaults, 512 steps, the same seed). Channels of features.14 are scored by their channel mean against the best photo;
     classes at "@output" by efficientnet_lite0 (top-1, mean p)."""
     import inspect as insp
 
@@ -332,7 +335,7 @@ def explore_section(net: Callable[[str], nn.Module], *, n_units: int, n_classes:
     from lucent_dsl.renderer.presets import with_preset
 
     model, judge = net("mobilenet_v2"), net("efficientnet_lite0")
-    site_steps = insp.signature(explore).parameters["steps"].default
+    site_steps = steps or insp.signature(explore).parameters["steps"].default
     units = [("features.14", c, ld.channel("features.14", c)) for c in drawn(n_units, 160)]
     units += [("@output", c, ld.class_logit(c)) for c in drawn(n_classes, 1000)]
     images: dict[str, list[Tensor]] = {"explore": [], "gallery": []}
