@@ -245,3 +245,13 @@ def test_a_sites_pictures_take_renders_default_steps(tmp_path, monkeypatch):
     command.add_parser(parser.add_subparsers(), [argparse.ArgumentParser(add_help=False)])
     args = parser.parse_args(["explore", "lenet5_mnist", "--layers", "conv2", "--out", str(tmp_path / "site")])
     assert args.run(args) == 0 and seen["steps"] == default
+
+
+def test_a_site_with_macos_parameterization_renders_and_replays(tmp_path):
+    """`--param maco` (now a choice, as recipes name it) cannot share a batch (its init is not seeded per image):
+    a batch of them once failed in `seeded_param`; each renders alone and replays to its pixels."""
+    model, site = zoo_model("mobilenet_v2"), tmp_path / "site"
+    explore(model, "mobilenet_v2", ["features.2"], site, channels="0:2", size=(64, 64), steps=2, batch=8,
+            progress=False, param="maco", sanity=False)
+    for name in ("features.2_0000.png", "features.2_0001.neg.png", "features.2_0000.div0.png"):
+        assert _replays(site, name, model).param == "maco"

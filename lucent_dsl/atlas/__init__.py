@@ -1,11 +1,12 @@
-"""Channel atlases: one image per channel of some layers, rendered in batches, resumable.
+"""Channel atlases: one image per channel of some layers, rendered in batches where the recipe allows, resumable.
 
 The work is a list of jobs, each `(layer, channel, seed)`. The seed comes from the layer and
 the channel (and a base seed), never from where the channel lands in a batch. Every image of a
 batched render draws its initial image and its random transforms from its own generator, seeded
 with its job's seed, exactly as a one-image render with that seed would. Objectives of a batch
 never mix (each reads only its own image, and Adam updates each value from its own gradient),
-so a channel's image does not depend on which other channels share its batch: its PNG carries
+so a channel's image does not depend on which other channels share its batch (a recipe whose batch would
+not render it so, `jobs.batches_like_replay`, renders alone): its PNG carries
 a one-image recipe, and `lucent-dsl render --recipe DIR/<channel>.png` renders it again. (The
 only difference left is floating-point: a convolution over a batch of 16 may round differently
 from one over a single image; see `tests/test_cli.py` for the tolerance measured on the CPU.)

@@ -22,7 +22,8 @@ How the work is split (no scheduler, nothing random):
 3. After every batch all ranks meet in one small all-reduce (channels done, for rank 0's
    progress bar); a rank with no batch left keeps joining these rounds until the longest share
    is done. So a collective only ever waits for one batch, and `timeout` (the group's timeout)
-   needs to exceed one batch's time, not the whole atlas's: a dead or stuck rank stops the
+   needs to exceed one batch's time (`batch` renders when its images render alone:
+   `jobs.batches_like_replay`), not the whole atlas's: a dead or stuck rank stops the
    others after `timeout` at most (torchrun usually stops them at once).
 4. When all shares are done, each rank writes the grids of its share of the layers (dealt
    round-robin too; `layer_grid` reads each PNG once, for its tile and its manifest entry)

@@ -310,8 +310,9 @@ def run_atlas(
     recipe (`explore`: its preset decided for each image's objective). Each PNG is written atomically as soon
     as its batch finishes, with its recipe, score and the model's `weights_fingerprint` (`weights`, computed
     when None); nothing of an interrupted render is written. Every PNG is what its recipe renders
-    (`Recipe.run`): jobs are batched only when their recipes differ in objective and seed alone and their
-    preset renders a batch image by image (`batches_like_replay`); the others render one at a time.
+    (`Recipe.run`): jobs are batched only when their recipes differ in objective and seed alone and a batch
+    renders each image as its recipe does (`batches_like_replay`); the others render one at a time. A
+    function's recipes without a size get the model's (`default_size`), as a Recipe `base` does.
 
     Raises:
         KeyboardInterrupt: Ctrl-C (the finished batches stay on disk).
@@ -319,9 +320,12 @@ def run_atlas(
     batch = check_int("batch", batch)
     if not isinstance(models, nn.Module):
         raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
-    if isinstance(base, Recipe):
-        base = dc.replace(base, size=base.size or default_size(models))
-    recipe_of = recipes_of(base)
+    given = recipes_of(base)
+
+    def recipe_of(job: AtlasJob) -> Recipe:
+        r = given(job)
+        return r if r.size is not None else dc.replace(r, size=default_size(models))
+
     weights = weights or weights_fingerprint(models)
     todo = pending(jobs, out_dir, recipe_of, weights)
     bar = _bar(len(todo), progress, len(jobs) - len(todo))
@@ -350,23 +354,23 @@ def run_atlas(
     return done
 
 
-def batches_like_replay(preset: str) -> bool:
-    """Whether a batch rendered with `preset` gives each image as its own one-image recipe does: not with
-    augmented copies (their colour shifts come from the batch's one generator), prior terms (a BatchNorm prior
-    reads the batch's statistics; a compiled Plan takes none) or MACO's parameterization.
+def batches_like_replay(recipe: Recipe) -> bool:
+    """Whether a batch renders `recipe`'s image as the recipe alone does: a parameterization the batch seeds per
+    image (`seeded_param`: fft, pixel), and a preset without augmented copies (their colour shifts come from the
+    batch's one generator) or prior terms (a BatchNorm prior reads the batch's statistics; a Plan takes none).
 
     Example:
-        >>> batches_like_replay("lucid"), batches_like_replay("robust"), batches_like_replay("robust_ensemble")
-        (True, True, False)
+        >>> r = Recipe(objective="channel('0', 1)", size=(8, 8))
+        >>> [batches_like_replay(r.replace(**kw)) for kw in ({}, {"preset": "robust_ensemble"}, {"param": "maco"})]
+        [True, False, False]
     """
-    p = PRESETS[preset]
-    return not p.copies and not p.has_priors and p.param != "maco"
+    p = PRESETS[recipe.preset]
+    return recipe.param in ("fft", "pixel") and not p.copies and not p.has_priors
 
 
 def render_groups(recipes: Sequence[Recipe]) -> list[list[int]]:
     """The renders that make `recipes` (one-image recipes): lists of indices, one batch each. Recipes that
-    differ in objective and seed alone share a batch when their preset `batches_like_replay`; the others
-    render alone.
+    differ in objective and seed alone share a batch when they `batches_like_replay`; the others render alone.
 
     Example:
         >>> r = Recipe(objective="channel('0', 1)", size=(8, 8))
@@ -376,7 +380,7 @@ def render_groups(recipes: Sequence[Recipe]) -> list[list[int]]:
     groups: dict[tuple, list[int]] = {}
     alone: list[list[int]] = []
     for i, r in enumerate(recipes):
-        if batches_like_replay(r.preset):
+        if batches_like_replay(r):
             settings = tuple(getattr(r, f.name) for f in dc.fields(r) if f.name not in ("objective", "seed"))
             groups.setdefault(settings, []).append(i)
         else:
@@ -387,7 +391,7 @@ def render_groups(recipes: Sequence[Recipe]) -> list[list[int]]:
 def _render_jobs(recipes: Sequence[Recipe], models: nn.Module, device: Any, compile: bool | str,
                  progress: bool) -> tuple[Tensor, Tensor]:
     """The images and scores of one group of `render_groups`."""
-    if len(recipes) == 1 and not batches_like_replay(recipes[0].preset):
+    if len(recipes) == 1 and not batches_like_replay(recipes[0]):
         result = render_recipe(recipes[0], models, device=device, compile=compile, progress=False)  # as replayed
     else:
         result = _render_batch(recipes, models, device, compile, progress)

@@ -1,11 +1,11 @@
 """Rendering a site's images with the atlas machinery: resumable, atomic PNGs with recipes, shardable with torchrun.
 
-`vis` and `neg` images are atlas jobs (`units.ImageJob`) rendered by `atlas.render_atlas` into
-`SITE/img/`: in batches, each PNG written atomically with its one-image recipe and final score,
-missing ones only, split over the torchrun ranks. The diversity sets (`DIVERSITY_SET` images
-optimized together) cannot share a batch with other units, so each is one render of its own
-recipe (`batch=4`); the missing sets are dealt round-robin over the ranks (`atlas.shard`), and
-each image is saved as `<unit>.div<i>.png` carrying the whole set's recipe, so
+`vis` and `neg` images are atlas jobs (`units.ImageJob`) rendered by `atlas.render_atlas` into `SITE/img/`: in
+batches where the recipe allows (`atlas.jobs.batches_like_replay`), each PNG written atomically with its one-image
+recipe and final score, missing ones only, split over the torchrun ranks. The diversity sets (`DIVERSITY_SET` images
+optimized together) cannot share a batch with other units, so each is one render of its own recipe (`batch=4`); the
+missing sets are dealt round-robin over the ranks (`atlas.shard`), and each image is saved as `<unit>.div<i>.png`
+carrying the whole set's recipe, so
 `lucent-dsl render --recipe SITE/img/<unit>.div0.png` renders the four again.
 
 Example:
