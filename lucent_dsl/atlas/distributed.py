@@ -63,7 +63,6 @@ from ..args import check_int
 from ..errors import InvalidArgumentError, LucentError
 from ..io.files import atomic_write, read_png_metadata
 from ..models.checks import weights_fingerprint
-from ..models.specs import default_size
 from ..record.recipe import SCORE_KEY, Recipe
 from .files import INDEX, by_layer, grid_filename, layer_grid, write_manifest
 from .jobs import AtlasJob, JobRecipes, pending, run_atlas
@@ -322,7 +321,6 @@ def render_atlas(
     """
     batch = check_int("batch", batch)
     out = Path(out_dir)
-    base = _sized(base, models)
     weights = weights_fingerprint(models)
     with process_group(ranks, timeout, join_timeout) as group, contextlib.ExitStack() as held:
         me = group.ranks
@@ -332,7 +330,7 @@ def render_atlas(
             try:
                 held.enter_context(folder_lock(out))  # one run per folder; held until the merged files are written
                 _remove_temp_files(out)
-                decision = (uuid.uuid4().hex, [index[j] for j in pending(jobs, out, base, weights)], None)
+                decision = (uuid.uuid4().hex, [index[j] for j in pending(jobs, out, base, models, weights)], None)
             except LucentError as e:
                 decision = ("", [], str(e))
         else:
@@ -399,11 +397,6 @@ def _remove_temp_files(out: Path) -> None:
         name = path.name[1:].rsplit(".", 2)[0]
         if name.endswith(".png") or name.startswith("manifest") or name == INDEX:
             path.unlink(missing_ok=True)
-
-
-def _sized(base: Recipe | JobRecipes, models: nn.Module) -> Recipe | JobRecipes:
-    # the size every job's recipe stores (run_atlas fills it in the same way); a function gives whole recipes
-    return base if not isinstance(base, Recipe) or base.size is not None else base.replace(size=default_size(models))
 
 
 def _bar(total: int, initial: int):

@@ -189,9 +189,17 @@ JobRecipes = Callable[[AtlasJob], Recipe]
 """A job -> its one-image recipe (what `run_atlas` renders and stores in the job's PNG)."""
 
 
-def recipes_of(base: Recipe | JobRecipes) -> JobRecipes:
-    """`base` as a job -> recipe function: `job_recipe(base, job)` for a Recipe, `base` itself for a function."""
-    return ft.partial(job_recipe, base) if isinstance(base, Recipe) else base
+def recipes_of(base: Recipe | JobRecipes, models: nn.Module) -> JobRecipes:
+    """`base` as a job -> recipe function (`job_recipe(base, job)` for a Recipe, `base` itself for a function),
+    a recipe without a size given the model's (`default_size`): the size every job's PNG records."""
+    given = ft.partial(job_recipe, base) if isinstance(base, Recipe) else base
+    size = default_size(models)
+
+    def recipe_of(job: AtlasJob) -> Recipe:
+        r = given(job)
+        return r if r.size is not None else dc.replace(r, size=size)
+
+    return recipe_of
 
 
 
@@ -254,7 +262,7 @@ def _channel_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
-def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe | JobRecipes,
+def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe | JobRecipes, models: nn.Module,
             weights: str | None = None) -> list[AtlasJob]:
     """The jobs whose PNG is not in `out_dir` yet (every PNG there is read whole: checksums verified).
 
@@ -262,7 +270,7 @@ def pending(jobs: Sequence[AtlasJob], out_dir: str | Path, base: Recipe | JobRec
         InvalidArgumentError: a PNG there is damaged, was made with another recipe, or (when `weights`,
             a `weights_fingerprint`, is given) from other weights: resuming would mix them.
     """
-    recipe_of = recipes_of(base)
+    recipe_of = recipes_of(base, models)
     out = []
     for job in jobs:
         path = Path(out_dir) / job.filename
@@ -320,14 +328,9 @@ def run_atlas(
     batch = check_int("batch", batch)
     if not isinstance(models, nn.Module):
         raise InvalidArgumentError("an atlas renders the channels of one model; give one --model")
-    given = recipes_of(base)
-
-    def recipe_of(job: AtlasJob) -> Recipe:
-        r = given(job)
-        return r if r.size is not None else dc.replace(r, size=default_size(models))
-
+    recipe_of = recipes_of(base, models)
     weights = weights or weights_fingerprint(models)
-    todo = pending(jobs, out_dir, recipe_of, weights)
+    todo = pending(jobs, out_dir, recipe_of, models, weights)
     bar = _bar(len(todo), progress, len(jobs) - len(todo))
     done = 0
     try:

@@ -117,9 +117,10 @@ def explore(model: nn.Module, spec: str, layers: Sequence[str], out: str | Path,
         _write_strips(units, found, source, img)
         if sanity:
             _sanity(units, found, model, source, img, maps, [r.name for r in rows], views)
-    firsts = {u.layer: u for u in reversed(units)}  # each layer's first unit
-    recipes = {layer: settle(dc.replace(base, objective=firsts[layer].objective))
-               for layer in dict.fromkeys(u.layer for u in units)}
+    firsts: dict[str, Unit] = {}
+    for u in units:
+        firsts.setdefault(u.layer, u)
+    recipes = {layer: settle(dc.replace(base, objective=u.objective)) for layer, u in firsts.items()}
     _write_pages(out, spec, recipes, units, views, found, source)
     return {**done, "units": len(units), "pages": len(units) + len(layers) + 1}
 
